@@ -1,0 +1,6 @@
+//! The Tributary collector as a library; `src/main.rs` only parses arguments and calls it.
+//!
+//! # Layout
+//! - [`storage`]: partitions as segmented, indexed, crash-recoverable logs on local disks.
+
+pub mod storage;

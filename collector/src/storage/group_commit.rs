@@ -1,0 +1,89 @@
+//! Group commit: many appenders, one fsync. An appender that needs its data durable calls
+//! [`GroupCommit::wait_durable`]; if no fsync is running it becomes the flusher and fsyncs
+//! everything appended so far; otherwise it waits for the running fsync and, if that did not
+//! cover it, for the next one. One fsync thus covers every batch appended since the last.
+//!
+//! Lock order: the group-commit state, then the log; the log lock is never held while
+//! taking the state lock, and never held during an fsync.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use super::error::StorageError;
+use super::log::PartitionLog;
+
+#[derive(Debug, Default)]
+struct State {
+    /// An fsync is running.
+    flushing: bool,
+    /// Bumped after every fsync attempt, so waiters can tell one finished.
+    round: u64,
+    /// Round number and message of the last failed fsync.
+    failed: Option<(u64, String)>,
+}
+
+/// Coordinates fsyncs of one partition log among concurrent appenders.
+#[derive(Debug, Default)]
+pub struct GroupCommit {
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GroupCommit {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Blocks until everything below `offset` in `log` is fsynced (the log's flushed offset
+    /// is the single truth of what is durable).
+    pub fn wait_durable(&self, log: &Mutex<PartitionLog>, offset: u64) -> Result<(), StorageError> {
+        let mut st = lock(&self.state);
+        loop {
+            if lock(log).flushed_offset() >= offset {
+                return Ok(());
+            }
+            if !st.flushing {
+                break;
+            }
+            let waited_round = st.round;
+            st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+            if let Some((round, msg)) = &st.failed {
+                if *round > waited_round {
+                    return Err(StorageError::Io {
+                        path: lock(log).dir().to_path_buf(),
+                        source: std::io::Error::other(msg.clone()),
+                    });
+                }
+            }
+        }
+        st.flushing = true;
+        drop(st);
+        // Take the target under the log lock, fsync without it so appends continue.
+        let result = lock(log).sync_target().and_then(|(file, upto)| {
+            file.sync_data()
+                .map_err(|e| StorageError::io(lock(log).dir(), e))
+                .map(|_| upto)
+        });
+        let mut st = lock(&self.state);
+        st.flushing = false;
+        st.round += 1;
+        let out = match result {
+            Ok(upto) => {
+                lock(log).mark_flushed(upto);
+                Ok(())
+            }
+            Err(e) => {
+                st.failed = Some((st.round, e.to_string()));
+                Err(e)
+            }
+        };
+        drop(st);
+        self.done.notify_all();
+        out?;
+        // If a roll or truncation raced the fsync, the loop above finds out and goes again.
+        self.wait_durable(log, offset)
+    }
+}
