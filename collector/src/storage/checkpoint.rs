@@ -171,11 +171,11 @@ impl LeaderEpochCache {
             .unwrap_or(0);
         let mut changed = keep_from > 0;
         self.entries.drain(..keep_from);
-        if let Some(first) = self.entries.first_mut() {
-            if first.1 < start_offset {
-                first.1 = start_offset;
-                changed = true;
-            }
+        if let Some(first) = self.entries.first_mut()
+            && first.1 < start_offset
+        {
+            first.1 = start_offset;
+            changed = true;
         }
         changed
     }

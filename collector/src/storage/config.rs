@@ -92,18 +92,18 @@ impl LogConfig {
                 ),
             );
         }
-        if let Some(ms) = self.retention_ms {
-            if ms <= 0 {
-                return bad(
-                    "retention_ms",
-                    format!("{ms} must be positive (or unset for forever)"),
-                );
-            }
+        if let Some(ms) = self.retention_ms
+            && ms <= 0
+        {
+            return bad(
+                "retention_ms",
+                format!("{ms} must be positive (or unset for forever)"),
+            );
         }
-        if let FlushPolicy::Interval(d) = self.flush {
-            if d.is_zero() {
-                return bad("flush_interval_ms", "must be positive".into());
-            }
+        if let FlushPolicy::Interval(d) = self.flush
+            && d.is_zero()
+        {
+            return bad("flush_interval_ms", "must be positive".into());
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ struct State {
 pub struct GroupCommit {
     state: Mutex<State>,
     done: Condvar,
+    /// fsyncs issued, for metrics and for tests that check coalescing.
+    fsyncs: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -35,6 +37,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl GroupCommit {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Number of fsyncs issued so far.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Blocks until everything below `offset` in `log` is fsynced (the log's flushed offset
@@ -50,17 +57,19 @@ impl GroupCommit {
             }
             let waited_round = st.round;
             st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
-            if let Some((round, msg)) = &st.failed {
-                if *round > waited_round {
-                    return Err(StorageError::Io {
-                        path: lock(log).dir().to_path_buf(),
-                        source: std::io::Error::other(msg.clone()),
-                    });
-                }
+            if let Some((round, msg)) = &st.failed
+                && *round > waited_round
+            {
+                return Err(StorageError::Io {
+                    path: lock(log).dir().to_path_buf(),
+                    source: std::io::Error::other(msg.clone()),
+                });
             }
         }
         st.flushing = true;
         drop(st);
+        self.fsyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Take the target under the log lock, fsync without it so appends continue.
         let result = lock(log).sync_target().and_then(|(file, upto)| {
             file.sync_data()

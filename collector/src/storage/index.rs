@@ -130,6 +130,7 @@ mod tests {
         let path = dir.path().join("x.index");
         let file = File::options()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(&path)

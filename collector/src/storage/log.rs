@@ -300,11 +300,11 @@ impl PartitionLog {
 
     /// Marks the log offline when `result` is a fatal I/O error.
     fn guard<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
-        if let Err(e) = &result {
-            if e.is_fatal_io() {
-                tracing::error!(dir = %self.dir.display(), error = %e, "partition log going offline");
-                self.offline = true;
-            }
+        if let Err(e) = &result
+            && e.is_fatal_io()
+        {
+            tracing::error!(dir = %self.dir.display(), error = %e, "partition log going offline");
+            self.offline = true;
         }
         result
     }
@@ -320,6 +320,12 @@ impl PartitionLog {
     }
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+    /// Changes the log's settings (a topic's configs were altered); applies to later appends.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), StorageError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
     }
     pub fn log_start_offset(&self) -> u64 {
         self.log_start_offset

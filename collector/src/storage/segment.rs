@@ -562,12 +562,10 @@ impl Segment {
             let time = cache.get(&self.time_path)?;
             if let Some(te) =
                 lookup_time_before(&time, self.tail.time_entries, timestamp).ctx(&self.time_path)?
-            {
-                if let Some(loc) =
+                && let Some(loc) =
                     self.locate(self.base_offset + u64::from(te.rel_offset), cache)?
-                {
-                    pos = loc.position;
-                }
+            {
+                pos = loc.position;
             }
         }
         self.scan_headers_from(pos, cache, |h| h.max_timestamp >= timestamp)
