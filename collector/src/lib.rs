@@ -2,5 +2,7 @@
 //!
 //! # Layout
 //! - [`storage`]: partitions as segmented, indexed, crash-recoverable logs on local disks.
+//! - [`controller`]: cluster metadata through an embedded Raft quorum (openraft).
 
+pub mod controller;
 pub mod storage;

@@ -1,0 +1,4 @@
+//! The controller: cluster metadata in a Raft-replicated state machine (openraft).
+//!
+//! - [`state`]: the metadata and the pure `apply` of each command.
+pub mod state;
