@@ -186,14 +186,16 @@ impl BatchHeader {
         }
     }
 
-    /// Offset of the last record (base offset + last offset delta).
+    /// Offset of the last record (base offset + last offset delta). The base offset is not
+    /// covered by the CRC, so any value can arrive here: the sum wraps rather than panics.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .wrapping_add(i64::from(self.last_offset_delta))
     }
 
-    /// The offset after this batch.
+    /// The offset after this batch (wrapping, like [`BatchHeader::last_offset`]).
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().wrapping_add(1)
     }
 
     /// Sequence number of the last record, or [`NO_SEQUENCE`] for non-idempotent batches.

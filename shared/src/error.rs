@@ -63,9 +63,6 @@ pub enum BatchError {
         declared: i64,
         used: usize,
     },
-    /// Bytes left after the last record of the block.
-    #[error("{extra} trailing bytes after the last record")]
-    TrailingBytes { extra: usize },
     /// zstd refused the data.
     #[error("zstd: {message}")]
     Zstd { message: String },
