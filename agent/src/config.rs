@@ -218,10 +218,11 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        })?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
         Self::validate(raw)
     }
 
@@ -241,21 +242,43 @@ impl Config {
                 }
                 glob::Pattern::new(p).map_err(|e| invalid(key(k), format!("{p:?}: {e}")))
             };
-            let paths = r.paths.iter().map(|p| pattern("paths", p)).collect::<Result<Vec<_>, _>>()?;
-            let exclude = r.exclude.iter().map(|p| pattern("exclude", p)).collect::<Result<Vec<_>, _>>()?;
-            shared::names::validate_topic(&r.topic).map_err(|e| invalid(key("topic"), e.to_string()))?;
+            let paths = r
+                .paths
+                .iter()
+                .map(|p| pattern("paths", p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let exclude = r
+                .exclude
+                .iter()
+                .map(|p| pattern("exclude", p))
+                .collect::<Result<Vec<_>, _>>()?;
+            shared::names::validate_topic(&r.topic)
+                .map_err(|e| invalid(key("topic"), e.to_string()))?;
             for (k, v) in &r.labels {
                 if k.is_empty() || k == "host" || k == "path" {
-                    return Err(invalid(key("labels"), format!("label {k:?} is empty or reserved (host and path are set by the agent)")));
+                    return Err(invalid(
+                        key("labels"),
+                        format!(
+                            "label {k:?} is empty or reserved (host and path are set by the agent)"
+                        ),
+                    ));
                 }
                 if v.len() > 4096 {
-                    return Err(invalid(key("labels"), format!("label {k:?} is longer than 4096 bytes")));
+                    return Err(invalid(
+                        key("labels"),
+                        format!("label {k:?} is longer than 4096 bytes"),
+                    ));
                 }
             }
             let start_at = match r.start_at.as_str() {
                 "beginning" => StartAt::Beginning,
                 "end" => StartAt::End,
-                other => return Err(invalid(key("start_at"), format!("{other:?}: use beginning or end"))),
+                other => {
+                    return Err(invalid(
+                        key("start_at"),
+                        format!("{other:?}: use beginning or end"),
+                    ));
+                }
             };
             let multiline = match &r.multiline {
                 None => None,
@@ -269,10 +292,16 @@ impl Config {
                     let start = re("start_pattern", &m.start_pattern)?;
                     let continuation = re("continuation_pattern", &m.continuation_pattern)?;
                     if start.is_none() == continuation.is_none() {
-                        return Err(invalid(key("multiline"), "give exactly one of start_pattern and continuation_pattern"));
+                        return Err(invalid(
+                            key("multiline"),
+                            "give exactly one of start_pattern and continuation_pattern",
+                        ));
                     }
                     if m.max_lines == 0 || m.timeout_ms == 0 {
-                        return Err(invalid(key("multiline"), "max_lines and timeout_ms must be positive"));
+                        return Err(invalid(
+                            key("multiline"),
+                            "max_lines and timeout_ms must be positive",
+                        ));
                     }
                     Some(Multiline {
                         start,
@@ -293,12 +322,19 @@ impl Config {
         }
         let o = &raw.output;
         if o.collectors.is_empty() {
-            return Err(invalid("output.collectors", "at least one collector URL is needed"));
+            return Err(invalid(
+                "output.collectors",
+                "at least one collector URL is needed",
+            ));
         }
         for c in &o.collectors {
-            let u = reqwest::Url::parse(c).map_err(|e| invalid("output.collectors", format!("{c:?}: {e}")))?;
+            let u = reqwest::Url::parse(c)
+                .map_err(|e| invalid("output.collectors", format!("{c:?}: {e}")))?;
             if u.scheme() != "http" && u.scheme() != "https" {
-                return Err(invalid("output.collectors", format!("{c:?}: use http:// or https://")));
+                return Err(invalid(
+                    "output.collectors",
+                    format!("{c:?}: use http:// or https://"),
+                ));
             }
         }
         let acks = match &o.acks {
@@ -307,33 +343,56 @@ impl Config {
             serde_yaml::Value::String(s) if s == "all" => Acks::All,
             serde_yaml::Value::String(s) if s == "0" => Acks::Zero,
             serde_yaml::Value::String(s) if s == "1" => Acks::One,
-            other => return Err(invalid("output.acks", format!("{other:?}: use 0, 1 or all"))),
+            other => {
+                return Err(invalid(
+                    "output.acks",
+                    format!("{other:?}: use 0, 1 or all"),
+                ));
+            }
         };
         if o.batch_bytes_max < 1024 || o.batch_bytes_max > 16 << 20 {
             return Err(invalid("output.batch_bytes_max", "must be 1 KiB..=16 MiB"));
         }
         if !(1..=22).contains(&o.zstd_level) {
-            return Err(invalid("output.zstd_level", format!("{} is outside 1..=22", o.zstd_level)));
+            return Err(invalid(
+                "output.zstd_level",
+                format!("{} is outside 1..=22", o.zstd_level),
+            ));
         }
         if o.in_flight_max == 0 || o.in_flight_max > IN_FLIGHT_MAX_LIMIT {
-            return Err(invalid("output.in_flight_max", format!("{} is outside 1..={IN_FLIGHT_MAX_LIMIT}", o.in_flight_max)));
+            return Err(invalid(
+                "output.in_flight_max",
+                format!("{} is outside 1..={IN_FLIGHT_MAX_LIMIT}", o.in_flight_max),
+            ));
         }
         if o.request_timeout_ms == 0 || o.retry_backoff_max_ms == 0 {
-            return Err(invalid("output.request_timeout_ms", "timeouts must be positive"));
+            return Err(invalid(
+                "output.request_timeout_ms",
+                "timeouts must be positive",
+            ));
         }
         let metrics_listen = raw
             .metrics_listen
             .as_deref()
-            .map(|a| a.parse::<SocketAddr>().map_err(|e| invalid("metrics_listen", format!("{a:?}: {e}"))))
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|e| invalid("metrics_listen", format!("{a:?}: {e}")))
+            })
             .transpose()?;
         if raw.max_line_bytes < 64 {
             return Err(invalid("max_line_bytes", "must be at least 64"));
         }
         if raw.max_open_files == 0 || raw.read_chunk_bytes < 4096 || raw.rescan_interval_ms == 0 {
-            return Err(invalid("max_open_files", "max_open_files, read_chunk_bytes (>= 4096) and rescan_interval_ms must be positive"));
+            return Err(invalid(
+                "max_open_files",
+                "max_open_files, read_chunk_bytes (>= 4096) and rescan_interval_ms must be positive",
+            ));
         }
         if raw.buffer_bytes_max < o.batch_bytes_max * 2 {
-            return Err(invalid("buffer_bytes_max", "must hold at least two batches (2 × output.batch_bytes_max)"));
+            return Err(invalid(
+                "buffer_bytes_max",
+                "must hold at least two batches (2 × output.batch_bytes_max)",
+            ));
         }
         if raw.state_dir.as_os_str().is_empty() {
             return Err(invalid("state_dir", "must be set"));
@@ -342,7 +401,11 @@ impl Config {
             state_dir: raw.state_dir,
             inputs,
             output: Output {
-                collectors: o.collectors.iter().map(|c| c.trim_end_matches('/').to_owned()).collect(),
+                collectors: o
+                    .collectors
+                    .iter()
+                    .map(|c| c.trim_end_matches('/').to_owned())
+                    .collect(),
                 acks,
                 linger: Duration::from_millis(o.linger_ms),
                 batch_bytes_max: o.batch_bytes_max,
@@ -394,10 +457,22 @@ output:
     fn errors_name_the_key() {
         let cases = [
             (EXAMPLE.replace("acks: all", "acks: most"), "output.acks"),
-            (EXAMPLE.replace("zstd_level: 3", "zstd_level: 40"), "output.zstd_level"),
-            (EXAMPLE.replace("topic: logs", "topic: ../x"), "inputs[0].topic"),
-            (EXAMPLE.replace("linger_ms: 100", "linger_ms: 100\n  bogus: 1"), "bogus"),
-            (EXAMPLE.replace("\"/var/log/nginx/*.log\"", "\"relative/*.log\""), "inputs[0].paths"),
+            (
+                EXAMPLE.replace("zstd_level: 3", "zstd_level: 40"),
+                "output.zstd_level",
+            ),
+            (
+                EXAMPLE.replace("topic: logs", "topic: ../x"),
+                "inputs[0].topic",
+            ),
+            (
+                EXAMPLE.replace("linger_ms: 100", "linger_ms: 100\n  bogus: 1"),
+                "bogus",
+            ),
+            (
+                EXAMPLE.replace("\"/var/log/nginx/*.log\"", "\"relative/*.log\""),
+                "inputs[0].paths",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::parse(&text).unwrap_err().to_string();

@@ -6,7 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "agent", version, about = "Tributary agent: tail log files, ship every line exactly once")]
+#[command(
+    name = "agent",
+    version,
+    about = "Tributary agent: tail log files, ship every line exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,12 +31,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => {
-            agent::config::Config::load(&file).with_context(|| format!("config {}", file.display()))?;
+            agent::config::Config::load(&file)
+                .with_context(|| format!("config {}", file.display()))?;
             println!("{}: ok", file.display());
             Ok(())
         }
         Command::Run { config } => {
-            agent::config::Config::load(&config).with_context(|| format!("config {}", config.display()))?;
+            agent::config::Config::load(&config)
+                .with_context(|| format!("config {}", config.display()))?;
             anyhow::bail!(
                 "agent run is not available in this build yet: the config is valid, but the \
                  tailer and shipper are still being built"

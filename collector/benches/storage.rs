@@ -38,31 +38,62 @@ fn batch(bytes: usize) -> Vec<u8> {
         }
         b.push(0, None, Some(&value), &[]);
     }
-    BatchEncoder::new(Compression::None, 0).unwrap().encode(&b, ProducerStamp::NONE).unwrap()
+    BatchEncoder::new(Compression::None, 0)
+        .unwrap()
+        .encode(&b, ProducerStamp::NONE)
+        .unwrap()
 }
 
 fn config(flush: FlushPolicy) -> LogConfig {
-    LogConfig { segment_bytes: 512 << 20, retention_ms: None, flush, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 512 << 20,
+        retention_ms: None,
+        flush,
+        ..LogConfig::default()
+    }
 }
 
 fn fresh_log(name: &str, cfg: LogConfig) -> (tempfile::TempDir, PartitionLog) {
     let tmp = tempfile::tempdir_in(bench_dir()).unwrap();
-    let log = PartitionLog::open(&tmp.path().join(name), "bench", 0, cfg, Arc::new(FileCache::new(64)), false, 0).unwrap();
+    let log = PartitionLog::open(
+        &tmp.path().join(name),
+        "bench",
+        0,
+        cfg,
+        Arc::new(FileCache::new(64)),
+        false,
+        0,
+    )
+    .unwrap();
     (tmp, log)
 }
 
 fn append(c: &mut Criterion) {
-    let limits = BatchLimits { batch_bytes_max: 2 << 20, ..BatchLimits::default() };
+    let limits = BatchLimits {
+        batch_bytes_max: 2 << 20,
+        ..BatchLimits::default()
+    };
     let mut g = c.benchmark_group("append");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     for (label, size) in [("1MiB", 1 << 20), ("16KiB", 16 << 10)] {
         let bytes = batch(size);
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         for (flush_label, flush) in [("always", true), ("never", false)] {
             g.bench_function(BenchmarkId::new(label, flush_label), |b| {
                 b.iter_custom(|iters| {
-                    let (_tmp, mut log) = fresh_log("a-0", config(if flush { FlushPolicy::Always } else { FlushPolicy::Never }));
-                    let batches: Vec<_> = (0..iters).map(|_| ValidatedBatches::new(bytes.clone(), &limits).unwrap()).collect();
+                    let (_tmp, mut log) = fresh_log(
+                        "a-0",
+                        config(if flush {
+                            FlushPolicy::Always
+                        } else {
+                            FlushPolicy::Never
+                        }),
+                    );
+                    let batches: Vec<_> = (0..iters)
+                        .map(|_| ValidatedBatches::new(bytes.clone(), &limits).unwrap())
+                        .collect();
                     let start = Instant::now();
                     for v in batches {
                         log.append(v, 0, 0).unwrap();
@@ -88,7 +119,8 @@ fn append(c: &mut Criterion) {
                         std::thread::spawn(move || {
                             for _ in 0..per {
                                 let v = ValidatedBatches::new(bytes.clone(), &limits).unwrap();
-                                let end = log.lock().unwrap().append(v, 0, 0).unwrap().last_offset + 1;
+                                let end =
+                                    log.lock().unwrap().append(v, 0, 0).unwrap().last_offset + 1;
                                 gc.wait_durable(&log, end).unwrap();
                             }
                         })
@@ -105,11 +137,15 @@ fn append(c: &mut Criterion) {
 }
 
 fn read(c: &mut Criterion) {
-    let limits = BatchLimits { batch_bytes_max: 2 << 20, ..BatchLimits::default() };
+    let limits = BatchLimits {
+        batch_bytes_max: 2 << 20,
+        ..BatchLimits::default()
+    };
     let (_tmp, mut log) = fresh_log("r-0", config(FlushPolicy::Never));
     let bytes = batch(64 << 10);
     for _ in 0..(256 << 20) / bytes.len() {
-        log.append(ValidatedBatches::new(bytes.clone(), &limits).unwrap(), 0, 0).unwrap();
+        log.append(ValidatedBatches::new(bytes.clone(), &limits).unwrap(), 0, 0)
+            .unwrap();
     }
     let end = log.log_end_offset();
     log.set_high_watermark(end);
@@ -122,7 +158,11 @@ fn read(c: &mut Criterion) {
             let mut n = 0;
             while offset < end {
                 let r = log.read(offset, 1 << 20, None).unwrap();
-                let last = shared::BatchIter::new(&r.bytes, limits).last().unwrap().unwrap().0;
+                let last = shared::BatchIter::new(&r.bytes, limits)
+                    .last()
+                    .unwrap()
+                    .unwrap()
+                    .0;
                 offset = last.next_offset() as u64;
                 n += r.bytes.len();
             }
@@ -133,16 +173,24 @@ fn read(c: &mut Criterion) {
 }
 
 fn recovery(c: &mut Criterion) {
-    let limits = BatchLimits { batch_bytes_max: 2 << 20, ..BatchLimits::default() };
+    let limits = BatchLimits {
+        batch_bytes_max: 2 << 20,
+        ..BatchLimits::default()
+    };
     let tmp = tempfile::tempdir_in(bench_dir()).unwrap();
     let dir = tmp.path().join("rec-0");
-    let cfg = LogConfig { segment_bytes: i32::MAX as u64, ..config(FlushPolicy::Never) };
+    let cfg = LogConfig {
+        segment_bytes: i32::MAX as u64,
+        ..config(FlushPolicy::Never)
+    };
     let cache = Arc::new(FileCache::new(8));
     {
-        let mut log = PartitionLog::open(&dir, "bench", 0, cfg.clone(), cache.clone(), false, 0).unwrap();
+        let mut log =
+            PartitionLog::open(&dir, "bench", 0, cfg.clone(), cache.clone(), false, 0).unwrap();
         let bytes = batch(1 << 20);
         for _ in 0..1024 {
-            log.append(ValidatedBatches::new(bytes.clone(), &limits).unwrap(), 0, 0).unwrap();
+            log.append(ValidatedBatches::new(bytes.clone(), &limits).unwrap(), 0, 0)
+                .unwrap();
         }
         log.flush().unwrap();
         // Dropped without close: the next open is a crash recovery of the whole active segment.
@@ -151,7 +199,8 @@ fn recovery(c: &mut Criterion) {
     g.sample_size(10).throughput(Throughput::Bytes(1 << 30));
     g.bench_function("1GiB-active-segment", |b| {
         b.iter(|| {
-            let log = PartitionLog::open(&dir, "bench", 0, cfg.clone(), cache.clone(), false, 0).unwrap();
+            let log =
+                PartitionLog::open(&dir, "bench", 0, cfg.clone(), cache.clone(), false, 0).unwrap();
             assert_eq!(log.recovery_report().segments_scanned, 1);
             log.log_end_offset()
         });

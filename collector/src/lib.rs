@@ -1,8 +1,20 @@
 //! The Tributary collector as a library; `src/main.rs` only parses arguments and calls it.
 //!
 //! # Layout
+//! - [`admin`]: the admin CLI client (`collector topics …`).
+//! - [`config`]: the YAML configuration, parsed strictly and validated once.
 //! - [`storage`]: partitions as segmented, indexed, crash-recoverable logs on local disks.
 //! - [`controller`]: cluster metadata through an embedded Raft quorum (openraft).
+//! - [`broker`]: partitions this node leads, idempotent produce, fetch — no HTTP.
+//! - [`server`]: the HTTP API (axum): routes, JSON, error replies, start and shutdown.
+//! - [`loadgen`]: `collector bench`, the load tool.
+//! - [`metrics`]: Prometheus metrics.
 
+pub mod admin;
+pub mod broker;
+pub mod config;
 pub mod controller;
+pub mod loadgen;
+pub mod metrics;
+pub mod server;
 pub mod storage;

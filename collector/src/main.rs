@@ -1,9 +1,19 @@
-//! `collector`: the Tributary broker. Parses arguments and calls the library.
+//! `collector`: the Tributary broker. Parses arguments, loads the config, calls the library.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use collector::admin::{self, AdminClient, Output};
+use collector::config::Config;
+use collector::loadgen;
 
 #[derive(Parser, Debug)]
-#[command(name = "collector", version, about = "Tributary collector: replicated, segmented log storage")]
+#[command(
+    name = "collector",
+    version,
+    about = "Tributary collector: replicated, segmented log storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -11,19 +21,251 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the HTTP API (not available in this build yet).
+    /// Run a collector. Without --config: one node, data in ./data, on 127.0.0.1:7400.
     Serve {
         #[arg(long)]
-        config: Option<std::path::PathBuf>,
+        config: Option<PathBuf>,
     },
+    /// Validate a config file and exit (0 when valid).
+    CheckConfig { file: PathBuf },
+    /// Load tool: produce generated log lines, or consume a topic, and report figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
+        collector: String,
+        #[arg(long, global = true, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Topic admin over the HTTP API.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
+        collector: String,
+        #[arg(long, global = true, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicsCommand {
+    /// List topics.
+    List,
+    /// Show a topic's partitions: leader, replicas, ISR, offsets.
+    Describe { name: String },
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long)]
+        partitions: Option<u32>,
+        #[arg(long)]
+        replication_factor: Option<u16>,
+        /// Topic configs as key=value (retention_ms, retention_bytes, segment_bytes, segment_ms, min_insync_replicas).
+        #[arg(long = "config", value_parser = parse_kv)]
+        configs: Vec<(String, i64)>,
+    },
+    /// Delete a topic and its data.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Produce idempotent zstd batches of realistic generated log lines.
+    Produce {
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+        #[arg(long, default_value_t = 200)]
+        record_bytes: usize,
+        #[arg(long, default_value_t = 1 << 20)]
+        batch_bytes: usize,
+        #[arg(long, default_value = "all")]
+        acks: String,
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+        /// e.g. 30s, 2m
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Records per second over all producers (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 3)]
+        zstd_level: i32,
+    },
+    /// Read a topic from the start to its high watermarks.
+    Consume {
+        #[arg(long, default_value = "bench")]
+        topic: String,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        other => Err(format!("{s:?}: unknown unit {other:?} (ms, s, m)")),
+    }
+}
+
+async fn bench(command: BenchCommand, collector: String, output: Output) -> anyhow::Result<()> {
+    let report = match command {
+        BenchCommand::Produce {
+            topic,
+            partitions,
+            record_bytes,
+            batch_bytes,
+            acks,
+            producers,
+            duration,
+            rate,
+            zstd_level,
+        } => {
+            let opts = loadgen::ProduceOptions {
+                collector,
+                topic,
+                partitions,
+                record_bytes,
+                batch_bytes,
+                acks,
+                producers,
+                duration,
+                rate,
+                zstd_level,
+            };
+            loadgen::produce(opts, output == Output::Table).await?
+        }
+        BenchCommand::Consume { topic } => loadgen::consume(&collector, &topic).await?,
+    };
+    match output {
+        Output::Json => println!("{report}"),
+        Output::Table => println!("{}", loadgen::render(&report)),
+    }
+    Ok(())
+}
+
+fn parse_kv(s: &str) -> Result<(String, i64), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected key=value"))?;
+    let v = v.parse().map_err(|e| format!("{k}: {e}"))?;
+    Ok((k.to_owned(), v))
+}
+
+async fn topics(command: TopicsCommand, collector: &str, output: Output) -> anyhow::Result<()> {
+    let c = AdminClient::new(collector);
+    let (v, human): (serde_json::Value, fn(&serde_json::Value) -> String) = match command {
+        TopicsCommand::List => (c.topics_list().await?, admin::render_topics),
+        TopicsCommand::Describe { name } => (c.topic_describe(&name).await?, admin::render_topic),
+        TopicsCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs: serde_json::Map<String, serde_json::Value> =
+                configs.into_iter().map(|(k, v)| (k, v.into())).collect();
+            (
+                c.topic_create(&name, partitions, replication_factor, configs.into())
+                    .await?,
+                admin::render_topic,
+            )
+        }
+        TopicsCommand::Delete { name } => {
+            c.topic_delete(&name).await?;
+            (serde_json::json!({"deleted": name}), |v| {
+                format!("deleted {}", v["deleted"].as_str().unwrap_or_default())
+            })
+        }
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Output::Table => println!("{}", human(&v)),
+    }
+    Ok(())
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match config {
+        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display())),
+        None => Ok(Config::single_node_default()?),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
-        Command::Serve { .. } => anyhow::bail!(
-            "collector serve is not available in this build yet: the storage layer is built, \
-             the HTTP server is the next step"
-        ),
+        Command::CheckConfig { file } => {
+            load(Some(&file))?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Topics {
+            command,
+            collector,
+            output,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(topics(command, &collector, output))
+        }
+        Command::Bench {
+            command,
+            collector,
+            output,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench(command, collector, output))
+        }
+        Command::Serve { config } => {
+            let config = load(config.as_ref())?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(collector::server::run(config, shutdown_signal(), |addr| {
+                println!("collector listening on http://{addr}");
+            }))?;
+            Ok(())
+        }
     }
 }

@@ -1,1 +1,225 @@
-//! Process-level test harness (see tests/tests/).
+//! Process-level test harness: spawns the real `collector` binary on `127.0.0.1:0` with a
+//! temp data directory, finds its address from its first line of output, and offers a small
+//! blocking HTTP client. Used by `tests/tests/*.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shared::{BatchBuilder, BatchEncoder, Compression, ProducerStamp};
+
+/// Path of a workspace binary built by cargo for this test run.
+pub fn binary(name: &str) -> PathBuf {
+    // Integration tests live in target/<profile>/deps; binaries one level up.
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace` first (nextest builds it)",
+        path.display()
+    );
+    path
+}
+
+/// A running collector process.
+#[derive(Debug)]
+pub struct Collector {
+    pub child: Child,
+    pub addr: String,
+    pub data: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Collector {
+    /// Starts a single-node collector with `extra` YAML appended to a minimal config.
+    pub fn start(data: &Path, extra: &str) -> Self {
+        std::fs::create_dir_all(data).unwrap();
+        let config = data.with_extension("yaml");
+        let yaml = format!(
+            "listen: 127.0.0.1:0\ndata_dirs: [{}]\n{extra}",
+            data.display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        Self::start_with(data, &config)
+    }
+
+    pub fn start_with(data: &Path, config: &Path) -> Self {
+        let mut child = Command::new(binary("collector"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("collector did not report its address within 30 s");
+        let addr = line.rsplit("http://").next().unwrap().trim().to_owned();
+        let c = Self {
+            child,
+            addr,
+            data: data.to_path_buf(),
+            config: config.to_path_buf(),
+        };
+        c.wait_healthy();
+        c
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(self.url("/health")).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("collector at {} never became healthy", self.addr);
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY-free: libc::kill on our own child's pid.
+        let pid = self.child.id() as i32;
+        assert_eq!(unsafe_kill(pid, libc::SIGTERM), 0);
+        self.child.wait().unwrap()
+    }
+
+    /// Restarts on the same data directory and config.
+    pub fn restart(&mut self) {
+        let data = self.data.clone();
+        let config = self.config.clone();
+        *self = Self::start_with(&data, &config);
+    }
+}
+
+#[allow(unsafe_code)]
+fn unsafe_kill(pid: i32, sig: i32) -> i32 {
+    // SAFETY: sending a signal to a process id has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Encodes one batch of `values` with an optional producer identity.
+pub fn batch(values: &[String], stamp: ProducerStamp, zstd: bool) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    for v in values {
+        b.push(
+            1_700_000_000_000,
+            None,
+            Some(v.as_bytes()),
+            &[(b"host".as_slice(), b"test".as_slice())],
+        );
+    }
+    let compression = if zstd {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    BatchEncoder::new(compression, 3)
+        .unwrap()
+        .encode(&b, stamp)
+        .unwrap()
+}
+
+/// Posts batch bytes; returns (status, JSON body).
+pub fn produce(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    topic: &str,
+    partition: u32,
+    bytes: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let r = c
+        .post(format!(
+            "{base}/v1/topics/{topic}/partitions/{partition}/batches?acks=all"
+        ))
+        .header("content-type", "application/vnd.tributary.batches")
+        .body(bytes)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// Reads every record value of a partition from `offset` up to its high watermark.
+pub fn read_all(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    topic: &str,
+    partition: u32,
+) -> Vec<(u64, String)> {
+    let limits = shared::BatchLimits::default();
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let r = c
+            .get(format!("{base}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes=4194304"))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "fetch: {}", r.status());
+        let hw: u64 = r.headers()["tributary-high-watermark"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = r.bytes().unwrap();
+        if bytes.is_empty() {
+            assert!(
+                offset >= hw,
+                "empty fetch at {offset} below the high watermark {hw}"
+            );
+            return out;
+        }
+        for item in shared::BatchIter::new(&bytes, limits) {
+            let (h, b) = item.unwrap();
+            for rec in shared::DecodedRecords::new(b, &limits).unwrap().iter() {
+                let o = h.base_offset as u64 + rec.offset_delta as u64;
+                if o >= offset {
+                    out.push((o, String::from_utf8(rec.value.unwrap().to_vec()).unwrap()));
+                }
+            }
+            offset = h.next_offset() as u64;
+        }
+    }
+}

@@ -53,7 +53,10 @@ pub struct TopicMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     /// A broker announces itself (on start).
-    RegisterBroker { id: NodeId, address: String },
+    RegisterBroker {
+        id: NodeId,
+        address: String,
+    },
     /// Create a topic, assigning replicas round-robin over the registered brokers.
     CreateTopic {
         name: String,
@@ -61,9 +64,13 @@ pub enum MetadataCommand {
         replication_factor: u16,
         configs: TopicConfigs,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// Allocate `count` fresh producer ids (never reused).
-    AllocateProducerIds { count: u32 },
+    AllocateProducerIds {
+        count: u32,
+    },
 }
 
 /// Why a command was refused (deterministically, on every node alike).
@@ -135,11 +142,16 @@ impl MetadataState {
             }
             MetadataCommand::AllocateProducerIds { count } => {
                 if *count == 0 {
-                    return CommandResult::Refused(MetadataError::Invalid("count must be positive".into()));
+                    return CommandResult::Refused(MetadataError::Invalid(
+                        "count must be positive".into(),
+                    ));
                 }
                 let first = self.next_producer_id;
                 self.next_producer_id += i64::from(*count);
-                CommandResult::ProducerIds { first, count: *count }
+                CommandResult::ProducerIds {
+                    first,
+                    count: *count,
+                }
             }
         }
     }
@@ -151,7 +163,8 @@ impl MetadataState {
         replication_factor: u16,
         configs: &TopicConfigs,
     ) -> Result<TopicMeta, MetadataError> {
-        shared::names::validate_topic(name).map_err(|e| MetadataError::InvalidTopic(e.to_string()))?;
+        shared::names::validate_topic(name)
+            .map_err(|e| MetadataError::InvalidTopic(e.to_string()))?;
         if self.topics.contains_key(name) {
             return Err(MetadataError::TopicExists(name.to_owned()));
         }
@@ -222,7 +235,9 @@ mod tests {
             replication_factor: 3,
             configs: TopicConfigs::default(),
         });
-        let CommandResult::TopicCreated(t) = r else { panic!("{r:?}") };
+        let CommandResult::TopicCreated(t) = r else {
+            panic!("{r:?}")
+        };
         let leaders: Vec<_> = t.partitions.iter().map(|p| p.leader).collect();
         assert_eq!(leaders, [1, 2, 3, 1, 2, 3]);
         assert_eq!(t.partitions[1].replicas, [2, 3, 1]);
@@ -243,10 +258,22 @@ mod tests {
             replication_factor: rf,
             configs: TopicConfigs::default(),
         };
-        assert!(matches!(s.apply(&create("a", 2)), CommandResult::Refused(MetadataError::NotEnoughBrokers { .. })));
-        assert!(matches!(s.apply(&create("..", 1)), CommandResult::Refused(MetadataError::InvalidTopic(_))));
-        assert!(matches!(s.apply(&create("a", 1)), CommandResult::TopicCreated(_)));
-        assert!(matches!(s.apply(&create("a", 1)), CommandResult::Refused(MetadataError::TopicExists(_))));
+        assert!(matches!(
+            s.apply(&create("a", 2)),
+            CommandResult::Refused(MetadataError::NotEnoughBrokers { .. })
+        ));
+        assert!(matches!(
+            s.apply(&create("..", 1)),
+            CommandResult::Refused(MetadataError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            s.apply(&create("a", 1)),
+            CommandResult::TopicCreated(_)
+        ));
+        assert!(matches!(
+            s.apply(&create("a", 1)),
+            CommandResult::Refused(MetadataError::TopicExists(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,205 @@
+//! `collector topics …`: the admin CLI, a client of the same HTTP API users call.
+
+use serde_json::{Value, json};
+
+/// Output format of admin commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot reach {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{code}: {message}")]
+    Api { code: String, message: String },
+}
+
+/// A small client of the collector API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, AdminError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let http = |source| AdminError::Http {
+            url: url.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(http)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(http)?;
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            return Err(AdminError::Api {
+                code: v["error"]["code"]
+                    .as_str()
+                    .unwrap_or("http_error")
+                    .to_owned(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| format!("HTTP {status}"), str::to_owned),
+            });
+        }
+        Ok(v)
+    }
+
+    pub async fn topics_list(&self) -> Result<Value, AdminError> {
+        self.call(reqwest::Method::GET, "/v1/topics", None).await
+    }
+
+    pub async fn topic_describe(&self, name: &str) -> Result<Value, AdminError> {
+        self.call(reqwest::Method::GET, &format!("/v1/topics/{name}"), None)
+            .await
+    }
+
+    pub async fn topic_create(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        replication_factor: Option<u16>,
+        configs: Value,
+    ) -> Result<Value, AdminError> {
+        let mut body = json!({"name": name, "configs": configs});
+        if let Some(p) = partitions {
+            body["partitions"] = json!(p);
+        }
+        if let Some(r) = replication_factor {
+            body["replication_factor"] = json!(r);
+        }
+        self.call(reqwest::Method::POST, "/v1/topics", Some(body))
+            .await
+    }
+
+    pub async fn topic_delete(&self, name: &str) -> Result<Value, AdminError> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/topics/{name}"), None)
+            .await
+    }
+}
+
+/// Renders rows as an aligned text table.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Human rendering of `topics list`.
+pub fn render_topics(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["topics"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    vec![
+                        s(&t["name"]),
+                        s(&t["partitions"]),
+                        s(&t["replication_factor"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["TOPIC", "PARTITIONS", "REPLICATION"], &rows)
+}
+
+/// Human rendering of `topics describe`.
+pub fn render_topic(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["partitions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    vec![
+                        s(&p["partition"]),
+                        s(&p["leader"]),
+                        s(&p["leader_epoch"]),
+                        s(&p["replicas"]),
+                        s(&p["isr"]),
+                        s(&p["log_start_offset"]),
+                        s(&p["high_watermark"]),
+                        s(&p["size_bytes"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "topic {}  replication {}  configs {}\n{}",
+        s(&v["name"]),
+        s(&v["replication_factor"]),
+        v["configs"],
+        table(
+            &[
+                "PARTITION",
+                "LEADER",
+                "EPOCH",
+                "REPLICAS",
+                "ISR",
+                "LOG_START",
+                "HIGH_WATERMARK",
+                "BYTES"
+            ],
+            &rows
+        )
+    )
+}

@@ -1,0 +1,269 @@
+//! The broker: which partitions this node holds, and the produce / fetch / producer-id logic
+//! behind the HTTP API (which only translates). No axum and no JSON here.
+
+pub mod partition;
+pub mod producer_state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::controller::state::{
+    CommandResult, MetadataCommand, MetadataError, TopicConfigs, TopicMeta,
+};
+use crate::controller::{Controller, ControllerError};
+use crate::storage::manager::TopicPartition;
+use crate::storage::{LogConfig, LogManager, StorageError};
+pub use partition::{Acks, BatchAck, Partition, PartitionRef, ProduceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("topic {topic} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
+    #[error("this broker is not the leader of {topic}-{partition} (leader: {leader:?})")]
+    NotLeader {
+        topic: String,
+        partition: u32,
+        leader: Option<u64>,
+    },
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: Config,
+    pub logs: LogManager,
+    pub controller: Arc<Controller>,
+    partitions: RwLock<HashMap<TopicPartition, PartitionRef>>,
+}
+
+impl Broker {
+    pub fn new(config: Config, logs: LogManager, controller: Arc<Controller>) -> Self {
+        Self {
+            config,
+            logs,
+            controller,
+            partitions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The storage settings of a topic: its own configs over the broker defaults.
+    pub fn log_config(&self, configs: &TopicConfigs) -> LogConfig {
+        let mut c = self.config.log.clone();
+        if let Some(v) = configs.segment_bytes {
+            c.segment_bytes = v;
+        }
+        if let Some(v) = configs.segment_ms {
+            c.segment_ms = v;
+        }
+        if let Some(v) = configs.retention_ms {
+            c.retention_ms = (v >= 0).then_some(v);
+        }
+        if let Some(v) = configs.retention_bytes {
+            c.retention_bytes = Some(v);
+        }
+        c
+    }
+
+    /// Creates a topic through the controller.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        replication_factor: Option<u16>,
+        configs: TopicConfigs,
+    ) -> Result<TopicMeta, BrokerError> {
+        shared::names::validate_topic(name)
+            .map_err(|e| MetadataError::InvalidTopic(e.to_string()))?;
+        self.log_config(&configs).validate()?;
+        let cmd = MetadataCommand::CreateTopic {
+            name: name.to_owned(),
+            partitions: partitions.unwrap_or(self.config.topics.default_partitions),
+            replication_factor: replication_factor
+                .unwrap_or(self.config.topics.default_replication_factor),
+            configs,
+        };
+        match self.controller.propose(cmd).await? {
+            CommandResult::TopicCreated(t) => Ok(t),
+            CommandResult::Refused(e) => Err(e.into()),
+            other => Err(BrokerError::Internal(format!(
+                "unexpected controller reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Deletes a topic through the controller, then its local partitions.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        match self
+            .controller
+            .propose(MetadataCommand::DeleteTopic {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            CommandResult::Done => {}
+            CommandResult::Refused(e) => return Err(e.into()),
+            other => {
+                return Err(BrokerError::Internal(format!(
+                    "unexpected controller reply {other:?}"
+                )));
+            }
+        }
+        self.drop_local_topic(name)
+    }
+
+    fn drop_local_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let doomed: Vec<TopicPartition> = {
+            let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            let doomed: Vec<_> = parts
+                .keys()
+                .filter(|tp| tp.topic == name)
+                .cloned()
+                .collect();
+            for tp in &doomed {
+                parts.remove(tp);
+            }
+            doomed
+        };
+        let mut held: Vec<_> = self
+            .logs
+            .partitions()
+            .into_iter()
+            .map(|(tp, _)| tp)
+            .filter(|tp| tp.topic == name)
+            .collect();
+        held.extend(doomed);
+        held.sort();
+        held.dedup();
+        for tp in held {
+            self.logs.delete(&tp)?;
+        }
+        Ok(())
+    }
+
+    /// The topic's metadata, creating the topic when it is missing and `auto_create` allows.
+    pub async fn topic(&self, name: &str, auto_create: bool) -> Result<TopicMeta, BrokerError> {
+        if let Some(t) = self.controller.metadata().topics.get(name) {
+            return Ok(t.clone());
+        }
+        if !(auto_create && self.config.topics.auto_create_topics) {
+            return Err(BrokerError::UnknownTopic(name.to_owned()));
+        }
+        match self
+            .create_topic(name, None, None, TopicConfigs::default())
+            .await
+        {
+            Ok(t) => Ok(t),
+            // Another request created it first.
+            Err(BrokerError::Metadata(MetadataError::TopicExists(_))) => self
+                .controller
+                .metadata()
+                .topics
+                .get(name)
+                .cloned()
+                .ok_or_else(|| BrokerError::UnknownTopic(name.to_owned())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The partition this broker leads, opening (or creating) its log on first use.
+    /// Returns it with the current leader epoch.
+    pub async fn leader_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        auto_create: bool,
+    ) -> Result<(PartitionRef, i32), BrokerError> {
+        let meta = self.topic(topic, auto_create).await?;
+        let Some(pm) = meta.partitions.get(partition as usize) else {
+            return Err(BrokerError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                count: meta.partitions.len() as u32,
+            });
+        };
+        if pm.leader != self.config.node_id {
+            return Err(BrokerError::NotLeader {
+                topic: topic.to_owned(),
+                partition,
+                leader: Some(pm.leader),
+            });
+        }
+        let tp = TopicPartition::new(topic, partition);
+        if let Some(p) = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&tp)
+        {
+            return Ok((p.clone(), pm.leader_epoch));
+        }
+        let config = self.log_config(&meta.configs);
+        let broker = self;
+        let opened = tokio::task::block_in_place(|| -> Result<PartitionRef, BrokerError> {
+            let log = broker.logs.get_or_create(&tp, Some(config))?;
+            Ok(Arc::new(Partition::open(tp.clone(), log)?))
+        })?;
+        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let p = parts.entry(tp).or_insert(opened).clone();
+        Ok((p, pm.leader_epoch))
+    }
+
+    /// Every open partition.
+    pub fn open_partitions(&self) -> Vec<PartitionRef> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Allocates a producer id through the controller.
+    pub async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        match self
+            .controller
+            .propose(MetadataCommand::AllocateProducerIds { count: 1 })
+            .await?
+        {
+            CommandResult::ProducerIds { first, .. } => Ok(first),
+            CommandResult::Refused(e) => Err(e.into()),
+            other => Err(BrokerError::Internal(format!(
+                "unexpected controller reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Snapshots producer state and recovery points; expires idle producers.
+    pub fn checkpoint_all(&self) {
+        for p in self.open_partitions() {
+            if let Err(e) = p.checkpoint(self.config.producer_id_expiration_ms) {
+                tracing::warn!(partition = %p.tp.dir_name(), error = %e, "checkpoint failed");
+                self.logs.report_error(&p.tp, &e);
+            }
+        }
+    }
+
+    /// Clean shutdown of storage: snapshots, then every log closed and marked clean.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.checkpoint_all();
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.logs.close()
+    }
+}

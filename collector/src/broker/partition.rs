@@ -1,0 +1,298 @@
+//! [`Partition`]: a partition log this broker leads, with its producer table, its group
+//! commit and the high-watermark signal that wakes long-polling fetches.
+//!
+//! Everything here is blocking (file I/O, fsync); the HTTP layer calls it from
+//! `spawn_blocking`. Lock order: producer table, then log. No lock is held during an fsync.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shared::batch::BatchIter;
+use shared::{BatchHeader, BatchLimits};
+use tokio::sync::watch;
+
+use super::producer_state::{self, ProducerError, ProducerTable, Verdict};
+use crate::storage::manager::{SharedLog, TopicPartition};
+use crate::storage::{FlushPolicy, GroupCommit, ReadResult, StorageError, ValidatedBatches};
+
+/// How many acknowledgements a produce waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Reply before the batch is even appended.
+    None,
+    /// The leader has it (and, with flush `always`, fsynced it).
+    Leader,
+    /// Every in-sync replica has it (on a single node: as `Leader`).
+    All,
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(format!("acks must be 0, 1 or all, got {other:?}")),
+        }
+    }
+}
+
+/// Outcome of one batch of a produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAck {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub log_append_time_ms: i64,
+    /// The batch was a retry of one already in the log; nothing was written.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    pub tp: TopicPartition,
+    log: SharedLog,
+    gc: GroupCommit,
+    producers: Mutex<ProducerTable>,
+    flush: FlushPolicy,
+    hw: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Chunk size used when replaying the log to rebuild producer state.
+const REBUILD_READ_BYTES: usize = 4 << 20;
+
+impl Partition {
+    /// Wraps an open log, rebuilding the producer table from the newest snapshot plus the
+    /// batches after it.
+    pub fn open(tp: TopicPartition, log: SharedLog) -> Result<Self, StorageError> {
+        let (table, flush, hw) = {
+            let mut l = lock(&log);
+            let end = l.log_end_offset();
+            // A single node: what recovery kept is durable, so it is all visible.
+            l.set_high_watermark(end);
+            let (from, mut table) =
+                producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
+            let mut offset = from;
+            while offset < end {
+                let r = l.read(offset, REBUILD_READ_BYTES, Some(end))?;
+                if r.bytes.is_empty() {
+                    break;
+                }
+                let limits = BatchLimits {
+                    batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
+                    uncompressed_bytes_max: 0,
+                };
+                for item in BatchIter::new(&r.bytes, limits) {
+                    let (h, _) = item?;
+                    if h.next_offset() as u64 > offset {
+                        table.record(&h, h.max_timestamp);
+                    }
+                    offset = h.next_offset() as u64;
+                }
+            }
+            (table, l.config().flush, l.high_watermark())
+        };
+        Ok(Self {
+            tp,
+            log,
+            gc: GroupCommit::new(),
+            producers: Mutex::new(table),
+            flush,
+            hw: watch::Sender::new(hw),
+        })
+    }
+
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+
+    /// Subscribes to high-watermark changes (for long-poll fetches).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.hw.subscribe()
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        *self.hw.borrow()
+    }
+
+    /// Appends a request's batches: duplicates are answered from the producer table, the
+    /// rest are sequence-checked (all or nothing), appended in one write and, unless
+    /// `acks` is `None`, made durable per the flush policy before returning.
+    pub fn produce(
+        &self,
+        batches: ValidatedBatches,
+        leader_epoch: i32,
+    ) -> Result<Vec<BatchAck>, ProduceError> {
+        let now = now_ms();
+        let mut producers = lock(&self.producers);
+        // Judge every batch first, against the table as the earlier batches would leave it.
+        let mut scratch = producers.clone();
+        let mut verdicts = Vec::with_capacity(batches.headers().len());
+        for (h, _) in batches.headers() {
+            let v = scratch.check(h)?;
+            if v == Verdict::Append {
+                let mut stamped = *h;
+                stamped.base_offset = 0; // placeholder: only sequences matter in the scratch table
+                scratch.record(&stamped, now);
+            }
+            verdicts.push(v);
+        }
+        drop(scratch);
+        let fresh: Vec<usize> = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v == Verdict::Append)
+            .map(|(i, _)| i)
+            .collect();
+        let mut acks_out = Vec::with_capacity(verdicts.len());
+        let mut durable_needed = 0u64;
+        let appended = if fresh.is_empty() {
+            None
+        } else {
+            let to_write = if fresh.len() == verdicts.len() {
+                batches.clone()
+            } else {
+                let mut bytes = Vec::new();
+                for &i in &fresh {
+                    let (h, at) = batches.headers()[i];
+                    bytes.extend_from_slice(&batches.bytes()[at..at + h.size()]);
+                }
+                ValidatedBatches::new(
+                    bytes,
+                    &BatchLimits {
+                        batch_bytes_max: usize::MAX,
+                        uncompressed_bytes_max: 0,
+                    },
+                )
+                .map_err(StorageError::from)?
+            };
+            let info = lock(&self.log).append(to_write, leader_epoch, now)?;
+            Some(info)
+        };
+        let mut fresh_iter = appended.iter().flat_map(|i| i.batches.iter());
+        for (i, v) in verdicts.iter().enumerate() {
+            match v {
+                Verdict::Duplicate(b) => {
+                    durable_needed = durable_needed.max(b.last_offset + 1);
+                    acks_out.push(BatchAck {
+                        base_offset: b.base_offset,
+                        last_offset: b.last_offset,
+                        log_append_time_ms: b.append_time_ms,
+                        duplicate: true,
+                    });
+                }
+                Verdict::Append => {
+                    let Some(&(base, last)) = fresh_iter.next() else {
+                        break;
+                    };
+                    let mut h: BatchHeader = batches.headers()[i].0;
+                    h.base_offset = base as i64;
+                    producers.record(&h, now);
+                    durable_needed = durable_needed.max(last + 1);
+                    acks_out.push(BatchAck {
+                        base_offset: base,
+                        last_offset: last,
+                        log_append_time_ms: now,
+                        duplicate: false,
+                    });
+                }
+            }
+        }
+        drop(producers);
+        if self.flush == FlushPolicy::Always {
+            // Group commit; with acks=0 the HTTP layer replied already, but the data still
+            // becomes visible to consumers only once durable.
+            self.gc.wait_durable(&self.log, durable_needed)?;
+            self.advance_high_watermark(true);
+        } else {
+            self.advance_high_watermark(false);
+        }
+        Ok(acks_out)
+    }
+
+    /// Moves the high watermark to what is durable (`durable_only`) or to the log end, and
+    /// wakes waiting fetches.
+    fn advance_high_watermark(&self, durable_only: bool) {
+        let hw = {
+            let mut l = lock(&self.log);
+            let target = if durable_only {
+                l.flushed_offset()
+            } else {
+                l.log_end_offset()
+            };
+            if target > l.high_watermark() {
+                l.set_high_watermark(target);
+            }
+            l.high_watermark()
+        };
+        self.hw.send_if_modified(|cur| {
+            if hw > *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Fsyncs now (flush `interval` calls this on a timer) and publishes the result.
+    pub fn flush_now(&self) -> Result<(), StorageError> {
+        let end = lock(&self.log).log_end_offset();
+        self.gc.wait_durable(&self.log, end)?;
+        if self.flush != FlushPolicy::Always {
+            return Ok(());
+        }
+        self.advance_high_watermark(true);
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset`, below the high watermark.
+    pub fn fetch(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        lock(&self.log).read(offset, max_bytes, None)
+    }
+
+    /// `(epoch, last sequence, last offset)` of `producer_id`'s last batch below the high
+    /// watermark here.
+    pub fn last_persisted(&self, producer_id: i64) -> Option<(i16, i32, u64)> {
+        let hw = self.high_watermark();
+        lock(&self.producers).last_persisted(producer_id, hw)
+    }
+
+    /// Writes a producer snapshot at the current log end and checkpoints the recovery point;
+    /// also expires idle producers.
+    pub fn checkpoint(&self, producer_expiration_ms: i64) -> Result<(), StorageError> {
+        let mut producers = lock(&self.producers);
+        producers.expire(now_ms(), producer_expiration_ms);
+        let mut l = lock(&self.log);
+        l.checkpoint()?;
+        let end = l.log_end_offset();
+        let dir = l.dir().to_path_buf();
+        drop(l);
+        producer_state::write_snapshot(&dir, end, &producers)
+    }
+
+    /// Number of producers tracked.
+    pub fn producer_count(&self) -> usize {
+        lock(&self.producers).len()
+    }
+}
+
+/// Shared handle.
+pub type PartitionRef = Arc<Partition>;

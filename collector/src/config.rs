@@ -1,0 +1,385 @@
+//! The collector's YAML configuration: parsed strictly (unknown keys fail with their path),
+//! then validated once into values the rest of the collector trusts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::controller::state::NodeId;
+use crate::storage::{FlushPolicy, LogConfig};
+
+/// Why a configuration was refused. The key path says where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoterConfig {
+    pub id: NodeId,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    #[serde(default)]
+    pub voters: Vec<VoterConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicDefaults {
+    /// Create a topic on first produce.
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub default_replication_factor: u16,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u64,
+    pub segment_index_bytes: u64,
+    /// `-1` keeps data forever.
+    pub retention_ms: i64,
+    /// `-1` = no size limit.
+    pub retention_bytes: i64,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            auto_create_topics: true,
+            default_partitions: 3,
+            default_replication_factor: 1,
+            segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
+            index_interval_bytes: log.index_interval_bytes,
+            segment_index_bytes: log.segment_index_bytes,
+            retention_ms: log.retention_ms.unwrap_or(-1),
+            retention_bytes: -1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlushSection {
+    /// `always` (group commit before acknowledging), `interval` or `never`.
+    pub policy: String,
+    pub interval_ms: u64,
+}
+
+impl Default for FlushSection {
+    fn default() -> Self {
+        Self {
+            policy: "always".into(),
+            interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted (produce); larger ones get 413 without being buffered.
+    pub max_request_bytes: u64,
+    /// Requests handled at once; more wait in the accept queue.
+    pub max_in_flight_requests: usize,
+    /// Request body bytes held in memory at once across all requests.
+    pub max_in_flight_bytes: u64,
+    /// Largest records block a batch may decompress to (the decompression-bomb guard).
+    pub max_uncompressed_batch_bytes: u64,
+    /// Longest long-poll a fetch may ask for.
+    pub max_fetch_wait_ms: u64,
+    /// Largest fetch reply.
+    pub max_fetch_bytes: u64,
+    /// Open read handles kept for closed segments.
+    pub open_segment_files_max: usize,
+    /// Records one JSON produce may carry.
+    pub max_json_records: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 16 << 20,
+            max_in_flight_requests: 512,
+            max_in_flight_bytes: 256 << 20,
+            max_uncompressed_batch_bytes: 256 << 20,
+            max_fetch_wait_ms: 30_000,
+            max_fetch_bytes: 64 << 20,
+            open_segment_files_max: crate::storage::file_cache::OPEN_SEGMENT_FILES_MAX_DEFAULT,
+            max_json_records: 10_000,
+        }
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub node_id: NodeId,
+    pub listen: String,
+    /// Address other nodes and clients use to reach this one (default: `listen`).
+    pub advertise: Option<String>,
+    /// Listening on a non-loopback address must be asked for explicitly.
+    pub allow_non_loopback: bool,
+    pub data_dirs: Vec<PathBuf>,
+    pub controller: ControllerSection,
+    pub topics: TopicDefaults,
+    pub flush: FlushSection,
+    pub limits: Limits,
+    /// Forget idle producers' deduplication state after this long.
+    pub producer_id_expiration_ms: i64,
+    /// How often retention runs.
+    pub retention_check_interval_ms: u64,
+    /// How often recovery points are checkpointed (bounds crash-recovery work).
+    pub recovery_point_interval_ms: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: "127.0.0.1:7400".into(),
+            advertise: None,
+            allow_non_loopback: false,
+            data_dirs: vec![PathBuf::from("./data")],
+            controller: ControllerSection::default(),
+            topics: TopicDefaults::default(),
+            flush: FlushSection::default(),
+            limits: Limits::default(),
+            producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            retention_check_interval_ms: 60_000,
+            recovery_point_interval_ms: 10_000,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub data_dirs: Vec<PathBuf>,
+    /// `(id, address)`; a single-node default when the file names none.
+    pub voters: Vec<(NodeId, String)>,
+    pub topics: TopicDefaults,
+    /// Storage settings of a topic that sets nothing itself.
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub producer_id_expiration_ms: i64,
+    pub retention_check_interval: Duration,
+    pub recovery_point_interval: Duration,
+}
+
+impl Config {
+    /// Reads, parses and validates a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates YAML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        Self::validate(raw)
+    }
+
+    /// The configuration of `collector serve` without `--config`.
+    pub fn single_node_default() -> Result<Self, ConfigError> {
+        Self::validate(RawConfig::default())
+    }
+
+    pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?} is not host:port: {e}", raw.listen)))?;
+        if !listen.ip().is_loopback() && !raw.allow_non_loopback {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{listen} is not a loopback address; there is no TLS or auth yet, so set \
+                     allow_non_loopback: true to expose the API on purpose"
+                ),
+            ));
+        }
+        let advertise = raw.advertise.clone().unwrap_or_else(|| listen.to_string());
+        if raw.data_dirs.is_empty() {
+            return Err(invalid("data_dirs", "at least one directory is needed"));
+        }
+        let voters: Vec<(NodeId, String)> = if raw.controller.voters.is_empty() {
+            vec![(raw.node_id, advertise.clone())]
+        } else {
+            raw.controller
+                .voters
+                .iter()
+                .map(|v| (v.id, v.address.clone()))
+                .collect()
+        };
+        if ![1, 3, 5].contains(&voters.len()) {
+            return Err(invalid(
+                "controller.voters",
+                format!("{} voters: use 1, 3 or 5", voters.len()),
+            ));
+        }
+        let t = &raw.topics;
+        if t.default_partitions == 0 {
+            return Err(invalid("topics.default_partitions", "must be positive"));
+        }
+        if t.default_replication_factor == 0 {
+            return Err(invalid(
+                "topics.default_replication_factor",
+                "must be positive",
+            ));
+        }
+        let flush = match raw.flush.policy.as_str() {
+            "always" => FlushPolicy::Always,
+            "never" => FlushPolicy::Never,
+            "interval" => FlushPolicy::Interval(Duration::from_millis(raw.flush.interval_ms)),
+            other => {
+                return Err(invalid(
+                    "flush.policy",
+                    format!("{other:?}: use always, interval or never"),
+                ));
+            }
+        };
+        let log = LogConfig {
+            segment_bytes: t.segment_bytes,
+            segment_ms: t.segment_ms,
+            index_interval_bytes: t.index_interval_bytes,
+            segment_index_bytes: t.segment_index_bytes,
+            retention_ms: (t.retention_ms >= 0).then_some(t.retention_ms),
+            retention_bytes: u64::try_from(t.retention_bytes).ok(),
+            flush,
+        };
+        log.validate().map_err(|e| match e {
+            crate::storage::StorageError::Config { key, reason } => {
+                invalid(&format!("topics.{key}"), reason)
+            }
+            other => invalid("topics", other.to_string()),
+        })?;
+        let l = &raw.limits;
+        if l.max_request_bytes < 1024
+            || l.max_request_bytes as usize > crate::storage::segment::BATCH_BYTES_MAX_ON_DISK
+        {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                format!(
+                    "must be 1 KiB..={} bytes",
+                    crate::storage::segment::BATCH_BYTES_MAX_ON_DISK
+                ),
+            ));
+        }
+        if l.max_in_flight_bytes < l.max_request_bytes {
+            return Err(invalid(
+                "limits.max_in_flight_bytes",
+                "must be at least max_request_bytes",
+            ));
+        }
+        if l.max_in_flight_requests == 0
+            || l.open_segment_files_max == 0
+            || l.max_fetch_bytes == 0
+            || l.max_json_records == 0
+        {
+            return Err(invalid("limits", "every limit must be positive"));
+        }
+        if raw.producer_id_expiration_ms <= 0 {
+            return Err(invalid("producer_id_expiration_ms", "must be positive"));
+        }
+        if raw.retention_check_interval_ms == 0 || raw.recovery_point_interval_ms == 0 {
+            return Err(invalid(
+                "retention_check_interval_ms",
+                "intervals must be positive",
+            ));
+        }
+        Ok(Self {
+            node_id: raw.node_id,
+            listen,
+            advertise,
+            data_dirs: raw.data_dirs,
+            voters,
+            topics: raw.topics,
+            log,
+            limits: raw.limits,
+            producer_id_expiration_ms: raw.producer_id_expiration_ms,
+            retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
+            recovery_point_interval: Duration::from_millis(raw.recovery_point_interval_ms),
+        })
+    }
+
+    /// Batch limits the API enforces.
+    pub fn batch_limits(&self) -> shared::BatchLimits {
+        shared::BatchLimits {
+            batch_bytes_max: self.limits.max_request_bytes as usize,
+            uncompressed_bytes_max: self.limits.max_uncompressed_batch_bytes as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let e = Config::parse("limits:\n  max_requst_bytes: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits"), "{e}");
+        assert!(e.contains("max_requst_bytes"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let e = Config::parse("flush:\n  policy: sometimes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flush.policy"), "{e}");
+        let e = Config::parse("listen: 0.0.0.0:7400\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_non_loopback"), "{e}");
+        assert!(Config::parse("listen: 0.0.0.0:7400\nallow_non_loopback: true\n").is_ok());
+        let e = Config::parse("topics:\n  segment_bytes: 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("topics.segment_bytes"), "{e}");
+    }
+
+    #[test]
+    fn empty_file_is_the_single_node_default() {
+        let c = Config::parse("{}").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.voters, vec![(1, "127.0.0.1:7400".to_string())]);
+    }
+}

@@ -1,0 +1,138 @@
+//! Prometheus metrics (prometheus-client). Request metrics are recorded by a middleware;
+//! storage gauges are computed when `/metrics` is scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub errors: Family<CodeLabels, Counter>,
+    pub latency: Family<RouteOnly, Histogram>,
+    pub produced_bytes: Counter,
+    pub produced_records: Counter,
+    pub duplicate_batches: Counter,
+    pub fetched_bytes: Counter,
+    pub partitions: Gauge,
+    pub log_bytes: Gauge,
+    pub producers: Gauge,
+    pub data_dirs_offline: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tributary");
+        let requests = Family::<RouteLabels, Counter>::default();
+        let errors = Family::<CodeLabels, Counter>::default();
+        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~100 s
+            Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+        });
+        let m = Self {
+            requests,
+            errors,
+            latency,
+            produced_bytes: Counter::default(),
+            produced_records: Counter::default(),
+            duplicate_batches: Counter::default(),
+            fetched_bytes: Counter::default(),
+            partitions: Gauge::default(),
+            log_bytes: Gauge::default(),
+            producers: Gauge::default(),
+            data_dirs_offline: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_errors",
+            "Error replies by error code",
+            m.errors.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Request latency by route",
+            m.latency.clone(),
+        );
+        registry.register(
+            "produced_bytes",
+            "Batch bytes appended",
+            m.produced_bytes.clone(),
+        );
+        registry.register(
+            "produced_records",
+            "Records appended",
+            m.produced_records.clone(),
+        );
+        registry.register(
+            "duplicate_batches",
+            "Retried batches answered without writing",
+            m.duplicate_batches.clone(),
+        );
+        registry.register(
+            "fetched_bytes",
+            "Batch bytes served to fetches",
+            m.fetched_bytes.clone(),
+        );
+        registry.register(
+            "partitions",
+            "Partitions held by this broker",
+            m.partitions.clone(),
+        );
+        registry.register(
+            "log_bytes",
+            "Bytes of segment data held",
+            m.log_bytes.clone(),
+        );
+        registry.register(
+            "producers",
+            "Idempotent producers tracked",
+            m.producers.clone(),
+        );
+        registry.register(
+            "data_dirs_offline",
+            "Data directories offline after I/O errors",
+            m.data_dirs_offline.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,700 @@
+//! Route handlers: translate HTTP and JSON to broker calls and back. The only module that
+//! knows the wire encoding of requests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::{
+    BatchBuilder, BatchEncoder, BatchIter, BatchLimits, Compression, DecodedRecords, ProducerStamp,
+};
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+use crate::broker::{Acks, BatchAck, Broker, BrokerError, PartitionRef};
+use crate::controller::state::TopicConfigs;
+use crate::metrics::Metrics;
+use crate::storage::ValidatedBatches;
+use crate::storage::manager::TopicPartition;
+
+pub const BATCHES_CONTENT_TYPE: &str = "application/vnd.tributary.batches";
+pub const HW_HEADER: &str = "tributary-high-watermark";
+pub const LOG_START_HEADER: &str = "tributary-log-start-offset";
+
+/// Fetch size when the request names none.
+const FETCH_BYTES_DEFAULT: u64 = 1 << 20;
+/// JSON fetch record count when the request names none, and its ceiling.
+const JSON_FETCH_LIMIT_DEFAULT: usize = 100;
+const JSON_FETCH_LIMIT_MAX: usize = 10_000;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+    pub metrics: Arc<Metrics>,
+    /// Request-body bytes held at once, across all requests.
+    pub inflight_bytes: Arc<Semaphore>,
+    /// Spreads keyless JSON produces over partitions.
+    pub spread: AtomicU32,
+}
+
+type S = State<Arc<AppState>>;
+
+fn check_topic(topic: &str) -> Result<(), ApiError> {
+    shared::names::validate_topic(topic)
+        .map_err(|e| ApiError::bad_request("invalid_topic", e.to_string()))
+}
+
+fn parse_acks(q: &BTreeMap<String, String>) -> Result<Acks, ApiError> {
+    q.get("acks")
+        .map_or(Ok(Acks::All), |a| a.parse())
+        .map_err(|e: String| ApiError::bad_request("invalid_acks", e))
+}
+
+/// Reads a request body of at most `max_request_bytes`, holding in-flight-byte permits for
+/// it. A declared length over the limit is refused before reading anything.
+async fn read_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let max = s.broker.config.limits.max_request_bytes;
+    let too_large = |n: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body of {n} bytes exceeds max_request_bytes {max}"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > max
+    {
+        return Err(too_large(n.to_string()));
+    }
+    let permits = declared.unwrap_or(max).clamp(1, u64::from(u32::MAX)) as u32;
+    let permit = s
+        .inflight_bytes
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is stopping",
+            )
+        })?;
+    let bytes = axum::body::to_bytes(body, max as usize)
+        .await
+        .map_err(|e| {
+            let limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if limit {
+                too_large(format!("more than {max}"))
+            } else {
+                ApiError::bad_request("bad_body", format!("reading the request body failed: {e}"))
+            }
+        })?;
+    Ok((bytes, permit))
+}
+
+pub async fn health(State(s): S) -> Json<Value> {
+    let offline = s
+        .broker
+        .logs
+        .dirs()
+        .iter()
+        .filter(|d| d.is_offline())
+        .count();
+    Json(json!({
+        "status": if offline == 0 { "ok" } else { "degraded" },
+        "node_id": s.broker.config.node_id,
+        "data_dirs_offline": offline,
+        "controller_leader": s.broker.controller.leader(),
+    }))
+}
+
+pub async fn metrics(State(s): S) -> Response {
+    let parts = s.broker.logs.partitions();
+    s.metrics.partitions.set(parts.len() as i64);
+    let mut bytes = 0u64;
+    for (tp, _) in &parts {
+        if let Some(log) = s.broker.logs.get(tp) {
+            bytes += log.lock().map(|l| l.size_bytes()).unwrap_or(0);
+        }
+    }
+    s.metrics.log_bytes.set(bytes as i64);
+    let producers: usize = s
+        .broker
+        .open_partitions()
+        .iter()
+        .map(|p| p.producer_count())
+        .sum();
+    s.metrics.producers.set(producers as i64);
+    let offline = s
+        .broker
+        .logs
+        .dirs()
+        .iter()
+        .filter(|d| d.is_offline())
+        .count();
+    s.metrics.data_dirs_offline.set(offline as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Offsets of a partition held locally: `(high watermark, log start, size)`.
+fn local_offsets(s: &AppState, topic: &str, partition: u32) -> Option<(u64, u64, u64)> {
+    let log = s.broker.logs.get(&TopicPartition::new(topic, partition))?;
+    let l = log.lock().ok()?;
+    Some((l.high_watermark(), l.log_start_offset(), l.size_bytes()))
+}
+
+fn partition_json(s: &AppState, topic: &str, p: &crate::controller::state::PartitionMeta) -> Value {
+    let (hw, start, size) = local_offsets(s, topic, p.partition).unwrap_or((0, 0, 0));
+    json!({
+        "partition": p.partition,
+        "leader": p.leader,
+        "leader_epoch": p.leader_epoch,
+        "replicas": p.replicas,
+        "isr": p.isr,
+        "high_watermark": hw,
+        "log_start_offset": start,
+        "size_bytes": size,
+    })
+}
+
+pub async fn metadata(State(s): S) -> Json<Value> {
+    let meta = s.broker.controller.metadata();
+    let brokers: Vec<Value> = meta
+        .brokers
+        .values()
+        .map(|b| json!({"id": b.id, "address": b.address, "alive": true}))
+        .collect();
+    let topics: Vec<Value> = meta
+        .topics
+        .values()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "partitions": t.partitions.iter().map(|p| partition_json(&s, &t.name, p)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({"brokers": brokers, "controller": s.broker.controller.leader(), "topics": topics}))
+}
+
+pub async fn list_topics(State(s): S) -> Json<Value> {
+    let meta = s.broker.controller.metadata();
+    let topics: Vec<Value> = meta
+        .topics
+        .values()
+        .map(|t| json!({"name": t.name, "partitions": t.partitions.len(), "replication_factor": t.replication_factor, "configs": t.configs}))
+        .collect();
+    Json(json!({"topics": topics}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    name: String,
+    partitions: Option<u32>,
+    replication_factor: Option<u16>,
+    #[serde(default)]
+    configs: TopicConfigs,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
+
+pub async fn create_topic(
+    State(s): S,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    let req: CreateTopic = json_body(&bytes)?;
+    check_topic(&req.name)?;
+    let t = s
+        .broker
+        .create_topic(
+            &req.name,
+            req.partitions,
+            req.replication_factor,
+            req.configs,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(topic_json(&s, &t))).into_response())
+}
+
+fn topic_json(s: &AppState, t: &crate::controller::state::TopicMeta) -> Value {
+    json!({
+        "name": t.name,
+        "replication_factor": t.replication_factor,
+        "configs": t.configs,
+        "partitions": t.partitions.iter().map(|p| partition_json(s, &t.name, p)).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn describe_topic(
+    State(s): S,
+    Path(topic): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_topic(&topic)?;
+    let meta = s.broker.controller.metadata();
+    let t = meta
+        .topics
+        .get(&topic)
+        .ok_or(BrokerError::UnknownTopic(topic.clone()))?;
+    Ok(Json(topic_json(&s, t)))
+}
+
+pub async fn delete_topic(State(s): S, Path(topic): Path<String>) -> Result<StatusCode, ApiError> {
+    check_topic(&topic)?;
+    s.broker.delete_topic(&topic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn allocate_producer(State(s): S) -> Result<Json<Value>, ApiError> {
+    let id = s.broker.allocate_producer_id().await?;
+    Ok(Json(json!({"producer_id": id, "producer_epoch": 0})))
+}
+
+pub async fn producer_state(State(s): S, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let mut parts = Vec::new();
+    let meta = s.broker.controller.metadata();
+    for t in meta.topics.values() {
+        for p in &t.partitions {
+            if p.leader != s.broker.config.node_id {
+                continue;
+            }
+            // Partitions not opened yet are opened now: their producer state lives in the log.
+            let Ok((part, _)) = s.broker.leader_partition(&t.name, p.partition, false).await else {
+                continue;
+            };
+            if let Some((epoch, seq, offset)) = part.last_persisted(id) {
+                parts.push(json!({
+                    "topic": t.name, "partition": p.partition,
+                    "producer_epoch": epoch, "last_sequence": seq, "last_offset": offset,
+                }));
+            }
+        }
+    }
+    Ok(Json(json!({"producer_id": id, "partitions": parts})))
+}
+
+fn acks_json(acks: &[BatchAck]) -> Value {
+    json!({"batches": acks.iter().map(|a| json!({
+        "base_offset": a.base_offset,
+        "last_offset": a.last_offset,
+        "log_append_time_ms": a.log_append_time_ms,
+        "duplicate": a.duplicate,
+    })).collect::<Vec<_>>()})
+}
+
+/// Validates every batch fully (CRC, then decompresses and checks every record within the
+/// decompression limit), then appends. Blocking: runs on the blocking pool.
+fn validate_and_produce(
+    part: &PartitionRef,
+    bytes: Vec<u8>,
+    limits: BatchLimits,
+    leader_epoch: i32,
+    metrics: &Metrics,
+) -> Result<Vec<BatchAck>, ApiError> {
+    let batches = ValidatedBatches::new(bytes, &limits)
+        .map_err(|e| ApiError::bad_request("invalid_batch", e.to_string()))?;
+    for (h, at) in batches.headers() {
+        DecodedRecords::new(&batches.bytes()[*at..*at + h.size()], &limits)
+            .map_err(|e| ApiError::bad_request("invalid_batch", e.to_string()))?;
+    }
+    let records = batches.record_count();
+    let size = batches.len() as u64;
+    let acks = part.produce(batches, leader_epoch)?;
+    let dups = acks.iter().filter(|a| a.duplicate).count() as u64;
+    metrics.duplicate_batches.inc_by(dups);
+    if dups < acks.len() as u64 {
+        metrics.produced_bytes.inc_by(size);
+        metrics.produced_records.inc_by(records);
+    }
+    Ok(acks)
+}
+
+async fn produce_bytes(
+    s: &Arc<AppState>,
+    topic: &str,
+    partition: u32,
+    bytes: Vec<u8>,
+    acks: Acks,
+) -> Result<Vec<BatchAck>, ApiError> {
+    let (part, epoch) = s.broker.leader_partition(topic, partition, true).await?;
+    let limits = s.broker.config.batch_limits();
+    let metrics = s.metrics.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        validate_and_produce(&part, bytes, limits, epoch, &metrics)
+    });
+    if acks == Acks::None {
+        // Fire and forget: the append runs on; its outcome is logged, not returned.
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = task.await {
+                tracing::debug!(code = e.code, message = %e.message, "acks=0 produce failed");
+            }
+        });
+        return Ok(Vec::new());
+    }
+    task.await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
+pub async fn produce(
+    State(s): S,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    check_topic(&topic)?;
+    let acks = parse_acks(&q)?;
+    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    let out = produce_bytes(&s, &topic, partition, bytes.to_vec(), acks).await?;
+    Ok(Json(acks_json(&out)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FetchQuery {
+    offset: u64,
+    max_bytes: Option<u64>,
+    max_wait_ms: Option<u64>,
+}
+
+/// Reads from `offset`, long-polling up to `max_wait_ms` for data to appear below the high
+/// watermark. Never spins: it sleeps on the partition's high-watermark signal.
+async fn fetch_inner(
+    s: &AppState,
+    part: &PartitionRef,
+    offset: u64,
+    max_bytes: usize,
+    max_wait: Duration,
+) -> Result<crate::storage::ReadResult, ApiError> {
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut hw = part.watch_high_watermark();
+    loop {
+        let p = part.clone();
+        let r = tokio::task::spawn_blocking(move || p.fetch(offset, max_bytes))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                s.broker.logs.report_error(&part.tp, &e);
+                return Err(e.into());
+            }
+        };
+        if !r.bytes.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(r);
+        }
+        match tokio::time::timeout_at(deadline, hw.wait_for(|h| *h > offset)).await {
+            Ok(Ok(_)) => continue,
+            // Deadline, or the partition went away: answer with what there is (nothing).
+            _ => return Ok(r),
+        }
+    }
+}
+
+pub async fn fetch(
+    State(s): S,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<FetchQuery>,
+) -> Result<Response, ApiError> {
+    check_topic(&topic)?;
+    let limits = &s.broker.config.limits;
+    let (part, _) = s.broker.leader_partition(&topic, partition, false).await?;
+    let max_bytes = q
+        .max_bytes
+        .unwrap_or(FETCH_BYTES_DEFAULT)
+        .clamp(1, limits.max_fetch_bytes) as usize;
+    let wait = Duration::from_millis(q.max_wait_ms.unwrap_or(0).min(limits.max_fetch_wait_ms));
+    let r = fetch_inner(&s, &part, q.offset, max_bytes, wait).await?;
+    s.metrics.fetched_bytes.inc_by(r.bytes.len() as u64);
+    let mut resp = Response::new(Body::from(r.bytes));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(BATCHES_CONTENT_TYPE),
+    );
+    h.insert(HW_HEADER, HeaderValue::from(r.high_watermark));
+    h.insert(LOG_START_HEADER, HeaderValue::from(r.log_start_offset));
+    Ok(resp)
+}
+
+/// Bytes as JSON: a string when valid UTF-8 (`name`), else base64 (`name_b64`).
+fn put_bytes(obj: &mut serde_json::Map<String, Value>, name: &str, b: Option<&[u8]>) {
+    match b {
+        None => {
+            obj.insert(name.to_owned(), Value::Null);
+        }
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => {
+                obj.insert(name.to_owned(), Value::String(s.to_owned()));
+            }
+            Err(_) => {
+                obj.insert(format!("{name}_b64"), Value::String(B64.encode(b)));
+            }
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonRecord {
+    key: Option<String>,
+    key_b64: Option<String>,
+    value: Option<String>,
+    value_b64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Value>,
+    timestamp: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonProduce {
+    records: Vec<JsonRecord>,
+    partition: Option<u32>,
+}
+
+fn decode_field(
+    text: &Option<String>,
+    b64: &Option<String>,
+    what: &str,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    match (text, b64) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_record",
+            format!("give {what} or {what}_b64, not both"),
+        )),
+        (Some(t), None) => Ok(Some(t.as_bytes().to_vec())),
+        (None, Some(b)) => B64
+            .decode(b)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request("invalid_record", format!("{what}_b64: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn decode_header(v: &Value) -> Result<Vec<u8>, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Object(o) => match o.get("b64") {
+            Some(Value::String(b)) => B64
+                .decode(b)
+                .map_err(|e| ApiError::bad_request("invalid_record", format!("header b64: {e}"))),
+            _ => Err(ApiError::bad_request(
+                "invalid_record",
+                "a header value is a string or {\"b64\": ...}",
+            )),
+        },
+        _ => Err(ApiError::bad_request(
+            "invalid_record",
+            "a header value is a string or {\"b64\": ...}",
+        )),
+    }
+}
+
+pub async fn produce_json(
+    State(s): S,
+    Path(topic): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    check_topic(&topic)?;
+    let acks = parse_acks(&q)?;
+    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    let req: JsonProduce = json_body(&bytes)?;
+    if req.records.is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "records is empty"));
+    }
+    if req.records.len() > s.broker.config.limits.max_json_records {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "{} records; at most {} per request",
+                req.records.len(),
+                s.broker.config.limits.max_json_records
+            ),
+        ));
+    }
+    let meta = s.broker.topic(&topic, true).await?;
+    let n = meta.partitions.len() as u32;
+    if let Some(p) = req.partition
+        && p >= n
+    {
+        return Err(BrokerError::UnknownPartition {
+            topic,
+            partition: p,
+            count: n,
+        }
+        .into());
+    }
+    let spread = s.spread.fetch_add(1, Ordering::Relaxed) % n;
+    let now = crate::broker::partition::now_ms();
+    // Group records by partition, keeping request order within each.
+    let mut groups: BTreeMap<u32, (BatchBuilder, Vec<usize>)> = BTreeMap::new();
+    for (i, r) in req.records.iter().enumerate() {
+        let key = decode_field(&r.key, &r.key_b64, "key")?;
+        let value = decode_field(&r.value, &r.value_b64, "value")?;
+        let hdrs: Vec<(Vec<u8>, Vec<u8>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.as_bytes().to_vec(), decode_header(v)?)))
+            .collect::<Result<_, ApiError>>()?;
+        let p = match (req.partition, &key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => crc32c::crc32c(k) % n,
+            (None, None) => spread,
+        };
+        let refs: Vec<(&[u8], &[u8])> = hdrs
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        let g = groups
+            .entry(p)
+            .or_insert_with(|| (BatchBuilder::new(), Vec::new()));
+        g.0.push(
+            r.timestamp.unwrap_or(now),
+            key.as_deref(),
+            value.as_deref(),
+            &refs,
+        );
+        g.1.push(i);
+    }
+    let mut offsets = vec![Value::Null; req.records.len()];
+    let mut encoder = BatchEncoder::new(Compression::None, 0)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    for (p, (builder, idx)) in groups {
+        let bytes = encoder
+            .encode(&builder, ProducerStamp::NONE)
+            .map_err(|e| ApiError::bad_request("invalid_record", e.to_string()))?;
+        let acks_out = produce_bytes(&s, &topic, p, bytes, acks).await?;
+        if let Some(a) = acks_out.first() {
+            for (k, i) in idx.into_iter().enumerate() {
+                offsets[i] = json!({"partition": p, "offset": a.base_offset + k as u64});
+            }
+        }
+    }
+    Ok(Json(json!({"offsets": offsets})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JsonFetchQuery {
+    offset: u64,
+    limit: Option<usize>,
+    max_wait_ms: Option<u64>,
+}
+
+pub async fn fetch_json(
+    State(s): S,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<JsonFetchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_topic(&topic)?;
+    let (part, _) = s.broker.leader_partition(&topic, partition, false).await?;
+    let limit = q
+        .limit
+        .unwrap_or(JSON_FETCH_LIMIT_DEFAULT)
+        .clamp(1, JSON_FETCH_LIMIT_MAX);
+    let wait = Duration::from_millis(
+        q.max_wait_ms
+            .unwrap_or(0)
+            .min(s.broker.config.limits.max_fetch_wait_ms),
+    );
+    let limits = s.broker.config.batch_limits();
+    let mut records = Vec::new();
+    let mut offset = q.offset;
+    let mut hw;
+    let mut first = true;
+    loop {
+        let r = fetch_inner(
+            &s,
+            &part,
+            offset,
+            FETCH_BYTES_DEFAULT as usize,
+            if first { wait } else { Duration::ZERO },
+        )
+        .await?;
+        first = false;
+        hw = r.high_watermark;
+        if r.bytes.is_empty() {
+            break;
+        }
+        for item in BatchIter::new(&r.bytes, limits) {
+            let (h, batch) = item.map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt_batch",
+                    e.to_string(),
+                )
+            })?;
+            let d = DecodedRecords::new(batch, &limits).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt_batch",
+                    e.to_string(),
+                )
+            })?;
+            for rec in d.iter() {
+                let o = h.base_offset as u64 + rec.offset_delta as u64;
+                if o < offset || records.len() >= limit {
+                    continue;
+                }
+                let mut obj = serde_json::Map::new();
+                obj.insert("offset".into(), json!(o));
+                obj.insert(
+                    "timestamp".into(),
+                    json!(h.base_timestamp.wrapping_add(rec.timestamp_delta)),
+                );
+                put_bytes(&mut obj, "key", rec.key);
+                put_bytes(&mut obj, "value", rec.value);
+                let mut hdrs = serde_json::Map::new();
+                for hd in rec.headers() {
+                    let k = String::from_utf8_lossy(hd.key).into_owned();
+                    let v = match hd.value.map(std::str::from_utf8) {
+                        Some(Ok(t)) => json!(t),
+                        Some(Err(_)) => json!({"b64": B64.encode(hd.value.unwrap_or_default())}),
+                        None => Value::Null,
+                    };
+                    hdrs.insert(k, v);
+                }
+                obj.insert("headers".into(), Value::Object(hdrs));
+                records.push(Value::Object(obj));
+            }
+            offset = h.next_offset() as u64;
+        }
+        if records.len() >= limit || offset >= hw {
+            break;
+        }
+    }
+    Ok(Json(json!({"records": records, "high_watermark": hw})))
+}

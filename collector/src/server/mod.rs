@@ -1,0 +1,247 @@
+//! The HTTP server: one port for the client API, admin, metrics, and the internal routes of
+//! the controller. Only this module knows axum and JSON.
+//!
+//! Start order: recover storage, start the controller, register this broker, then serve.
+//! Shutdown: stop accepting, finish in-flight requests, flush and checkpoint, close every
+//! log and write the clean-shutdown markers, stop the controller.
+
+pub mod api;
+pub mod error;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::sync::Semaphore;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::controller::state::{CommandResult, MetadataCommand};
+use crate::controller::{Controller, ControllerConfig};
+use crate::metrics::{CodeLabels, Metrics, RouteLabels, RouteOnly};
+use crate::storage::{FlushPolicy, LogManager};
+use api::AppState;
+use error::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("controller: {0}")]
+    Controller(#[from] crate::controller::ControllerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+async fn track(
+    State(s): State<Arc<AppState>>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics
+        .requests
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    s.metrics
+        .latency
+        .get_or_create(&RouteOnly { route })
+        .observe(start.elapsed().as_secs_f64());
+    if let Some(ErrorCode(code)) = resp.extensions().get::<ErrorCode>() {
+        s.metrics
+            .errors
+            .get_or_create(&CodeLabels {
+                code: (*code).to_owned(),
+            })
+            .inc();
+    }
+    resp
+}
+
+/// The client and admin routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_requests = state.broker.config.limits.max_in_flight_requests;
+    Router::new()
+        .route("/health", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .route("/v1/metadata", get(api::metadata))
+        .route("/v1/topics", get(api::list_topics).post(api::create_topic))
+        .route(
+            "/v1/topics/{topic}",
+            get(api::describe_topic).delete(api::delete_topic),
+        )
+        .route("/v1/producers", post(api::allocate_producer))
+        .route("/v1/producers/{id}", get(api::producer_state))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/batches",
+            post(api::produce).get(api::fetch),
+        )
+        .route("/v1/topics/{topic}/records", post(api::produce_json))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            get(api::fetch_json),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(max_requests))
+        .with_state(state)
+}
+
+/// Runs a collector until `shutdown` resolves. `on_listening` is called with the bound
+/// address (useful with port 0).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), ServerError> {
+    // 1. Recover storage.
+    let dirs = config.data_dirs.clone();
+    let log_config = config.log.clone();
+    let open_files = config.limits.open_segment_files_max;
+    let logs = tokio::task::spawn_blocking(move || LogManager::open(&dirs, log_config, open_files))
+        .await
+        .map_err(|e| ServerError::Other(e.to_string()))??;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let mut config = config;
+    if config.listen.port() == 0 {
+        // Port chosen by the OS: advertise what was bound.
+        config.advertise = local.to_string();
+        if config.voters.len() == 1 && config.voters[0].0 == config.node_id {
+            config.voters[0].1 = local.to_string();
+        }
+    }
+    // 2. Start the controller (its Raft log lives beside the first data directory's data).
+    let controller = Controller::start(ControllerConfig {
+        node_id: config.node_id,
+        advertise: config.advertise.clone(),
+        voters: config.voters.clone(),
+        dir: config.data_dirs[0].join("__controller"),
+    })
+    .await?;
+    register(&controller, &config).await?;
+    let broker = Arc::new(Broker::new(config.clone(), logs, controller.clone()));
+    let state = Arc::new(AppState {
+        broker: broker.clone(),
+        metrics: Arc::new(Metrics::new()),
+        inflight_bytes: Arc::new(Semaphore::new(
+            config
+                .limits
+                .max_in_flight_bytes
+                .min(u64::from(u32::MAX) / 2) as usize,
+        )),
+        spread: AtomicU32::new(0),
+    });
+    let app = router(state).merge(controller.router());
+    // Background work: flush timer, checkpoints, retention.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(background(broker.clone(), stop_rx));
+    // 3. Serve.
+    tracing::info!(%local, node_id = config.node_id, "collector listening");
+    on_listening(local);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| ServerError::Other(format!("server: {e}")))?;
+    tracing::info!("stopping: flushing and closing logs");
+    let _ = stop_tx.send(true);
+    let _ = background.await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.close())
+        .await
+        .map_err(|e| ServerError::Other(e.to_string()))??;
+    controller.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Registers this broker with the controller (idempotent; updates a changed address).
+async fn register(controller: &Controller, config: &Config) -> Result<(), ServerError> {
+    let known = controller
+        .metadata()
+        .brokers
+        .get(&config.node_id)
+        .map(|b| b.address.clone());
+    if known.as_deref() != Some(config.advertise.as_str()) {
+        let r = controller
+            .propose(MetadataCommand::RegisterBroker {
+                id: config.node_id,
+                address: config.advertise.clone(),
+            })
+            .await?;
+        if let CommandResult::Refused(e) = r {
+            return Err(ServerError::Other(format!("registering broker: {e}")));
+        }
+    }
+    Ok(())
+}
+
+async fn background(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let cfg = broker.config.clone();
+    let flush_every = match cfg.log.flush {
+        FlushPolicy::Interval(d) => Some(d),
+        _ => None,
+    };
+    let mut flush_tick =
+        tokio::time::interval(flush_every.unwrap_or(std::time::Duration::from_secs(3600)));
+    let mut checkpoint_tick = tokio::time::interval(cfg.recovery_point_interval);
+    let mut retention_tick = tokio::time::interval(cfg.retention_check_interval);
+    for t in [&mut flush_tick, &mut checkpoint_tick, &mut retention_tick] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = flush_tick.tick(), if flush_every.is_some() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for p in b.open_partitions() {
+                        if let Err(e) = p.flush_now() {
+                            tracing::warn!(partition = %p.tp.dir_name(), error = %e, "flush failed");
+                            b.logs.report_error(&p.tp, &e);
+                        }
+                    }
+                }).await;
+            }
+            _ = checkpoint_tick.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.checkpoint_all()).await;
+            }
+            _ = retention_tick.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let n = b.logs.apply_retention(crate::broker::partition::now_ms());
+                    if n > 0 {
+                        tracing::info!(segments = n, "retention deleted segments");
+                    }
+                }).await;
+            }
+        }
+    }
+}

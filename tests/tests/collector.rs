@@ -1,0 +1,437 @@
+//! Process-level tests of `collector serve`: the real binary on 127.0.0.1, temp dirs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shared::ProducerStamp;
+use tributary_tests::{Collector, batch, client, produce, read_all};
+
+fn producer_id(c: &reqwest::blocking::Client, col: &Collector) -> i64 {
+    let r: Value = c
+        .post(col.url("/v1/producers"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    r["producer_id"].as_i64().unwrap()
+}
+
+fn values(prefix: &str, from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| format!("{prefix} line {i} GET /index.html 200"))
+        .collect()
+}
+
+#[test]
+fn json_and_binary_produce_fetch_with_auto_created_topic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    // JSON produce auto-creates the topic with the default 3 partitions.
+    let r: Value = c
+        .post(col.url("/v1/topics/web/records"))
+        .json(&json!({"partition": 1, "records": [{"value": "hello", "headers": {"host": "h1"}}, {"value_b64": "/w==", "key": "k"}]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["offsets"][0], json!({"partition": 1, "offset": 0}));
+    assert_eq!(r["offsets"][1], json!({"partition": 1, "offset": 1}));
+    let meta: Value = c
+        .get(col.url("/v1/metadata"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let topic = meta["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "web")
+        .unwrap();
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(topic["partitions"][1]["high_watermark"], 2);
+    let f: Value = c
+        .get(col.url("/v1/topics/web/partitions/1/records?offset=0&limit=10"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(f["high_watermark"], 2);
+    assert_eq!(f["records"][0]["value"], "hello");
+    assert_eq!(f["records"][0]["headers"]["host"], "h1");
+    assert_eq!(f["records"][1]["value_b64"], "/w==");
+    assert_eq!(f["records"][1]["key"], "k");
+    // Binary produce of a zstd batch, fetched back byte-exact in content.
+    let (status, body) = produce(
+        &c,
+        &col.url(""),
+        "web",
+        0,
+        batch(&values("a", 0, 50), ProducerStamp::NONE, true),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["batches"][0]["base_offset"], 0);
+    let got = read_all(&c, &col.url(""), "web", 0);
+    assert_eq!(got.len(), 50);
+    assert_eq!(got[49], (49, values("a", 49, 1)[0].clone()));
+    // Out-of-range fetch: typed error with the range.
+    let r = c
+        .get(col.url("/v1/topics/web/partitions/0/batches?offset=999"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let e: Value = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "offset_out_of_range");
+    assert!(e["error"]["message"].as_str().unwrap().contains("[0, 50]"));
+    // Metrics and health answer.
+    let m = c.get(col.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(m.contains("tributary_produced_records_total"), "{m}");
+    assert_eq!(c.get(col.url("/health")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn idempotent_produce_of_100k_records_with_injected_retries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    let pid = producer_id(&c, &col);
+    let base = col.url("");
+    let per_batch = 500;
+    let mut seq = 0i32;
+    let mut dups = 0;
+    for b in 0..200usize {
+        let stamp = ProducerStamp {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: seq,
+        };
+        let bytes = batch(&values("idem", b * per_batch, per_batch), stamp, true);
+        let (status, first) = produce(&c, &base, "idem", 0, bytes.clone());
+        assert_eq!(status, 200, "{first}");
+        // Every third batch: the reply was "lost", so the producer sends the same bytes again
+        // (sometimes twice); every retry gets the original offsets and writes nothing.
+        for _ in 0..(b % 3 == 0) as usize + (b % 7 == 0) as usize {
+            let (status, again) = produce(&c, &base, "idem", 0, bytes.clone());
+            assert_eq!(status, 200, "{again}");
+            assert_eq!(again["batches"][0]["duplicate"], true);
+            assert_eq!(
+                again["batches"][0]["base_offset"],
+                first["batches"][0]["base_offset"]
+            );
+            dups += 1;
+        }
+        seq += per_batch as i32;
+    }
+    assert!(dups > 60);
+    let got = read_all(&c, &base, "idem", 0);
+    assert_eq!(got.len(), 100_000, "no duplicate, no gap");
+    for (i, (o, v)) in got.iter().enumerate() {
+        assert_eq!(*o, i as u64);
+        assert_eq!(*v, format!("idem line {i} GET /index.html 200"));
+    }
+    // A gap is refused and writes nothing.
+    let stamp = ProducerStamp {
+        producer_id: pid,
+        producer_epoch: 0,
+        base_sequence: seq + 10,
+    };
+    let (status, e) = produce(
+        &c,
+        &base,
+        "idem",
+        0,
+        batch(&values("gap", 0, 1), stamp, false),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (409, Some("out_of_order_sequence"))
+    );
+    // The producer's last persisted sequence is what the agent will ask for.
+    let st: Value = c
+        .get(col.url(&format!("/v1/producers/{pid}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(st["partitions"][0]["last_sequence"], seq - 1);
+    assert_eq!(read_all(&c, &base, "idem", 0).len(), 100_000);
+}
+
+#[test]
+fn kill9_mid_load_keeps_every_acknowledged_record_and_dedup_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    let pid = producer_id(&c, &col);
+    let base = col.url("");
+    // A writer thread produces until the collector dies under it.
+    let writer = {
+        let base = base.clone();
+        std::thread::spawn(move || {
+            let c = client();
+            let mut acked = Vec::new();
+            let mut seq = 0i32;
+            for b in 0..100_000usize {
+                let stamp = ProducerStamp {
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    base_sequence: seq,
+                };
+                let bytes = batch(&values("k9", b * 100, 100), stamp, true);
+                let r = c
+                    .post(format!("{base}/v1/topics/k9/partitions/0/batches?acks=all"))
+                    .body(bytes.clone())
+                    .send();
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        acked.push((b, bytes));
+                        seq += 100;
+                    }
+                    _ => break,
+                }
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    col.kill9();
+    let acked = writer.join().unwrap();
+    assert!(
+        acked.len() > 5,
+        "only {} batches acknowledged before the kill",
+        acked.len()
+    );
+    col.restart();
+    let base = col.url("");
+    let got = read_all(&c, &base, "k9", 0);
+    assert!(
+        got.len() >= acked.len() * 100,
+        "{} records read, {} acknowledged",
+        got.len(),
+        acked.len() * 100
+    );
+    for (i, (o, v)) in got.iter().take(acked.len() * 100).enumerate() {
+        assert_eq!(*o, i as u64);
+        assert_eq!(*v, format!("k9 line {i} GET /index.html 200"));
+    }
+    // The last acknowledged batch, retried after the crash, is still recognised.
+    let (b, bytes) = acked.last().unwrap().clone();
+    let (status, r) = produce(&c, &base, "k9", 0, bytes);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["batches"][0]["duplicate"], true);
+    assert_eq!(r["batches"][0]["base_offset"], (b * 100) as u64);
+}
+
+#[test]
+fn long_poll_fetch_wakes_when_data_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    let base = col.url("");
+    let (status, _) = produce(
+        &c,
+        &base,
+        "lp",
+        0,
+        batch(&values("lp", 0, 1), ProducerStamp::NONE, false),
+    );
+    assert_eq!(status, 200);
+    let waiter = {
+        let url = col.url("/v1/topics/lp/partitions/0/batches?offset=1&max_wait_ms=20000");
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let r = client().get(url).send().unwrap();
+            (r.bytes().unwrap().len(), start.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    produce(
+        &c,
+        &base,
+        "lp",
+        0,
+        batch(&values("lp", 1, 1), ProducerStamp::NONE, false),
+    );
+    let (len, waited) = waiter.join().unwrap();
+    assert!(len > 0, "the long poll returned without the new batch");
+    assert!(
+        waited < Duration::from_secs(15),
+        "woke at the deadline, not on data: {waited:?}"
+    );
+    // With nothing arriving, it answers empty at the deadline.
+    let start = Instant::now();
+    let r = c
+        .get(col.url("/v1/topics/lp/partitions/0/batches?offset=2&max_wait_ms=300"))
+        .send()
+        .unwrap();
+    assert!(r.bytes().unwrap().is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut col = Collector::start(&data, "");
+    let c = client();
+    produce(
+        &c,
+        &col.url(""),
+        "t",
+        0,
+        batch(&values("t", 0, 10), ProducerStamp::NONE, false),
+    );
+    let status = col.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(data.join(".clean-shutdown").exists());
+    col.restart();
+    assert_eq!(read_all(&c, &col.url(""), "t", 0).len(), 10);
+}
+
+#[test]
+fn producer_ids_are_never_reused_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    let a = producer_id(&c, &col);
+    let b = producer_id(&c, &col);
+    assert!(b > a);
+    col.kill9();
+    col.restart();
+    let d = producer_id(&c, &col);
+    assert!(d > b, "{d} after {b}");
+    let status = col.terminate();
+    assert!(status.success());
+    col.restart();
+    assert!(producer_id(&c, &col) > d);
+}
+
+#[test]
+fn topics_cli_creates_lists_describes_and_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(tributary_tests::binary("collector"))
+            .arg("topics")
+            .args(args)
+            .args(["--collector", &col.url(""), "--output", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let created = run(&[
+        "create",
+        "orders",
+        "--partitions",
+        "4",
+        "--config",
+        "retention_ms=3600000",
+    ]);
+    assert_eq!(created["partitions"].as_array().unwrap().len(), 4);
+    assert_eq!(created["configs"]["retention_ms"], 3_600_000);
+    let list = run(&["list"]);
+    assert!(
+        list["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "orders" && t["partitions"] == 4)
+    );
+    let d = run(&["describe", "orders"]);
+    assert_eq!(d["partitions"][3]["leader"], 1);
+    run(&["delete", "orders"]);
+    let list = run(&["list"]);
+    assert!(
+        list["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] != "orders")
+    );
+    // Errors are clear and exit non-zero.
+    let out = std::process::Command::new(tributary_tests::binary("collector"))
+        .args(["topics", "describe", "nope", "--collector", &col.url("")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_topic"));
+}
+
+/// Disk full on a real small filesystem: 507, reads keep working, writes resume once space
+/// frees. `.ci/run` mounts the tmpfs and names it in `TRIBUTARY_SMALL_FS`.
+#[test]
+fn disk_full_gives_507_and_recovers() {
+    let Ok(root) = std::env::var("TRIBUTARY_SMALL_FS") else {
+        eprintln!(
+            "skipped: TRIBUTARY_SMALL_FS is not set (.ci/run mounts a small tmpfs for this test)"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir_in(&root).unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "flush:\n  policy: always\n");
+    let c = client();
+    let base = col.url("");
+    let (s, _) = produce(
+        &c,
+        &base,
+        "full",
+        0,
+        batch(&values("f", 0, 10), ProducerStamp::NONE, false),
+    );
+    assert_eq!(s, 200);
+    // Fill the filesystem, leaving a little room.
+    let filler = tmp.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(200 << 10)).unwrap();
+    }
+    let mut ok = 10usize;
+    let e = loop {
+        // Incompressible-ish values so the batches take real space.
+        let vals: Vec<String> = (0..20)
+            .map(|i| format!("{i}-{}", "z".repeat(3000)))
+            .collect();
+        let (s, e) = produce(
+            &c,
+            &base,
+            "full",
+            0,
+            batch(&vals, ProducerStamp::NONE, false),
+        );
+        if s == 200 {
+            ok += 20;
+            assert!(ok < 100_000, "never filled the disk");
+            continue;
+        }
+        break (s, e);
+    };
+    assert_eq!(e.0, 507, "{}", e.1);
+    assert_eq!(e.1["error"]["code"], "disk_full");
+    assert_eq!(e.1["error"]["retriable"], true);
+    assert_eq!(
+        read_all(&c, &base, "full", 0).len(),
+        ok,
+        "reads keep working"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let (s, body) = produce(
+        &c,
+        &base,
+        "full",
+        0,
+        batch(&values("after", 0, 5), ProducerStamp::NONE, false),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(read_all(&c, &base, "full", 0).len(), ok + 5);
+}
