@@ -89,6 +89,24 @@ impl<'a> DecodedRecords<'a> {
     /// block within `limits`, and validates every record.
     pub fn new(batch: &'a [u8], limits: &BatchLimits) -> Result<Self, BatchError> {
         let header = validate_batch(batch, limits)?;
+        Self::from_validated(batch, header, limits)
+    }
+
+    /// As [`DecodedRecords::new`] for a batch whose header and CRC were already checked by
+    /// [`validate_batch`] (the CRC is not computed again). `header` must be that result.
+    pub fn from_validated(
+        batch: &'a [u8],
+        header: BatchHeader,
+        limits: &BatchLimits,
+    ) -> Result<Self, BatchError> {
+        if batch.len() < header.size() {
+            return Err(BatchError::Truncated {
+                what: "batch",
+                at: 0,
+                need: header.size(),
+                have: batch.len(),
+            });
+        }
         let raw = &batch[RECORDS_OFFSET..header.size()];
         let block = match header.compression()? {
             Compression::None => Block::Borrowed(raw),
@@ -171,13 +189,18 @@ impl<'a> Iterator for RecordIter<'a> {
             return None;
         }
         self.left -= 1;
-        // Validated in DecodedRecords::check; see HeaderIter::next.
-        parse_record(self.buf, &mut self.pos, 0).ok()
+        // Validated in DecodedRecords::check, so the header walk is skipped; see HeaderIter::next.
+        parse_record_inner(self.buf, &mut self.pos, 0, false).ok()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.left, Some(self.left))
     }
+}
+
+thread_local! {
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn decompress_zstd(data: &[u8], max: usize) -> Result<Vec<u8>, BatchError> {
@@ -189,7 +212,20 @@ fn decompress_zstd(data: &[u8], max: usize) -> Result<Vec<u8>, BatchError> {
         if size > max as u64 {
             return Err(BatchError::DecompressedTooLarge { max });
         }
-        return zstd::bulk::decompress(data, size as usize).map_err(zerr);
+        // One zstd context per thread, reused: creating one per batch costs more than
+        // decompressing a small batch.
+        return DCTX.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new().map_err(zerr)?);
+            }
+            match slot.as_mut() {
+                Some(d) => d.decompress(data, size as usize).map_err(zerr),
+                None => Err(BatchError::Zstd {
+                    message: "no decompression context".into(),
+                }),
+            }
+        });
     }
     // Otherwise stream, reading at most one byte past the limit to detect a bomb.
     let mut out = Vec::new();
@@ -254,6 +290,17 @@ fn parse_record<'a>(
     pos: &mut usize,
     index: usize,
 ) -> Result<Record<'a>, BatchError> {
+    parse_record_inner(buf, pos, index, true)
+}
+
+/// Parses one record; `check_headers` walks and validates every header (skipped only for
+/// blocks already validated).
+fn parse_record_inner<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    index: usize,
+    check_headers: bool,
+) -> Result<Record<'a>, BatchError> {
     let start = *pos;
     let length = get_varint(buf, pos, 0)?;
     if length < 1 || buf.len() - *pos < length as usize {
@@ -286,6 +333,18 @@ fn parse_record<'a>(
         });
     }
     let headers_start = p;
+    if !check_headers {
+        *pos = body_end;
+        return Ok(Record {
+            attributes,
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            headers_raw: &buf[headers_start..body_end],
+            header_count: header_count as usize,
+        });
+    }
     for _ in 0..header_count {
         parse_header(body, &mut p, 0)?;
     }

@@ -66,6 +66,13 @@ fn get_unsigned(
     bytes_max: usize,
 ) -> Result<u64, BatchError> {
     let start = *pos;
+    // Fast path: most varints in a record (attributes, small lengths, deltas) are one byte.
+    if let Some(&b) = buf.get(start)
+        && b & 0x80 == 0
+    {
+        *pos = start + 1;
+        return Ok(u64::from(b));
+    }
     let mut value: u64 = 0;
     for i in 0..bytes_max {
         let Some(&byte) = buf.get(start + i) else {

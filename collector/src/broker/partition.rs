@@ -143,7 +143,7 @@ impl Partition {
         let now = now_ms();
         let mut producers = lock(&self.producers);
         // Judge every batch first, against the table as the earlier batches would leave it.
-        let mut scratch = producers.clone();
+        let mut scratch = producers.subset(batches.headers().iter().map(|(h, _)| h.producer_id));
         let mut verdicts = Vec::with_capacity(batches.headers().len());
         for (h, _) in batches.headers() {
             let v = scratch.check(h)?;

@@ -74,6 +74,17 @@ impl ProducerTable {
         self.entries.is_empty()
     }
 
+    /// A copy holding only the given producers (to judge a request without cloning all).
+    pub fn subset(&self, ids: impl IntoIterator<Item = i64>) -> Self {
+        let mut entries = HashMap::new();
+        for id in ids {
+            if let Some(e) = self.entries.get(&id) {
+                entries.insert(id, e.clone());
+            }
+        }
+        Self { entries }
+    }
+
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.entries.get(&producer_id)
     }

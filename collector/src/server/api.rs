@@ -324,7 +324,7 @@ fn validate_and_produce(
     let batches = ValidatedBatches::new(bytes, &limits)
         .map_err(|e| ApiError::bad_request("invalid_batch", e.to_string()))?;
     for (h, at) in batches.headers() {
-        DecodedRecords::new(&batches.bytes()[*at..*at + h.size()], &limits)
+        DecodedRecords::from_validated(&batches.bytes()[*at..*at + h.size()], *h, &limits)
             .map_err(|e| ApiError::bad_request("invalid_batch", e.to_string()))?;
     }
     let records = batches.record_count();
@@ -375,7 +375,8 @@ pub async fn produce(
     check_topic(&topic)?;
     let acks = parse_acks(&q)?;
     let (bytes, _permit) = read_body(&s, &headers, body).await?;
-    let out = produce_bytes(&s, &topic, partition, bytes.to_vec(), acks).await?;
+    // Zero-copy when the body buffer is not shared.
+    let out = produce_bytes(&s, &topic, partition, Vec::from(bytes), acks).await?;
     Ok(Json(acks_json(&out)))
 }
 
