@@ -161,7 +161,7 @@ fn templates(opts: &ProduceOptions, seed: u64, count: usize) -> Vec<Template> {
                 let line = log_line(&mut rng, opts.record_bytes);
                 raw += line.len() as u64;
                 b.push(
-                    1_764_000_000_000,
+                    crate::broker::partition::now_ms(),
                     None,
                     Some(line.as_bytes()),
                     &[(b"host".as_slice(), b"bench-host".as_slice())],
@@ -346,15 +346,14 @@ pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json:
         .error_for_status()?
         .json()
         .await?;
-    let parts: Vec<(u64, u64)> = t["partitions"]
+    // (partition, log start offset, high watermark): retention may have moved the start.
+    let parts: Vec<(u64, u64, u64)> = t["partitions"]
         .as_array()
         .map(|a| {
             a.iter()
                 .map(|p| {
-                    (
-                        p["partition"].as_u64().unwrap_or(0),
-                        p["high_watermark"].as_u64().unwrap_or(0),
-                    )
+                    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+                    (n("partition"), n("log_start_offset"), n("high_watermark"))
                 })
                 .collect()
         })
@@ -362,8 +361,8 @@ pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json:
     let limits = BatchLimits::default();
     let start = Instant::now();
     let (mut records, mut value_bytes, mut wire) = (0u64, 0u64, 0u64);
-    for (p, hw) in parts {
-        let mut offset = 0u64;
+    for (p, start, hw) in parts {
+        let mut offset = start;
         while offset < hw {
             let bytes = http
                 .get(format!("{base}/v1/topics/{topic}/partitions/{p}/batches?offset={offset}&max_bytes=8388608"))
