@@ -2,7 +2,16 @@
 //!
 //! # Layout
 //! - [`config`]: the YAML configuration, parsed strictly and validated once.
-//!
-//! Tailing, batching, the exactly-once journal and shipping land with the agent issue.
+//! - [`files`]: discovery by glob, fingerprints (identity by first line, not by path).
+//! - [`lines`]: the one function that cuts file bytes into records.
+//! - [`state`]: the durable state file — producer id, sequences, file checkpoints, and the
+//!   journal of sent-but-unacknowledged batches that makes delivery exactly-once.
+//! - [`client`]: the collector API client with failover and capped, jittered retries.
+//! - [`run`]: the main loop: discover, read, cut, journal, send, acknowledge.
 
+pub mod client;
 pub mod config;
+pub mod files;
+pub mod lines;
+pub mod run;
+pub mod state;

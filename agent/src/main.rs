@@ -18,17 +18,41 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the agent (tailing and shipping are not available in this build yet).
+    /// Run the agent: tail the configured files and ship every line exactly once.
     Run {
         #[arg(long, default_value = "/etc/tributary/agent.yaml")]
         config: PathBuf,
+        /// Forget all state (checkpoints, journal, producer id) and start over. Lines
+        /// already shipped may be shipped again.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Validate a config file and exit (0 when valid).
     CheckConfig { file: PathBuf },
 }
 
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::CheckConfig { file } => {
             agent::config::Config::load(&file)
@@ -36,13 +60,30 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
-        Command::Run { config } => {
-            agent::config::Config::load(&config)
+        Command::Run {
+            config,
+            reset_state,
+        } => {
+            let cfg = agent::config::Config::load(&config)
                 .with_context(|| format!("config {}", config.display()))?;
-            anyhow::bail!(
-                "agent run is not available in this build yet: the config is valid, but the \
-                 tailer and shipper are still being built"
-            )
+            if reset_state {
+                let path = cfg.state_dir.join(agent::state::STATE_FILE);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => eprintln!("removed {}", path.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()));
+                    }
+                }
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(agent::run::run(cfg, shutdown_signal(), || {
+                println!("agent ready");
+            }))?;
+            Ok(())
         }
     }
 }

@@ -10,8 +10,25 @@ use std::time::{Duration, Instant};
 
 use shared::{BatchBuilder, BatchEncoder, Compression, ProducerStamp};
 
-/// Path of a workspace binary built by cargo for this test run.
+/// Builds the workspace binaries once per test process: the tests spawn `collector` and
+/// `agent`, which cargo does not rebuild for this package on its own.
+fn build_binaries() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--bins", "-p", "collector", "-p", "agent"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the binaries");
+        assert!(status.success(), "building the binaries failed");
+    });
+}
+
+/// Path of a workspace binary, (re)built for this test run.
 pub fn binary(name: &str) -> PathBuf {
+    build_binaries();
     // Integration tests live in target/<profile>/deps; binaries one level up.
     let mut dir = std::env::current_exe().unwrap();
     dir.pop();
@@ -112,10 +129,18 @@ impl Collector {
         self.child.wait().unwrap()
     }
 
-    /// Restarts on the same data directory and config.
+    /// Restarts on the same data directory, config and port (clients keep their URL).
     pub fn restart(&mut self) {
         let data = self.data.clone();
         let config = self.config.clone();
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("listen: 127.0.0.1:0\n", &format!("listen: {}\n", self.addr)),
+        )
+        .unwrap();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         *self = Self::start_with(&data, &config);
     }
 }
@@ -222,4 +247,121 @@ pub fn read_all(
             offset = h.next_offset() as u64;
         }
     }
+}
+
+/// A running agent process.
+#[derive(Debug)]
+pub struct AgentProc {
+    pub child: Child,
+    pub config: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts `agent run --config <config>` and waits for it to report ready.
+    pub fn start(config: &Path) -> Self {
+        let mut child = Command::new(binary("agent"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("agent did not become ready within 60 s");
+        assert!(line.contains("ready"), "{line}");
+        Self {
+            child,
+            config: config.to_path_buf(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn restart(&mut self) {
+        let config = self.config.clone();
+        *self = Self::start(&config);
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        assert_eq!(unsafe_kill(self.child.id() as i32, libc::SIGTERM), 0);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every record of every partition of a topic: `(partition, offset, headers, value)`.
+pub fn read_topic(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    topic: &str,
+) -> Vec<(u32, u64, Vec<(String, String)>, Vec<u8>)> {
+    let t: serde_json::Value = c
+        .get(format!("{base}/v1/topics/{topic}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let limits = shared::BatchLimits::default();
+    let mut out = Vec::new();
+    for p in t["partitions"].as_array().cloned().unwrap_or_default() {
+        let partition = p["partition"].as_u64().unwrap() as u32;
+        let mut offset = 0u64;
+        loop {
+            let r = c
+                .get(format!("{base}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes=4194304"))
+                .send()
+                .unwrap();
+            assert!(r.status().is_success(), "fetch: {}", r.status());
+            let bytes = r.bytes().unwrap();
+            if bytes.is_empty() {
+                break;
+            }
+            for item in shared::BatchIter::new(&bytes, limits) {
+                let (h, b) = item.unwrap();
+                for rec in shared::DecodedRecords::new(b, &limits).unwrap().iter() {
+                    let o = h.base_offset as u64 + rec.offset_delta as u64;
+                    if o >= offset {
+                        let headers = rec
+                            .headers()
+                            .map(|hd| {
+                                (
+                                    String::from_utf8_lossy(hd.key).into_owned(),
+                                    String::from_utf8_lossy(hd.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect();
+                        out.push((
+                            partition,
+                            o,
+                            headers,
+                            rec.value.unwrap_or_default().to_vec(),
+                        ));
+                    }
+                }
+                offset = h.next_offset() as u64;
+            }
+        }
+    }
+    out
 }

@@ -1,0 +1,822 @@
+//! The agent's main loop: discover files, read whole records, cut batches per partition,
+//! journal each batch durably before sending it, send (one batch in flight per partition),
+//! advance file checkpoints on acknowledgement. One task owns all state; sends run in their
+//! own tasks and report back over a bounded channel.
+//!
+//! Backpressure: bytes read but not yet acknowledged are capped by `buffer_bytes_max`;
+//! above it the agent stops reading — the files are the buffer — and drops nothing.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared::{BatchBuilder, BatchEncoder, Compression, ProducerStamp};
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientError};
+use crate::config::{Config, StartAt};
+use crate::files::{self, Found};
+use crate::lines;
+use crate::state::{
+    AgentState, FileKey, FileState, JournalEntry, StateError, file_id, partition_key,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("collector: {0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How long an unknown file whose first line equals a file being read waits before it is
+/// taken for a different file (rather than the copy of a copy-truncate).
+const TWIN_GRACE: Duration = Duration::from_secs(5);
+/// A file no longer found at any matching path is closed after this long without growth.
+const DRAIN_IDLE: Duration = Duration::from_secs(5);
+/// How often dirty state (acknowledgements) is written when nothing else writes it.
+const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Tailed {
+    id: String,
+    file: File,
+    dev: u64,
+    inode: u64,
+    read_offset: u64,
+    last_growth: Instant,
+    /// Seen at a matching path in the last discovery.
+    present: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    builder: BatchBuilder,
+    ranges: Vec<(FileKey, u64, u64)>,
+    started: Instant,
+    timestamp_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    pending: Option<Pending>,
+    /// Journaled batches not yet acknowledged, oldest first; the front may be in flight.
+    ready: VecDeque<(JournalEntry, Option<BatchBuilder>)>,
+    in_flight: bool,
+    /// After a refused batch: do not resend before this.
+    retry_after: Option<Instant>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn range_bytes(e: &JournalEntry) -> u64 {
+    e.ranges.iter().map(|(_, s, t)| t - s).sum()
+}
+
+struct Agent {
+    cfg: Config,
+    host: String,
+    client: Arc<Client>,
+    state: AgentState,
+    tailed: HashMap<String, Tailed>,
+    queues: BTreeMap<String, PartitionQueue>,
+    topic_partitions: HashMap<String, u32>,
+    /// Unknown files that look like a twin of a tailed one, with when first seen.
+    twins: HashMap<(u64, u64), Instant>,
+    buffered: u64,
+    dirty: bool,
+    journal_dirty: bool,
+    last_store: Instant,
+    acks_tx: mpsc::Sender<(String, i32, Result<(), String>)>,
+    first_start: bool,
+    last_discovery: Instant,
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(),
+) -> Result<(), AgentError> {
+    if cfg.inputs.iter().any(|i| i.multiline.is_some()) {
+        return Err(AgentError::Other(
+            "multiline joining is not implemented yet; remove inputs[].multiline".into(),
+        ));
+    }
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| AgentError::Other(format!("state_dir {}: {e}", cfg.state_dir.display())))?;
+    let state = AgentState::load(&cfg.state_dir)?;
+    let first_start = state.producer_id.is_none();
+    let client = Arc::new(Client::new(&cfg.output)?);
+    let host = cfg
+        .host
+        .clone()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let (acks_tx, mut acks_rx) = mpsc::channel(1024);
+    let mut agent = Agent {
+        cfg,
+        host,
+        client,
+        state,
+        tailed: HashMap::new(),
+        queues: BTreeMap::new(),
+        topic_partitions: HashMap::new(),
+        twins: HashMap::new(),
+        buffered: 0,
+        dirty: false,
+        journal_dirty: false,
+        last_store: Instant::now(),
+        acks_tx,
+        first_start,
+        last_discovery: Instant::now(),
+    };
+    agent.start().await?;
+    on_ready();
+    // Wake-ups from inotify; the periodic rescan is the safety net for dropped events.
+    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+    let _watcher = agent.watch(wake_tx);
+    tokio::pin!(shutdown);
+    let mut rescan = tokio::time::interval(agent.cfg.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let linger = agent.next_linger_deadline();
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(ack) = acks_rx.recv() => agent.on_ack(ack),
+            // File events: rediscover at most every 200 ms (writes alone only need a read).
+            Some(()) = wake_rx.recv() => {
+                let rescan = agent.last_discovery.elapsed() >= Duration::from_millis(200);
+                agent.step(rescan)?
+            }
+            _ = rescan.tick() => agent.step(true)?,
+            _ = tokio::time::sleep_until(linger.into()) => {}
+        }
+        // Drain whatever else is ready without waiting.
+        while let Ok(ack) = acks_rx.try_recv() {
+            agent.on_ack(ack);
+        }
+        agent.step(false)?;
+    }
+    tracing::info!("stopping: waiting up to 10 s for batches in flight");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.queues.values().any(|q| q.in_flight) && Instant::now() < deadline {
+        if let Ok(Some(ack)) =
+            tokio::time::timeout(Duration::from_millis(200), acks_rx.recv()).await
+        {
+            agent.on_ack(ack);
+        }
+    }
+    agent.state.store(&agent.cfg.state_dir)?;
+    Ok(())
+}
+
+impl Agent {
+    /// Producer identity, topic partitions, and recovery of the journal.
+    async fn start(&mut self) -> Result<(), AgentError> {
+        let client = self.client.clone();
+        if self.state.producer_id.is_none() {
+            let (id, epoch) = client
+                .retry("allocate producer id", || client.allocate_producer())
+                .await?;
+            self.state.producer_id = Some(id);
+            self.state.producer_epoch = epoch;
+            self.state.store(&self.cfg.state_dir)?;
+            tracing::info!(producer_id = id, "allocated producer id");
+        }
+        let topics: Vec<String> = self.cfg.inputs.iter().map(|i| i.topic.clone()).collect();
+        for t in topics {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.topic_partitions.entry(t)
+            {
+                let topic = slot.key().clone();
+                let n = client
+                    .retry("topic metadata", || client.partitions(&topic))
+                    .await?;
+                slot.insert(n);
+            }
+        }
+        if self.state.journal.is_empty() {
+            return Ok(());
+        }
+        let pid = self.state.producer_id.unwrap_or(-1);
+        let last = client
+            .retry("producer state", || client.last_sequences(pid))
+            .await?;
+        let journal = std::mem::take(&mut self.state.journal);
+        let mut delivered = 0;
+        for entry in journal {
+            let last_seq = last
+                .get(&(entry.topic.clone(), entry.partition))
+                .filter(|(epoch, _)| *epoch == self.state.producer_epoch)
+                .map(|(_, s)| *s);
+            let end_seq = entry.base_sequence + entry.record_count as i32 - 1;
+            if last_seq.is_some_and(|s| s >= end_seq) {
+                self.apply_ack(&entry);
+                delivered += 1;
+            } else {
+                self.state.journal.push(entry.clone());
+                self.buffered += range_bytes(&entry);
+                self.queues
+                    .entry(partition_key(&entry.topic, entry.partition))
+                    .or_default()
+                    .ready
+                    .push_back((entry, None));
+            }
+        }
+        tracing::info!(
+            delivered,
+            resend = self.state.journal.len(),
+            "recovered the batch journal"
+        );
+        self.state.store(&self.cfg.state_dir)?;
+        Ok(())
+    }
+
+    fn watch(&self, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = wake.try_send(());
+        })
+        .map_err(
+            |e| tracing::warn!(error = %e, "inotify unavailable; relying on the periodic rescan"),
+        )
+        .ok()?;
+        for input in &self.cfg.inputs {
+            for p in &input.paths {
+                let root = files::watch_root(p.as_str());
+                let mode = if p.as_str().contains("**") {
+                    notify::RecursiveMode::Recursive
+                } else {
+                    notify::RecursiveMode::NonRecursive
+                };
+                if let Err(e) = w.watch(&root, mode) {
+                    tracing::debug!(root = %root.display(), error = %e, "cannot watch (yet); the rescan covers it");
+                }
+            }
+        }
+        Some(w)
+    }
+
+    fn next_linger_deadline(&self) -> Instant {
+        self.queues
+            .values()
+            .filter_map(|q| q.pending.as_ref())
+            .map(|p| p.started + self.cfg.output.linger)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    /// One round: (re)discover files, read, cut and send batches, store state if due.
+    fn step(&mut self, rescan: bool) -> Result<(), AgentError> {
+        if rescan {
+            self.discover();
+        }
+        self.read_all();
+        self.cut_due_batches()?;
+        self.send_ready()?;
+        if self.dirty && self.last_store.elapsed() >= STATE_FLUSH_INTERVAL {
+            self.store()?;
+        }
+        self.close_drained();
+        Ok(())
+    }
+
+    fn store(&mut self) -> Result<(), AgentError> {
+        self.state.store(&self.cfg.state_dir)?;
+        self.dirty = false;
+        self.journal_dirty = false;
+        self.last_store = Instant::now();
+        Ok(())
+    }
+
+    fn discover(&mut self) {
+        for t in self.tailed.values_mut() {
+            t.present = false;
+        }
+        self.last_discovery = Instant::now();
+        let found = files::discover(&self.cfg.inputs);
+        let mut unknown = Vec::new();
+        // Known inodes first: notice truncations before matching copies.
+        for f in found {
+            let known = self
+                .tailed
+                .values_mut()
+                .find(|t| t.dev == f.dev && t.inode == f.inode)
+                .map(|t| t.id.clone());
+            match known {
+                Some(id) => {
+                    let truncated = self.tailed.get(&id).is_some_and(|t| f.size < t.read_offset);
+                    if truncated {
+                        // Copy-truncate: the content read so far now lives in the copy (if
+                        // any); this inode starts over as a new file.
+                        tracing::info!(path = %f.path.display(), "file truncated; following the copy and the new content");
+                        self.tailed.remove(&id);
+                        unknown.push(f);
+                    } else if let Some(t) = self.tailed.get_mut(&id) {
+                        t.present = true;
+                        if let Some((_, st)) = self.state.files.get_mut(&id) {
+                            st.last_path = f.path.to_string_lossy().into_owned();
+                        }
+                    }
+                }
+                None => unknown.push(f),
+            }
+        }
+        for f in unknown {
+            self.adopt(f);
+        }
+        // `start_at` applies only to files present at the very first start.
+        self.first_start = false;
+    }
+
+    /// Starts tailing a file not currently tailed: resumes a known identity or begins a new one.
+    fn adopt(&mut self, f: Found) {
+        let Ok(file) = File::open(&f.path) else {
+            return;
+        };
+        let Ok(Some(fp)) = files::fingerprint(&file) else {
+            return;
+        };
+        let tailed_fp: Vec<String> = self
+            .tailed
+            .keys()
+            .filter(|id| {
+                self.state
+                    .files
+                    .get(*id)
+                    .is_some_and(|(k, _)| k.fingerprint == fp)
+            })
+            .cloned()
+            .collect();
+        // A known identity with this fingerprint, not being read, whose data fits the file.
+        let journal_end = |id: &str, st: &AgentState| {
+            st.journal
+                .iter()
+                .flat_map(|e| e.ranges.iter())
+                .filter(|(k, _, _)| file_id(k) == id)
+                .map(|(_, _, end)| *end)
+                .max()
+                .unwrap_or(0)
+        };
+        let mut candidates: Vec<(String, u64, bool)> = self
+            .state
+            .files
+            .iter()
+            .filter(|(id, (k, _))| k.fingerprint == fp && !self.tailed.contains_key(*id))
+            .map(|(id, (_, st))| {
+                (
+                    id.clone(),
+                    st.acked_offset.max(journal_end(id, &self.state)),
+                    st.dev == f.dev && st.inode == f.inode,
+                )
+            })
+            .filter(|(_, offset, _)| *offset <= f.size)
+            .collect();
+        candidates.sort_by_key(|(_, off, same_inode)| (!*same_inode, std::cmp::Reverse(*off)));
+        if let Some((id, offset, _)) = candidates.into_iter().next() {
+            if let Some((_, st)) = self.state.files.get_mut(&id) {
+                st.dev = f.dev;
+                st.inode = f.inode;
+                st.last_path = f.path.to_string_lossy().into_owned();
+            }
+            self.twins.remove(&(f.dev, f.inode));
+            tracing::info!(path = %f.path.display(), offset, "resuming file");
+            self.tailed.insert(
+                id.clone(),
+                Tailed {
+                    id,
+                    file,
+                    dev: f.dev,
+                    inode: f.inode,
+                    read_offset: offset,
+                    last_growth: Instant::now(),
+                    present: true,
+                },
+            );
+            self.dirty = true;
+            return;
+        }
+        if !tailed_fp.is_empty() {
+            // Maybe the copy of a file about to be truncated: wait before calling it new.
+            let since = *self
+                .twins
+                .entry((f.dev, f.inode))
+                .or_insert_with(Instant::now);
+            if since.elapsed() < TWIN_GRACE {
+                return;
+            }
+        }
+        self.twins.remove(&(f.dev, f.inode));
+        let input = &self.cfg.inputs[f.input];
+        let generation = self
+            .state
+            .files
+            .values()
+            .filter(|(k, _)| k.fingerprint == fp && k.dev == f.dev && k.inode == f.inode)
+            .map(|(k, _)| k.generation + 1)
+            .max()
+            .unwrap_or(0);
+        let key = FileKey {
+            fingerprint: fp,
+            dev: f.dev,
+            inode: f.inode,
+            generation,
+        };
+        let id = file_id(&key);
+        let path = f.path.to_string_lossy().into_owned();
+        let n = self
+            .topic_partitions
+            .get(&input.topic)
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let partition = crc32c::crc32c(format!("{}\u{0}{}", self.host, path).as_bytes()) % n;
+        let start = if self.first_start && input.start_at == StartAt::End {
+            f.size
+        } else {
+            0
+        };
+        tracing::info!(path = %path, partition, start, "new file");
+        self.state.files.insert(
+            id.clone(),
+            (
+                key,
+                FileState {
+                    path: path.clone(),
+                    topic: input.topic.clone(),
+                    partition,
+                    acked_offset: start,
+                    last_path: path,
+                    dev: f.dev,
+                    inode: f.inode,
+                },
+            ),
+        );
+        self.tailed.insert(
+            id.clone(),
+            Tailed {
+                id,
+                file,
+                dev: f.dev,
+                inode: f.inode,
+                read_offset: start,
+                last_growth: Instant::now(),
+                present: true,
+            },
+        );
+        self.dirty = true;
+    }
+
+    fn read_all(&mut self) {
+        let ids: Vec<String> = self.tailed.keys().cloned().collect();
+        let mut buf = vec![0u8; self.cfg.read_chunk_bytes];
+        for id in ids {
+            loop {
+                if self.buffered >= self.cfg.buffer_bytes_max as u64 {
+                    return;
+                }
+                let Some(t) = self.tailed.get(&id) else { break };
+                let offset = t.read_offset;
+                let n = match t.file.read_at(&mut buf, offset) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(file = %id, error = %e, "read failed");
+                        break;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                let consumed = self.take_records(&id, &buf[..n], offset);
+                if consumed == 0 {
+                    break; // an incomplete last line: wait for the rest
+                }
+                if let Some(t) = self.tailed.get_mut(&id) {
+                    t.read_offset += consumed as u64;
+                    t.last_growth = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Cuts whole records from `data` (read at `offset`) into the file's partition batch.
+    fn take_records(&mut self, id: &str, data: &[u8], offset: u64) -> usize {
+        let Some((key, st)) = self.state.files.get(id).cloned() else {
+            return 0;
+        };
+        let qkey = partition_key(&st.topic, st.partition);
+        let labels: Vec<(Vec<u8>, Vec<u8>)> = self
+            .cfg
+            .inputs
+            .iter()
+            .find(|i| i.topic == st.topic)
+            .map(|i| {
+                i.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut pos = 0usize;
+        while let Some((len, used)) = lines::next_record(&data[pos..], self.cfg.max_line_bytes) {
+            let full = self
+                .queues
+                .get(&qkey)
+                .and_then(|q| q.pending.as_ref())
+                .is_some_and(|p| {
+                    p.builder.block_bytes() + len + 256 > self.cfg.output.batch_bytes_max
+                });
+            if full {
+                self.cut(&qkey);
+            }
+            let q = self.queues.entry(qkey.clone()).or_default();
+            let p = q.pending.get_or_insert_with(|| Pending {
+                builder: BatchBuilder::new(),
+                ranges: Vec::new(),
+                started: Instant::now(),
+                timestamp_ms: now_ms(),
+            });
+            let mut headers: Vec<(&[u8], &[u8])> = vec![
+                (b"host", self.host.as_bytes()),
+                (b"path", st.path.as_bytes()),
+            ];
+            headers.extend(labels.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            p.builder
+                .push(p.timestamp_ms, None, Some(&data[pos..pos + len]), &headers);
+            let (start, end) = (offset + pos as u64, offset + (pos + used) as u64);
+            match p.ranges.last_mut() {
+                Some((k, _, e)) if *k == key && *e == start => *e = end,
+                _ => p.ranges.push((key.clone(), start, end)),
+            }
+            self.buffered += used as u64;
+            pos += used;
+        }
+        pos
+    }
+
+    fn cut_due_batches(&mut self) -> Result<(), AgentError> {
+        let linger = self.cfg.output.linger;
+        let due: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| {
+                q.pending
+                    .as_ref()
+                    .is_some_and(|p| p.started.elapsed() >= linger)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.cut(&k);
+        }
+        Ok(())
+    }
+
+    /// Turns a partition's pending records into a journaled batch with the next sequences.
+    fn cut(&mut self, qkey: &str) {
+        let Some(q) = self.queues.get_mut(qkey) else {
+            return;
+        };
+        let Some(p) = q.pending.take() else { return };
+        let Some((topic, partition)) = qkey
+            .rsplit_once('/')
+            .and_then(|(t, p)| Some((t.to_owned(), p.parse::<u32>().ok()?)))
+        else {
+            return;
+        };
+        let seq = self.state.next_sequence.entry(qkey.to_owned()).or_insert(0);
+        let entry = JournalEntry {
+            topic,
+            partition,
+            base_sequence: *seq,
+            record_count: p.builder.len() as u32,
+            timestamp_ms: p.timestamp_ms,
+            ranges: p.ranges,
+        };
+        *seq = seq.wrapping_add(entry.record_count as i32);
+        if *seq < 0 {
+            *seq = 0; // sequences wrap at i32::MAX to 0, as in Kafka
+        }
+        self.state.journal.push(entry.clone());
+        self.journal_dirty = true;
+        q.ready.push_back((entry, Some(p.builder)));
+    }
+
+    /// Sends the oldest batch of every idle partition, after the journal naming it is durable.
+    fn send_ready(&mut self) -> Result<(), AgentError> {
+        let now = Instant::now();
+        let idle: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| {
+                !q.in_flight && !q.ready.is_empty() && q.retry_after.is_none_or(|t| t <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if idle.is_empty() {
+            return Ok(());
+        }
+        if self.journal_dirty {
+            self.store()?; // the journal must be on disk before any of its batches leaves
+        }
+        for k in idle {
+            let Some(q) = self.queues.get_mut(&k) else {
+                continue;
+            };
+            let Some((entry, builder)) = q.ready.front_mut() else {
+                continue;
+            };
+            let builder = match builder.take() {
+                Some(b) => b,
+                None => match rebuild(&self.state, entry, &self.host, &self.cfg) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return Err(AgentError::Other(format!(
+                            "cannot rebuild journaled batch {k} seq {}: {e}",
+                            entry.base_sequence
+                        )));
+                    }
+                },
+            };
+            q.in_flight = true;
+            let stamp = ProducerStamp {
+                producer_id: self.state.producer_id.unwrap_or(-1),
+                producer_epoch: self.state.producer_epoch,
+                base_sequence: entry.base_sequence,
+            };
+            let (topic, partition, seq) =
+                (entry.topic.clone(), entry.partition, entry.base_sequence);
+            let (client, tx, level, acks) = (
+                self.client.clone(),
+                self.acks_tx.clone(),
+                self.cfg.output.zstd_level,
+                self.cfg.output.acks.as_query(),
+            );
+            tokio::spawn(async move {
+                let encoded = tokio::task::spawn_blocking(move || {
+                    BatchEncoder::new(Compression::Zstd, level)
+                        .and_then(|mut e| e.encode(&builder, stamp))
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                let result = match encoded {
+                    Ok(bytes) => client
+                        .retry("produce", || {
+                            client.produce(&topic, partition, acks, bytes.clone())
+                        })
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                let _ = tx
+                    .send((partition_key(&topic, partition), seq, result))
+                    .await;
+            });
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, (qkey, seq, result): (String, i32, Result<(), String>)) {
+        let Some(q) = self.queues.get_mut(&qkey) else {
+            return;
+        };
+        q.in_flight = false;
+        if let Err(e) = result {
+            // Refused outright (not retriable): keep it journaled and try again later rather
+            // than drop a line; the error is loud.
+            tracing::error!(partition = %qkey, seq, error = %e, "batch refused by the collector; will retry in 5 s");
+            q.retry_after = Some(Instant::now() + Duration::from_secs(5));
+            return;
+        }
+        let Some((entry, _)) = q.ready.pop_front() else {
+            return;
+        };
+        if entry.base_sequence != seq {
+            tracing::error!(partition = %qkey, seq, expected = entry.base_sequence, "acknowledgement out of order");
+        }
+        self.buffered = self.buffered.saturating_sub(range_bytes(&entry));
+        self.state.journal.retain(|e| {
+            !(e.topic == entry.topic
+                && e.partition == entry.partition
+                && e.base_sequence == entry.base_sequence)
+        });
+        self.apply_ack(&entry);
+        self.dirty = true;
+    }
+
+    fn apply_ack(&mut self, entry: &JournalEntry) {
+        for (key, _, end) in &entry.ranges {
+            if let Some((_, st)) = self.state.files.get_mut(&file_id(key)) {
+                st.acked_offset = st.acked_offset.max(*end);
+            }
+        }
+    }
+
+    /// Closes files that are gone from every matching path, fully read and idle.
+    fn close_drained(&mut self) {
+        let drained: Vec<String> = self
+            .tailed
+            .values()
+            .filter(|t| !t.present && t.last_growth.elapsed() >= DRAIN_IDLE)
+            .filter(|t| {
+                t.file
+                    .metadata()
+                    .map(|m| m.len() <= t.read_offset)
+                    .unwrap_or(true)
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in drained {
+            tracing::info!(file = %id, "closing a drained file");
+            self.tailed.remove(&id);
+        }
+    }
+}
+
+/// Rebuilds a journaled batch from the file bytes it names (after a restart).
+fn rebuild(
+    state: &AgentState,
+    entry: &JournalEntry,
+    host: &str,
+    cfg: &Config,
+) -> Result<BatchBuilder, String> {
+    let mut b = BatchBuilder::new();
+    for (key, start, end) in &entry.ranges {
+        let id = file_id(key);
+        let (_, st) = state
+            .files
+            .get(&id)
+            .ok_or_else(|| format!("file {id} unknown"))?;
+        let file = find_file(st, key)
+            .ok_or_else(|| format!("file {} (last seen at {}) is gone", st.path, st.last_path))?;
+        let mut data = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut data, *start)
+            .map_err(|e| format!("{}: {e}", st.last_path))?;
+        let labels: Vec<(Vec<u8>, Vec<u8>)> = cfg
+            .inputs
+            .iter()
+            .find(|i| i.topic == st.topic)
+            .map(|i| {
+                i.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut headers: Vec<(&[u8], &[u8])> =
+            vec![(b"host", host.as_bytes()), (b"path", st.path.as_bytes())];
+        headers.extend(labels.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        for rec in lines::split_records(&data, cfg.max_line_bytes) {
+            b.push(entry.timestamp_ms, None, Some(rec), &headers);
+        }
+    }
+    if b.len() as u32 != entry.record_count {
+        return Err(format!(
+            "rebuilt {} records, journal says {}",
+            b.len(),
+            entry.record_count
+        ));
+    }
+    Ok(b)
+}
+
+/// Opens the file a state entry names: at its last path if the inode matches, else any file
+/// matching its fingerprint among the candidates of its last directory.
+fn find_file(st: &FileState, key: &FileKey) -> Option<File> {
+    // First the same inode (renamed or not), then any file with the same first line
+    // (a copy made by copy-truncate while the agent was down).
+    let open_if = |p: &std::path::Path, same_inode: bool| -> Option<File> {
+        let f = File::open(p).ok()?;
+        let m = f.metadata().ok()?;
+        let inode_ok = !same_inode || (m.dev() == st.dev && m.ino() == st.inode);
+        (inode_ok && m.is_file() && files::fingerprint(&f).ok()? == Some(key.fingerprint))
+            .then_some(f)
+    };
+    if let Some(f) = open_if(std::path::Path::new(&st.last_path), true) {
+        return Some(f);
+    }
+    let dir = PathBuf::from(&st.last_path).parent()?.to_path_buf();
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for same_inode in [true, false] {
+        for p in &entries {
+            if let Some(f) = open_if(p, same_inode) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,198 @@
+//! The agent, end to end: real files, a real collector, `kill -9` of both, rotation by rename,
+//! by copy-truncate and deletion, long lines — every line must reach the log exactly once,
+//! whole, in file order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tributary_tests::{AgentProc, Collector, client, read_topic};
+
+const MAX_LINE: usize = 1000;
+
+fn append(path: &Path, stream: &str, from: usize, n: usize) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut buf = String::new();
+    for i in from..from + n {
+        buf.push_str(&format!(
+            "{stream}-{i:06} GET /api/v1/items?id={i} 200 {}\n",
+            "x".repeat(i % 50)
+        ));
+    }
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// What the log must hold for the lines `stream-from..from+n`.
+fn expect(out: &mut Vec<Vec<u8>>, stream: &str, from: usize, n: usize) {
+    for i in from..from + n {
+        out.push(
+            format!(
+                "{stream}-{i:06} GET /api/v1/items?id={i} 200 {}",
+                "x".repeat(i % 50)
+            )
+            .into_bytes(),
+        );
+    }
+}
+
+fn wait_for(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    want: usize,
+) -> Vec<(u32, u64, Vec<(String, String)>, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = read_topic(c, base, "logs");
+        if got.len() >= want || Instant::now() > deadline {
+            // A little longer, to catch duplicates arriving late.
+            std::thread::sleep(Duration::from_millis(1500));
+            return read_topic(c, base, "logs");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn every_line_exactly_once_through_rotations_and_crashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut col = Collector::start(&tmp.path().join("data"), "");
+    let config = tmp.path().join("agent.yaml");
+    let write_config = |url: &str| {
+        // (A closure so a test can point the agent elsewhere.)
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\n    exclude: [\"*.gz\"]\n    labels: {{service: test}}\noutput:\n  collectors: [\"{url}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\n",
+                tmp.path().join("state").display(),
+                logs.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&col.url(""));
+    let app = logs.join("app.log");
+    let mut want = Vec::new();
+    append(&app, "a", 0, 2000);
+    expect(&mut want, "a", 0, 2000);
+    let mut agent = AgentProc::start(&config);
+    append(&app, "a", 2000, 2000);
+    expect(&mut want, "a", 2000, 2000);
+    // Rename rotation: the app writes a little more to the old file, then a new one.
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&logs.join("app.log.1"), "a", 4000, 500);
+    expect(&mut want, "a", 4000, 500);
+    append(&app, "b", 0, 1000);
+    expect(&mut want, "b", 0, 1000);
+    // A long line is split into pieces of max_line_bytes, never dropped.
+    {
+        let long = "L".repeat(2 * MAX_LINE + 123);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&app).unwrap();
+        writeln!(f, "{long}").unwrap();
+        want.push(long.as_bytes()[..MAX_LINE].to_vec());
+        want.push(long.as_bytes()[MAX_LINE..2 * MAX_LINE].to_vec());
+        want.push(long.as_bytes()[2 * MAX_LINE..].to_vec());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Agent killed mid-stream; lines keep coming while it is down.
+    agent.kill9();
+    append(&app, "b", 1000, 1000);
+    expect(&mut want, "b", 1000, 1000);
+    agent.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    // Copy-truncate: the copy carries on where the agent was; the original starts over.
+    std::fs::copy(&app, logs.join("app.log.2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    append(&app, "c", 0, 1000);
+    expect(&mut want, "c", 0, 1000);
+    // The collector dies and comes back; the agent retries.
+    col.kill9();
+    append(&app, "c", 1000, 1000);
+    expect(&mut want, "c", 1000, 1000);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = col.url("");
+    col.restart();
+    assert_eq!(
+        col.url(""),
+        before,
+        "the collector came back on the same port"
+    );
+    // Deletion after rotation.
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::remove_file(logs.join("app.log.1")).unwrap();
+    append(&app, "c", 2000, 500);
+    expect(&mut want, "c", 2000, 500);
+
+    let c = client();
+    let got = wait_for(&c, &col.url(""), want.len());
+    // Exactly once: the same multiset of records.
+    let mut values: Vec<Vec<u8>> = got.iter().map(|r| r.3.clone()).collect();
+    values.sort();
+    let mut expected = want.clone();
+    expected.sort();
+    if values != expected {
+        let mut counts: BTreeMap<&[u8], i64> = BTreeMap::new();
+        for v in &expected {
+            *counts.entry(v).or_default() += 1;
+        }
+        for v in &values {
+            *counts.entry(v).or_default() -= 1;
+        }
+        let missing: Vec<_> = counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .take(5)
+            .map(|(v, _)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let extra: Vec<_> = counts
+            .iter()
+            .filter(|(_, n)| **n < 0)
+            .take(5)
+            .map(|(v, _)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        panic!(
+            "{} records, expected {}; missing (first 5): {missing:?}; duplicated (first 5): {extra:?}",
+            values.len(),
+            expected.len()
+        );
+    }
+    // In file order: within each stream, line numbers increase with offsets.
+    let mut by_partition = got.clone();
+    by_partition.sort_by_key(|r| (r.0, r.1));
+    let mut last: BTreeMap<(u32, String), String> = BTreeMap::new();
+    for (p, _, _, v) in &by_partition {
+        let s = String::from_utf8_lossy(v);
+        if let Some((stream, rest)) = s.split_once('-') {
+            if stream.len() == 1 {
+                let n = rest[..6].to_owned();
+                if let Some(prev) = last.insert((*p, stream.to_owned()), n.clone()) {
+                    assert!(
+                        prev < n,
+                        "stream {stream}: {n} after {prev} in partition {p}"
+                    );
+                }
+            }
+        }
+    }
+    // Headers: host, path and the input's labels.
+    let (_, _, headers, _) = &got[0];
+    let h: BTreeMap<_, _> = headers.iter().cloned().collect();
+    assert!(h.contains_key("host"));
+    assert!(h["path"].ends_with("app.log"), "{h:?}");
+    assert_eq!(h["service"], "test");
+    let status = agent.terminate();
+    assert!(status.success(), "{status:?}");
+}
