@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_tests::{AgentProc, Collector, client, read_topic};
+use tributary_tests::{AgentProc, Collector, TopicRecord, client, read_topic};
 
 const MAX_LINE: usize = 1000;
 
