@@ -309,12 +309,11 @@ impl Drop for AgentProc {
     }
 }
 
-/// Every record of every partition of a topic: `(partition, offset, headers, value)`.
-pub fn read_topic(
-    c: &reqwest::blocking::Client,
-    base: &str,
-    topic: &str,
-) -> Vec<(u32, u64, Vec<(String, String)>, Vec<u8>)> {
+/// One record read back: `(partition, offset, headers, value)`.
+pub type TopicRecord = (u32, u64, Vec<(String, String)>, Vec<u8>);
+
+/// Every record of every partition of a topic.
+pub fn read_topic(c: &reqwest::blocking::Client, base: &str, topic: &str) -> Vec<TopicRecord> {
     let t: serde_json::Value = c
         .get(format!("{base}/v1/topics/{topic}"))
         .send()

@@ -41,11 +41,7 @@ fn expect(out: &mut Vec<Vec<u8>>, stream: &str, from: usize, n: usize) {
     }
 }
 
-fn wait_for(
-    c: &reqwest::blocking::Client,
-    base: &str,
-    want: usize,
-) -> Vec<(u32, u64, Vec<(String, String)>, Vec<u8>)> {
+fn wait_for(c: &reqwest::blocking::Client, base: &str, want: usize) -> Vec<TopicRecord> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let got = read_topic(c, base, "logs");
