@@ -171,15 +171,15 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     let mut last: BTreeMap<(u32, String), String> = BTreeMap::new();
     for (p, _, _, v) in &by_partition {
         let s = String::from_utf8_lossy(v);
-        if let Some((stream, rest)) = s.split_once('-') {
-            if stream.len() == 1 {
-                let n = rest[..6].to_owned();
-                if let Some(prev) = last.insert((*p, stream.to_owned()), n.clone()) {
-                    assert!(
-                        prev < n,
-                        "stream {stream}: {n} after {prev} in partition {p}"
-                    );
-                }
+        if let Some((stream, rest)) = s.split_once('-')
+            && stream.len() == 1
+        {
+            let n = rest[..6].to_owned();
+            if let Some(prev) = last.insert((*p, stream.to_owned()), n.clone()) {
+                assert!(
+                    prev < n,
+                    "stream {stream}: {n} after {prev} in partition {p}"
+                );
             }
         }
     }
