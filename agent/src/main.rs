@@ -39,9 +39,21 @@ async fn shutdown_signal() {
             return;
         }
     };
+    // SIGHUP (systemd's ExecReload) stops cleanly too; `Restart=always` starts the agent
+    // again with the new config, resuming from its checkpoints and journal.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let hup_recv = async {
+        match hup.as_mut() {
+            Some(h) => {
+                h.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = hup_recv => tracing::info!("SIGHUP: stopping cleanly to reload (systemd restarts the agent)"),
     }
 }
 
@@ -81,6 +93,8 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(agent::run::run(cfg, shutdown_signal(), || {
+                // systemd Type=notify: state is loaded and the journal recovered.
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                 println!("agent ready");
             }))?;
             Ok(())

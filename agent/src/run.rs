@@ -145,6 +145,12 @@ pub async fn run(
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let _watcher = agent.watch(wake_tx);
     tokio::pin!(shutdown);
+    // systemd watchdog: ping at half the configured interval while the loop runs.
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| {
+            (d / 2).max(Duration::from_secs(1))
+        }));
     let mut rescan = tokio::time::interval(agent.cfg.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -158,6 +164,9 @@ pub async fn run(
                 agent.step(rescan)?
             }
             _ = rescan.tick() => agent.step(true)?,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
             _ = tokio::time::sleep_until(linger.into()) => {}
         }
         // Drain whatever else is ready without waiting.
