@@ -133,6 +133,31 @@ impl Default for Limits {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsSection {
+    /// A member silent for this long is removed and its partitions move.
+    pub session_timeout_ms: u64,
+    /// How often members are asked to heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// Committed offsets of a group with no members are kept this long.
+    pub offsets_retention_ms: i64,
+    pub max_members_per_group: usize,
+    pub max_groups: usize,
+}
+
+impl Default for GroupsSection {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 1_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            max_members_per_group: 1_000,
+            max_groups: 10_000,
+        }
+    }
+}
+
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +173,7 @@ pub struct RawConfig {
     pub topics: TopicDefaults,
     pub flush: FlushSection,
     pub limits: Limits,
+    pub groups: GroupsSection,
     /// Forget idle producers' deduplication state after this long.
     pub producer_id_expiration_ms: i64,
     /// How often retention runs.
@@ -168,6 +194,7 @@ impl Default for RawConfig {
             topics: TopicDefaults::default(),
             flush: FlushSection::default(),
             limits: Limits::default(),
+            groups: GroupsSection::default(),
             producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
             retention_check_interval_ms: 60_000,
             recovery_point_interval_ms: 10_000,
@@ -188,6 +215,7 @@ pub struct Config {
     /// Storage settings of a topic that sets nothing itself.
     pub log: LogConfig,
     pub limits: Limits,
+    pub groups: GroupsSection,
     pub producer_id_expiration_ms: i64,
     pub retention_check_interval: Duration,
     pub recovery_point_interval: Duration,
@@ -313,6 +341,16 @@ impl Config {
         {
             return Err(invalid("limits", "every limit must be positive"));
         }
+        let g = &raw.groups;
+        if g.heartbeat_interval_ms == 0 || g.session_timeout_ms < 2 * g.heartbeat_interval_ms {
+            return Err(invalid(
+                "groups.session_timeout_ms",
+                "must be at least twice groups.heartbeat_interval_ms, which must be positive",
+            ));
+        }
+        if g.offsets_retention_ms <= 0 || g.max_members_per_group == 0 || g.max_groups == 0 {
+            return Err(invalid("groups", "every limit must be positive"));
+        }
         if raw.producer_id_expiration_ms <= 0 {
             return Err(invalid("producer_id_expiration_ms", "must be positive"));
         }
@@ -331,6 +369,7 @@ impl Config {
             topics: raw.topics,
             log,
             limits: raw.limits,
+            groups: raw.groups,
             producer_id_expiration_ms: raw.producer_id_expiration_ms,
             retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
             recovery_point_interval: Duration::from_millis(raw.recovery_point_interval_ms),

@@ -6,6 +6,8 @@
 //! - [`storage`]: partitions as segmented, indexed, crash-recoverable logs on local disks.
 //! - [`controller`]: cluster metadata through an embedded Raft quorum (openraft).
 //! - [`broker`]: partitions this node leads, idempotent produce, fetch — no HTTP.
+//! - [`groups`]: consumer groups: membership, assignment, committed offsets.
+//! - [`tail`]: `collector tail`, the group consumer that prints records.
 //! - [`server`]: the HTTP API (axum): routes, JSON, error replies, start and shutdown.
 //! - [`loadgen`]: `collector bench`, the load tool.
 //! - [`metrics`]: Prometheus metrics.
@@ -14,6 +16,7 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod groups;
 pub mod loadgen;
 pub mod metrics;
 pub mod server;

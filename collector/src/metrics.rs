@@ -24,6 +24,13 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +45,8 @@ pub struct Metrics {
     pub log_bytes: Gauge,
     pub producers: Gauge,
     pub data_dirs_offline: Gauge,
+    /// High watermark minus committed offset, per group and partition (set on scrape).
+    pub group_lag: Family<LagLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -67,6 +76,7 @@ impl Metrics {
             log_bytes: Gauge::default(),
             producers: Gauge::default(),
             data_dirs_offline: Gauge::default(),
+            group_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -123,6 +133,11 @@ impl Metrics {
             "data_dirs_offline",
             "Data directories offline after I/O errors",
             m.data_dirs_offline.clone(),
+        );
+        registry.register(
+            "group_lag_records",
+            "Records between a group's committed offset and the high watermark",
+            m.group_lag.clone(),
         );
         Self { registry, ..m }
     }

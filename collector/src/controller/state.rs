@@ -71,6 +71,46 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         count: u32,
     },
+    /// A group member's commit (fencing was checked by the coordinator). Refused as a whole
+    /// when any offset would move backwards.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<OffsetEntry>,
+        now_ms: i64,
+    },
+    /// `groups reset-offsets`: sets the offsets, backwards or not.
+    ResetOffsets {
+        group: String,
+        offsets: Vec<OffsetEntry>,
+        now_ms: i64,
+    },
+    /// Forgets a group's offsets (expired by `offsets_retention_ms`).
+    DeleteGroupOffsets {
+        group: String,
+    },
+}
+
+/// One committed position: the offset of the next record the group will read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetEntry {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A group's committed offsets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffsets {
+    /// topic -> partition -> next offset to read.
+    pub offsets: BTreeMap<String, BTreeMap<u32, u64>>,
+    /// Wall-clock ms of the last commit or reset.
+    pub updated_ms: i64,
+}
+
+impl GroupOffsets {
+    pub fn get(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.offsets.get(topic)?.get(&partition).copied()
+    }
 }
 
 /// Why a command was refused (deterministically, on every node alike).
@@ -86,6 +126,15 @@ pub enum MetadataError {
     NotEnoughBrokers { requested: u16, available: usize },
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error(
+        "commit of offset {requested} for {topic}-{partition} would move the committed offset {committed} backwards (use reset-offsets)"
+    )]
+    OffsetBackwards {
+        topic: String,
+        partition: u32,
+        committed: u64,
+        requested: u64,
+    },
 }
 
 /// The outcome of applying a command.
@@ -109,6 +158,9 @@ pub struct MetadataState {
     pub next_producer_id: i64,
     /// Topics ever created: rotates the first replica of new topics over the brokers.
     pub topics_created: u64,
+    /// Committed offsets per consumer group.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupOffsets>,
 }
 
 impl MetadataState {
@@ -135,6 +187,10 @@ impl MetadataState {
             },
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.remove(name).is_some() {
+                    // A topic created later under the same name starts with no offsets.
+                    for g in self.groups.values_mut() {
+                        g.offsets.remove(name);
+                    }
                     CommandResult::Done
                 } else {
                     CommandResult::Refused(MetadataError::UnknownTopic(name.clone()))
@@ -153,7 +209,55 @@ impl MetadataState {
                     count: *count,
                 }
             }
+            MetadataCommand::CommitOffsets {
+                group,
+                offsets,
+                now_ms,
+            } => {
+                if let Some(g) = self.groups.get(group) {
+                    for e in offsets {
+                        if let Some(committed) = g.get(&e.topic, e.partition)
+                            && e.offset < committed
+                        {
+                            return CommandResult::Refused(MetadataError::OffsetBackwards {
+                                topic: e.topic.clone(),
+                                partition: e.partition,
+                                committed,
+                                requested: e.offset,
+                            });
+                        }
+                    }
+                }
+                self.set_offsets(group, offsets, *now_ms);
+                CommandResult::Done
+            }
+            MetadataCommand::ResetOffsets {
+                group,
+                offsets,
+                now_ms,
+            } => {
+                self.set_offsets(group, offsets, *now_ms);
+                CommandResult::Done
+            }
+            MetadataCommand::DeleteGroupOffsets { group } => {
+                self.groups.remove(group);
+                CommandResult::Done
+            }
         }
+    }
+
+    fn set_offsets(&mut self, group: &str, offsets: &[OffsetEntry], now_ms: i64) {
+        let g = self.groups.entry(group.to_owned()).or_default();
+        for e in offsets {
+            // Offsets of topics deleted meanwhile are dropped.
+            if self.topics.contains_key(&e.topic) {
+                g.offsets
+                    .entry(e.topic.clone())
+                    .or_default()
+                    .insert(e.partition, e.offset);
+            }
+        }
+        g.updated_ms = g.updated_ms.max(now_ms);
     }
 
     fn create_topic(
@@ -274,6 +378,60 @@ mod tests {
             s.apply(&create("a", 1)),
             CommandResult::Refused(MetadataError::TopicExists(_))
         ));
+    }
+
+    #[test]
+    fn commits_never_move_backwards_but_resets_do() {
+        let mut s = with_brokers(1);
+        s.apply(&MetadataCommand::CreateTopic {
+            name: "logs".into(),
+            partitions: 2,
+            replication_factor: 1,
+            configs: TopicConfigs::default(),
+        });
+        let e = |p, o| OffsetEntry {
+            topic: "logs".into(),
+            partition: p,
+            offset: o,
+        };
+        let commit = |offsets| MetadataCommand::CommitOffsets {
+            group: "g".into(),
+            offsets,
+            now_ms: 5,
+        };
+        assert_eq!(
+            s.apply(&commit(vec![e(0, 10), e(1, 3)])),
+            CommandResult::Done
+        );
+        assert!(matches!(
+            s.apply(&commit(vec![e(1, 4), e(0, 9)])),
+            CommandResult::Refused(MetadataError::OffsetBackwards {
+                committed: 10,
+                requested: 9,
+                ..
+            })
+        ));
+        // Refused as a whole: partition 1 did not move.
+        assert_eq!(s.groups["g"].get("logs", 1), Some(3));
+        s.apply(&MetadataCommand::ResetOffsets {
+            group: "g".into(),
+            offsets: vec![e(0, 0)],
+            now_ms: 6,
+        });
+        assert_eq!(s.groups["g"].get("logs", 0), Some(0));
+        // Offsets of an unknown topic are not kept; deleting a topic drops its offsets.
+        s.apply(&commit(vec![OffsetEntry {
+            topic: "nope".into(),
+            partition: 0,
+            offset: 1,
+        }]));
+        assert!(!s.groups["g"].offsets.contains_key("nope"));
+        s.apply(&MetadataCommand::DeleteTopic {
+            name: "logs".into(),
+        });
+        assert!(s.groups["g"].offsets.is_empty());
+        s.apply(&MetadataCommand::DeleteGroupOffsets { group: "g".into() });
+        assert!(!s.groups.contains_key("g"));
     }
 
     #[test]

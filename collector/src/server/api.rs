@@ -22,7 +22,8 @@ use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use crate::broker::{Acks, BatchAck, Broker, BrokerError, PartitionRef};
-use crate::controller::state::TopicConfigs;
+use crate::controller::state::{GroupOffsets, TopicConfigs};
+use crate::groups::{CommitRequest, GroupService, HeartbeatReply, HeartbeatRequest, ResetTo};
 use crate::metrics::Metrics;
 use crate::storage::ValidatedBatches;
 use crate::storage::manager::TopicPartition;
@@ -40,6 +41,7 @@ const JSON_FETCH_LIMIT_MAX: usize = 10_000;
 #[derive(Debug)]
 pub struct AppState {
     pub broker: Arc<Broker>,
+    pub groups: Arc<GroupService>,
     pub metrics: Arc<Metrics>,
     /// Request-body bytes held at once, across all requests.
     pub inflight_bytes: Arc<Semaphore>,
@@ -152,6 +154,18 @@ pub async fn metrics(State(s): S) -> Response {
         .filter(|d| d.is_offline())
         .count();
     s.metrics.data_dirs_offline.set(offline as i64);
+    // Lag gauges are rebuilt on each scrape, so deleted groups disappear.
+    s.metrics.group_lag.clear();
+    for (group, topic, partition, lag) in s.groups.lags() {
+        s.metrics
+            .group_lag
+            .get_or_create(&crate::metrics::LagLabels {
+                group,
+                topic,
+                partition,
+            })
+            .set(lag as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -698,4 +712,90 @@ pub async fn fetch_json(
         }
     }
     Ok(Json(json!({"records": records, "high_watermark": hw})))
+}
+
+// ---- consumer groups ----
+
+pub async fn list_groups(State(s): S) -> Json<Value> {
+    Json(json!({"groups": s.groups.list()}))
+}
+
+pub async fn describe_group(
+    State(s): S,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let v = s.groups.describe(&group)?;
+    Ok(Json(serde_json::to_value(v).unwrap_or_default()))
+}
+
+pub async fn heartbeat(
+    State(s): S,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    let req: HeartbeatRequest = json_body(&bytes)?;
+    Ok(Json(s.groups.heartbeat(&group, &req)?))
+}
+
+pub async fn commit_offsets(
+    State(s): S,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    let req: CommitRequest = json_body(&bytes)?;
+    let n = req.offsets.len();
+    s.groups.commit(&group, req).await?;
+    Ok(Json(json!({"committed": n})))
+}
+
+fn offsets_json(o: &GroupOffsets) -> Vec<Value> {
+    o.offsets
+        .iter()
+        .flat_map(|(topic, parts)| {
+            parts
+                .iter()
+                .map(move |(p, off)| json!({"topic": topic, "partition": p, "offset": off}))
+        })
+        .collect()
+}
+
+pub async fn group_offsets(
+    State(s): S,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let o = s.groups.offsets(&group)?;
+    Ok(Json(json!({"group": group, "offsets": offsets_json(&o)})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    topic: String,
+    to: String,
+    #[serde(default)]
+    partitions: Option<Vec<u32>>,
+}
+
+pub async fn reset_offsets(
+    State(s): S,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    let req: ResetRequest = json_body(&bytes)?;
+    check_topic(&req.topic)?;
+    let to: ResetTo = req
+        .to
+        .parse()
+        .map_err(|e: String| ApiError::bad_request("invalid_reset", e))?;
+    let offsets = s
+        .groups
+        .reset_offsets(&group, &req.topic, req.partitions, to)
+        .await?;
+    Ok(Json(json!({"group": group, "offsets": offsets})))
 }

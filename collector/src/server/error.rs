@@ -8,6 +8,7 @@ use crate::broker::producer_state::ProducerError;
 use crate::broker::{BrokerError, ProduceError};
 use crate::controller::ControllerError;
 use crate::controller::state::MetadataError;
+use crate::groups::{GroupError, GroupsError};
 use crate::storage::StorageError;
 
 #[derive(Debug)]
@@ -105,6 +106,11 @@ impl From<MetadataError> for ApiError {
                 e.to_string(),
             ),
             MetadataError::Invalid(_) => Self::bad_request("invalid_request", e.to_string()),
+            MetadataError::OffsetBackwards { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "offset_moved_backwards",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -141,6 +147,44 @@ impl From<ProduceError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "out_of_order_sequence", p.to_string())
             }
             ProduceError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<GroupsError> for ApiError {
+    fn from(e: GroupsError) -> Self {
+        match e {
+            GroupsError::InvalidGroup(_) => Self::bad_request("invalid_group", e.to_string()),
+            GroupsError::Invalid(_) => Self::bad_request("invalid_request", e.to_string()),
+            GroupsError::Broker(b) => b.into(),
+            GroupsError::AboveHighWatermark { .. } => {
+                Self::bad_request("offset_above_high_watermark", e.to_string())
+            }
+            GroupsError::NotEmpty { .. } => {
+                Self::new(StatusCode::CONFLICT, "group_not_empty", e.to_string())
+            }
+            GroupsError::UnknownGroup(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_group", e.to_string())
+            }
+            GroupsError::Member(m) => {
+                let code = match &m {
+                    GroupError::UnknownMember { .. } => "unknown_member_id",
+                    GroupError::FencedEpoch { .. } => "fenced_member_epoch",
+                    GroupError::NotOwner { .. } => "not_partition_owner",
+                    GroupError::GroupFull { .. } => "group_full",
+                    GroupError::TooManyGroups { .. } => "too_many_groups",
+                    GroupError::Invalid(_) => {
+                        return Self::bad_request("invalid_heartbeat", m.to_string());
+                    }
+                };
+                let status = match &m {
+                    GroupError::GroupFull { .. } | GroupError::TooManyGroups { .. } => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    _ => StatusCode::CONFLICT,
+                };
+                Self::new(status, code, m.to_string())
+            }
         }
     }
 }

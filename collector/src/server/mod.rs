@@ -25,6 +25,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::controller::state::{CommandResult, MetadataCommand};
 use crate::controller::{Controller, ControllerConfig};
+use crate::groups::GroupService;
 use crate::metrics::{CodeLabels, Metrics, RouteLabels, RouteOnly};
 use crate::storage::{FlushPolicy, LogManager};
 use api::AppState;
@@ -100,6 +101,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/topics/{topic}/partitions/{partition}/records",
             get(api::fetch_json),
         )
+        .route("/v1/groups", get(api::list_groups))
+        .route("/v1/groups/{group}", get(api::describe_group))
+        .route("/v1/groups/{group}/heartbeat", post(api::heartbeat))
+        .route(
+            "/v1/groups/{group}/offsets",
+            get(api::group_offsets).post(api::commit_offsets),
+        )
+        .route("/v1/groups/{group}/offsets/reset", post(api::reset_offsets))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_requests))
         .with_state(state)
@@ -147,8 +156,10 @@ pub async fn run(
     .await?;
     register(&controller, &config).await?;
     let broker = Arc::new(Broker::new(config.clone(), logs, controller.clone()));
+    let groups = Arc::new(GroupService::new(broker.clone()));
     let state = Arc::new(AppState {
         broker: broker.clone(),
+        groups: groups.clone(),
         metrics: Arc::new(Metrics::new()),
         inflight_bytes: Arc::new(Semaphore::new(
             config
@@ -161,7 +172,7 @@ pub async fn run(
     let app = router(state).merge(controller.router());
     // Background work: flush timer, checkpoints, retention.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let background = tokio::spawn(background(broker.clone(), stop_rx));
+    let background = tokio::spawn(background(broker.clone(), groups, stop_rx));
     // 3. Serve.
     tracing::info!(%local, node_id = config.node_id, "collector listening");
     on_listening(local);
@@ -202,7 +213,11 @@ async fn register(controller: &Controller, config: &Config) -> Result<(), Server
     Ok(())
 }
 
-async fn background(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn background(
+    broker: Arc<Broker>,
+    groups: Arc<GroupService>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let cfg = broker.config.clone();
     let flush_every = match cfg.log.flush {
         FlushPolicy::Interval(d) => Some(d),
@@ -212,7 +227,16 @@ async fn background(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<
         tokio::time::interval(flush_every.unwrap_or(std::time::Duration::from_secs(3600)));
     let mut checkpoint_tick = tokio::time::interval(cfg.recovery_point_interval);
     let mut retention_tick = tokio::time::interval(cfg.retention_check_interval);
-    for t in [&mut flush_tick, &mut checkpoint_tick, &mut retention_tick] {
+    // Session expiry is checked this often (a tenth of the session timeout, at least 100 ms).
+    let mut groups_tick = tokio::time::interval(std::time::Duration::from_millis(
+        (cfg.groups.session_timeout_ms / 10).max(100),
+    ));
+    for t in [
+        &mut flush_tick,
+        &mut checkpoint_tick,
+        &mut retention_tick,
+        &mut groups_tick,
+    ] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -229,6 +253,7 @@ async fn background(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<
                     }
                 }).await;
             }
+            _ = groups_tick.tick() => groups.sweep().await,
             _ = checkpoint_tick.tick() => {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || b.checkpoint_all()).await;

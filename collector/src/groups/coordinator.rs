@@ -1,0 +1,787 @@
+//! Group membership and partition ownership: a pure state machine driven by heartbeats and
+//! a clock passed in (milliseconds of a monotonic clock), so it is tested without time.
+//!
+//! The protocol follows the spirit of Kafka's KIP-848: the coordinator owns the assignment;
+//! members heartbeat with what they own and get back their assignment and member epoch.
+//!
+//! Invariants:
+//! - No partition is in two members' `assigned ∪ revoking` at once: a partition is handed to
+//!   a member only when no other member holds it, and a member holds what it was asked to
+//!   give up (`revoking`) until it heartbeats, at its current epoch, without it — or until
+//!   its session expires or it leaves.
+//! - A member's epoch only grows; a heartbeat or commit from an epoch other than the
+//!   current or the one before is refused (the member must rejoin).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::assignor::{self, Tp};
+
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub max_members_per_group: usize,
+    pub max_groups: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 1_000,
+            max_members_per_group: 1_000,
+            max_groups: 10_000,
+        }
+    }
+}
+
+/// Partitions of one topic, as sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPartitions {
+    pub topic: String,
+    pub partitions: Vec<u32>,
+}
+
+pub fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
+    let mut out: Vec<TopicPartitions> = Vec::new();
+    for (topic, p) in set {
+        match out.last_mut() {
+            Some(last) if last.topic == *topic => last.partitions.push(*p),
+            _ => out.push(TopicPartitions {
+                topic: topic.clone(),
+                partitions: vec![*p],
+            }),
+        }
+    }
+    out
+}
+
+pub fn from_wire(list: &[TopicPartitions]) -> BTreeSet<Tp> {
+    list.iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
+        .collect()
+}
+
+/// `member_epoch` values with a meaning of their own.
+pub const JOIN_EPOCH: i32 = 0;
+pub const LEAVE_EPOCH: i32 = -1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// Absent when joining for the first time.
+    #[serde(default)]
+    pub member_id: Option<String>,
+    /// 0 to join, -1 to leave, else the epoch of the last reply received.
+    pub member_epoch: i32,
+    /// The subscription; required when joining, optional afterwards (unchanged).
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    /// What the member holds now; absent = unchanged.
+    #[serde(default)]
+    pub owned: Option<Vec<TopicPartitions>>,
+    /// Free text shown by `groups describe` (e.g. host and pid).
+    #[serde(default)]
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: u64,
+    /// What the member may read now. Anything it holds outside this it must give up
+    /// (commit, stop reading, then heartbeat without it).
+    pub assignment: Vec<TopicPartitions>,
+    /// True when the assignment equals the member's target (nothing more will move).
+    pub stable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("member {member_id} is not in group {group} (it left or its session expired); rejoin")]
+    UnknownMember { group: String, member_id: String },
+    #[error("member {member_id} sent epoch {got}, its epoch is {current}; rejoin")]
+    FencedEpoch {
+        member_id: String,
+        current: i32,
+        got: i32,
+    },
+    #[error("member {member_id} does not own {topic}-{partition}")]
+    NotOwner {
+        member_id: String,
+        topic: String,
+        partition: u32,
+    },
+    #[error("group {group} already has {max} members (max_members_per_group)")]
+    GroupFull { group: String, max: usize },
+    #[error("{max} groups exist already (max_groups)")]
+    TooManyGroups { max: usize },
+    #[error("invalid heartbeat: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: String,
+    pub epoch: i32,
+    prev_epoch: i32,
+    pub topics: BTreeSet<String>,
+    /// What the member was told it may read, at `epoch`.
+    pub assigned: BTreeSet<Tp>,
+    /// What it was asked to give up and has not yet confirmed.
+    pub revoking: BTreeSet<Tp>,
+    deadline_ms: u64,
+    pub client: String,
+}
+
+impl Member {
+    fn holds(&self, tp: &Tp) -> bool {
+        self.assigned.contains(tp) || self.revoking.contains(tp)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Group {
+    /// Bumped whenever the target assignment is recomputed.
+    pub epoch: i32,
+    pub members: BTreeMap<String, Member>,
+    pub target: BTreeMap<Tp, String>,
+    /// Partition counts (of subscribed topics) the target was computed from.
+    partitions: BTreeMap<String, u32>,
+}
+
+impl Group {
+    /// `empty`, `stable` (every member at its target) or `reconciling`.
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "empty"
+        } else if self.members.values().all(|m| {
+            m.revoking.is_empty()
+                && m.assigned
+                    .iter()
+                    .all(|tp| self.target.get(tp) == Some(&m.id))
+                && self
+                    .target
+                    .iter()
+                    .filter(|(_, o)| **o == m.id)
+                    .all(|(tp, _)| m.assigned.contains(tp))
+        }) {
+            "stable"
+        } else {
+            "reconciling"
+        }
+    }
+
+    /// Who holds a partition now, if anyone.
+    pub fn owner(&self, tp: &Tp) -> Option<&Member> {
+        self.members.values().find(|m| m.holds(tp))
+    }
+
+    fn subscribed(&self, all: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+        let topics: BTreeSet<&String> = self.members.values().flat_map(|m| &m.topics).collect();
+        all.iter()
+            .filter(|(t, _)| topics.contains(t))
+            .map(|(t, n)| (t.clone(), *n))
+            .collect()
+    }
+
+    fn recompute(&mut self, all: &BTreeMap<String, u32>) {
+        self.partitions = self.subscribed(all);
+        let subs = self
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.topics.clone()))
+            .collect();
+        self.target = assignor::assign(&subs, &self.partitions, &self.target);
+        self.epoch += 1;
+    }
+
+    /// Moves member `id` toward its target: gives up what is no longer its, takes what is
+    /// its and free. Bumps its epoch when its assignment changed.
+    fn reconcile(&mut self, id: &str) {
+        let Some(m) = self.members.get(id) else {
+            return;
+        };
+        let mine: BTreeSet<Tp> = self
+            .target
+            .iter()
+            .filter(|(_, o)| o.as_str() == id)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let revoke: BTreeSet<Tp> = m.assigned.difference(&mine).cloned().collect();
+        let adds: BTreeSet<Tp> = mine
+            .difference(&m.assigned)
+            .filter(|tp| {
+                !self
+                    .members
+                    .values()
+                    .any(|other| other.id != id && other.holds(tp))
+            })
+            .cloned()
+            .collect();
+        if revoke.is_empty() && adds.is_empty() {
+            return;
+        }
+        if let Some(m) = self.members.get_mut(id) {
+            for tp in &revoke {
+                m.assigned.remove(tp);
+                m.revoking.insert(tp.clone());
+            }
+            // A partition it is giving up and is its own again: it simply keeps it.
+            for tp in adds {
+                m.revoking.remove(&tp);
+                m.assigned.insert(tp);
+            }
+            m.prev_epoch = m.epoch;
+            m.epoch += 1;
+        }
+    }
+
+    fn reply(&self, id: &str, settings: &GroupSettings) -> Option<HeartbeatReply> {
+        let m = self.members.get(id)?;
+        let stable = m.revoking.is_empty()
+            && self
+                .target
+                .iter()
+                .filter(|(_, o)| o.as_str() == id)
+                .all(|(tp, _)| m.assigned.contains(tp));
+        Some(HeartbeatReply {
+            member_id: m.id.clone(),
+            member_epoch: m.epoch,
+            heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            assignment: to_wire(&m.assigned),
+            stable,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    pub settings: GroupSettings,
+    groups: HashMap<String, Group>,
+    /// Makes member ids unique across coordinator restarts.
+    id_prefix: String,
+    next_member: u64,
+}
+
+impl Coordinator {
+    pub fn new(settings: GroupSettings, id_prefix: String) -> Self {
+        Self {
+            settings,
+            groups: HashMap::new(),
+            id_prefix,
+            next_member: 0,
+        }
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.get(name)
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// Handles one heartbeat. `partitions`: topic -> partition count, from the metadata.
+    pub fn heartbeat(
+        &mut self,
+        group: &str,
+        req: &HeartbeatRequest,
+        now_ms: u64,
+        partitions: &BTreeMap<String, u32>,
+    ) -> Result<HeartbeatReply, GroupError> {
+        self.expire_group(group, now_ms, partitions);
+        let settings = self.settings.clone();
+        let deadline_ms = now_ms + settings.session_timeout_ms;
+        if req.member_epoch == LEAVE_EPOCH {
+            let id = req
+                .member_id
+                .clone()
+                .ok_or_else(|| GroupError::Invalid("leaving needs member_id".into()))?;
+            if let Some(g) = self.groups.get_mut(group)
+                && g.members.remove(&id).is_some()
+            {
+                g.recompute(partitions);
+            }
+            self.drop_if_empty(group);
+            return Ok(HeartbeatReply {
+                member_id: id,
+                member_epoch: LEAVE_EPOCH,
+                heartbeat_interval_ms: settings.heartbeat_interval_ms,
+                assignment: Vec::new(),
+                stable: true,
+            });
+        }
+        if req.member_epoch < LEAVE_EPOCH {
+            return Err(GroupError::Invalid(format!(
+                "member_epoch {} is negative",
+                req.member_epoch
+            )));
+        }
+        let topics: Option<BTreeSet<String>> = match &req.topics {
+            Some(t) => {
+                for name in t {
+                    shared::names::validate_topic(name)
+                        .map_err(|e| GroupError::Invalid(e.to_string()))?;
+                }
+                Some(t.iter().cloned().collect())
+            }
+            None => None,
+        };
+        if req.member_epoch == JOIN_EPOCH {
+            let topics = topics
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| GroupError::Invalid("joining needs topics".into()))?;
+            if !self.groups.contains_key(group) && self.groups.len() >= settings.max_groups {
+                return Err(GroupError::TooManyGroups {
+                    max: settings.max_groups,
+                });
+            }
+            let id = match &req.member_id {
+                Some(id) if !id.is_empty() => id.clone(),
+                _ => {
+                    self.next_member += 1;
+                    format!("{}-{}", self.id_prefix, self.next_member)
+                }
+            };
+            let g = self.groups.entry(group.to_owned()).or_default();
+            // A member rejoining under its id starts over: it holds nothing now.
+            let rejoin = g.members.remove(&id);
+            if rejoin.is_none() && g.members.len() >= settings.max_members_per_group {
+                self.drop_if_empty(group);
+                return Err(GroupError::GroupFull {
+                    group: group.to_owned(),
+                    max: settings.max_members_per_group,
+                });
+            }
+            let epoch = rejoin.map_or(0, |m| m.epoch);
+            g.members.insert(
+                id.clone(),
+                Member {
+                    id: id.clone(),
+                    epoch,
+                    prev_epoch: epoch,
+                    topics,
+                    assigned: BTreeSet::new(),
+                    revoking: BTreeSet::new(),
+                    deadline_ms,
+                    client: req.client.clone().unwrap_or_default(),
+                },
+            );
+            g.recompute(partitions);
+            g.reconcile(&id);
+            // A join always gets a fresh epoch, so epoch 0 is never a current one.
+            if let Some(m) = g.members.get_mut(&id)
+                && m.epoch == epoch
+            {
+                m.prev_epoch = m.epoch;
+                m.epoch += 1;
+            }
+            return g
+                .reply(&id, &settings)
+                .ok_or_else(|| GroupError::Invalid("member vanished".into()));
+        }
+        // A heartbeat of a current member.
+        let id = req
+            .member_id
+            .clone()
+            .ok_or_else(|| GroupError::Invalid("member_id is required".into()))?;
+        let unknown = || GroupError::UnknownMember {
+            group: group.to_owned(),
+            member_id: id.clone(),
+        };
+        let g = self.groups.get_mut(group).ok_or_else(unknown)?;
+        let m = g.members.get_mut(&id).ok_or_else(unknown)?;
+        if req.member_epoch != m.epoch && req.member_epoch != m.prev_epoch {
+            return Err(GroupError::FencedEpoch {
+                member_id: id,
+                current: m.epoch,
+                got: req.member_epoch,
+            });
+        }
+        m.deadline_ms = deadline_ms;
+        if let Some(c) = &req.client {
+            m.client.clone_from(c);
+        }
+        // Only a member that saw its latest assignment can confirm giving something up.
+        if req.member_epoch == m.epoch
+            && let Some(owned) = &req.owned
+        {
+            let owned = from_wire(owned);
+            m.revoking.retain(|tp| owned.contains(tp));
+            m.assigned.retain(|tp| owned.contains(tp));
+        }
+        let mut changed = false;
+        if let Some(t) = topics
+            && !t.is_empty()
+            && t != m.topics
+        {
+            m.topics = t;
+            changed = true;
+        }
+        if changed || g.subscribed(partitions) != g.partitions {
+            g.recompute(partitions);
+        }
+        g.reconcile(&id);
+        g.reply(&id, &settings)
+            .ok_or_else(|| GroupError::Invalid("member vanished".into()))
+    }
+
+    /// Checks that a member may commit these partitions: it is current and holds them.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i32,
+        partitions: &BTreeSet<Tp>,
+    ) -> Result<(), GroupError> {
+        let unknown = || GroupError::UnknownMember {
+            group: group.to_owned(),
+            member_id: member_id.to_owned(),
+        };
+        let g = self.groups.get(group).ok_or_else(unknown)?;
+        let m = g.members.get(member_id).ok_or_else(unknown)?;
+        if member_epoch != m.epoch && member_epoch != m.prev_epoch {
+            return Err(GroupError::FencedEpoch {
+                member_id: member_id.to_owned(),
+                current: m.epoch,
+                got: member_epoch,
+            });
+        }
+        for tp in partitions {
+            if !m.holds(tp) {
+                return Err(GroupError::NotOwner {
+                    member_id: member_id.to_owned(),
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes members whose session expired, in every group. Returns how many.
+    pub fn expire(&mut self, now_ms: u64, partitions: &BTreeMap<String, u32>) -> usize {
+        let names = self.group_names();
+        names
+            .iter()
+            .map(|g| self.expire_group(g, now_ms, partitions))
+            .sum()
+    }
+
+    fn expire_group(
+        &mut self,
+        group: &str,
+        now_ms: u64,
+        partitions: &BTreeMap<String, u32>,
+    ) -> usize {
+        let Some(g) = self.groups.get_mut(group) else {
+            return 0;
+        };
+        let before = g.members.len();
+        g.members.retain(|id, m| {
+            let alive = m.deadline_ms >= now_ms;
+            if !alive {
+                tracing::info!(group, member = %id, "member session expired");
+            }
+            alive
+        });
+        let n = before - g.members.len();
+        if n > 0 {
+            g.recompute(partitions);
+        }
+        self.drop_if_empty(group);
+        n
+    }
+
+    fn drop_if_empty(&mut self, group: &str) {
+        if self.groups.get(group).is_some_and(|g| g.members.is_empty()) {
+            self.groups.remove(group);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(n: u32) -> BTreeMap<String, u32> {
+        BTreeMap::from([("logs".to_owned(), n)])
+    }
+
+    fn join(c: &mut Coordinator, now: u64, p: &BTreeMap<String, u32>) -> HeartbeatReply {
+        c.heartbeat(
+            "g",
+            &HeartbeatRequest {
+                member_epoch: JOIN_EPOCH,
+                topics: Some(vec!["logs".into()]),
+                ..Default::default()
+            },
+            now,
+            p,
+        )
+        .expect("join")
+    }
+
+    fn beat(
+        c: &mut Coordinator,
+        r: &HeartbeatReply,
+        owned: &[TopicPartitions],
+        now: u64,
+        p: &BTreeMap<String, u32>,
+    ) -> Result<HeartbeatReply, GroupError> {
+        c.heartbeat(
+            "g",
+            &HeartbeatRequest {
+                member_id: Some(r.member_id.clone()),
+                member_epoch: r.member_epoch,
+                owned: Some(owned.to_vec()),
+                ..Default::default()
+            },
+            now,
+            p,
+        )
+    }
+
+    fn count(r: &HeartbeatReply) -> usize {
+        r.assignment.iter().map(|t| t.partitions.len()).sum()
+    }
+
+    /// No partition is held by two members.
+    fn exclusive(c: &Coordinator) {
+        let g = c.group("g").expect("group");
+        let mut seen = BTreeSet::new();
+        for m in g.members.values() {
+            for tp in m.assigned.iter().chain(&m.revoking) {
+                assert!(seen.insert(tp.clone()), "{tp:?} held twice: {g:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partition_moves_only_after_its_owner_gives_it_up() {
+        let p = parts(4);
+        let mut c = Coordinator::new(GroupSettings::default(), "t".into());
+        let a = join(&mut c, 0, &p);
+        assert_eq!(count(&a), 4);
+        assert!(a.stable);
+        let b = join(&mut c, 1, &p);
+        // b's share is still a's: b gets nothing yet.
+        assert_eq!(count(&b), 0);
+        assert!(!b.stable);
+        exclusive(&c);
+        // a heartbeats with all four and is told to keep two.
+        let a2 = beat(&mut c, &a, &a.assignment, 2, &p).expect("a");
+        assert_eq!(count(&a2), 2);
+        assert!(a2.member_epoch > a.member_epoch);
+        // b still gets nothing: a has not confirmed.
+        let b2 = beat(&mut c, &b, &b.assignment, 3, &p).expect("b");
+        assert_eq!(count(&b2), 0);
+        exclusive(&c);
+        // a confirms at its new epoch; then b gets two.
+        let a3 = beat(&mut c, &a2, &a2.assignment, 4, &p).expect("a");
+        assert!(a3.stable);
+        let b3 = beat(&mut c, &b2, &b2.assignment, 5, &p).expect("b");
+        assert_eq!(count(&b3), 2);
+        assert!(b3.stable);
+        exclusive(&c);
+        assert_eq!(c.group("g").map(Group::state), Some("stable"));
+    }
+
+    #[test]
+    fn an_old_epoch_cannot_confirm_a_revocation() {
+        let p = parts(2);
+        let mut c = Coordinator::new(GroupSettings::default(), "t".into());
+        let a = join(&mut c, 0, &p);
+        let _b = join(&mut c, 1, &p);
+        let a2 = beat(&mut c, &a, &a.assignment, 2, &p).expect("a");
+        assert_eq!(count(&a2), 1);
+        // The reply to a was lost: a heartbeats again at the previous epoch with nothing
+        // owned. That does not release anything.
+        let a_again = beat(&mut c, &a, &[], 3, &p).expect("previous epoch is accepted");
+        assert_eq!(a_again.member_epoch, a2.member_epoch);
+        let g = c.group("g").expect("g");
+        let am = &g.members[&a.member_id];
+        assert_eq!(am.revoking.len(), 1);
+        exclusive(&c);
+    }
+
+    #[test]
+    fn stale_and_unknown_members_are_fenced() {
+        let p = parts(2);
+        let mut c = Coordinator::new(GroupSettings::default(), "t".into());
+        let stale = join(&mut c, 0, &p);
+        let _b = join(&mut c, 1, &p);
+        let a2 = beat(&mut c, &stale, &stale.assignment, 2, &p).expect("a");
+        let a3 = beat(&mut c, &a2, &a2.assignment, 3, &parts(4)).expect("a");
+        assert!(
+            a3.member_epoch >= stale.member_epoch + 2,
+            "{stale:?} {a3:?}"
+        );
+        assert!(matches!(
+            beat(&mut c, &stale, &[], 4, &parts(4)),
+            Err(GroupError::FencedEpoch { .. })
+        ));
+        let tp = BTreeSet::from([("logs".to_owned(), 0)]);
+        assert!(matches!(
+            c.check_commit("g", &stale.member_id, stale.member_epoch, &tp),
+            Err(GroupError::FencedEpoch { .. })
+        ));
+        // Session expiry removes a member; it is unknown afterwards.
+        let late = 4 + GroupSettings::default().session_timeout_ms + 1;
+        assert!(matches!(
+            beat(&mut c, &a3, &a3.assignment, late, &parts(4)),
+            Err(GroupError::UnknownMember { .. })
+        ));
+        assert!(matches!(
+            c.check_commit("g", &a3.member_id, a3.member_epoch, &tp),
+            Err(GroupError::UnknownMember { .. })
+        ));
+    }
+
+    #[test]
+    fn commits_need_ownership_and_leave_frees_at_once() {
+        let p = parts(2);
+        let mut c = Coordinator::new(GroupSettings::default(), "t".into());
+        let a = join(&mut c, 0, &p);
+        let b = join(&mut c, 1, &p);
+        let a2 = beat(&mut c, &a, &a.assignment, 2, &p).expect("a");
+        let mine = from_wire(&a2.assignment);
+        c.check_commit("g", &a.member_id, a2.member_epoch, &mine)
+            .expect("own");
+        // The partition being given up can still be committed (its final offset).
+        let giving_up: BTreeSet<Tp> = from_wire(&a.assignment)
+            .difference(&mine)
+            .cloned()
+            .collect();
+        c.check_commit("g", &a.member_id, a2.member_epoch, &giving_up)
+            .expect("revoking");
+        assert!(matches!(
+            c.check_commit("g", &b.member_id, b.member_epoch, &giving_up),
+            Err(GroupError::NotOwner { .. })
+        ));
+        // a leaves: b gets everything at its next heartbeat.
+        c.heartbeat(
+            "g",
+            &HeartbeatRequest {
+                member_id: Some(a.member_id.clone()),
+                member_epoch: LEAVE_EPOCH,
+                ..Default::default()
+            },
+            3,
+            &p,
+        )
+        .expect("leave");
+        let b2 = beat(&mut c, &b, &b.assignment, 4, &p).expect("b");
+        assert_eq!(count(&b2), 2);
+        exclusive(&c);
+    }
+
+    #[test]
+    fn new_partitions_are_assigned() {
+        let mut c = Coordinator::new(GroupSettings::default(), "t".into());
+        let a = join(&mut c, 0, &parts(1));
+        assert_eq!(count(&a), 1);
+        let a2 = beat(&mut c, &a, &a.assignment, 1, &parts(3)).expect("a");
+        assert_eq!(count(&a2), 3);
+    }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Join,
+        /// Heartbeat of member i (mod count) acknowledging what it was told.
+        Beat(usize),
+        /// Heartbeat of member i replaying its previous reply (a lost reply).
+        Stale(usize),
+        Leave(usize),
+        Tick(u64),
+        Partitions(u32),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            1 => Just(Step::Join),
+            6 => (0usize..8).prop_map(Step::Beat),
+            1 => (0usize..8).prop_map(Step::Stale),
+            1 => (0usize..8).prop_map(Step::Leave),
+            1 => (0u64..6_000).prop_map(Step::Tick),
+            1 => (1u32..12).prop_map(Step::Partitions),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, no partition is held by two members; and once everyone
+        /// heartbeats a few times, the group settles with every partition owned.
+        #[test]
+        fn exclusive_ownership_and_convergence(steps in proptest::collection::vec(step(), 1..80)) {
+            let mut c = Coordinator::new(GroupSettings::default(), "t".into());
+            let mut now = 0u64;
+            let mut p = parts(4);
+            // member id -> (latest reply, previous reply)
+            let mut members: Vec<(HeartbeatReply, HeartbeatReply)> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Join => {
+                        let r = join(&mut c, now, &p);
+                        members.push((r.clone(), r));
+                    }
+                    Step::Beat(i) | Step::Stale(i) | Step::Leave(i) if members.is_empty() => { let _ = i; }
+                    Step::Beat(i) => {
+                        let k = i % members.len();
+                        let last = members[k].0.clone();
+                        match beat(&mut c, &last, &last.assignment, now, &p) {
+                            Ok(r) => members[k] = (r, last),
+                            Err(_) => { members.remove(k); }
+                        }
+                    }
+                    Step::Stale(i) => {
+                        let k = i % members.len();
+                        let prev = members[k].1.clone();
+                        // What a member that missed a reply holds: its previous assignment.
+                        let _ = beat(&mut c, &prev, &prev.assignment, now, &p);
+                    }
+                    Step::Leave(i) => {
+                        let k = i % members.len();
+                        let (r, _) = members.remove(k);
+                        c.heartbeat("g", &HeartbeatRequest {
+                            member_id: Some(r.member_id),
+                            member_epoch: LEAVE_EPOCH,
+                            ..Default::default()
+                        }, now, &p).expect("leave");
+                    }
+                    Step::Tick(ms) => {
+                        now += ms;
+                        c.expire(now, &p);
+                        // Members expired by the coordinator find out on their next beat.
+                    }
+                    Step::Partitions(n) => p = parts(n),
+                }
+                if c.group("g").is_some() {
+                    exclusive(&c);
+                }
+            }
+            // Settle: everyone still alive heartbeats a few rounds without time passing.
+            for _ in 0..4 {
+                let mut k = 0;
+                while k < members.len() {
+                    let last = members[k].0.clone();
+                    match beat(&mut c, &last, &last.assignment, now, &p) {
+                        Ok(r) => { members[k] = (r, last); k += 1; }
+                        Err(_) => { members.remove(k); }
+                    }
+                }
+            }
+            if !members.is_empty() {
+                let g = c.group("g").expect("group");
+                prop_assert_eq!(g.state(), "stable");
+                let held: usize = members.iter().map(|(r, _)| count(r)).sum();
+                prop_assert_eq!(held, p["logs"] as usize);
+                exclusive(&c);
+            }
+        }
+    }
+}

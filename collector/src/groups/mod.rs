@@ -1,0 +1,513 @@
+//! Consumer groups: who reads which partition, and committed offsets.
+//!
+//! - [`assignor`]: the balanced, sticky target assignment (pure).
+//! - [`coordinator`]: membership, member epochs and the hand-over of partitions (pure,
+//!   in memory: members rejoin after a coordinator restart).
+//! - this module: the service the HTTP API calls. Committed offsets go through the
+//!   controller's Raft state machine, so they are durable and survive restarts.
+//!
+//! A commit is accepted only from a current member (epoch) that holds every partition it
+//! names, only up to the high watermark, and never backwards (`reset_offsets` is the
+//! explicit way back, refused while the group has members).
+
+pub mod assignor;
+pub mod coordinator;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::broker::partition::now_ms;
+use crate::broker::{Broker, BrokerError};
+use crate::controller::state::{CommandResult, GroupOffsets, MetadataCommand, OffsetEntry};
+use crate::storage::manager::TopicPartition;
+use assignor::Tp;
+pub use coordinator::{
+    Coordinator, GroupError, GroupSettings, HeartbeatReply, HeartbeatRequest, TopicPartitions,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    #[error("invalid group name: {0}")]
+    InvalidGroup(String),
+    #[error(transparent)]
+    Member(#[from] GroupError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("offset {offset} for {topic}-{partition} is above the high watermark {high_watermark}")]
+    AboveHighWatermark {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        high_watermark: u64,
+    },
+    #[error("group {group} has {members} members; stop them before resetting offsets")]
+    NotEmpty { group: String, members: usize },
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub offsets: Vec<OffsetEntry>,
+}
+
+/// Where `reset_offsets` moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(u64),
+    Timestamp(i64),
+}
+
+impl std::str::FromStr for ResetTo {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?}: use earliest, latest, offset:N or timestamp:MS");
+        match s {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            _ => {
+                if let Some(n) = s.strip_prefix("offset:") {
+                    n.parse().map(Self::Offset).map_err(|_| bad())
+                } else if let Some(n) = s.strip_prefix("timestamp:") {
+                    n.parse().map(Self::Timestamp).map_err(|_| bad())
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+/// One partition of `describe`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionView {
+    pub topic: String,
+    pub partition: u32,
+    pub owner: Option<String>,
+    pub committed: Option<u64>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// `high_watermark - committed` (from the log start when nothing is committed).
+    pub lag: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub client: String,
+    pub topics: Vec<String>,
+    pub assignment: Vec<TopicPartitions>,
+    pub revoking: Vec<TopicPartitions>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    pub group: String,
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub members: Vec<MemberView>,
+    pub partitions: Vec<PartitionView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSummary {
+    pub group: String,
+    pub state: &'static str,
+    pub members: usize,
+    pub partitions_committed: usize,
+}
+
+#[derive(Debug)]
+pub struct GroupService {
+    broker: Arc<Broker>,
+    coordinator: Mutex<Coordinator>,
+    /// Monotonic base for session deadlines.
+    started: Instant,
+    started_wall_ms: i64,
+    /// Wall-clock ms a group last had a member (for offsets retention).
+    last_active_ms: Mutex<HashMap<String, i64>>,
+    offsets_retention_ms: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn validate_group(name: &str) -> Result<(), GroupsError> {
+    // Group names appear in URLs and metric labels: the topic-name rules fit.
+    shared::names::validate_topic(name).map_err(|e| GroupsError::InvalidGroup(e.to_string()))
+}
+
+impl GroupService {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        let g = &broker.config.groups;
+        let settings = GroupSettings {
+            session_timeout_ms: g.session_timeout_ms,
+            heartbeat_interval_ms: g.heartbeat_interval_ms,
+            max_members_per_group: g.max_members_per_group,
+            max_groups: g.max_groups,
+        };
+        let offsets_retention_ms = g.offsets_retention_ms;
+        let wall = now_ms();
+        // Member ids stay unique across restarts of this node.
+        let prefix = format!("{}-{:x}", broker.config.node_id, wall);
+        Self {
+            coordinator: Mutex::new(Coordinator::new(settings, prefix)),
+            broker,
+            started: Instant::now(),
+            started_wall_ms: wall,
+            last_active_ms: Mutex::new(HashMap::new()),
+            offsets_retention_ms,
+        }
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// topic -> partition count, from the metadata.
+    fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.broker
+            .controller
+            .metadata()
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), t.partitions.len() as u32))
+            .collect()
+    }
+
+    /// `(high watermark, log start)` of a partition held here; `(0, 0)` before its log exists.
+    fn offsets_of(&self, topic: &str, partition: u32) -> (u64, u64) {
+        self.broker
+            .logs
+            .get(&TopicPartition::new(topic, partition))
+            .and_then(|log| {
+                log.lock()
+                    .ok()
+                    .map(|l| (l.high_watermark(), l.log_start_offset()))
+            })
+            .unwrap_or((0, 0))
+    }
+
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatReply, GroupsError> {
+        validate_group(group)?;
+        let parts = self.partition_counts();
+        let reply = lock(&self.coordinator).heartbeat(group, req, self.mono_ms(), &parts)?;
+        lock(&self.last_active_ms).insert(group.to_owned(), now_ms());
+        Ok(reply)
+    }
+
+    pub async fn commit(&self, group: &str, req: CommitRequest) -> Result<(), GroupsError> {
+        validate_group(group)?;
+        let meta = self.broker.controller.metadata();
+        let mut tps: BTreeSet<Tp> = BTreeSet::new();
+        for e in &req.offsets {
+            let count = meta
+                .topics
+                .get(&e.topic)
+                .map(|t| t.partitions.len() as u32)
+                .ok_or_else(|| BrokerError::UnknownTopic(e.topic.clone()))?;
+            if e.partition >= count {
+                return Err(BrokerError::UnknownPartition {
+                    topic: e.topic.clone(),
+                    partition: e.partition,
+                    count,
+                }
+                .into());
+            }
+            if !tps.insert((e.topic.clone(), e.partition)) {
+                return Err(GroupsError::Invalid(format!(
+                    "{}-{} appears twice",
+                    e.topic, e.partition
+                )));
+            }
+            let (hw, _) = self.offsets_of(&e.topic, e.partition);
+            if e.offset > hw {
+                return Err(GroupsError::AboveHighWatermark {
+                    topic: e.topic.clone(),
+                    partition: e.partition,
+                    offset: e.offset,
+                    high_watermark: hw,
+                });
+            }
+        }
+        lock(&self.coordinator).check_commit(group, &req.member_id, req.member_epoch, &tps)?;
+        if req.offsets.is_empty() {
+            return Ok(());
+        }
+        self.propose(MetadataCommand::CommitOffsets {
+            group: group.to_owned(),
+            offsets: req.offsets,
+            now_ms: now_ms(),
+        })
+        .await
+    }
+
+    async fn propose(&self, cmd: MetadataCommand) -> Result<(), GroupsError> {
+        match self
+            .broker
+            .controller
+            .propose(cmd)
+            .await
+            .map_err(BrokerError::from)?
+        {
+            CommandResult::Done => Ok(()),
+            CommandResult::Refused(e) => Err(BrokerError::from(e).into()),
+            other => {
+                Err(BrokerError::Internal(format!("unexpected controller reply {other:?}")).into())
+            }
+        }
+    }
+
+    /// The committed offsets of a group (empty when it has none).
+    pub fn offsets(&self, group: &str) -> Result<GroupOffsets, GroupsError> {
+        validate_group(group)?;
+        Ok(self
+            .broker
+            .controller
+            .metadata()
+            .groups
+            .get(group)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub fn list(&self) -> Vec<GroupSummary> {
+        let meta = self.broker.controller.metadata();
+        let coord = lock(&self.coordinator);
+        let mut names: BTreeSet<String> = meta.groups.keys().cloned().collect();
+        names.extend(coord.group_names());
+        names
+            .into_iter()
+            .map(|name| {
+                let g = coord.group(&name);
+                GroupSummary {
+                    state: g.map_or("empty", coordinator::Group::state),
+                    members: g.map_or(0, |g| g.members.len()),
+                    partitions_committed: meta
+                        .groups
+                        .get(&name)
+                        .map_or(0, |o| o.offsets.values().map(BTreeMap::len).sum()),
+                    group: name,
+                }
+            })
+            .collect()
+    }
+
+    pub fn describe(&self, group: &str) -> Result<GroupView, GroupsError> {
+        validate_group(group)?;
+        let meta = self.broker.controller.metadata();
+        let committed = meta.groups.get(group);
+        let coord = lock(&self.coordinator);
+        let live = coord.group(group);
+        if committed.is_none() && live.is_none() {
+            return Err(GroupsError::UnknownGroup(group.to_owned()));
+        }
+        // Partitions: every one of a subscribed topic, and every one with an offset.
+        let mut topics: BTreeSet<String> = BTreeSet::new();
+        if let Some(g) = live {
+            topics.extend(g.members.values().flat_map(|m| m.topics.iter().cloned()));
+        }
+        if let Some(c) = committed {
+            topics.extend(c.offsets.keys().cloned());
+        }
+        let mut partitions = Vec::new();
+        for topic in &topics {
+            let Some(t) = meta.topics.get(topic) else {
+                continue;
+            };
+            for p in 0..t.partitions.len() as u32 {
+                let (hw, start) = self.offsets_of(topic, p);
+                let c = committed.and_then(|c| c.get(topic, p));
+                partitions.push(PartitionView {
+                    topic: topic.clone(),
+                    partition: p,
+                    owner: live
+                        .and_then(|g| g.owner(&(topic.clone(), p)))
+                        .map(|m| m.id.clone()),
+                    committed: c,
+                    high_watermark: hw,
+                    log_start_offset: start,
+                    lag: hw.saturating_sub(c.unwrap_or(start).max(start)),
+                });
+            }
+        }
+        let members = live
+            .map(|g| {
+                g.members
+                    .values()
+                    .map(|m| MemberView {
+                        member_id: m.id.clone(),
+                        member_epoch: m.epoch,
+                        client: m.client.clone(),
+                        topics: m.topics.iter().cloned().collect(),
+                        assignment: coordinator::to_wire(&m.assigned),
+                        revoking: coordinator::to_wire(&m.revoking),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(GroupView {
+            group: group.to_owned(),
+            state: live.map_or("empty", coordinator::Group::state),
+            group_epoch: live.map_or(0, |g| g.epoch),
+            members,
+            partitions,
+        })
+    }
+
+    /// Moves a group's offsets for `topic` (all partitions, or those listed). Refused while
+    /// the group has members.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: Option<Vec<u32>>,
+        to: ResetTo,
+    ) -> Result<Vec<OffsetEntry>, GroupsError> {
+        validate_group(group)?;
+        if let Some(g) = lock(&self.coordinator).group(group)
+            && !g.members.is_empty()
+        {
+            return Err(GroupsError::NotEmpty {
+                group: group.to_owned(),
+                members: g.members.len(),
+            });
+        }
+        let meta = self.broker.controller.metadata();
+        let t = meta
+            .topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))?;
+        let count = t.partitions.len() as u32;
+        let parts = partitions.unwrap_or_else(|| (0..count).collect());
+        let mut offsets = Vec::with_capacity(parts.len());
+        for p in parts {
+            if p >= count {
+                return Err(BrokerError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: p,
+                    count,
+                }
+                .into());
+            }
+            let (hw, start) = self.offsets_of(topic, p);
+            let offset = match to {
+                ResetTo::Earliest => start,
+                ResetTo::Latest => hw,
+                ResetTo::Offset(n) => n.clamp(start, hw),
+                ResetTo::Timestamp(ts) => self.offset_for_timestamp(topic, p, ts)?.unwrap_or(hw),
+            };
+            offsets.push(OffsetEntry {
+                topic: topic.to_owned(),
+                partition: p,
+                offset: offset.min(hw),
+            });
+        }
+        self.propose(MetadataCommand::ResetOffsets {
+            group: group.to_owned(),
+            offsets: offsets.clone(),
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(offsets)
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        ts: i64,
+    ) -> Result<Option<u64>, GroupsError> {
+        let Some(log) = self.broker.logs.get(&TopicPartition::new(topic, partition)) else {
+            return Ok(None);
+        };
+        let limits = self.broker.config.batch_limits();
+        let l = log
+            .lock()
+            .map_err(|_| BrokerError::Internal(format!("log {topic}-{partition} lock poisoned")))?;
+        l.offset_for_timestamp(ts, &limits)
+            .map_err(|e| BrokerError::from(e).into())
+    }
+
+    /// Removes members whose session expired and offsets of groups idle past
+    /// `offsets_retention_ms`. Called periodically.
+    pub async fn sweep(&self) {
+        let parts = self.partition_counts();
+        let (live, expired): (BTreeSet<String>, usize) = {
+            let mut c = lock(&self.coordinator);
+            let n = c.expire(self.mono_ms(), &parts);
+            (c.group_names().into_iter().collect(), n)
+        };
+        if expired > 0 {
+            tracing::info!(members = expired, "expired group members");
+        }
+        let now = now_ms();
+        let doomed: Vec<String> = {
+            let mut active = lock(&self.last_active_ms);
+            for g in &live {
+                active.insert(g.clone(), now);
+            }
+            self.broker
+                .controller
+                .metadata()
+                .groups
+                .iter()
+                .filter(|(name, o)| {
+                    let seen = active.get(*name).copied().unwrap_or(self.started_wall_ms);
+                    !live.contains(*name)
+                        && now - o.updated_ms.max(seen) > self.offsets_retention_ms
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for group in doomed {
+            tracing::info!(%group, "offsets retention: deleting the offsets of an idle group");
+            if let Err(e) = self
+                .propose(MetadataCommand::DeleteGroupOffsets {
+                    group: group.clone(),
+                })
+                .await
+            {
+                tracing::warn!(%group, error = %e, "deleting expired group offsets failed");
+            } else {
+                lock(&self.last_active_ms).remove(&group);
+            }
+        }
+    }
+
+    /// `(group, topic, partition, lag)` for every committed offset (for `/metrics`).
+    pub fn lags(&self) -> Vec<(String, String, u32, u64)> {
+        let meta = self.broker.controller.metadata();
+        let mut out = Vec::new();
+        for (group, o) in &meta.groups {
+            for (topic, parts) in &o.offsets {
+                for (p, committed) in parts {
+                    let (hw, start) = self.offsets_of(topic, *p);
+                    out.push((
+                        group.clone(),
+                        topic.clone(),
+                        *p,
+                        hw.saturating_sub((*committed).max(start)),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
