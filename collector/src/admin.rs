@@ -1,4 +1,4 @@
-//! `collector topics …`: the admin CLI, a client of the same HTTP API users call.
+//! `collector topics …` and `collector groups …`: the admin CLI, a client of the same HTTP API users call.
 
 use serde_json::{Value, json};
 
@@ -107,6 +107,119 @@ impl AdminClient {
         self.call(reqwest::Method::DELETE, &format!("/v1/topics/{name}"), None)
             .await
     }
+
+    pub async fn groups_list(&self) -> Result<Value, AdminError> {
+        self.call(reqwest::Method::GET, "/v1/groups", None).await
+    }
+
+    pub async fn group_describe(&self, group: &str) -> Result<Value, AdminError> {
+        self.call(reqwest::Method::GET, &format!("/v1/groups/{group}"), None)
+            .await
+    }
+
+    pub async fn group_reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: &str,
+    ) -> Result<Value, AdminError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/groups/{group}/offsets/reset"),
+            Some(json!({"topic": topic, "to": to})),
+        )
+        .await
+    }
+}
+
+/// Human rendering of `groups list`.
+pub fn render_groups(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["groups"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|g| {
+                    vec![
+                        s(&g["group"]),
+                        s(&g["state"]),
+                        s(&g["members"]),
+                        s(&g["partitions_committed"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        &["GROUP", "STATE", "MEMBERS", "PARTITIONS_COMMITTED"],
+        &rows,
+    )
+}
+
+/// Human rendering of `groups describe` (like `kafka-consumer-groups --describe`).
+pub fn render_group(v: &Value) -> String {
+    let clients: std::collections::BTreeMap<String, String> = v["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| (s(&m["member_id"]), s(&m["client"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = v["partitions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let owner = s(&p["owner"]);
+                    let client = clients.get(&owner).cloned().unwrap_or_else(|| "-".into());
+                    vec![
+                        s(&p["topic"]),
+                        s(&p["partition"]),
+                        owner,
+                        client,
+                        s(&p["committed"]),
+                        s(&p["high_watermark"]),
+                        s(&p["lag"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "group {}  state {}  members {}\n{}",
+        s(&v["group"]),
+        s(&v["state"]),
+        clients.len(),
+        table(
+            &[
+                "TOPIC",
+                "PARTITION",
+                "OWNER",
+                "CLIENT",
+                "COMMITTED",
+                "HIGH_WATERMARK",
+                "LAG"
+            ],
+            &rows
+        )
+    )
+}
+
+/// Human rendering of `groups reset-offsets`.
+pub fn render_reset(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["offsets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| vec![s(&o["topic"]), s(&o["partition"]), s(&o["offset"])])
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "group {}: offsets reset\n{}",
+        s(&v["group"]),
+        table(&["TOPIC", "PARTITION", "OFFSET"], &rows)
+    )
 }
 
 /// Renders rows as an aligned text table.

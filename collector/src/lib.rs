@@ -21,3 +21,4 @@ pub mod loadgen;
 pub mod metrics;
 pub mod server;
 pub mod storage;
+pub mod tail;

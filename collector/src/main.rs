@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use collector::admin::{self, AdminClient, Output};
 use collector::config::Config;
 use collector::loadgen;
+use collector::tail::{self, Format, StartFrom, TailOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +33,45 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
+        collector: String,
+        #[arg(long, global = true, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Join a consumer group and print its share of a topic's records to stdout.
+    Tail {
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value = "logs")]
+        topic: String,
+        /// Where to start on partitions the group has no committed offset for.
+        #[arg(long, value_enum, default_value = "earliest")]
+        from: StartFrom,
+        /// raw: the record's value as a line; json: one object per record.
+        #[arg(long, value_enum, default_value = "raw")]
+        format: Format,
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        collector: String,
+        /// Exit once caught up with the high watermarks seen at start.
+        #[arg(long)]
+        no_follow: bool,
+        /// Print throughput and lag to stderr every 5 s.
+        #[arg(long)]
+        stats: bool,
+        /// How often printed positions are committed.
+        #[arg(long, default_value_t = 1000)]
+        commit_interval_ms: u64,
+        /// Largest fetch reply asked for.
+        #[arg(long, default_value_t = 4 << 20)]
+        fetch_bytes: u64,
+        /// Rendered chunks queued ahead of stdout.
+        #[arg(long, default_value_t = 8)]
+        queue_chunks: usize,
+    },
+    /// Consumer-group admin over the HTTP API.
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
         #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
         collector: String,
         #[arg(long, global = true, value_enum, default_value = "table")]
@@ -67,6 +107,23 @@ enum TopicsCommand {
     },
     /// Delete a topic and its data.
     Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsCommand {
+    /// List groups (with members or with committed offsets).
+    List,
+    /// Per partition: owner, committed offset, high watermark, lag.
+    Describe { group: String },
+    /// Move a group's committed offsets (refused while it has members).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// earliest | latest | offset:N | timestamp:MS
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +248,23 @@ async fn topics(command: TopicsCommand, collector: &str, output: Output) -> anyh
     Ok(())
 }
 
+async fn groups(command: GroupsCommand, collector: &str, output: Output) -> anyhow::Result<()> {
+    let c = AdminClient::new(collector);
+    let (v, human): (serde_json::Value, fn(&serde_json::Value) -> String) = match command {
+        GroupsCommand::List => (c.groups_list().await?, admin::render_groups),
+        GroupsCommand::Describe { group } => (c.group_describe(&group).await?, admin::render_group),
+        GroupsCommand::ResetOffsets { group, topic, to } => (
+            c.group_reset_offsets(&group, &topic, &to).await?,
+            admin::render_reset,
+        ),
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Output::Table => println!("{}", human(&v)),
+    }
+    Ok(())
+}
+
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
     match config {
         Some(path) => Config::load(path).with_context(|| format!("config {}", path.display())),
@@ -230,12 +304,54 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::CheckConfig { file } => {
             load(Some(&file))?;
             println!("{}: ok", file.display());
             Ok(())
+        }
+        Command::Tail {
+            group,
+            topic,
+            from,
+            format,
+            collector,
+            no_follow,
+            stats,
+            commit_interval_ms,
+            fetch_bytes,
+            queue_chunks,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(tail::run(TailOptions {
+                collector,
+                group,
+                topic,
+                from,
+                format,
+                follow: !no_follow,
+                stats,
+                commit_interval: std::time::Duration::from_millis(commit_interval_ms.max(10)),
+                fetch_bytes: fetch_bytes.max(1),
+                fetch_wait: std::time::Duration::from_millis(1000),
+                queue_chunks,
+            }))?;
+            Ok(())
+        }
+        Command::Groups {
+            command,
+            collector,
+            output,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(groups(command, &collector, output))
         }
         Command::Topics {
             command,

@@ -364,3 +364,109 @@ pub fn read_topic(c: &reqwest::blocking::Client, base: &str, topic: &str) -> Vec
     }
     out
 }
+
+/// A running `collector tail` process whose stdout and stderr lines are collected.
+#[derive(Debug)]
+pub struct TailProc {
+    pub child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn collect_lines(
+    r: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            match line {
+                Ok(l) => sink.lock().unwrap().push(l),
+                Err(_) => break,
+            }
+        }
+    });
+    out
+}
+
+impl TailProc {
+    /// `collector tail --collector <base> <args…>`, logging commits (debug) to stderr.
+    pub fn start(base: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(binary("collector"))
+            .arg("tail")
+            .args(["--collector", base])
+            .args(args)
+            .env("RUST_LOG", "warn,collector::tail=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = collect_lines(child.stdout.take().unwrap());
+        let stderr = collect_lines(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.stdout.lock().unwrap().len()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status (and a moment for the output threads to drain).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        assert_eq!(unsafe_kill(self.child.id() as i32, libc::SIGTERM), 0);
+        self.wait()
+    }
+
+    /// Waits for the process to exit (at most 60 s).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return s;
+            }
+            assert!(Instant::now() < deadline, "tail did not exit within 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TailProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, failing with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

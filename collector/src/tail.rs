@@ -1,0 +1,974 @@
+//! `collector tail --group G`: a consumer-group member that prints records to stdout.
+//!
+//! Tasks and their channels (every queue bounded):
+//! - the **member loop** (this module's `run`) heartbeats, starts and stops fetchers as the
+//!   assignment changes, and commits what the writer has flushed;
+//! - one **fetcher** per owned partition long-polls the collector and keeps the next fetch in
+//!   flight while it renders the previous reply (each batch decompressed once), sending
+//!   rendered chunks to the writer over a bounded channel;
+//! - the **writer** thread writes chunks to stdout in order and tracks, per partition, the
+//!   next offset whose records are all flushed. Only those positions are committed, so what
+//!   is committed has been printed (at-least-once to stdout), and a graceful stop commits
+//!   exactly what was printed (nothing lost, nothing repeated).
+//!
+//! A partition the coordinator takes away is stopped, its flushed position committed, and
+//! only then reported as given up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use shared::{BatchIter, BatchLimits, DecodedRecords};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::controller::state::OffsetEntry;
+use crate::groups::coordinator::{JOIN_EPOCH, LEAVE_EPOCH, from_wire, to_wire};
+use crate::groups::{CommitRequest, HeartbeatReply, HeartbeatRequest};
+
+type Tp = (String, u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Raw,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    pub collector: String,
+    pub group: String,
+    pub topic: String,
+    pub from: StartFrom,
+    pub format: Format,
+    pub follow: bool,
+    pub stats: bool,
+    /// How often flushed positions are committed.
+    pub commit_interval: Duration,
+    /// Largest fetch reply asked for.
+    pub fetch_bytes: u64,
+    /// Long-poll wait of each fetch.
+    pub fetch_wait: Duration,
+    /// Rendered chunks queued between the fetchers and the writer.
+    pub queue_chunks: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// An error reply of the collector, or a transport failure (`status` 0).
+#[derive(Debug, Clone)]
+struct ApiErr {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for ApiErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.status, self.message)
+    }
+}
+
+fn transport(e: reqwest::Error) -> ApiErr {
+    ApiErr {
+        status: 0,
+        code: "unreachable".into(),
+        message: e.to_string(),
+    }
+}
+
+async fn error_of(resp: reqwest::Response) -> ApiErr {
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    ApiErr {
+        status,
+        code: v["error"]["code"]
+            .as_str()
+            .unwrap_or("http_error")
+            .to_owned(),
+        message: v["error"]["message"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ApiErr> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(error_of(resp).await);
+        }
+        resp.json().await.map_err(transport)
+    }
+
+    /// `(partition -> (log start, high watermark))` of a topic.
+    async fn partitions(&self, topic: &str) -> Result<BTreeMap<u32, (u64, u64)>, ApiErr> {
+        let v = self
+            .json(reqwest::Method::GET, &format!("/v1/topics/{topic}"), None)
+            .await?;
+        Ok(v["partitions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| {
+                        let n = |k: &str| p[k].as_u64();
+                        Some((
+                            u32::try_from(n("partition")?).ok()?,
+                            (n("log_start_offset")?, n("high_watermark")?),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// What the fetchers send the writer.
+enum Msg {
+    /// Records rendered for stdout; `next_offset` is the offset after the last one.
+    Chunk {
+        tp: Tp,
+        generation: u64,
+        bytes: Vec<u8>,
+        records: u64,
+        next_offset: u64,
+    },
+    /// Start tracking a partition at `offset`.
+    Activate {
+        tp: Tp,
+        generation: u64,
+        offset: u64,
+    },
+    /// Stop a partition: drop its queued chunks, reply with its flushed position.
+    Revoke {
+        tp: Tp,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    /// Flush, then reply with every flushed position.
+    Positions {
+        reply: oneshot::Sender<BTreeMap<Tp, u64>>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    /// Set when stdout fails (e.g. the reader of the pipe went away).
+    closed: AtomicBool,
+}
+
+/// The writer thread: the only code touching stdout.
+fn writer(
+    mut rx: mpsc::Receiver<Msg>,
+    counters: Arc<Counters>,
+    closed: tokio::sync::watch::Sender<bool>,
+) {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    // tp -> (generation, written position, flushed position)
+    let mut parts: BTreeMap<Tp, (u64, u64, u64)> = BTreeMap::new();
+    let mut failed = false;
+    let flush = |out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
+                 parts: &mut BTreeMap<Tp, (u64, u64, u64)>,
+                 failed: &mut bool| {
+        if *failed {
+            return;
+        }
+        if out.flush().is_ok() {
+            for v in parts.values_mut() {
+                v.2 = v.1;
+            }
+        } else {
+            *failed = true;
+        }
+    };
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing queued: flush what was written before waiting.
+                flush(&mut out, &mut parts, &mut failed);
+                match rx.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        match msg {
+            Msg::Chunk {
+                tp,
+                generation,
+                bytes,
+                records,
+                next_offset,
+            } => {
+                let Some(state) = parts.get_mut(&tp) else {
+                    continue;
+                };
+                if state.0 != generation || failed {
+                    continue;
+                }
+                if out.write_all(&bytes).is_err() {
+                    failed = true;
+                } else {
+                    state.1 = next_offset;
+                    counters.records.fetch_add(records, Ordering::Relaxed);
+                    counters
+                        .bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Msg::Activate {
+                tp,
+                generation,
+                offset,
+            } => {
+                parts.insert(tp, (generation, offset, offset));
+            }
+            Msg::Revoke { tp, reply } => {
+                flush(&mut out, &mut parts, &mut failed);
+                let _ = reply.send(parts.remove(&tp).map(|v| v.2));
+            }
+            Msg::Positions { reply } => {
+                flush(&mut out, &mut parts, &mut failed);
+                let _ = reply.send(parts.iter().map(|(k, v)| (k.clone(), v.2)).collect());
+            }
+        }
+        if failed && !counters.closed.swap(true, Ordering::SeqCst) {
+            let _ = closed.send(true);
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Renders the records at or after `from` of a fetch reply. Returns the bytes, the record
+/// count and the offset after the last batch.
+fn render(
+    topic: &str,
+    partition: u32,
+    reply: &[u8],
+    from: u64,
+    format: Format,
+    limits: &BatchLimits,
+) -> Result<(Vec<u8>, u64, u64), String> {
+    let mut out = Vec::with_capacity(reply.len() * 4);
+    let mut records = 0u64;
+    let mut next = from;
+    for item in BatchIter::new(reply, *limits) {
+        let (h, batch) = item.map_err(|e| format!("bad batch from the collector: {e}"))?;
+        let d = DecodedRecords::new(batch, limits)
+            .map_err(|e| format!("bad batch from the collector: {e}"))?;
+        for r in d.iter() {
+            let offset = h.base_offset as u64 + r.offset_delta as u64;
+            if offset < from {
+                continue;
+            }
+            records += 1;
+            match format {
+                Format::Raw => {
+                    out.extend_from_slice(r.value.unwrap_or_default());
+                    out.push(b'\n');
+                }
+                Format::Json => {
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("topic".into(), json!(topic));
+                    obj.insert("partition".into(), json!(partition));
+                    obj.insert("offset".into(), json!(offset));
+                    obj.insert(
+                        "timestamp".into(),
+                        json!(h.base_timestamp.wrapping_add(r.timestamp_delta)),
+                    );
+                    let mut headers = serde_json::Map::new();
+                    for hd in r.headers() {
+                        let k = String::from_utf8_lossy(hd.key).into_owned();
+                        let v = match hd.value.map(std::str::from_utf8) {
+                            None => Value::Null,
+                            Some(Ok(t)) => json!(t),
+                            Some(Err(_)) => {
+                                json!({"b64": B64.encode(hd.value.unwrap_or_default())})
+                            }
+                        };
+                        headers.insert(k, v);
+                    }
+                    obj.insert("headers".into(), Value::Object(headers));
+                    if let Some(k) = r.key {
+                        match std::str::from_utf8(k) {
+                            Ok(t) => obj.insert("key".into(), json!(t)),
+                            Err(_) => obj.insert("key_b64".into(), json!(B64.encode(k))),
+                        };
+                    }
+                    match r.value.map(std::str::from_utf8) {
+                        None => obj.insert("value".into(), Value::Null),
+                        Some(Ok(t)) => obj.insert("value".into(), json!(t)),
+                        Some(Err(_)) => obj.insert(
+                            "value_b64".into(),
+                            json!(B64.encode(r.value.unwrap_or_default())),
+                        ),
+                    };
+                    serde_json::to_writer(&mut out, &Value::Object(obj))
+                        .map_err(|e| e.to_string())?;
+                    out.push(b'\n');
+                }
+            }
+        }
+        next = next.max(h.next_offset() as u64);
+    }
+    Ok((out, records, next))
+}
+
+/// Aborts a spawned task when dropped (so aborting a fetcher aborts its prefetch too).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type FetchReply = Result<(bytes::Bytes, u64), ApiErr>;
+
+fn spawn_fetch(api: &Api, tp: &Tp, offset: u64, opts: &TailOptions) -> AbortOnDrop<FetchReply> {
+    let url = format!(
+        "{}/v1/topics/{}/partitions/{}/batches?offset={offset}&max_bytes={}&max_wait_ms={}",
+        api.base,
+        tp.0,
+        tp.1,
+        opts.fetch_bytes,
+        opts.fetch_wait.as_millis()
+    );
+    let http = api.http.clone();
+    AbortOnDrop(tokio::spawn(async move {
+        let resp = http.get(&url).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(error_of(resp).await);
+        }
+        let hw = resp
+            .headers()
+            .get(crate::server::api::HW_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let bytes = resp.bytes().await.map_err(transport)?;
+        Ok((bytes, hw))
+    }))
+}
+
+/// One partition's fetch loop: runs until aborted.
+async fn fetcher(
+    api: Api,
+    tp: Tp,
+    generation: u64,
+    mut offset: u64,
+    opts: Arc<TailOptions>,
+    tx: mpsc::Sender<Msg>,
+    hw: Arc<AtomicU64>,
+) {
+    let limits = BatchLimits {
+        batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
+        uncompressed_bytes_max: BatchLimits::default().uncompressed_bytes_max,
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut pending = spawn_fetch(&api, &tp, offset, &opts);
+    loop {
+        let reply = match (&mut pending.0).await {
+            Ok(r) => r,
+            Err(e) => Err(ApiErr {
+                status: 0,
+                code: "task".into(),
+                message: e.to_string(),
+            }),
+        };
+        match reply {
+            Ok((bytes, high)) => {
+                backoff = Duration::from_millis(100);
+                hw.store(high, Ordering::Relaxed);
+                if bytes.is_empty() {
+                    pending = spawn_fetch(&api, &tp, offset, &opts);
+                    continue;
+                }
+                // The next offset comes from the batch headers alone, so the next fetch
+                // starts before this reply is decompressed and printed.
+                let mut next = offset;
+                for item in BatchIter::new(&bytes, limits) {
+                    match item {
+                        Ok((h, _)) => next = next.max(h.next_offset() as u64),
+                        Err(_) => break,
+                    }
+                }
+                if next > offset {
+                    pending = spawn_fetch(&api, &tp, next, &opts);
+                }
+                let rendered = {
+                    let (topic, part, format) = (tp.0.clone(), tp.1, opts.format);
+                    tokio::task::spawn_blocking(move || {
+                        render(&topic, part, &bytes, offset, format, &limits)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                };
+                match rendered {
+                    Ok((out, records, after)) => {
+                        let msg = Msg::Chunk {
+                            tp: tp.clone(),
+                            generation,
+                            bytes: out,
+                            records,
+                            next_offset: after,
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                        if after != next {
+                            // Only when the header scan stopped early (a bad batch).
+                            pending = spawn_fetch(&api, &tp, after, &opts);
+                        }
+                        offset = after;
+                    }
+                    Err(msg) => {
+                        tracing::error!(partition = %format!("{}-{}", tp.0, tp.1), offset, error = %msg, "cannot decode; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        pending = spawn_fetch(&api, &tp, offset, &opts);
+                    }
+                }
+            }
+            Err(e) if e.code == "offset_out_of_range" => {
+                // Retention deleted what the group had not read, or the offset is past the
+                // end: move to the nearest valid offset.
+                match api.partitions(&tp.0).await {
+                    Ok(parts) => {
+                        if let Some((start, high)) = parts.get(&tp.1) {
+                            let to = offset.clamp(*start, *high);
+                            tracing::warn!(
+                                partition = %format!("{}-{}", tp.0, tp.1),
+                                offset,
+                                to,
+                                "offset out of range; moving to the nearest valid offset"
+                            );
+                            offset = to;
+                            let _ = tx
+                                .send(Msg::Activate {
+                                    tp: tp.clone(),
+                                    generation,
+                                    offset,
+                                })
+                                .await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading partition offsets"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                pending = spawn_fetch(&api, &tp, offset, &opts);
+            }
+            Err(e) => {
+                tracing::warn!(partition = %format!("{}-{}", tp.0, tp.1), error = %e, "fetch failed; retrying");
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                pending = spawn_fetch(&api, &tp, offset, &opts);
+            }
+        }
+    }
+}
+
+/// A backoff with ±25% jitter, so members do not retry in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let f = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(f)
+}
+
+struct Owned {
+    _task: AbortOnDrop<()>,
+    hw: Arc<AtomicU64>,
+}
+
+/// Why the member loop stopped.
+enum Stop {
+    Signal,
+    StdoutClosed,
+    CaughtUp,
+}
+
+struct Member {
+    api: Api,
+    opts: Arc<TailOptions>,
+    tx: mpsc::Sender<Msg>,
+    member_id: Option<String>,
+    epoch: i32,
+    owned: BTreeMap<Tp, Owned>,
+    committed: BTreeMap<Tp, u64>,
+    next_generation: u64,
+    stable: bool,
+    heartbeat_interval: Duration,
+    client: String,
+}
+
+impl Member {
+    async fn writer_call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ApiErr> {
+        let req = HeartbeatRequest {
+            member_id: self.member_id.clone(),
+            member_epoch: if self.member_id.is_some() {
+                self.epoch
+            } else {
+                JOIN_EPOCH
+            },
+            topics: Some(vec![self.opts.topic.clone()]),
+            owned: Some(to_wire(&self.owned.keys().cloned().collect())),
+            client: Some(self.client.clone()),
+        };
+        let path = format!("/v1/groups/{}/heartbeat", self.opts.group);
+        let v = self
+            .api
+            .json(
+                reqwest::Method::POST,
+                &path,
+                Some(serde_json::to_value(&req).unwrap_or_default()),
+            )
+            .await;
+        let reply: HeartbeatReply = match v {
+            Ok(v) => serde_json::from_value(v).map_err(|e| ApiErr {
+                status: 0,
+                code: "bad_reply".into(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.code == "unknown_member_id" || e.code == "fenced_member_epoch" => {
+                tracing::warn!(error = %e, "fenced by the group coordinator; rejoining");
+                self.drop_all().await;
+                self.member_id = None;
+                self.epoch = JOIN_EPOCH;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if self.member_id.as_deref() != Some(reply.member_id.as_str()) {
+            tracing::info!(member = %reply.member_id, group = %self.opts.group, "joined");
+        }
+        self.member_id = Some(reply.member_id.clone());
+        self.epoch = reply.member_epoch;
+        self.stable = reply.stable;
+        self.heartbeat_interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
+        self.apply(from_wire(&reply.assignment)).await
+    }
+
+    /// Gives up what is no longer assigned (committing its position first), starts what is new.
+    async fn apply(&mut self, target: BTreeSet<Tp>) -> Result<(), ApiErr> {
+        let revoked: Vec<Tp> = self
+            .owned
+            .keys()
+            .filter(|tp| !target.contains(*tp))
+            .cloned()
+            .collect();
+        for tp in &revoked {
+            // Dropping the fetcher aborts it and its prefetch.
+            self.owned.remove(tp);
+            let pos = self
+                .writer_call(|reply| Msg::Revoke {
+                    tp: tp.clone(),
+                    reply,
+                })
+                .await
+                .flatten();
+            if let Some(pos) = pos {
+                let _ = self.commit(BTreeMap::from([(tp.clone(), pos)])).await;
+            }
+            self.committed.remove(tp);
+            tracing::info!(partition = %format!("{}-{}", tp.0, tp.1), "partition revoked");
+        }
+        let added: Vec<Tp> = target
+            .iter()
+            .filter(|tp| !self.owned.contains_key(*tp))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let committed = self.read_committed().await?;
+            let parts = self.api.partitions(&self.opts.topic).await?;
+            for tp in added {
+                let (start, high) = parts.get(&tp.1).copied().unwrap_or((0, 0));
+                let offset = match committed.get(&tp) {
+                    Some(o) => *o,
+                    None => match self.opts.from {
+                        StartFrom::Earliest => start,
+                        StartFrom::Latest => high,
+                    },
+                };
+                self.next_generation += 1;
+                let generation = self.next_generation;
+                if self
+                    .tx
+                    .send(Msg::Activate {
+                        tp: tp.clone(),
+                        generation,
+                        offset,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                let hw = Arc::new(AtomicU64::new(high));
+                let task = tokio::spawn(fetcher(
+                    self.api.clone(),
+                    tp.clone(),
+                    generation,
+                    offset,
+                    self.opts.clone(),
+                    self.tx.clone(),
+                    hw.clone(),
+                ));
+                tracing::info!(partition = %format!("{}-{}", tp.0, tp.1), offset, "partition assigned");
+                self.committed.insert(tp.clone(), offset);
+                self.owned.insert(
+                    tp,
+                    Owned {
+                        _task: AbortOnDrop(task),
+                        hw,
+                    },
+                );
+            }
+        }
+        if !revoked.is_empty() {
+            // Tell the coordinator at once, so the partitions move without waiting a beat.
+            Box::pin(self.heartbeat()).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&self) -> Result<BTreeMap<Tp, u64>, ApiErr> {
+        let v = self
+            .api
+            .json(
+                reqwest::Method::GET,
+                &format!("/v1/groups/{}/offsets", self.opts.group),
+                None,
+            )
+            .await?;
+        Ok(v["offsets"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| {
+                        Some((
+                            (
+                                o["topic"].as_str()?.to_owned(),
+                                u32::try_from(o["partition"].as_u64()?).ok()?,
+                            ),
+                            o["offset"].as_u64()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Commits positions that moved since the last commit.
+    async fn commit(&mut self, positions: BTreeMap<Tp, u64>) -> Result<(), ApiErr> {
+        let Some(member_id) = self.member_id.clone() else {
+            return Ok(());
+        };
+        let offsets: Vec<OffsetEntry> = positions
+            .iter()
+            .filter(|(tp, pos)| self.committed.get(*tp).is_none_or(|c| **pos > *c))
+            .map(|(tp, pos)| OffsetEntry {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                offset: *pos,
+            })
+            .collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let req = CommitRequest {
+            member_id,
+            member_epoch: self.epoch,
+            offsets: offsets.clone(),
+        };
+        let path = format!("/v1/groups/{}/offsets", self.opts.group);
+        match self
+            .api
+            .json(
+                reqwest::Method::POST,
+                &path,
+                Some(serde_json::to_value(&req).unwrap_or_default()),
+            )
+            .await
+        {
+            Ok(_) => {
+                for e in offsets {
+                    tracing::debug!(partition = %format!("{}-{}", e.topic, e.partition), offset = e.offset, "committed");
+                    self.committed.insert((e.topic, e.partition), e.offset);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "commit refused or failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn commit_flushed(&mut self) -> Result<BTreeMap<Tp, u64>, ApiErr> {
+        let positions = self
+            .writer_call(|reply| Msg::Positions { reply })
+            .await
+            .unwrap_or_default();
+        let mine: BTreeMap<Tp, u64> = positions
+            .into_iter()
+            .filter(|(tp, _)| self.owned.contains_key(tp))
+            .collect();
+        self.commit(mine.clone()).await?;
+        Ok(mine)
+    }
+
+    /// Stops every fetcher and forgets every partition without committing (after fencing).
+    async fn drop_all(&mut self) {
+        let tps: Vec<Tp> = self.owned.keys().cloned().collect();
+        self.owned.clear();
+        for tp in tps {
+            let _ = self.writer_call(|reply| Msg::Revoke { tp, reply }).await;
+        }
+        self.committed.clear();
+    }
+
+    async fn leave(&mut self) {
+        let Some(member_id) = self.member_id.clone() else {
+            return;
+        };
+        let req = HeartbeatRequest {
+            member_id: Some(member_id),
+            member_epoch: LEAVE_EPOCH,
+            ..Default::default()
+        };
+        let path = format!("/v1/groups/{}/heartbeat", self.opts.group);
+        if let Err(e) = self
+            .api
+            .json(
+                reqwest::Method::POST,
+                &path,
+                Some(serde_json::to_value(&req).unwrap_or_default()),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "leaving the group failed; the session will expire");
+        }
+    }
+}
+
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Runs `collector tail` until a signal, a closed stdout, or (`--no-follow`) catching up.
+pub async fn run(opts: TailOptions) -> Result<(), TailError> {
+    crate::groups::validate_group(&opts.group).map_err(|e| TailError::Fatal(e.to_string()))?;
+    shared::names::validate_topic(&opts.topic).map_err(|e| TailError::Fatal(e.to_string()))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(opts.fetch_wait + Duration::from_secs(30))
+        .build()
+        .map_err(|e| TailError::Fatal(e.to_string()))?;
+    let api = Api {
+        base: opts.collector.trim_end_matches('/').to_owned(),
+        http,
+    };
+    // --no-follow: the high watermarks to reach.
+    let goal: Option<BTreeMap<u32, u64>> = if opts.follow {
+        None
+    } else {
+        match api.partitions(&opts.topic).await {
+            Ok(p) => Some(p.into_iter().map(|(k, (_, hw))| (k, hw)).collect()),
+            Err(e) if e.code == "unknown_topic" => {
+                return Err(TailError::UnknownTopic(opts.topic.clone()));
+            }
+            Err(e) => return Err(TailError::Fatal(format!("reading {}: {e}", opts.topic))),
+        }
+    };
+    let counters = Arc::new(Counters::default());
+    let (tx, rx) = mpsc::channel(opts.queue_chunks.max(1));
+    let (closed_tx, mut closed_rx) = tokio::sync::watch::channel(false);
+    let writer_thread = {
+        let counters = counters.clone();
+        std::thread::Builder::new()
+            .name("tail-writer".into())
+            .spawn(move || writer(rx, counters, closed_tx))
+            .map_err(|e| TailError::Fatal(e.to_string()))?
+    };
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut m = Member {
+        api,
+        opts: Arc::new(opts.clone()),
+        tx,
+        member_id: None,
+        epoch: JOIN_EPOCH,
+        owned: BTreeMap::new(),
+        committed: BTreeMap::new(),
+        next_generation: 0,
+        stable: false,
+        heartbeat_interval: Duration::from_secs(1),
+        client: format!("{host}/{}", std::process::id()),
+    };
+    let mut next_beat = tokio::time::Instant::now();
+    let mut beat_backoff = Duration::from_millis(100);
+    let mut commit_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + opts.commit_interval,
+        opts.commit_interval,
+    );
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last_stats = (Instant::now(), 0u64, 0u64);
+    let sig = signal();
+    tokio::pin!(sig);
+    let stop = loop {
+        tokio::select! {
+            () = &mut sig => break Stop::Signal,
+            _ = closed_rx.changed() => break Stop::StdoutClosed,
+            () = tokio::time::sleep_until(next_beat) => {
+                match m.heartbeat().await {
+                    Ok(()) => {
+                        beat_backoff = Duration::from_millis(100);
+                        // While partitions are still moving, ask again soon.
+                        let wait = if m.stable { m.heartbeat_interval } else { m.heartbeat_interval.min(Duration::from_millis(200)) };
+                        next_beat = tokio::time::Instant::now() + wait;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat failed; retrying");
+                        next_beat = tokio::time::Instant::now() + jitter(beat_backoff);
+                        beat_backoff = (beat_backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            _ = commit_tick.tick() => {
+                let positions = match m.commit_flushed().await {
+                    Ok(p) => p,
+                    Err(e) if e.code == "unknown_member_id" || e.code == "fenced_member_epoch" || e.code == "not_partition_owner" => {
+                        // The next heartbeat sorts out membership.
+                        next_beat = tokio::time::Instant::now();
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if let Some(goal) = &goal
+                    && m.stable
+                    && m.member_id.is_some()
+                    && m.owned.keys().all(|tp| positions.get(tp).copied().unwrap_or(0) >= goal.get(&tp.1).copied().unwrap_or(0))
+                {
+                    break Stop::CaughtUp;
+                }
+            }
+            _ = stats_tick.tick(), if opts.stats => {
+                let (t, r0, b0) = last_stats;
+                let (r1, b1) = (counters.records.load(Ordering::Relaxed), counters.bytes.load(Ordering::Relaxed));
+                let secs = t.elapsed().as_secs_f64().max(1e-3);
+                let lag: u64 = m.owned.iter().map(|(tp, o)| o.hw.load(Ordering::Relaxed).saturating_sub(m.committed.get(tp).copied().unwrap_or(0))).sum();
+                eprintln!(
+                    "tail: {} partitions, {:.0} records/s, {:.1} MB/s, lag {} records (committed to high watermark)",
+                    m.owned.len(), (r1 - r0) as f64 / secs, (b1 - b0) as f64 / secs / 1e6, lag
+                );
+                last_stats = (Instant::now(), r1, b1);
+            }
+        }
+    };
+    // Stop reading, commit exactly what was printed, leave.
+    let positions = m
+        .writer_call(|reply| Msg::Positions { reply })
+        .await
+        .unwrap_or_default();
+    let mine: BTreeMap<Tp, u64> = positions
+        .into_iter()
+        .filter(|(tp, _)| m.owned.contains_key(tp))
+        .collect();
+    m.owned.clear();
+    if let Err(e) = m.commit(mine).await {
+        tracing::warn!(error = %e, "final commit failed; records printed since the last commit will be printed again");
+    }
+    m.leave().await;
+    drop(m);
+    let _ = writer_thread.join();
+    match stop {
+        Stop::Signal => tracing::info!("stopped by signal; left the group"),
+        Stop::StdoutClosed => tracing::debug!("stdout closed; left the group"),
+        Stop::CaughtUp => tracing::debug!("caught up (--no-follow); left the group"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::{BatchBuilder, BatchEncoder, Compression};
+
+    #[test]
+    fn render_skips_records_before_the_offset_and_formats_json() {
+        let mut b = BatchBuilder::new();
+        for v in ["a", "b", "c"] {
+            b.push(
+                1000,
+                None,
+                Some(v.as_bytes()),
+                &[(b"host".as_slice(), b"h".as_slice())],
+            );
+        }
+        let mut enc = BatchEncoder::new(Compression::Zstd, 3).expect("encoder");
+        let bytes = enc.encode(&b, shared::ProducerStamp::NONE).expect("encode");
+        let limits = BatchLimits::default();
+        let (out, n, next) = render("logs", 0, &bytes, 1, Format::Raw, &limits).expect("raw");
+        assert_eq!(out, b"b\nc\n");
+        assert_eq!((n, next), (2, 3));
+        let (out, _, _) = render("logs", 0, &bytes, 2, Format::Json, &limits).expect("json");
+        let v: Value = serde_json::from_slice(&out).expect("one json line");
+        assert_eq!(v["value"], "c");
+        assert_eq!(v["offset"], 2);
+        assert_eq!(v["headers"]["host"], "h");
+        assert_eq!(v["topic"], "logs");
+    }
+}
