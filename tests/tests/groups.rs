@@ -511,3 +511,50 @@ fn groups_are_independent_offsets_survive_restart_and_fencing_is_enforced() {
     let r = c.get(col.url("/v1/groups/..")).send().unwrap();
     assert!(r.status().is_client_error());
 }
+
+#[test]
+fn a_closed_stdout_ends_tail_quietly_and_leaves_the_group() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), &group_config());
+    let c = client();
+    let base = format!("http://{}", col.addr);
+    create_topic(&c, &col, "h", 1);
+    fill(&c, &col, "h", 1, 0, 20_000);
+    // `collector tail | head -n 5`
+    let mut child = std::process::Command::new(tributary_tests::binary("collector"))
+        .args([
+            "tail",
+            "--group",
+            "head",
+            "--topic",
+            "h",
+            "--collector",
+            &base,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for i in 0..5 {
+        assert_eq!(lines.next().unwrap().unwrap(), format!("p0-{i:07}"));
+    }
+    drop(lines);
+    let status = wait_for(Duration::from_secs(30), "tail to exit", || {
+        child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // It left: no members, and whatever it committed it had printed (at most the HW).
+    // (With nothing committed the group is gone altogether.)
+    let d = describe(&c, &col, "head");
+    if d["error"]["code"] != "unknown_group" {
+        assert_eq!(d["members"], json!([]), "{d}");
+        let committed = d["partitions"][0]["committed"].as_u64().unwrap_or(0);
+        assert!(committed <= 20_000);
+    }
+}
