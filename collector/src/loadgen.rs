@@ -430,3 +430,40 @@ pub fn render(v: &serde_json::Value) -> String {
     }
     out
 }
+
+/// Writes `bytes` of generated log lines (~`line_bytes` each, mixed nginx and JSON) spread
+/// over `files` files `app-<n>.log` in `dir`: the input of the agent benchmark.
+/// Returns `(lines, bytes)` written.
+pub fn write_logs(
+    dir: &std::path::Path,
+    files: usize,
+    bytes: u64,
+    line_bytes: usize,
+) -> std::io::Result<(u64, u64)> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let files = files.max(1);
+    let per_file = bytes / files as u64;
+    let (mut lines, mut total) = (0u64, 0u64);
+    for n in 0..files {
+        let f = std::fs::File::create(dir.join(format!("app-{n}.log")))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut rng = Rng::new(n as u64 + 1);
+        let mut written = 0u64;
+        // The first line differs per file, so fingerprints do.
+        let first = format!("file {n} started\n");
+        w.write_all(first.as_bytes())?;
+        written += first.len() as u64;
+        lines += 1;
+        while written < per_file {
+            let mut l = log_line(&mut rng, line_bytes);
+            l.push('\n');
+            w.write_all(l.as_bytes())?;
+            written += l.len() as u64;
+            lines += 1;
+        }
+        w.flush()?;
+        total += written;
+    }
+    Ok((lines, total))
+}

@@ -151,6 +151,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         zstd_level: i32,
     },
+    /// Write generated log files (the agent benchmark's input) and exit.
+    WriteLogs {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        files: usize,
+        /// Total bytes, e.g. 1073741824.
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+        #[arg(long, default_value_t = 200)]
+        line_bytes: usize,
+    },
     /// Read a topic from the start to its high watermarks.
     Consume {
         #[arg(long, default_value = "bench")]
@@ -199,6 +211,25 @@ async fn bench(command: BenchCommand, collector: String, output: Output) -> anyh
             loadgen::produce(opts, output == Output::Table).await?
         }
         BenchCommand::Consume { topic } => loadgen::consume(&collector, &topic).await?,
+        BenchCommand::WriteLogs {
+            dir,
+            files,
+            bytes,
+            line_bytes,
+        } => {
+            let started = std::time::Instant::now();
+            let (lines, written) = tokio::task::spawn_blocking(move || {
+                loadgen::write_logs(&dir, files, bytes, line_bytes)
+            })
+            .await??;
+            let v = serde_json::json!({"mode": "write-logs", "lines": lines, "bytes": written, "seconds": started.elapsed().as_secs_f64()});
+            if output == Output::Json {
+                println!("{v}");
+            } else {
+                println!("wrote {lines} lines, {written} bytes");
+            }
+            return Ok(());
+        }
     };
     match output {
         Output::Json => println!("{report}"),

@@ -574,7 +574,11 @@ impl Member {
             Err(e) if e.code == "unknown_member_id" || e.code == "fenced_member_epoch" => {
                 tracing::warn!(error = %e, "fenced by the group coordinator; rejoining");
                 self.drop_all().await;
-                self.member_id = None;
+                // A fenced member rejoins under its id, which frees what the coordinator
+                // still counts as its at once; an unknown one (expired) gets a new id.
+                if e.code == "unknown_member_id" {
+                    self.member_id = None;
+                }
                 self.epoch = JOIN_EPOCH;
                 return Ok(());
             }

@@ -322,12 +322,16 @@ fn a_killed_member_s_partitions_move_and_only_uncommitted_records_repeat() {
             .filter(|(q, _)| q == p)
             .map(|(_, o)| *o)
             .max();
-        // Where b started on the partition it took over.
-        let b_first = b_lines
+        // Where b started on the partition when it took it over: its last assignment of it.
+        // (b may have read the partition earlier too, before a joined.)
+        let b_first = b
+            .stderr()
             .iter()
-            .filter(|(q, _)| q == p)
-            .map(|(_, o)| *o)
-            .min()
+            .filter(|l| {
+                l.contains("partition assigned") && l.contains(&format!("partition=k-{p} "))
+            })
+            .filter_map(|l| field(l, "offset="))
+            .next_back()
             .unwrap();
         assert!(
             b_first >= committed,

@@ -713,7 +713,41 @@ mod tests {
         ]
     }
 
+    /// What a client does with a heartbeat error: a fenced member rejoins under its id
+    /// (holding nothing), an unknown one is gone.
+    fn settle_error(
+        c: &mut Coordinator,
+        members: &mut Vec<(HeartbeatReply, HeartbeatReply)>,
+        k: usize,
+        e: GroupError,
+        now: u64,
+        p: &BTreeMap<String, u32>,
+    ) {
+        match e {
+            GroupError::FencedEpoch { member_id, .. } => {
+                let r = c
+                    .heartbeat(
+                        "g",
+                        &HeartbeatRequest {
+                            member_id: Some(member_id),
+                            member_epoch: JOIN_EPOCH,
+                            topics: Some(vec!["logs".into()]),
+                            ..Default::default()
+                        },
+                        now,
+                        p,
+                    )
+                    .expect("rejoin");
+                members[k] = (r.clone(), r);
+            }
+            _ => {
+                members.remove(k);
+            }
+        }
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
         /// Whatever happens, no partition is held by two members; and once everyone
         /// heartbeats a few times, the group settles with every partition owned.
         #[test]
@@ -735,7 +769,7 @@ mod tests {
                         let last = members[k].0.clone();
                         match beat(&mut c, &last, &last.assignment, now, &p) {
                             Ok(r) => members[k] = (r, last),
-                            Err(_) => { members.remove(k); }
+                            Err(e) => { settle_error(&mut c, &mut members, k, e, now, &p); }
                         }
                     }
                     Step::Stale(i) => {
@@ -771,7 +805,7 @@ mod tests {
                     let last = members[k].0.clone();
                     match beat(&mut c, &last, &last.assignment, now, &p) {
                         Ok(r) => { members[k] = (r, last); k += 1; }
-                        Err(_) => { members.remove(k); }
+                        Err(e) => { settle_error(&mut c, &mut members, k, e, now, &p); }
                     }
                 }
             }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Agent throughput: N bytes of pre-written generated logs in 10 files -> agent -> a local
+# collector (acks=all, flush always). Prints MB/s of raw log, lines/s, agent CPU-seconds per
+# GiB and the agent's peak RSS.
+# Usage: scripts/bench-agent.sh [bytes]   (default 1 GiB; data under target/bench-agent)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bytes=${1:-1073741824}
+work=${TRIBUTARY_BENCH_DIR:-target/bench-agent}
+port=${TRIBUTARY_BENCH_PORT:-7499}
+cargo build --release -p collector -p agent >/dev/null
+bin=target/release
+rm -rf "$work" && mkdir -p "$work"
+work=$(cd "$work" && pwd)
+cat >"$work/collector.yaml" <<EOF
+listen: 127.0.0.1:$port
+data_dirs: [$work/data]
+EOF
+"$bin/collector" serve --config "$work/collector.yaml" >"$work/collector.log" 2>&1 &
+collector=$!
+trap 'kill $collector ${agent:-} 2>/dev/null || true' EXIT
+"$bin/collector" bench write-logs --dir "$work/logs" --files 10 --bytes "$bytes" --output json >"$work/written.json"
+lines=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["lines"])' "$work/written.json")
+raw=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes"])' "$work/written.json")
+sync
+cat >"$work/agent.yaml" <<EOF
+state_dir: $work/state
+inputs:
+  - paths: ["$work/logs/*.log"]
+    topic: logs
+output:
+  collectors: ["http://127.0.0.1:$port"]
+  acks: all
+  linger_ms: 100
+  batch_bytes_max: 1048576
+  zstd_level: 3
+EOF
+hz=$(getconf CLK_TCK)
+start=$(date +%s.%N)
+RUST_LOG=warn "$bin/agent" run --config "$work/agent.yaml" >"$work/agent.out" 2>"$work/agent.log" &
+agent=$!
+# Poll the topic's high watermarks until every line is in.
+while :; do
+  got=$(curl -s "http://127.0.0.1:$port/v1/topics/logs" | python3 -c 'import json,sys
+try:
+    t = json.load(sys.stdin); print(sum(p["high_watermark"] for p in t["partitions"]))
+except Exception:
+    print(0)')
+  if [ "$got" -ge "$lines" ]; then break; fi
+  sleep 0.2
+done
+end=$(date +%s.%N)
+read -r utime stime < <(awk '{print $14, $15}' "/proc/$agent/stat")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$agent/status")
+python3 - "$start" "$end" "$raw" "$lines" "$utime" "$stime" "$hz" "$hwm" <<'EOF'
+import sys
+start, end, raw, lines, ut, st, hz, hwm = map(float, sys.argv[1:])
+secs = end - start
+cpu = (ut + st) / hz
+print(f"agent: {raw/1e6:.0f} MB ({lines:.0f} lines) in {secs:.2f} s")
+print(f"  {raw/secs/2**20:.0f} MiB/s of raw log, {lines/secs:,.0f} lines/s")
+print(f"  CPU {cpu:.2f} s ({cpu/(raw/2**30):.2f} CPU-s per GiB; user {ut/hz:.2f} s, sys {st/hz:.2f} s)")
+print(f"  peak RSS {hwm/1024:.1f} MiB")
+EOF
