@@ -131,7 +131,7 @@ impl Default for RawConfig {
             max_open_files: 1024,
             read_chunk_bytes: 64 << 10,
             rescan_interval_ms: 1000,
-            buffer_bytes_max: 32 << 20,
+            buffer_bytes_max: 8 << 20,
         }
     }
 }

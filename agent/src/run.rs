@@ -62,11 +62,30 @@ struct Pending {
     timestamp_ms: i64,
 }
 
+/// A journaled batch on its way: encoded ahead (up to `in_flight_max` per partition, on the
+/// blocking pool) while the one before it is in flight, sent in sequence order.
+#[derive(Debug)]
+struct Ready {
+    entry: JournalEntry,
+    /// The records; `None` after a restart (rebuilt from the files) or once encoding started.
+    builder: Option<BatchBuilder>,
+    /// The journal generation that must be durable before this batch leaves.
+    generation: u64,
+    encoded: Encoded,
+}
+
+#[derive(Debug)]
+enum Encoded {
+    No,
+    Running,
+    Done(Arc<Vec<u8>>),
+}
+
 #[derive(Debug, Default)]
 struct PartitionQueue {
     pending: Option<Pending>,
     /// Journaled batches not yet acknowledged, oldest first; the front may be in flight.
-    ready: VecDeque<(JournalEntry, Option<BatchBuilder>)>,
+    ready: VecDeque<Ready>,
     in_flight: bool,
     /// After a refused batch: do not resend before this.
     retry_after: Option<Instant>,
@@ -96,6 +115,15 @@ struct Agent {
     dirty: bool,
     journal_dirty: bool,
     last_store: Instant,
+    /// Bumped per cut batch; a batch is sent once a store covering its generation finished.
+    journal_gen: u64,
+    durable_gen: u64,
+    /// A state store runs on the blocking pool (at most one at a time, so they land in order).
+    storing: bool,
+    store_tx: mpsc::Sender<(u64, Result<(), StateError>)>,
+    encoded_tx: mpsc::Sender<(String, i32, Result<Vec<u8>, String>)>,
+    /// Encodes running at once: one per core (more only costs memory: a zstd context each).
+    encoders: Arc<tokio::sync::Semaphore>,
     acks_tx: mpsc::Sender<(String, i32, Result<(), String>)>,
     first_start: bool,
     last_discovery: Instant,
@@ -122,6 +150,8 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
     let (acks_tx, mut acks_rx) = mpsc::channel(1024);
+    let (store_tx, mut store_rx) = mpsc::channel(1);
+    let (encoded_tx, mut encoded_rx) = mpsc::channel(256);
     let mut agent = Agent {
         cfg,
         host,
@@ -135,6 +165,14 @@ pub async fn run(
         dirty: false,
         journal_dirty: false,
         last_store: Instant::now(),
+        journal_gen: 0,
+        durable_gen: 0,
+        storing: false,
+        store_tx,
+        encoded_tx,
+        encoders: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )),
         acks_tx,
         first_start,
         last_discovery: Instant::now(),
@@ -158,6 +196,8 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(ack) = acks_rx.recv() => agent.on_ack(ack),
+            Some(done) = encoded_rx.recv() => agent.on_encoded(done),
+            Some((generation, result)) = store_rx.recv() => agent.on_stored(generation, result)?,
             // File events: rediscover at most every 200 ms (writes alone only need a read).
             Some(()) = wake_rx.recv() => {
                 let rescan = agent.last_discovery.elapsed() >= Duration::from_millis(200);
@@ -173,7 +213,16 @@ pub async fn run(
         while let Ok(ack) = acks_rx.try_recv() {
             agent.on_ack(ack);
         }
+        while let Ok(done) = encoded_rx.try_recv() {
+            agent.on_encoded(done);
+        }
         agent.step(false)?;
+    }
+    // A store in progress lands before the final one (stores must not overtake each other).
+    if agent.storing
+        && let Some((generation, result)) = store_rx.recv().await
+    {
+        agent.on_stored(generation, result)?;
     }
     tracing::info!("stopping: waiting up to 10 s for batches in flight");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -237,7 +286,12 @@ impl Agent {
                     .entry(partition_key(&entry.topic, entry.partition))
                     .or_default()
                     .ready
-                    .push_back((entry, None));
+                    .push_back(Ready {
+                        entry,
+                        builder: None,
+                        generation: 0,
+                        encoded: Encoded::No,
+                    });
             }
         }
         tracing::info!(
@@ -290,19 +344,51 @@ impl Agent {
         }
         self.read_all();
         self.cut_due_batches()?;
+        self.maybe_store();
         self.send_ready()?;
-        if self.dirty && self.last_store.elapsed() >= STATE_FLUSH_INTERVAL {
-            self.store()?;
-        }
         self.close_drained();
         Ok(())
     }
 
-    fn store(&mut self) -> Result<(), AgentError> {
-        self.state.store(&self.cfg.state_dir)?;
+    /// Starts a store on the blocking pool when the journal grew (batches wait for it) or
+    /// acknowledgements are due. Batches cut meanwhile share the next store: one fsync
+    /// covers many batches, and reading goes on while it runs.
+    fn maybe_store(&mut self) {
+        if self.storing
+            || !(self.journal_dirty
+                || (self.dirty && self.last_store.elapsed() >= STATE_FLUSH_INTERVAL))
+        {
+            return;
+        }
+        let snapshot = self.state.clone();
+        let generation = self.journal_gen;
+        let dir = self.cfg.state_dir.clone();
+        let tx = self.store_tx.clone();
+        self.storing = true;
         self.dirty = false;
         self.journal_dirty = false;
         self.last_store = Instant::now();
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || snapshot.store(&dir))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StateError::Write {
+                        dir: PathBuf::new(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                });
+            let _ = tx.send((generation, result)).await;
+        });
+    }
+
+    fn on_stored(
+        &mut self,
+        generation: u64,
+        result: Result<(), StateError>,
+    ) -> Result<(), AgentError> {
+        self.storing = false;
+        result?;
+        self.durable_gen = self.durable_gen.max(generation);
         Ok(())
     }
 
@@ -534,18 +620,14 @@ impl Agent {
                     .collect()
             })
             .unwrap_or_default();
+        let host = self.host.clone();
+        let mut headers: Vec<(&[u8], &[u8])> =
+            vec![(b"host", host.as_bytes()), (b"path", st.path.as_bytes())];
+        headers.extend(labels.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        let (max_line, batch_max) = (self.cfg.max_line_bytes, self.cfg.output.batch_bytes_max);
         let mut pos = 0usize;
-        while let Some((len, used)) = lines::next_record(&data[pos..], self.cfg.max_line_bytes) {
-            let full = self
-                .queues
-                .get(&qkey)
-                .and_then(|q| q.pending.as_ref())
-                .is_some_and(|p| {
-                    p.builder.block_bytes() + len + 256 > self.cfg.output.batch_bytes_max
-                });
-            if full {
-                self.cut(&qkey);
-            }
+        // One queue lookup per batch, not per line: this loop is the agent's hot path.
+        loop {
             let q = self.queues.entry(qkey.clone()).or_default();
             let p = q.pending.get_or_insert_with(|| Pending {
                 builder: BatchBuilder::new(),
@@ -553,20 +635,26 @@ impl Agent {
                 started: Instant::now(),
                 timestamp_ms: now_ms(),
             });
-            let mut headers: Vec<(&[u8], &[u8])> = vec![
-                (b"host", self.host.as_bytes()),
-                (b"path", st.path.as_bytes()),
-            ];
-            headers.extend(labels.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-            p.builder
-                .push(p.timestamp_ms, None, Some(&data[pos..pos + len]), &headers);
-            let (start, end) = (offset + pos as u64, offset + (pos + used) as u64);
-            match p.ranges.last_mut() {
-                Some((k, _, e)) if *k == key && *e == start => *e = end,
-                _ => p.ranges.push((key.clone(), start, end)),
+            let mut full = false;
+            while let Some((len, used)) = lines::next_record(&data[pos..], max_line) {
+                if !p.builder.is_empty() && p.builder.block_bytes() + len + 256 > batch_max {
+                    full = true;
+                    break;
+                }
+                p.builder
+                    .push(p.timestamp_ms, None, Some(&data[pos..pos + len]), &headers);
+                let (start, end) = (offset + pos as u64, offset + (pos + used) as u64);
+                match p.ranges.last_mut() {
+                    Some((k, _, e)) if *k == key && *e == start => *e = end,
+                    _ => p.ranges.push((key.clone(), start, end)),
+                }
+                self.buffered += used as u64;
+                pos += used;
             }
-            self.buffered += used as u64;
-            pos += used;
+            if !full {
+                break;
+            }
+            self.cut(&qkey);
         }
         pos
     }
@@ -616,83 +704,135 @@ impl Agent {
         }
         self.state.journal.push(entry.clone());
         self.journal_dirty = true;
-        q.ready.push_back((entry, Some(p.builder)));
+        self.journal_gen += 1;
+        q.ready.push_back(Ready {
+            entry,
+            builder: Some(p.builder),
+            generation: self.journal_gen,
+            encoded: Encoded::No,
+        });
     }
 
-    /// Sends the oldest batch of every idle partition, after the journal naming it is durable.
+    /// Encodes journaled batches ahead (at most `in_flight_max` per partition) and sends the
+    /// oldest of every idle partition. Nothing leaves before the journal naming it is durable.
     fn send_ready(&mut self) -> Result<(), AgentError> {
         let now = Instant::now();
-        let idle: Vec<String> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| {
-                !q.in_flight && !q.ready.is_empty() && q.retry_after.is_none_or(|t| t <= now)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        if idle.is_empty() {
-            return Ok(());
-        }
-        if self.journal_dirty {
-            self.store()?; // the journal must be on disk before any of its batches leaves
-        }
-        for k in idle {
+        let durable = self.durable_gen;
+        let ahead = self.cfg.output.in_flight_max.max(1);
+        let stamp_of = |entry: &JournalEntry, state: &AgentState| ProducerStamp {
+            producer_id: state.producer_id.unwrap_or(-1),
+            producer_epoch: state.producer_epoch,
+            base_sequence: entry.base_sequence,
+        };
+        let keys: Vec<String> = self.queues.keys().cloned().collect();
+        for k in keys {
+            // 1. Encode ahead.
+            let to_encode: Vec<usize> = match self.queues.get(&k) {
+                Some(q) => q
+                    .ready
+                    .iter()
+                    .take(ahead)
+                    .enumerate()
+                    .filter(|(_, r)| r.generation <= durable && matches!(r.encoded, Encoded::No))
+                    .map(|(i, _)| i)
+                    .collect(),
+                None => continue,
+            };
+            for i in to_encode {
+                let Some(r) = self.queues.get_mut(&k).and_then(|q| q.ready.get_mut(i)) else {
+                    continue;
+                };
+                let builder = match r.builder.take() {
+                    Some(b) => b,
+                    None => rebuild(&self.state, &r.entry, &self.host, &self.cfg).map_err(|e| {
+                        AgentError::Other(format!(
+                            "cannot rebuild journaled batch {k} seq {}: {e}",
+                            r.entry.base_sequence
+                        ))
+                    })?,
+                };
+                r.encoded = Encoded::Running;
+                let stamp = stamp_of(&r.entry, &self.state);
+                let (tx, level, key, seq) = (
+                    self.encoded_tx.clone(),
+                    self.cfg.output.zstd_level,
+                    k.clone(),
+                    r.entry.base_sequence,
+                );
+                let encoders = self.encoders.clone();
+                tokio::spawn(async move {
+                    let _permit = encoders.acquire_owned().await;
+                    let result =
+                        tokio::task::spawn_blocking(move || encode(&builder, stamp, level))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r);
+                    let _ = tx.send((key, seq, result)).await;
+                });
+            }
+            // 2. Send the oldest when nothing of this partition is in flight.
             let Some(q) = self.queues.get_mut(&k) else {
                 continue;
             };
-            let Some((entry, builder)) = q.ready.front_mut() else {
+            if q.in_flight || q.retry_after.is_some_and(|t| t > now) {
+                continue;
+            }
+            let Some(Ready {
+                entry,
+                encoded: Encoded::Done(bytes),
+                ..
+            }) = q.ready.front()
+            else {
                 continue;
             };
-            let builder = match builder.take() {
-                Some(b) => b,
-                None => match rebuild(&self.state, entry, &self.host, &self.cfg) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return Err(AgentError::Other(format!(
-                            "cannot rebuild journaled batch {k} seq {}: {e}",
-                            entry.base_sequence
-                        )));
-                    }
-                },
-            };
             q.in_flight = true;
-            let stamp = ProducerStamp {
-                producer_id: self.state.producer_id.unwrap_or(-1),
-                producer_epoch: self.state.producer_epoch,
-                base_sequence: entry.base_sequence,
-            };
             let (topic, partition, seq) =
                 (entry.topic.clone(), entry.partition, entry.base_sequence);
-            let (client, tx, level, acks) = (
+            let (client, tx, acks, bytes) = (
                 self.client.clone(),
                 self.acks_tx.clone(),
-                self.cfg.output.zstd_level,
                 self.cfg.output.acks.as_query(),
+                bytes.clone(),
             );
             tokio::spawn(async move {
-                let encoded = tokio::task::spawn_blocking(move || {
-                    BatchEncoder::new(Compression::Zstd, level)
-                        .and_then(|mut e| e.encode(&builder, stamp))
-                        .map_err(|e| e.to_string())
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-                let result = match encoded {
-                    Ok(bytes) => client
-                        .retry("produce", || {
-                            client.produce(&topic, partition, acks, bytes.clone())
-                        })
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
+                let started = Instant::now();
+                let result = client
+                    .retry("produce", || {
+                        client.produce(&topic, partition, acks, bytes.as_ref().clone())
+                    })
+                    .await
+                    .map_err(|e| e.to_string());
+                tracing::debug!(
+                    partition = %partition_key(&topic, partition),
+                    seq,
+                    produce_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "batch sent"
+                );
                 let _ = tx
                     .send((partition_key(&topic, partition), seq, result))
                     .await;
             });
         }
         Ok(())
+    }
+
+    fn on_encoded(&mut self, (qkey, seq, result): (String, i32, Result<Vec<u8>, String>)) {
+        let Some(r) = self
+            .queues
+            .get_mut(&qkey)
+            .and_then(|q| q.ready.iter_mut().find(|r| r.entry.base_sequence == seq))
+        else {
+            return;
+        };
+        match result {
+            Ok(bytes) => r.encoded = Encoded::Done(Arc::new(bytes)),
+            Err(e) => {
+                // Not expected (the records were built here); rebuild from the files and
+                // try again rather than lose the batch.
+                tracing::error!(partition = %qkey, seq, error = %e, "encoding a batch failed; retrying");
+                r.encoded = Encoded::No;
+            }
+        }
     }
 
     fn on_ack(&mut self, (qkey, seq, result): (String, i32, Result<(), String>)) {
@@ -707,7 +847,7 @@ impl Agent {
             q.retry_after = Some(Instant::now() + Duration::from_secs(5));
             return;
         }
-        let Some((entry, _)) = q.ready.pop_front() else {
+        let Some(Ready { entry, .. }) = q.ready.pop_front() else {
             return;
         };
         if entry.base_sequence != seq {
@@ -750,6 +890,25 @@ impl Agent {
             self.tailed.remove(&id);
         }
     }
+}
+
+thread_local! {
+    /// One zstd context per blocking-pool thread, reused across batches.
+    static ENCODER: std::cell::RefCell<Option<(i32, BatchEncoder)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn encode(builder: &BatchBuilder, stamp: ProducerStamp, level: i32) -> Result<Vec<u8>, String> {
+    ENCODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            let e = BatchEncoder::new(Compression::Zstd, level).map_err(|e| e.to_string())?;
+            *slot = Some((level, e));
+        }
+        match slot.as_mut() {
+            Some((_, e)) => e.encode(builder, stamp).map_err(|e| e.to_string()),
+            None => Err("no encoder".into()),
+        }
+    })
 }
 
 /// Rebuilds a journaled batch from the file bytes it names (after a restart).
