@@ -1,0 +1,209 @@
+//! The agent under scale and outage: a thousand files at once with an idle agent that does
+//! not spin, and a collector down for 30 s while files grow and rotate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tributary_tests::{AgentProc, Collector, client, read_topic};
+
+fn append(path: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(l);
+        buf.push('\n');
+    }
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// CPU ticks (user + system) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Waits until the topic holds `want` records (at most 120 s), then a little longer to
+/// catch late duplicates; returns every value.
+fn values_when(c: &reqwest::blocking::Client, base: &str, want: usize) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = read_topic(c, base, "logs");
+        if got.len() >= want || Instant::now() > deadline {
+            std::thread::sleep(Duration::from_millis(1500));
+            return read_topic(c, base, "logs")
+                .into_iter()
+                .map(|(_, _, _, v)| v)
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn assert_exactly_once(got: &[Vec<u8>], want: &[String]) {
+    let mut counts: BTreeMap<&[u8], i64> = BTreeMap::new();
+    for w in want {
+        *counts.entry(w.as_bytes()).or_default() += 1;
+    }
+    for g in got {
+        *counts.entry(g.as_slice()).or_default() -= 1;
+    }
+    let missing = counts.values().filter(|n| **n > 0).count();
+    let extra = counts.values().filter(|n| **n < 0).count();
+    assert!(
+        missing == 0 && extra == 0,
+        "{} records for {} lines: {missing} missing, {extra} duplicated or unexpected",
+        got.len(),
+        want.len()
+    );
+}
+
+#[test]
+fn a_thousand_files_are_tailed_and_an_idle_agent_does_not_spin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let mut want = Vec::new();
+    for i in 0..1000 {
+        let l = format!("file-{i:04} line-0 started");
+        append(&logs.join(format!("f{i:04}.log")), std::slice::from_ref(&l));
+        want.push(l);
+    }
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 50\n",
+            tmp.path().join("state").display(),
+            logs.display(),
+            col.url("")
+        ),
+    )
+    .unwrap();
+    let mut agent = AgentProc::start(&config);
+    let c = client();
+    let got = values_when(&c, &col.url(""), 1000);
+    assert_exactly_once(&got, &want);
+    // Every file grows once more.
+    for i in 0..1000 {
+        let l = format!("file-{i:04} line-1");
+        append(&logs.join(format!("f{i:04}.log")), std::slice::from_ref(&l));
+        want.push(l);
+    }
+    let got = values_when(&c, &col.url(""), 2000);
+    assert_exactly_once(&got, &want);
+    // Idle: nothing is written; the agent sleeps on inotify and a 1 s rescan.
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = agent.child.id();
+    let before = cpu_ticks(pid);
+    let window = Duration::from_secs(5);
+    std::thread::sleep(window);
+    let used = (cpu_ticks(pid) - before) as f64 / clock_ticks_per_sec();
+    let share = used / window.as_secs_f64();
+    eprintln!(
+        "idle agent with 1000 files: {:.2}% of one core",
+        share * 100.0
+    );
+    assert!(
+        share < 0.05,
+        "an idle agent used {:.1}% of a core: it must sleep, not poll",
+        share * 100.0
+    );
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn collector_down_for_30s_while_files_grow_and_rotate_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut col = Collector::start(&tmp.path().join("data"), "");
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 1000\nbuffer_bytes_max: 1048576\nrescan_interval_ms: 200\n",
+            tmp.path().join("state").display(),
+            logs.display(),
+            col.url("")
+        ),
+    )
+    .unwrap();
+    let app = logs.join("app.log");
+    let line = |g: usize, i: usize| {
+        format!(
+            "g{g}-{i:07} GET /api/v1/orders?id={i} 200 {}",
+            "x".repeat(i % 80)
+        )
+    };
+    let mut want: Vec<String> = (0..5000).map(|i| line(0, i)).collect();
+    append(&app, &want);
+    let mut agent = AgentProc::start(&config);
+    let c = client();
+    let got = values_when(&c, &col.url(""), want.len());
+    assert_exactly_once(&got, &want);
+
+    col.kill9();
+    let pid = agent.child.id();
+    let mut max_rss = 0;
+    let started = Instant::now();
+    let mut generation = 1;
+    let mut i = 0;
+    // 30 s down: ~90 MB of ~1 KB lines (90 times the agent's buffer) and two rename
+    // rotations. An agent that buffered instead of pausing would grow past the bound.
+    while started.elapsed() < Duration::from_secs(30) {
+        let batch: Vec<String> = (i..i + 3000)
+            .map(|k| format!("{} {}", line(generation, k), "y".repeat(900)))
+            .collect();
+        append(&app, &batch);
+        want.extend(batch);
+        i += 3000;
+        let s = started.elapsed().as_secs();
+        if (s >= 10 && generation == 1) || (s >= 20 && generation == 2) {
+            let rotated = logs.join(format!("app.log.{generation}"));
+            std::fs::rename(&app, &rotated).unwrap();
+            generation += 1;
+            i = 0;
+        }
+        max_rss = max_rss.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    eprintln!(
+        "agent peak RSS while the collector was down: {} KiB",
+        max_rss
+    );
+    assert!(max_rss < 64 * 1024, "agent RSS grew to {max_rss} KiB");
+    col.restart();
+    let got = values_when(&c, &col.url(""), want.len());
+    assert_exactly_once(&got, &want);
+    assert!(agent.terminate().success());
+}
