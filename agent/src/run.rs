@@ -398,6 +398,15 @@ impl Agent {
         }
         self.last_discovery = Instant::now();
         let found = files::discover(&self.cfg.inputs);
+        // Files closed to stay under max_open_files, by inode, with what was acknowledged:
+        // one whose size did not move has nothing new and is not reopened.
+        let closed: HashMap<(u64, u64), u64> = self
+            .state
+            .files
+            .iter()
+            .filter(|(id, _)| !self.tailed.contains_key(*id))
+            .map(|(_, (_, st))| ((st.dev, st.inode), st.acked_offset))
+            .collect();
         let mut unknown = Vec::new();
         // Known inodes first: notice truncations before matching copies.
         for f in found {
@@ -422,10 +431,22 @@ impl Agent {
                         }
                     }
                 }
-                None => unknown.push(f),
+                None => {
+                    if closed.get(&(f.dev, f.inode)) == Some(&f.size) {
+                        continue;
+                    }
+                    unknown.push(f);
+                }
             }
         }
         for f in unknown {
+            if self.tailed.len() >= self.cfg.max_open_files {
+                self.close_least_active(self.tailed.len() + 1 - self.cfg.max_open_files);
+            }
+            if self.tailed.len() >= self.cfg.max_open_files {
+                tracing::debug!(path = %f.path.display(), limit = self.cfg.max_open_files, "max_open_files reached; the file waits for a busy one to go idle");
+                continue;
+            }
             self.adopt(f);
         }
         // `start_at` applies only to files present at the very first start.
@@ -868,6 +889,30 @@ impl Agent {
             if let Some((_, st)) = self.state.files.get_mut(&file_id(key)) {
                 st.acked_offset = st.acked_offset.max(*end);
             }
+        }
+    }
+
+    /// Closes up to `n` open files that are fully read and fully acknowledged, least recently
+    /// active first. They are found again by the next discovery when they grow, and resume
+    /// at their acknowledged offset (which is where reading stopped).
+    fn close_least_active(&mut self, n: usize) {
+        let mut idle: Vec<(Instant, String)> = self
+            .tailed
+            .values()
+            .filter(|t| {
+                let acked = self.state.files.get(&t.id).map(|(_, st)| st.acked_offset);
+                acked == Some(t.read_offset)
+                    && t.file
+                        .metadata()
+                        .map(|m| m.len() <= t.read_offset)
+                        .unwrap_or(false)
+            })
+            .map(|t| (t.last_growth, t.id.clone()))
+            .collect();
+        idle.sort();
+        for (_, id) in idle.into_iter().take(n) {
+            tracing::debug!(file = %id, "closing the least recently active file (max_open_files)");
+            self.tailed.remove(&id);
         }
     }
 

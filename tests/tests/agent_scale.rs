@@ -207,3 +207,56 @@ fn collector_down_for_30s_while_files_grow_and_rotate_loses_nothing() {
     assert_exactly_once(&got, &want);
     assert!(agent.terminate().success());
 }
+
+/// Files of `dir` the process holds open.
+fn open_files_under(pid: u32, dir: &Path) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|p| p.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn max_open_files_closes_the_least_active_and_reopens_them_when_they_grow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\nmax_open_files: 10\nrescan_interval_ms: 200\n",
+            tmp.path().join("state").display(),
+            logs.display(),
+            col.url("")
+        ),
+    )
+    .unwrap();
+    let mut want = Vec::new();
+    let round = |r: usize, want: &mut Vec<String>| {
+        for i in 0..40 {
+            let l = format!("file-{i:02} round-{r} {}", "z".repeat(i));
+            append(&logs.join(format!("f{i:02}.log")), std::slice::from_ref(&l));
+            want.push(l);
+        }
+    };
+    round(0, &mut want);
+    let mut agent = AgentProc::start(&config);
+    let c = client();
+    let pid = agent.child.id();
+    let mut max_open = 0;
+    for r in 1..5 {
+        let got = values_when(&c, &col.url(""), want.len());
+        assert_exactly_once(&got, &want);
+        max_open = max_open.max(open_files_under(pid, &logs));
+        round(r, &mut want);
+    }
+    let got = values_when(&c, &col.url(""), want.len());
+    assert_exactly_once(&got, &want);
+    max_open = max_open.max(open_files_under(pid, &logs));
+    assert!(max_open <= 10, "the agent held {max_open} log files open");
+    assert!(agent.terminate().success());
+}
