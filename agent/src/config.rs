@@ -161,8 +161,8 @@ pub enum StartAt {
 
 #[derive(Debug, Clone)]
 pub struct Multiline {
-    pub start: Option<regex::Regex>,
-    pub continuation: Option<regex::Regex>,
+    pub start: Option<regex::bytes::Regex>,
+    pub continuation: Option<regex::bytes::Regex>,
     pub max_lines: usize,
     pub timeout: Duration,
 }
@@ -285,7 +285,7 @@ impl Config {
                 Some(m) => {
                     let re = |k: &str, p: &Option<String>| {
                         p.as_deref()
-                            .map(regex::Regex::new)
+                            .map(regex::bytes::Regex::new)
                             .transpose()
                             .map_err(|e| invalid(key(&format!("multiline.{k}")), e.to_string()))
                     };

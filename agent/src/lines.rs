@@ -27,9 +27,123 @@ pub fn split_records(mut buf: &[u8], max_line_bytes: usize) -> Vec<&[u8]> {
     out
 }
 
+/// How lines join into multiline records (a stack trace after its first line, say).
+#[derive(Debug, Clone, Copy)]
+pub enum Join<'a> {
+    /// A line matching this starts a new record; any other line continues the current one.
+    Start(&'a regex::bytes::Regex),
+    /// A line matching this continues the current record; any other starts a new one.
+    Continuation(&'a regex::bytes::Regex),
+    /// Every line is a record of its own.
+    Lines,
+}
+
+impl Join<'_> {
+    fn continues(&self, line: &[u8]) -> bool {
+        match self {
+            Join::Start(re) => !re.is_match(line),
+            Join::Continuation(re) => re.is_match(line),
+            Join::Lines => false,
+        }
+    }
+}
+
+/// The next multiline record in `buf`: `(record_len, consumed)` where the record is its
+/// lines joined by `\n` (without the final newline), or `None` while where it ends is not
+/// known yet.
+///
+/// A record ends where the next line does not continue it, at `max_lines` lines, or before a
+/// line that would take it past `max_bytes`. Whether it has ended is decided by content
+/// alone, except at the end of what was read: there `flush` (the multiline timeout, or the
+/// end of a journaled range) ends it. A first line longer than `max_bytes` is cut into
+/// pieces as [`next_record`] does. The same bytes and the same `flush` always give the same
+/// records, which is what rebuilding a journaled batch relies on.
+pub fn next_multiline(
+    buf: &[u8],
+    join: Join<'_>,
+    max_lines: usize,
+    max_bytes: usize,
+    flush: bool,
+) -> Option<(usize, usize)> {
+    let (first_len, mut pos) = next_record(buf, max_bytes)?;
+    if first_len == max_bytes && buf.get(first_len) != Some(&b'\n') {
+        // A piece of an over-long first line is a record of its own.
+        return Some((first_len, pos));
+    }
+    let mut end = first_len;
+    let mut lines = 1;
+    while lines < max_lines {
+        let Some(i) = memchr::memchr(b'\n', &buf[pos..]) else {
+            // Where this record ends depends on the next line, which is not here yet.
+            return flush.then_some((end, pos));
+        };
+        let line = &buf[pos..pos + i];
+        if !join.continues(line) || pos + i > max_bytes {
+            break;
+        }
+        end = pos + i;
+        pos += i + 1;
+        lines += 1;
+    }
+    Some((end, pos))
+}
+
+/// Splits a byte range known to hold whole multiline records into them (the range's end
+/// ends its last record).
+pub fn split_multiline<'a>(
+    mut buf: &'a [u8],
+    join: Join<'_>,
+    max_lines: usize,
+    max_bytes: usize,
+) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    while let Some((len, used)) = next_multiline(buf, join, max_lines, max_bytes, true) {
+        out.push(&buf[..len]);
+        buf = &buf[used..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multiline_records_end_by_content_limits_or_flush() {
+        let start = regex::bytes::Regex::new(r"^\d{4}-").unwrap();
+        let j = Join::Start(&start);
+        let buf = b"2026-01-01 boom\n  at a\n  at b\n2026-01-02 next\n  at c\n";
+        // The first record ends where the next start line begins.
+        assert_eq!(next_multiline(buf, j, 100, 1000, false), Some((29, 30)));
+        assert_eq!(&buf[..29], b"2026-01-01 boom\n  at a\n  at b");
+        // The second one's end is not known without a following line, unless flushed.
+        assert_eq!(next_multiline(&buf[30..], j, 100, 1000, false), None);
+        assert_eq!(
+            next_multiline(&buf[30..], j, 100, 1000, true),
+            Some((22, 23))
+        );
+        // max_lines ends a record by count.
+        assert_eq!(next_multiline(buf, j, 2, 1000, false), Some((22, 23)));
+        // A line that would pass max_bytes starts the next record.
+        assert_eq!(next_multiline(buf, j, 100, 25, false), Some((22, 23)));
+        // Incomplete first line: nothing yet.
+        assert_eq!(next_multiline(b"2026-01-01 bo", j, 100, 1000, true), None);
+        assert_eq!(
+            split_multiline(buf, j, 100, 1000),
+            vec![&buf[..29], &buf[30..52]]
+        );
+        let cont = regex::bytes::Regex::new(r"^\s").unwrap();
+        let c = Join::Continuation(&cont);
+        assert_eq!(
+            split_multiline(buf, c, 100, 1000),
+            split_multiline(buf, j, 100, 1000)
+        );
+        // Over-long first lines are cut into pieces, like single lines.
+        assert_eq!(
+            next_multiline(b"aaaaaaaaaa\n", j, 100, 4, false),
+            Some((4, 4))
+        );
+    }
 
     #[test]
     fn lines_and_long_lines() {

@@ -52,12 +52,19 @@ struct Tailed {
     last_growth: Instant,
     /// Seen at a matching path in the last discovery.
     present: bool,
+    /// Since when bytes after `read_offset` have waited for their record to end (a multiline
+    /// record waits for its next line, at most the input's timeout).
+    waiting_since: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct Pending {
     builder: BatchBuilder,
+    /// File ranges in record order; a range's end always ends a record (rebuilding a
+    /// multiline batch relies on it: a record ended by the timeout ends its range).
     ranges: Vec<(FileKey, u64, u64)>,
+    /// The last range must not grow: its last record was ended by the multiline timeout.
+    sealed: bool,
     started: Instant,
     timestamp_ms: i64,
 }
@@ -135,11 +142,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(),
 ) -> Result<(), AgentError> {
-    if cfg.inputs.iter().any(|i| i.multiline.is_some()) {
-        return Err(AgentError::Other(
-            "multiline joining is not implemented yet; remove inputs[].multiline".into(),
-        ));
-    }
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| AgentError::Other(format!("state_dir {}: {e}", cfg.state_dir.display())))?;
     let state = AgentState::load(&cfg.state_dir)?;
@@ -328,11 +330,17 @@ impl Agent {
         Some(w)
     }
 
+    /// When the loop must wake on its own: a batch's linger, or a multiline record's timeout.
     fn next_linger_deadline(&self) -> Instant {
-        self.queues
+        let linger = self
+            .queues
             .values()
             .filter_map(|q| q.pending.as_ref())
             .map(|p| p.started + self.cfg.output.linger)
+            .min();
+        [linger, self.next_multiline_deadline()]
+            .into_iter()
+            .flatten()
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
@@ -515,6 +523,7 @@ impl Agent {
                     read_offset: offset,
                     last_growth: Instant::now(),
                     present: true,
+                    waiting_since: None,
                 },
             );
             self.dirty = true;
@@ -567,6 +576,7 @@ impl Agent {
                 key,
                 FileState {
                     path: path.clone(),
+                    input: f.input,
                     topic: input.topic.clone(),
                     partition,
                     acked_offset: start,
@@ -586,6 +596,7 @@ impl Agent {
                 read_offset: start,
                 last_growth: Instant::now(),
                 present: true,
+                waiting_since: None,
             },
         );
         self.dirty = true;
@@ -593,15 +604,34 @@ impl Agent {
 
     fn read_all(&mut self) {
         let ids: Vec<String> = self.tailed.keys().cloned().collect();
-        let mut buf = vec![0u8; self.cfg.read_chunk_bytes];
+        let chunk = self.cfg.read_chunk_bytes;
+        // A record may be up to max_line_bytes: a chunk without one's end is read again larger.
+        let most = chunk.max(self.cfg.max_line_bytes + 1);
+        let mut buf = vec![0u8; chunk];
         for id in ids {
+            let timeout = self
+                .state
+                .files
+                .get(&id)
+                .and_then(|(_, st)| self.cfg.inputs.get(st.input))
+                .and_then(|i| i.multiline.as_ref())
+                .map(|m| m.timeout);
+            let mut want = chunk;
             loop {
                 if self.buffered >= self.cfg.buffer_bytes_max as u64 {
                     return;
                 }
                 let Some(t) = self.tailed.get(&id) else { break };
                 let offset = t.read_offset;
-                let n = match t.file.read_at(&mut buf, offset) {
+                // The multiline timeout ends a record that waited long enough for its next line.
+                let flush = match (timeout, t.waiting_since) {
+                    (Some(limit), Some(since)) => since.elapsed() >= limit,
+                    _ => false,
+                };
+                if buf.len() < want {
+                    buf.resize(want, 0);
+                }
+                let n = match t.file.read_at(&mut buf[..want], offset) {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::warn!(file = %id, error = %e, "read failed");
@@ -611,29 +641,62 @@ impl Agent {
                 if n == 0 {
                     break;
                 }
-                let consumed = self.take_records(&id, &buf[..n], offset);
+                let consumed = self.take_records(&id, &buf[..n], offset, flush);
+                let Some(t) = self.tailed.get_mut(&id) else {
+                    break;
+                };
                 if consumed == 0 {
-                    break; // an incomplete last line: wait for the rest
+                    if n == want && want < most {
+                        want = (want * 2).min(most);
+                        continue;
+                    }
+                    // An incomplete record: wait for the rest (or the multiline timeout).
+                    // After a flush that found no whole line, the wait starts over (no spin).
+                    if flush {
+                        t.waiting_since = Some(Instant::now());
+                    } else {
+                        t.waiting_since.get_or_insert_with(Instant::now);
+                    }
+                    break;
                 }
-                if let Some(t) = self.tailed.get_mut(&id) {
-                    t.read_offset += consumed as u64;
-                    t.last_growth = Instant::now();
-                }
+                t.read_offset += consumed as u64;
+                t.last_growth = Instant::now();
+                t.waiting_since = (consumed < n).then(Instant::now);
+                want = chunk;
             }
         }
     }
 
+    /// The earliest moment a waiting multiline record times out, if any.
+    fn next_multiline_deadline(&self) -> Option<Instant> {
+        self.tailed
+            .values()
+            .filter_map(|t| {
+                let since = t.waiting_since?;
+                let (_, st) = self.state.files.get(&t.id)?;
+                let m = self.cfg.inputs.get(st.input)?.multiline.as_ref()?;
+                Some(since + m.timeout)
+            })
+            .min()
+    }
+
     /// Cuts whole records from `data` (read at `offset`) into the file's partition batch.
-    fn take_records(&mut self, id: &str, data: &[u8], offset: u64) -> usize {
+    /// With `flush`, a record whose end is still unknown at the end of `data` ends there
+    /// (the multiline timeout) and its range ends with it.
+    fn take_records(&mut self, id: &str, data: &[u8], offset: u64, flush: bool) -> usize {
         let Some((key, st)) = self.state.files.get(id).cloned() else {
             return 0;
         };
         let qkey = partition_key(&st.topic, st.partition);
+        let multiline = self
+            .cfg
+            .inputs
+            .get(st.input)
+            .and_then(|i| i.multiline.clone());
         let labels: Vec<(Vec<u8>, Vec<u8>)> = self
             .cfg
             .inputs
-            .iter()
-            .find(|i| i.topic == st.topic)
+            .get(st.input)
             .map(|i| {
                 i.labels
                     .iter()
@@ -653,11 +716,17 @@ impl Agent {
             let p = q.pending.get_or_insert_with(|| Pending {
                 builder: BatchBuilder::new(),
                 ranges: Vec::new(),
+                sealed: false,
                 started: Instant::now(),
                 timestamp_ms: now_ms(),
             });
             let mut full = false;
-            while let Some((len, used)) = lines::next_record(&data[pos..], max_line) {
+            while let Some((len, used)) = match &multiline {
+                None => lines::next_record(&data[pos..], max_line),
+                Some(m) => {
+                    lines::next_multiline(&data[pos..], join_of(m), m.max_lines, max_line, flush)
+                }
+            } {
                 if !p.builder.is_empty() && p.builder.block_bytes() + len + 256 > batch_max {
                     full = true;
                     break;
@@ -666,9 +735,14 @@ impl Agent {
                     .push(p.timestamp_ms, None, Some(&data[pos..pos + len]), &headers);
                 let (start, end) = (offset + pos as u64, offset + (pos + used) as u64);
                 match p.ranges.last_mut() {
-                    Some((k, _, e)) if *k == key && *e == start => *e = end,
+                    Some((k, _, e)) if *k == key && *e == start && !p.sealed => *e = end,
                     _ => p.ranges.push((key.clone(), start, end)),
                 }
+                // A record ended by flushing (no next line to decide) ends its range, so
+                // rebuilding the batch ends it in the same place.
+                p.sealed = flush
+                    && multiline.is_some()
+                    && memchr::memchr(b'\n', &data[pos + used..]).is_none();
                 self.buffered += used as u64;
                 pos += used;
             }
@@ -704,6 +778,10 @@ impl Agent {
             return;
         };
         let Some(p) = q.pending.take() else { return };
+        if p.builder.is_empty() {
+            // Nothing was added (the data held no whole record): no batch, no sequence.
+            return;
+        }
         let Some((topic, partition)) = qkey
             .rsplit_once('/')
             .and_then(|(t, p)| Some((t.to_owned(), p.parse::<u32>().ok()?)))
@@ -937,6 +1015,15 @@ impl Agent {
     }
 }
 
+fn join_of(m: &crate::config::Multiline) -> lines::Join<'_> {
+    match (&m.start, &m.continuation) {
+        (Some(re), _) => lines::Join::Start(re),
+        (None, Some(re)) => lines::Join::Continuation(re),
+        // Config validation requires exactly one pattern; without one, every line is a record.
+        (None, None) => lines::Join::Lines,
+    }
+}
+
 thread_local! {
     /// One zstd context per blocking-pool thread, reused across batches.
     static ENCODER: std::cell::RefCell<Option<(i32, BatchEncoder)>> = const { std::cell::RefCell::new(None) };
@@ -977,8 +1064,7 @@ fn rebuild(
             .map_err(|e| format!("{}: {e}", st.last_path))?;
         let labels: Vec<(Vec<u8>, Vec<u8>)> = cfg
             .inputs
-            .iter()
-            .find(|i| i.topic == st.topic)
+            .get(st.input)
             .map(|i| {
                 i.labels
                     .iter()
@@ -989,7 +1075,11 @@ fn rebuild(
         let mut headers: Vec<(&[u8], &[u8])> =
             vec![(b"host", host.as_bytes()), (b"path", st.path.as_bytes())];
         headers.extend(labels.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-        for rec in lines::split_records(&data, cfg.max_line_bytes) {
+        let records = match cfg.inputs.get(st.input).and_then(|i| i.multiline.as_ref()) {
+            None => lines::split_records(&data, cfg.max_line_bytes),
+            Some(m) => lines::split_multiline(&data, join_of(m), m.max_lines, cfg.max_line_bytes),
+        };
+        for rec in records {
             b.push(entry.timestamp_ms, None, Some(rec), &headers);
         }
     }

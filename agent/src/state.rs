@@ -34,6 +34,9 @@ pub struct FileKey {
 pub struct FileState {
     /// Path at first discovery: the `path` header and the partition key, kept across renames.
     pub path: String,
+    /// Index of the input (in the config) whose glob found it: its labels and multiline.
+    #[serde(default)]
+    pub input: usize,
     pub topic: String,
     pub partition: u32,
     /// Every byte below this was acknowledged by the collector.

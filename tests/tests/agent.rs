@@ -194,3 +194,117 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     let status = agent.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// `java.log`'s record `i`: a start line and `i % 5` continuation lines.
+fn java_record(i: usize) -> String {
+    let mut r = format!("2026-11-25 12:00:{:02} ERROR request {i} failed", i % 60);
+    for j in 0..i % 5 {
+        r.push_str(&format!("\n  at com.example.Handler.run(Handler.java:{j})"));
+    }
+    r
+}
+
+fn append_text(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn multiline_records_are_joined_exactly_once_across_a_crash_and_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{d}/java.log\"]\n    multiline: {{start_pattern: '^\\d{{4}}-', max_lines: 50, timeout_ms: 500}}\n  - paths: [\"{d}/plain.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\nrescan_interval_ms: 200\n",
+            tmp.path().join("state").display(),
+            col.url(""),
+            d = logs.display(),
+        ),
+    )
+    .unwrap();
+    let java = logs.join("java.log");
+    let plain = logs.join("plain.log");
+    let mut want: Vec<String> = Vec::new();
+    let write_java = |from: usize, to: usize, want: &mut Vec<String>| {
+        let mut text = String::new();
+        for i in from..to {
+            text.push_str(&java_record(i));
+            text.push('\n');
+            want.push(java_record(i));
+        }
+        append_text(&java, &text);
+    };
+    write_java(0, 2000, &mut want);
+    // A line longer than the read chunk (64 KiB) but under max_line_bytes (256 KiB) is one
+    // record, whole.
+    let big = format!("big {}", "b".repeat(100_000));
+    append_text(
+        &plain,
+        &format!("first plain line\n{big}\nlast plain line\n"),
+    );
+    want.extend([
+        "first plain line".to_owned(),
+        big,
+        "last plain line".to_owned(),
+    ]);
+    let mut agent = AgentProc::start(&config);
+    write_java(2000, 4000, &mut want);
+    std::thread::sleep(Duration::from_millis(150));
+    // A crash with batches in flight: journaled batches are rebuilt by joining the same
+    // lines again.
+    agent.kill9();
+    write_java(4000, 6000, &mut want);
+    agent.restart();
+    // A record with more than max_lines lines is cut at 50.
+    let mut long = "2026-11-25 13:00:00 ERROR deep".to_owned();
+    for j in 0..60 {
+        long.push_str(&format!("\n  at frame{j}"));
+    }
+    append_text(&java, &format!("{long}\n"));
+    let lines: Vec<&str> = long.split('\n').collect();
+    want.push(lines[..50].join("\n"));
+    want.push(lines[50..].join("\n"));
+    // The last record has no next line: the 500 ms timeout ends it. A continuation line
+    // written after that is a record of its own.
+    let c = client();
+    let base = col.url("");
+    let check = |got: &[TopicRecord], want: &[String]| {
+        let mut counts: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        for w in want {
+            *counts.entry(w.as_bytes().to_vec()).or_default() += 1;
+        }
+        for (_, _, _, v) in got {
+            *counts.entry(v.clone()).or_default() -= 1;
+        }
+        let wrong: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .take(3)
+            .map(|(v, n)| {
+                format!(
+                    "{n:+} {:?}",
+                    String::from_utf8_lossy(&v[..v.len().min(120)])
+                )
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} records for {}: {wrong:?}",
+            got.len(),
+            want.len()
+        );
+    };
+    check(&wait_for(&c, &base, want.len()), &want);
+    append_text(&java, "  at late.frame(Late.java:1)\n");
+    want.push("  at late.frame(Late.java:1)".to_owned());
+    check(&wait_for(&c, &base, want.len()), &want);
+    assert!(agent.terminate().success());
+}
