@@ -91,6 +91,18 @@ pub fn discover(inputs: &[Input]) -> Vec<Found> {
     out
 }
 
+/// The first input whose globs match `path` and whose excludes do not.
+pub fn input_for(inputs: &[Input], path: &Path) -> Option<usize> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    inputs.iter().position(|input| {
+        input.paths.iter().any(|p| p.matches_path(path))
+            && !input
+                .exclude
+                .iter()
+                .any(|x| x.matches_path(path) || x.matches(name))
+    })
+}
+
 /// Directories to watch for an input glob: the longest leading part without glob characters.
 pub fn watch_root(pattern: &str) -> PathBuf {
     let mut root = PathBuf::from("/");

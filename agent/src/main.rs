@@ -39,22 +39,39 @@ async fn shutdown_signal() {
             return;
         }
     };
-    // SIGHUP (systemd's ExecReload) stops cleanly too; `Restart=always` starts the agent
-    // again with the new config, resuming from its checkpoints and journal.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let hup_recv = async {
-        match hup.as_mut() {
-            Some(h) => {
-                h.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-        _ = hup_recv => tracing::info!("SIGHUP: stopping cleanly to reload (systemd restarts the agent)"),
     }
+}
+
+/// SIGHUP (systemd's ExecReload): re-read the config file; a valid one is handed to the
+/// running agent, an invalid one is reported and the agent goes on with the old.
+fn watch_reload(path: PathBuf) -> tokio::sync::mpsc::Receiver<agent::config::Config> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot watch SIGHUP; config reload is unavailable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match agent::config::Config::load(&path) {
+                Ok(cfg) => {
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+                    if tx.send(cfg).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    config = %path.display(),
+                    error = %e,
+                    "SIGHUP: the new configuration is invalid; keeping the running one"
+                ),
+            }
+        }
+    });
+    rx
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,11 +110,15 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(agent::run::run(cfg, shutdown_signal(), || {
-                // systemd Type=notify: state is loaded and the journal recovered.
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                println!("agent ready");
-            }))?;
+            rt.block_on(async {
+                let reload = watch_reload(config.clone());
+                agent::run::run(cfg, shutdown_signal(), reload, || {
+                    // systemd Type=notify: state is loaded and the journal recovered.
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                    println!("agent ready");
+                })
+                .await
+            })?;
             Ok(())
         }
     }

@@ -140,6 +140,7 @@ struct Agent {
 pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
+    mut reload: mpsc::Receiver<Config>,
     on_ready: impl FnOnce(),
 ) -> Result<(), AgentError> {
     std::fs::create_dir_all(&cfg.state_dir)
@@ -183,7 +184,7 @@ pub async fn run(
     on_ready();
     // Wake-ups from inotify; the periodic rescan is the safety net for dropped events.
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
-    let _watcher = agent.watch(wake_tx);
+    let mut _watcher = agent.watch(wake_tx.clone());
     tokio::pin!(shutdown);
     // systemd watchdog: ping at half the configured interval while the loop runs.
     let watchdog = sd_notify::watchdog_enabled();
@@ -206,6 +207,15 @@ pub async fn run(
                 agent.step(rescan)?
             }
             _ = rescan.tick() => agent.step(true)?,
+            Some(new) = reload.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                if agent.reload(new).await {
+                    // Watch the new inputs' directories.
+                    _watcher = agent.watch(wake_tx.clone());
+                    agent.step(true)?;
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
@@ -240,6 +250,70 @@ pub async fn run(
 }
 
 impl Agent {
+    /// Applies a new configuration (SIGHUP). New inputs start with the next discovery; files
+    /// no input matches any more stop being read — what was read is still sent and
+    /// acknowledged. `state_dir` cannot change while running. Returns whether it applied.
+    async fn reload(&mut self, mut new: Config) -> bool {
+        if new.state_dir != self.cfg.state_dir {
+            tracing::error!(
+                old = %self.cfg.state_dir.display(),
+                new = %new.state_dir.display(),
+                "reload refused: state_dir cannot change while running; restart the agent"
+            );
+            return false;
+        }
+        // Partition counts of topics not seen before.
+        let client = match Client::new(&new.output) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: output");
+                return false;
+            }
+        };
+        for input in &new.inputs {
+            if self.topic_partitions.contains_key(&input.topic) {
+                continue;
+            }
+            let topic = input.topic.clone();
+            let lookup = client.retry("topic metadata", || client.partitions(&topic));
+            match tokio::time::timeout(Duration::from_secs(10), lookup).await {
+                Ok(Ok(n)) => {
+                    self.topic_partitions.insert(topic, n);
+                }
+                _ => {
+                    tracing::error!(%topic, "reload refused: cannot learn the new topic's partitions from the collectors");
+                    return false;
+                }
+            }
+        }
+        new.state_dir = self.cfg.state_dir.clone();
+        self.cfg = new;
+        self.client = client;
+        // Files follow the input that matches them now; unmatched ones stop being read.
+        let ids: Vec<String> = self.state.files.keys().cloned().collect();
+        let mut stopped = 0;
+        for id in ids {
+            let Some((_, st)) = self.state.files.get_mut(&id) else {
+                continue;
+            };
+            match files::input_for(&self.cfg.inputs, std::path::Path::new(&st.last_path)) {
+                Some(i) => st.input = i,
+                None => {
+                    if self.tailed.remove(&id).is_some() {
+                        stopped += 1;
+                    }
+                }
+            }
+        }
+        self.dirty = true;
+        tracing::info!(
+            inputs = self.cfg.inputs.len(),
+            stopped,
+            "configuration reloaded"
+        );
+        true
+    }
+
     /// Producer identity, topic partitions, and recovery of the journal.
     async fn start(&mut self) -> Result<(), AgentError> {
         let client = self.client.clone();
@@ -510,6 +584,7 @@ impl Agent {
                 st.dev = f.dev;
                 st.inode = f.inode;
                 st.last_path = f.path.to_string_lossy().into_owned();
+                st.input = f.input;
             }
             self.twins.remove(&(f.dev, f.inode));
             tracing::info!(path = %f.path.display(), offset, "resuming file");

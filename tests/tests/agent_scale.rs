@@ -260,3 +260,64 @@ fn max_open_files_closes_the_least_active_and_reopens_them_when_they_grow() {
     assert!(max_open <= 10, "the agent held {max_open} log files open");
     assert!(agent.terminate().success());
 }
+
+#[allow(unsafe_code)]
+fn sighup(pid: u32) {
+    // SAFETY: sending a signal to a process id has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+}
+
+#[test]
+fn sighup_reloads_inputs_in_place_and_an_invalid_config_keeps_the_running_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let config = tmp.path().join("agent.yaml");
+    let write_config = |glob: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir: {}\ninputs:\n  - paths: [\"{}/{glob}\"]\n    labels: {{input: \"{glob}\"}}\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\nrescan_interval_ms: 200\n",
+                tmp.path().join("state").display(),
+                logs.display(),
+                col.url("")
+            ),
+        )
+        .unwrap();
+    };
+    write_config("a*.log");
+    let (a, b) = (logs.join("a.log"), logs.join("b.log"));
+    append(&a, &["a-0".to_owned()]);
+    append(&b, &["b-0 (before b is an input)".to_owned()]);
+    let mut agent = AgentProc::start(&config);
+    let pid = agent.child.id();
+    let c = client();
+    let got = values_when(&c, &col.url(""), 1);
+    assert_exactly_once(&got, &["a-0".to_owned()]);
+    // Reload: b*.log replaces a*.log.
+    write_config("b*.log");
+    sighup(pid);
+    let mut want = vec!["a-0".to_owned(), "b-0 (before b is an input)".to_owned()];
+    let got = values_when(&c, &col.url(""), want.len());
+    assert_exactly_once(&got, &want);
+    append(&a, &["a-1 (after a stopped being an input)".to_owned()]);
+    append(&b, &["b-1".to_owned()]);
+    want.push("b-1".to_owned());
+    let got = values_when(&c, &col.url(""), want.len());
+    assert_exactly_once(&got, &want);
+    // An invalid config is reported; the agent goes on with the running one.
+    std::fs::write(&config, "inputs: [this is not valid\n").unwrap();
+    sighup(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent exited"
+    );
+    append(&b, &["b-2".to_owned()]);
+    want.push("b-2".to_owned());
+    let got = values_when(&c, &col.url(""), want.len());
+    assert_exactly_once(&got, &want);
+    assert_eq!(agent.child.id(), pid);
+    assert!(agent.terminate().success());
+}
