@@ -214,3 +214,38 @@ fn fenced_producer_epoch_is_refused() {
     );
     assert_eq!(read_all(&c, &base, "f", 0).len(), 1);
 }
+
+#[test]
+fn malformed_requests_get_json_errors_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    for (method, path, status, code) in [
+        (
+            "GET",
+            "/v1/topics/logs/partitions/0/batches?offset=abc",
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/v1/topics/logs/partitions/x/batches?offset=0",
+            400,
+            "bad_request",
+        ),
+        ("GET", "/v1/no/such/route", 404, "not_found"),
+        ("DELETE", "/v1/metadata", 405, "method_not_allowed"),
+        ("POST", "/v1/groups/g/heartbeat", 400, "invalid_json"),
+    ] {
+        let r = c
+            .request(method.parse().unwrap(), col.url(path))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let v: Value = r
+            .json()
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
+        assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
+        assert_eq!(v["error"]["retriable"], false);
+    }
+}

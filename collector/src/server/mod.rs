@@ -17,7 +17,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
@@ -78,6 +78,40 @@ async fn track(
     resp
 }
 
+/// Every error reply is JSON (DESIGN §4), including the ones axum produces itself (a query
+/// or path that does not parse, an unknown route, a wrong method).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp.extensions().get::<ErrorCode>().is_some()
+    {
+        return resp;
+    }
+    let (_, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let code = match status {
+        axum::http::StatusCode::NOT_FOUND => "not_found",
+        axum::http::StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    error::ApiError::new(status, code, message).into_response()
+}
+
 /// The client and admin routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_requests = state.broker.config.limits.max_in_flight_requests;
@@ -109,6 +143,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(api::group_offsets).post(api::commit_offsets),
         )
         .route("/v1/groups/{group}/offsets/reset", post(api::reset_offsets))
+        .fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route",
+            )
+        })
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_requests))
         .with_state(state)
