@@ -117,6 +117,9 @@ pub struct RawConfig {
     pub rescan_interval_ms: u64,
     /// Bytes read but not yet acknowledged, across all files; reading pauses above it.
     pub buffer_bytes_max: usize,
+    /// A file no glob has matched for this long (deleted, or moved away) is forgotten: its
+    /// checkpoint leaves the state file, which so stays small across rotations.
+    pub forget_files_after_ms: u64,
 }
 
 impl Default for RawConfig {
@@ -132,6 +135,7 @@ impl Default for RawConfig {
             read_chunk_bytes: 64 << 10,
             rescan_interval_ms: 1000,
             buffer_bytes_max: 8 << 20,
+            forget_files_after_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -202,6 +206,7 @@ pub struct Config {
     pub read_chunk_bytes: usize,
     pub rescan_interval: Duration,
     pub buffer_bytes_max: usize,
+    pub forget_files_after: Duration,
 }
 
 /// Kafka's limit on in-flight requests per partition for idempotent producers.
@@ -382,6 +387,12 @@ impl Config {
         if raw.max_line_bytes < 64 {
             return Err(invalid("max_line_bytes", "must be at least 64"));
         }
+        if raw.forget_files_after_ms < raw.rescan_interval_ms {
+            return Err(invalid(
+                "forget_files_after_ms",
+                "must be at least rescan_interval_ms",
+            ));
+        }
         if raw.max_open_files == 0 || raw.read_chunk_bytes < 4096 || raw.rescan_interval_ms == 0 {
             return Err(invalid(
                 "max_open_files",
@@ -421,6 +432,7 @@ impl Config {
             read_chunk_bytes: raw.read_chunk_bytes,
             rescan_interval: Duration::from_millis(raw.rescan_interval_ms),
             buffer_bytes_max: raw.buffer_bytes_max,
+            forget_files_after: Duration::from_millis(raw.forget_files_after_ms),
         })
     }
 }

@@ -480,6 +480,7 @@ impl Agent {
         }
         self.last_discovery = Instant::now();
         let found = files::discover(&self.cfg.inputs);
+        self.forget_gone(&found);
         // Files closed to stay under max_open_files, by inode, with what was acknowledged:
         // one whose size did not move has nothing new and is not reopened.
         let closed: HashMap<(u64, u64), u64> = self
@@ -533,6 +534,42 @@ impl Agent {
         }
         // `start_at` applies only to files present at the very first start.
         self.first_start = false;
+    }
+
+    /// Marks known files found again as seen; forgets files no glob has found for
+    /// `forget_files_after` that are neither open nor named by the journal.
+    fn forget_gone(&mut self, found: &[Found]) {
+        let now = now_ms();
+        let here: std::collections::HashSet<(u64, u64)> =
+            found.iter().map(|f| (f.dev, f.inode)).collect();
+        let limit = self.cfg.forget_files_after.as_millis() as i64;
+        let journaled: std::collections::HashSet<String> = self
+            .state
+            .journal
+            .iter()
+            .flat_map(|e| e.ranges.iter().map(|(k, _, _)| file_id(k)))
+            .collect();
+        let mut forgotten = 0;
+        self.state.files.retain(|id, (_, st)| {
+            if here.contains(&(st.dev, st.inode)) {
+                st.last_seen_ms = now;
+                return true;
+            }
+            let keep = self.tailed.contains_key(id)
+                || journaled.contains(id)
+                || now - st.last_seen_ms < limit;
+            if !keep {
+                forgotten += 1;
+            }
+            keep
+        });
+        if forgotten > 0 {
+            tracing::info!(
+                files = forgotten,
+                "forgot files gone for longer than forget_files_after_ms"
+            );
+            self.dirty = true;
+        }
     }
 
     /// Starts tailing a file not currently tailed: resumes a known identity or begins a new one.
@@ -652,6 +689,7 @@ impl Agent {
                 FileState {
                     path: path.clone(),
                     input: f.input,
+                    last_seen_ms: now_ms(),
                     topic: input.topic.clone(),
                     partition,
                     acked_offset: start,

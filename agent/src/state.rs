@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "agent.state";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 const STATE_VERSION: u32 = 1;
 
 /// Identity of a tailed file: a checksum of its first bytes plus the inode it had when first
@@ -37,6 +43,9 @@ pub struct FileState {
     /// Index of the input (in the config) whose glob found it: its labels and multiline.
     #[serde(default)]
     pub input: usize,
+    /// Wall-clock ms it was last found by a glob (for forgetting files gone for good).
+    #[serde(default = "now_ms")]
+    pub last_seen_ms: i64,
     pub topic: String,
     pub partition: u32,
     /// Every byte below this was acknowledged by the collector.

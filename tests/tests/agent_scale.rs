@@ -321,3 +321,52 @@ fn sighup_reloads_inputs_in_place_and_an_invalid_config_keeps_the_running_one() 
     assert_eq!(agent.child.id(), pid);
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn files_gone_for_forget_files_after_leave_the_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let config = tmp.path().join("agent.yaml");
+    let state_dir = tmp.path().join("state");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\nrescan_interval_ms: 200\nforget_files_after_ms: 1000\n",
+            state_dir.display(),
+            logs.display(),
+            col.url("")
+        ),
+    )
+    .unwrap();
+    let (gone, kept) = (logs.join("gone.log"), logs.join("kept.log"));
+    append(&gone, &["gone-0".to_owned()]);
+    append(&kept, &["kept-0".to_owned()]);
+    let mut agent = AgentProc::start(&config);
+    let c = client();
+    let got = values_when(&c, &col.url(""), 2);
+    assert_exactly_once(&got, &["gone-0".to_owned(), "kept-0".to_owned()]);
+    let state = || std::fs::read_to_string(state_dir.join("agent.state")).unwrap();
+    assert!(state().contains("gone.log") && state().contains("kept.log"));
+    std::fs::remove_file(&gone).unwrap();
+    // Drained and closed after 5 s idle, then forgotten 1 s after it was last found.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state().contains("gone.log") {
+        assert!(Instant::now() < deadline, "gone.log never left the state");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(state().contains("kept.log"), "a present file is kept");
+    // The kept file goes on from its checkpoint.
+    append(&kept, &["kept-1".to_owned()]);
+    let got = values_when(&c, &col.url(""), 3);
+    assert_exactly_once(
+        &got,
+        &[
+            "gone-0".to_owned(),
+            "kept-0".to_owned(),
+            "kept-1".to_owned(),
+        ],
+    );
+    assert!(agent.terminate().success());
+}
