@@ -8,10 +8,12 @@
 //!   journal of sent-but-unacknowledged batches that makes delivery exactly-once.
 //! - [`client`]: the collector API client with failover and capped, jittered retries.
 //! - [`run`]: the main loop: discover, read, cut, journal, send, acknowledge.
+//! - [`metrics`]: `/metrics` and `/health` on `metrics_listen`.
 
 pub mod client;
 pub mod config;
 pub mod files;
 pub mod lines;
+pub mod metrics;
 pub mod run;
 pub mod state;

@@ -132,6 +132,7 @@ struct Agent {
     /// Encodes running at once: one per core (more only costs memory: a zstd context each).
     encoders: Arc<tokio::sync::Semaphore>,
     acks_tx: mpsc::Sender<(String, i32, Result<(), String>)>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
     first_start: bool,
     last_discovery: Instant,
 }
@@ -147,6 +148,15 @@ pub async fn run(
         .map_err(|e| AgentError::Other(format!("state_dir {}: {e}", cfg.state_dir.display())))?;
     let state = AgentState::load(&cfg.state_dir)?;
     let first_start = state.producer_id.is_none();
+    let metrics = Arc::new(crate::metrics::AgentMetrics::new());
+    let _metrics_server = match cfg.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, metrics.clone())
+                .await
+                .map_err(|e| AgentError::Other(format!("metrics_listen {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let client = Arc::new(Client::new(&cfg.output)?);
     let host = cfg
         .host
@@ -177,6 +187,7 @@ pub async fn run(
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         )),
         acks_tx,
+        metrics,
         first_start,
         last_discovery: Instant::now(),
     };
@@ -429,6 +440,11 @@ impl Agent {
         self.maybe_store();
         self.send_ready()?;
         self.close_drained();
+        let m = &self.metrics;
+        m.files_open.set(self.tailed.len() as i64);
+        m.files_known.set(self.state.files.len() as i64);
+        m.buffered_bytes.set(self.buffered as i64);
+        m.journal_batches.set(self.state.journal.len() as i64);
         Ok(())
     }
 
@@ -857,6 +873,15 @@ impl Agent {
                     && multiline.is_some()
                     && memchr::memchr(b'\n', &data[pos + used..]).is_none();
                 self.buffered += used as u64;
+                self.metrics.records_read.inc();
+                self.metrics.bytes_read.inc_by(used as u64);
+                if used == len && multiline.is_none() {
+                    // A piece of a line longer than max_line_bytes (no newline consumed).
+                    self.metrics.long_line_pieces.inc();
+                }
+                if p.sealed {
+                    self.metrics.multiline_timeouts.inc();
+                }
                 pos += used;
             }
             if !full {
@@ -998,6 +1023,7 @@ impl Agent {
                 continue;
             };
             q.in_flight = true;
+            self.metrics.batches_sent.inc();
             let (topic, partition, seq) =
                 (entry.topic.clone(), entry.partition, entry.base_sequence);
             let (client, tx, acks, bytes) = (
@@ -1056,6 +1082,7 @@ impl Agent {
             // Refused outright (not retriable): keep it journaled and try again later rather
             // than drop a line; the error is loud.
             tracing::error!(partition = %qkey, seq, error = %e, "batch refused by the collector; will retry in 5 s");
+            self.metrics.batches_refused.inc();
             q.retry_after = Some(Instant::now() + Duration::from_secs(5));
             return;
         }
@@ -1066,6 +1093,7 @@ impl Agent {
             tracing::error!(partition = %qkey, seq, expected = entry.base_sequence, "acknowledgement out of order");
         }
         self.buffered = self.buffered.saturating_sub(range_bytes(&entry));
+        self.metrics.batches_acked.inc();
         self.state.journal.retain(|e| {
             !(e.topic == entry.topic
                 && e.partition == entry.partition

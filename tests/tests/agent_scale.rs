@@ -370,3 +370,68 @@ fn files_gone_for_forget_files_after_leave_the_state() {
     );
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn agent_metrics_and_health_are_served_on_metrics_listen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\nmax_line_bytes: 100\nmetrics_listen: 127.0.0.1:{port}\n",
+            tmp.path().join("state").display(),
+            logs.display(),
+            col.url("")
+        ),
+    )
+    .unwrap();
+    // Two short lines and one of 250 bytes: cut into 100 + 100 + 50.
+    let long = "L".repeat(250);
+    append(
+        &logs.join("m.log"),
+        &["one".to_owned(), long.clone(), "three".to_owned()],
+    );
+    let mut agent = AgentProc::start(&config);
+    let c = client();
+    let got = values_when(&c, &col.url(""), 5);
+    assert_exactly_once(
+        &got,
+        &[
+            "one".to_owned(),
+            long[..100].to_owned(),
+            long[100..200].to_owned(),
+            long[200..].to_owned(),
+            "three".to_owned(),
+        ],
+    );
+    let text = c
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for want in [
+        "tributary_agent_records_read_total 5",
+        "tributary_agent_long_line_pieces_total 2",
+        "tributary_agent_files_open 1",
+        "tributary_agent_journal_batches 0",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+    let health: serde_json::Value = c
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(agent.terminate().success());
+}
