@@ -284,10 +284,15 @@ impl Config {
         if t.default_partitions == 0 {
             return Err(invalid("topics.default_partitions", "must be positive"));
         }
-        if t.default_replication_factor == 0 {
+        if t.default_replication_factor == 0
+            || t.default_replication_factor > crate::broker::REPLICATION_FACTOR_MAX
+        {
             return Err(invalid(
                 "topics.default_replication_factor",
-                "must be positive",
+                format!(
+                    "must be 1..={}: partitions are not replicated yet",
+                    crate::broker::REPLICATION_FACTOR_MAX
+                ),
             ));
         }
         let flush = match raw.flush.policy.as_str() {

@@ -16,6 +16,9 @@ use crate::storage::manager::TopicPartition;
 use crate::storage::{LogConfig, LogManager, StorageError};
 pub use partition::{Acks, BatchAck, Partition, PartitionRef, ProduceError};
 
+/// Largest replication factor this version accepts: it does not replicate yet.
+pub const REPLICATION_FACTOR_MAX: u16 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("unknown topic {0}")]
@@ -89,11 +92,20 @@ impl Broker {
         shared::names::validate_topic(name)
             .map_err(|e| MetadataError::InvalidTopic(e.to_string()))?;
         self.log_config(&configs).validate()?;
+        let replication_factor =
+            replication_factor.unwrap_or(self.config.topics.default_replication_factor);
+        if replication_factor > REPLICATION_FACTOR_MAX {
+            // Refused rather than accepted and silently not replicated.
+            return Err(MetadataError::Invalid(format!(
+                "replication_factor {replication_factor}: this version does not replicate \
+                 partitions yet (followers, ISR and failover are the next milestone); use 1"
+            ))
+            .into());
+        }
         let cmd = MetadataCommand::CreateTopic {
             name: name.to_owned(),
             partitions: partitions.unwrap_or(self.config.topics.default_partitions),
-            replication_factor: replication_factor
-                .unwrap_or(self.config.topics.default_replication_factor),
+            replication_factor,
             configs,
         };
         match self.controller.propose(cmd).await? {
