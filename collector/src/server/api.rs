@@ -47,6 +47,8 @@ pub struct AppState {
     pub inflight_bytes: Arc<Semaphore>,
     /// Spreads keyless JSON produces over partitions.
     pub spread: AtomicU32,
+    /// Set once this broker is registered with the controller.
+    pub registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type S = State<Arc<AppState>>;
@@ -113,7 +115,7 @@ async fn read_body(
     Ok((bytes, permit))
 }
 
-pub async fn health(State(s): S) -> Json<Value> {
+pub async fn health(State(s): S) -> Response {
     let offline = s
         .broker
         .logs
@@ -121,12 +123,28 @@ pub async fn health(State(s): S) -> Json<Value> {
         .iter()
         .filter(|d| d.is_offline())
         .count();
-    Json(json!({
-        "status": if offline == 0 { "ok" } else { "degraded" },
+    let registered = s.registered.load(Ordering::SeqCst);
+    let status = if !registered {
+        "starting"
+    } else if offline == 0 {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let body = Json(json!({
+        "status": status,
         "node_id": s.broker.config.node_id,
         "data_dirs_offline": offline,
         "controller_leader": s.broker.controller.leader(),
-    }))
+    }));
+    if registered {
+        body.into_response()
+    } else {
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        resp.extensions_mut()
+            .insert(super::error::ErrorCode("starting"));
+        resp
+    }
 }
 
 pub async fn metrics(State(s): S) -> Response {

@@ -196,7 +196,6 @@ pub async fn run(
         dir: config.data_dirs[0].join("__controller"),
     })
     .await?;
-    register(&controller, &config).await?;
     let broker = Arc::new(Broker::new(config.clone(), logs, controller.clone()));
     let groups = Arc::new(GroupService::new(broker.clone()));
     let state = Arc::new(AppState {
@@ -210,10 +209,20 @@ pub async fn run(
                 .min(u64::from(u32::MAX) / 2) as usize,
         )),
         spread: AtomicU32::new(0),
+        registered: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     });
+    let registered = state.registered.clone();
     let app = router(state).merge(controller.router());
     // Background work: flush timer, checkpoints, retention.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Registration needs a controller quorum, which in a cluster needs the other nodes'
+    // Raft routes: serve first, register in the background (`/health` says "starting").
+    let membership = tokio::spawn(membership(
+        controller.clone(),
+        config.clone(),
+        registered,
+        stop_rx.clone(),
+    ));
     let background = tokio::spawn(background(broker.clone(), groups, stop_rx));
     // 3. Serve.
     tracing::info!(%local, node_id = config.node_id, "collector listening");
@@ -225,6 +234,7 @@ pub async fn run(
     tracing::info!("stopping: flushing and closing logs");
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = membership.await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
@@ -232,6 +242,37 @@ pub async fn run(
     controller.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Registers this broker, retrying with backoff until the controller has a quorum.
+async fn membership(
+    controller: Arc<Controller>,
+    config: Config,
+    registered: Arc<std::sync::atomic::AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    let mut attempts = 0u32;
+    loop {
+        match register(&controller, &config).await {
+            Ok(()) => {
+                registered.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(node_id = config.node_id, "registered with the controller");
+                return;
+            }
+            Err(e) => {
+                attempts += 1;
+                if attempts == 1 || attempts.is_power_of_two() {
+                    tracing::warn!(error = %e, attempts, "cannot register with the controller yet; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+    }
 }
 
 /// Registers this broker with the controller (idempotent; updates a changed address).
