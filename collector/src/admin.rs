@@ -108,6 +108,10 @@ impl AdminClient {
             .await
     }
 
+    pub async fn cluster_status(&self) -> Result<Value, AdminError> {
+        self.call(reqwest::Method::GET, "/v1/cluster", None).await
+    }
+
     pub async fn groups_list(&self) -> Result<Value, AdminError> {
         self.call(reqwest::Method::GET, "/v1/groups", None).await
     }
@@ -314,5 +318,48 @@ pub fn render_topic(v: &Value) -> String {
             ],
             &rows
         )
+    )
+}
+
+/// Human rendering of `cluster status`.
+pub fn render_cluster(v: &Value) -> String {
+    let c = &v["controller"];
+    let rows: Vec<Vec<String>> = v["brokers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| {
+                    let id = b["id"].as_u64();
+                    let role = if id.is_some() && c["leader"].as_u64() == id {
+                        "controller (leader)"
+                    } else if b["voter"] == true {
+                        "voter"
+                    } else {
+                        "broker"
+                    };
+                    vec![
+                        s(&b["id"]),
+                        s(&b["address"]),
+                        if b["alive"] == true {
+                            "yes"
+                        } else {
+                            "NO (fenced)"
+                        }
+                        .to_owned(),
+                        role.to_owned(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "asked node {}: raft {} term {} leader {} last log {} applied {}\n{}",
+        s(&v["node_id"]),
+        s(&c["state"]),
+        s(&c["term"]),
+        s(&c["leader"]),
+        s(&c["last_log_index"]),
+        s(&c["last_applied"]),
+        table(&["ID", "ADDRESS", "ALIVE", "ROLE"], &rows)
     )
 }

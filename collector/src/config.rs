@@ -176,6 +176,10 @@ pub struct RawConfig {
     pub groups: GroupsSection,
     /// Forget idle producers' deduplication state after this long.
     pub producer_id_expiration_ms: i64,
+    /// A broker the active controller has not heard from for this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
     /// How often retention runs.
     pub retention_check_interval_ms: u64,
     /// How often recovery points are checkpointed (bounds crash-recovery work).
@@ -196,6 +200,8 @@ impl Default for RawConfig {
             limits: Limits::default(),
             groups: GroupsSection::default(),
             producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            broker_session_timeout_ms: 6_000,
+            broker_heartbeat_interval_ms: 1_000,
             retention_check_interval_ms: 60_000,
             recovery_point_interval_ms: 10_000,
         }
@@ -217,6 +223,8 @@ pub struct Config {
     pub limits: Limits,
     pub groups: GroupsSection,
     pub producer_id_expiration_ms: i64,
+    pub broker_session_timeout: Duration,
+    pub broker_heartbeat_interval: Duration,
     pub retention_check_interval: Duration,
     pub recovery_point_interval: Duration,
 }
@@ -356,6 +364,14 @@ impl Config {
         if g.offsets_retention_ms <= 0 || g.max_members_per_group == 0 || g.max_groups == 0 {
             return Err(invalid("groups", "every limit must be positive"));
         }
+        if raw.broker_heartbeat_interval_ms == 0
+            || raw.broker_session_timeout_ms < 2 * raw.broker_heartbeat_interval_ms
+        {
+            return Err(invalid(
+                "broker_session_timeout_ms",
+                "must be at least twice broker_heartbeat_interval_ms, which must be positive",
+            ));
+        }
         if raw.producer_id_expiration_ms <= 0 {
             return Err(invalid("producer_id_expiration_ms", "must be positive"));
         }
@@ -376,6 +392,8 @@ impl Config {
             limits: raw.limits,
             groups: raw.groups,
             producer_id_expiration_ms: raw.producer_id_expiration_ms,
+            broker_session_timeout: Duration::from_millis(raw.broker_session_timeout_ms),
+            broker_heartbeat_interval: Duration::from_millis(raw.broker_heartbeat_interval_ms),
             retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
             recovery_point_interval: Duration::from_millis(raw.recovery_point_interval_ms),
         })

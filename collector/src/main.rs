@@ -68,6 +68,15 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         queue_chunks: usize,
     },
+    /// The cluster as a node sees it: controller (Raft) state and broker liveness.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
+        collector: String,
+        #[arg(long, global = true, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Consumer-group admin over the HTTP API.
     Groups {
         #[command(subcommand)]
@@ -107,6 +116,12 @@ enum TopicsCommand {
     },
     /// Delete a topic and its data.
     Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Controller leader, term, log position, and every broker's liveness.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -372,6 +387,21 @@ fn main() -> anyhow::Result<()> {
                 fetch_wait: std::time::Duration::from_millis(1000),
                 queue_chunks,
             }))?;
+            Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status,
+            collector,
+            output,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let v = rt.block_on(AdminClient::new(&collector).cluster_status())?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Output::Table => println!("{}", admin::render_cluster(&v)),
+            }
             Ok(())
         }
         Command::Groups {

@@ -67,6 +67,14 @@ impl Collector {
     }
 
     pub fn start_with(data: &Path, config: &Path) -> Self {
+        let c = Self::spawn(data, config);
+        c.wait_healthy();
+        c
+    }
+
+    /// Starts the process and waits only for it to listen (a cluster node cannot become
+    /// healthy before a quorum of its peers is up).
+    pub fn spawn(data: &Path, config: &Path) -> Self {
         let mut child = Command::new(binary("collector"))
             .args(["serve", "--config"])
             .arg(config)
@@ -88,21 +96,19 @@ impl Collector {
             .recv_timeout(Duration::from_secs(30))
             .expect("collector did not report its address within 30 s");
         let addr = line.rsplit("http://").next().unwrap().trim().to_owned();
-        let c = Self {
+        Self {
             child,
             addr,
             data: data.to_path_buf(),
             config: config.to_path_buf(),
-        };
-        c.wait_healthy();
-        c
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    fn wait_healthy(&self) {
+    pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(r) = client().get(self.url("/health")).send()
@@ -142,6 +148,62 @@ impl Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
         *self = Self::start_with(&data, &config);
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Collectors forming one cluster: node ids 1..=n, all voters, on fixed free ports.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<Collector>,
+}
+
+impl Cluster {
+    /// Starts `n` voters concurrently with `extra` YAML in each config, and waits until
+    /// every one is healthy (registered with the controller).
+    pub fn start(dir: &Path, n: usize, extra: &str) -> Self {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let voters: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("    - {{id: {}, address: \"127.0.0.1:{p}\"}}\n", i + 1))
+            .collect();
+        let nodes: Vec<Collector> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let data = dir.join(format!("node{}", i + 1));
+                std::fs::create_dir_all(&data).unwrap();
+                let config = data.with_extension("yaml");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "node_id: {}\nlisten: 127.0.0.1:{p}\ndata_dirs: [{}]\ncontroller:\n  voters:\n{voters}{extra}",
+                        i + 1,
+                        data.display()
+                    ),
+                )
+                .unwrap();
+                Collector::spawn(&data, &config)
+            })
+            .collect();
+        for n in &nodes {
+            n.wait_healthy();
+        }
+        Self { nodes }
+    }
+
+    /// Node `id` (1-based).
+    pub fn node(&mut self, id: u64) -> &mut Collector {
+        &mut self.nodes[(id - 1) as usize]
     }
 }
 

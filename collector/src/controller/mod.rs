@@ -42,6 +42,16 @@ pub struct ControllerConfig {
     pub voters: Vec<(NodeId, String)>,
     /// Where the Raft log, vote and snapshots live.
     pub dir: PathBuf,
+    /// A broker silent this long is fenced by the active controller.
+    pub broker_session_timeout: Duration,
+}
+
+/// What the active controller knows of broker liveness (memory only: a new active
+/// controller starts every broker's clock when it takes over).
+#[derive(Debug, Default)]
+struct Liveness {
+    leader_since: Option<std::time::Instant>,
+    last_heartbeat: std::collections::HashMap<NodeId, std::time::Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +73,9 @@ pub struct Controller {
     metadata: tokio::sync::watch::Receiver<Arc<MetadataState>>,
     /// Shared by Raft RPCs and forwarded proposals.
     http: reqwest::Client,
+    liveness: std::sync::Mutex<Liveness>,
+    broker_session_timeout: Duration,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -132,12 +145,71 @@ impl Controller {
                 Err(e) => return Err(ControllerError::Unavailable(e.to_string())),
             }
         }
-        Ok(Arc::new(Controller {
+        let c = Arc::new(Controller {
             raft,
             node_id: config.node_id,
             metadata,
             http,
-        }))
+            liveness: std::sync::Mutex::new(Liveness::default()),
+            broker_session_timeout: config.broker_session_timeout,
+            stop: tokio::sync::watch::Sender::new(false),
+        });
+        tokio::spawn(fence_silent_brokers(Arc::downgrade(&c), c.stop.subscribe()));
+        Ok(c)
+    }
+
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A broker's heartbeat: recorded by the active controller (forwarded there from any
+    /// other node); a fenced broker that heartbeats is unfenced.
+    pub async fn broker_heartbeat(&self, id: NodeId) -> Result<(), ControllerError> {
+        match self.leader() {
+            Some(leader) if leader == self.node_id => {
+                self.liveness()
+                    .last_heartbeat
+                    .insert(id, std::time::Instant::now());
+                let fenced = self.metadata().brokers.get(&id).is_some_and(|b| b.fenced);
+                if fenced {
+                    tracing::info!(broker = id, "broker is back: unfencing");
+                    self.propose(MetadataCommand::UnfenceBroker { id }).await?;
+                }
+                Ok(())
+            }
+            Some(leader) => {
+                let addr = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&leader)
+                    .map(|n| n.addr.clone())
+                    .ok_or(ControllerError::NotLeader {
+                        leader: Some(leader),
+                        leader_address: None,
+                    })?;
+                let resp = self
+                    .http
+                    .post(format!("http://{addr}/internal/controller/heartbeat"))
+                    .json(&serde_json::json!({"id": id}))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        ControllerError::Unavailable(format!("heartbeat to {addr}: {e}"))
+                    })?;
+                let r: Result<(), String> = resp
+                    .json()
+                    .await
+                    .map_err(|e| ControllerError::Unavailable(format!("reply from {addr}: {e}")))?;
+                r.map_err(ControllerError::Unavailable)
+            }
+            None => Err(ControllerError::NotLeader {
+                leader: None,
+                leader_address: None,
+            }),
+        }
     }
 
     /// Proposes a command; waits until it is committed and applied. On a follower the
@@ -206,6 +278,22 @@ impl Controller {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// The Raft view of this node: role, term, leader, log and apply positions, membership.
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        serde_json::json!({
+            "node_id": self.node_id,
+            "state": format!("{:?}", m.state),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "last_applied": m.last_applied.map(|l| l.index),
+            "voters": membership.voter_ids().collect::<Vec<_>>(),
+            "learners": membership.learner_ids().collect::<Vec<_>>(),
+        })
+    }
+
     /// Voters of the current membership.
     pub fn voters(&self) -> BTreeSet<NodeId> {
         self.raft
@@ -224,11 +312,13 @@ impl Controller {
             .route("/internal/raft/vote", post(vote))
             .route("/internal/raft/snapshot", post(snapshot))
             .route("/internal/controller/propose", post(forwarded))
+            .route("/internal/controller/heartbeat", post(heartbeat))
             .with_state(self.clone())
     }
 
     /// Stops openraft.
     pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -263,6 +353,66 @@ async fn forwarded(
     Json(cmd): Json<MetadataCommand>,
 ) -> Json<Result<CommandResult, String>> {
     Json(c.propose(cmd).await.map_err(|e| e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct HeartbeatBody {
+    id: NodeId,
+}
+
+async fn heartbeat(State(c): C, Json(b): Json<HeartbeatBody>) -> Json<Result<(), String>> {
+    Json(c.broker_heartbeat(b.id).await.map_err(|e| e.to_string()))
+}
+
+/// On the active controller: fences brokers silent past the session timeout. A controller
+/// that just took over gives every broker a full session from that moment.
+async fn fence_silent_brokers(
+    c: std::sync::Weak<Controller>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let tick = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        let Some(c) = c.upgrade() else { return };
+        let now = std::time::Instant::now();
+        let is_leader = c.leader() == Some(c.node_id);
+        let silent: Vec<NodeId> = {
+            let mut l = c.liveness();
+            if !is_leader {
+                l.leader_since = None;
+                l.last_heartbeat.clear();
+                continue;
+            }
+            let since = *l.leader_since.get_or_insert(now);
+            c.metadata()
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .filter(|b| {
+                    let last = l
+                        .last_heartbeat
+                        .get(&b.id)
+                        .copied()
+                        .unwrap_or(since)
+                        .max(since);
+                    now.duration_since(last) > c.broker_session_timeout
+                })
+                .map(|b| b.id)
+                .collect()
+        };
+        for id in silent {
+            tracing::warn!(
+                broker = id,
+                "broker silent past broker_session_timeout_ms: fencing"
+            );
+            if let Err(e) = c.propose(MetadataCommand::FenceBroker { id }).await {
+                tracing::warn!(broker = id, error = %e, "fencing failed");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

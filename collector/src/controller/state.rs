@@ -30,6 +30,10 @@ pub struct TopicConfigs {
 pub struct BrokerMeta {
     pub id: NodeId,
     pub address: String,
+    /// Silent past `broker_session_timeout_ms` (or never heard from since the active
+    /// controller took over): not alive until it heartbeats again.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +60,14 @@ pub enum MetadataCommand {
     RegisterBroker {
         id: NodeId,
         address: String,
+    },
+    /// The active controller stopped hearing from a broker.
+    FenceBroker {
+        id: NodeId,
+    },
+    /// A fenced broker heartbeats again.
+    UnfenceBroker {
+        id: NodeId,
     },
     /// Create a topic, assigning replicas round-robin over the registered brokers.
     CreateTopic {
@@ -172,9 +184,22 @@ impl MetadataState {
                     BrokerMeta {
                         id: *id,
                         address: address.clone(),
+                        fenced: false,
                     },
                 );
                 CommandResult::Done
+            }
+            MetadataCommand::FenceBroker { id } | MetadataCommand::UnfenceBroker { id } => {
+                let fence = matches!(cmd, MetadataCommand::FenceBroker { .. });
+                match self.brokers.get_mut(id) {
+                    Some(b) => {
+                        b.fenced = fence;
+                        CommandResult::Done
+                    }
+                    None => CommandResult::Refused(MetadataError::Invalid(format!(
+                        "unknown broker {id}"
+                    ))),
+                }
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -277,7 +302,13 @@ impl MetadataState {
                 "partitions must be 1..={TOPIC_PARTITIONS_MAX}, got {partitions}"
             )));
         }
-        let brokers: Vec<NodeId> = self.brokers.keys().copied().collect();
+        // Live brokers only: a fenced one would get replicas it cannot serve.
+        let brokers: Vec<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
         if replication_factor == 0 || usize::from(replication_factor) > brokers.len() {
             return Err(MetadataError::NotEnoughBrokers {
                 requested: replication_factor,

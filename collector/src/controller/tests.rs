@@ -33,6 +33,7 @@ fn config(dir: &std::path::Path) -> ControllerConfig {
         advertise: "127.0.0.1:1".into(),
         voters: vec![(1, "127.0.0.1:1".into())],
         dir: dir.to_path_buf(),
+        broker_session_timeout: std::time::Duration::from_secs(6),
     }
 }
 

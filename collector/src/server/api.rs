@@ -220,7 +220,7 @@ pub async fn metadata(State(s): S) -> Json<Value> {
     let brokers: Vec<Value> = meta
         .brokers
         .values()
-        .map(|b| json!({"id": b.id, "address": b.address, "alive": true}))
+        .map(|b| json!({"id": b.id, "address": b.address, "alive": !b.fenced}))
         .collect();
     let topics: Vec<Value> = meta
         .topics
@@ -816,4 +816,28 @@ pub async fn reset_offsets(
         .reset_offsets(&group, &req.topic, req.partitions, to)
         .await?;
     Ok(Json(json!({"group": group, "offsets": offsets})))
+}
+
+/// `GET /v1/cluster`: this node's Raft view and every broker's liveness.
+pub async fn cluster(State(s): S) -> Json<Value> {
+    let c = &s.broker.controller;
+    let meta = c.metadata();
+    let voters = c.voters();
+    let brokers: Vec<Value> = meta
+        .brokers
+        .values()
+        .map(|b| {
+            json!({
+                "id": b.id,
+                "address": b.address,
+                "alive": !b.fenced,
+                "voter": voters.contains(&b.id),
+            })
+        })
+        .collect();
+    Json(json!({
+        "node_id": s.broker.config.node_id,
+        "controller": c.status(),
+        "brokers": brokers,
+    }))
 }

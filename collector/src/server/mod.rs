@@ -119,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .route("/v1/metadata", get(api::metadata))
+        .route("/v1/cluster", get(api::cluster))
         .route("/v1/topics", get(api::list_topics).post(api::create_topic))
         .route(
             "/v1/topics/{topic}",
@@ -194,6 +195,7 @@ pub async fn run(
         advertise: config.advertise.clone(),
         voters: config.voters.clone(),
         dir: config.data_dirs[0].join("__controller"),
+        broker_session_timeout: config.broker_session_timeout,
     })
     .await?;
     let broker = Arc::new(Broker::new(config.clone(), logs, controller.clone()));
@@ -258,7 +260,7 @@ async fn membership(
             Ok(()) => {
                 registered.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!(node_id = config.node_id, "registered with the controller");
-                return;
+                break;
             }
             Err(e) => {
                 attempts += 1;
@@ -272,6 +274,19 @@ async fn membership(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+    }
+    // Heartbeats keep this broker alive (unfenced) in the active controller's eyes.
+    let mut tick = tokio::time::interval(config.broker_heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = controller.broker_heartbeat(config.node_id).await {
+                    tracing::debug!(error = %e, "broker heartbeat failed");
+                }
+            }
+        }
     }
 }
 
