@@ -130,25 +130,60 @@ impl Api {
         resp.json().await.map_err(transport)
     }
 
-    /// `(partition -> (log start, high watermark))` of a topic.
-    async fn partitions(&self, topic: &str) -> Result<BTreeMap<u32, (u64, u64)>, ApiErr> {
+    /// partition -> base URL of its leader, from the bootstrap collector's metadata.
+    async fn leaders(&self, topic: &str) -> Result<BTreeMap<u32, String>, ApiErr> {
         let v = self
-            .json(reqwest::Method::GET, &format!("/v1/topics/{topic}"), None)
+            .json(reqwest::Method::GET, "/v1/metadata", None)
             .await?;
-        Ok(v["partitions"]
+        let addresses: BTreeMap<u64, String> = v["brokers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| Some((b["id"].as_u64()?, b["address"].as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let t = v["topics"]
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == topic))
+            .ok_or_else(|| ApiErr {
+                status: 404,
+                code: "unknown_topic".into(),
+                message: format!("topic {topic} does not exist"),
+            })?;
+        Ok(t["partitions"]
             .as_array()
             .map(|a| {
                 a.iter()
                     .filter_map(|p| {
-                        let n = |k: &str| p[k].as_u64();
+                        let leader = addresses.get(&p["leader"].as_u64()?)?;
                         Some((
-                            u32::try_from(n("partition")?).ok()?,
-                            (n("log_start_offset")?, n("high_watermark")?),
+                            u32::try_from(p["partition"].as_u64()?).ok()?,
+                            format!("http://{leader}"),
                         ))
                     })
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// `(partition -> (log start, high watermark))` of a topic, asked of each leader.
+    async fn partitions(&self, topic: &str) -> Result<BTreeMap<u32, (u64, u64)>, ApiErr> {
+        let mut out = BTreeMap::new();
+        for (p, base) in self.leaders(topic).await? {
+            let url = format!("{base}/internal/partition-offsets?topic={topic}&partition={p}");
+            let resp = self.http.get(&url).send().await.map_err(transport)?;
+            if !resp.status().is_success() {
+                return Err(error_of(resp).await);
+            }
+            let v: Value = resp.json().await.map_err(transport)?;
+            if let (Some(hw), Some(start)) =
+                (v["high_watermark"].as_u64(), v["log_start_offset"].as_u64())
+            {
+                out.insert(p, (start, hw));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -358,10 +393,16 @@ impl<T> Drop for AbortOnDrop<T> {
 
 type FetchReply = Result<(bytes::Bytes, u64), ApiErr>;
 
-fn spawn_fetch(api: &Api, tp: &Tp, offset: u64, opts: &TailOptions) -> AbortOnDrop<FetchReply> {
+fn spawn_fetch(
+    api: &Api,
+    base: &str,
+    tp: &Tp,
+    offset: u64,
+    opts: &TailOptions,
+) -> AbortOnDrop<FetchReply> {
     let url = format!(
         "{}/v1/topics/{}/partitions/{}/batches?offset={offset}&max_bytes={}&max_wait_ms={}",
-        api.base,
+        base,
         tp.0,
         tp.1,
         opts.fetch_bytes,
@@ -399,7 +440,16 @@ async fn fetcher(
         uncompressed_bytes_max: BatchLimits::default().uncompressed_bytes_max,
     };
     let mut backoff = Duration::from_millis(100);
-    let mut pending = spawn_fetch(&api, &tp, offset, &opts);
+    // Fetch from the partition's leader, found through the bootstrap collector.
+    let leader_of = |api: Api, tp: Tp| async move {
+        api.leaders(&tp.0)
+            .await
+            .ok()
+            .and_then(|l| l.get(&tp.1).cloned())
+            .unwrap_or_else(|| api.base.clone())
+    };
+    let mut base = leader_of(api.clone(), tp.clone()).await;
+    let mut pending = spawn_fetch(&api, &base, &tp, offset, &opts);
     loop {
         let reply = match (&mut pending.0).await {
             Ok(r) => r,
@@ -414,7 +464,7 @@ async fn fetcher(
                 backoff = Duration::from_millis(100);
                 hw.store(high, Ordering::Relaxed);
                 if bytes.is_empty() {
-                    pending = spawn_fetch(&api, &tp, offset, &opts);
+                    pending = spawn_fetch(&api, &base, &tp, offset, &opts);
                     continue;
                 }
                 // The next offset comes from the batch headers alone, so the next fetch
@@ -427,7 +477,7 @@ async fn fetcher(
                     }
                 }
                 if next > offset {
-                    pending = spawn_fetch(&api, &tp, next, &opts);
+                    pending = spawn_fetch(&api, &base, &tp, next, &opts);
                 }
                 let rendered = {
                     let (topic, part, format) = (tp.0.clone(), tp.1, opts.format);
@@ -451,7 +501,7 @@ async fn fetcher(
                         }
                         if after != next {
                             // Only when the header scan stopped early (a bad batch).
-                            pending = spawn_fetch(&api, &tp, after, &opts);
+                            pending = spawn_fetch(&api, &base, &tp, after, &opts);
                         }
                         offset = after;
                     }
@@ -459,7 +509,7 @@ async fn fetcher(
                         tracing::error!(partition = %format!("{}-{}", tp.0, tp.1), offset, error = %msg, "cannot decode; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
-                        pending = spawn_fetch(&api, &tp, offset, &opts);
+                        pending = spawn_fetch(&api, &base, &tp, offset, &opts);
                     }
                 }
             }
@@ -490,13 +540,17 @@ async fn fetcher(
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                pending = spawn_fetch(&api, &tp, offset, &opts);
+                pending = spawn_fetch(&api, &base, &tp, offset, &opts);
             }
             Err(e) => {
                 tracing::warn!(partition = %format!("{}-{}", tp.0, tp.1), error = %e, "fetch failed; retrying");
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                pending = spawn_fetch(&api, &tp, offset, &opts);
+                if e.code == "not_leader" || e.status == 0 {
+                    // Leadership moved or the broker is gone: ask the metadata again.
+                    base = leader_of(api.clone(), tp.clone()).await;
+                }
+                pending = spawn_fetch(&api, &base, &tp, offset, &opts);
             }
         }
     }

@@ -154,3 +154,106 @@ fn three_voters_form_a_cluster_fence_a_dead_broker_and_survive_losing_the_contro
     assert!(text.contains("controller (leader)"), "{text}");
     assert!(!text.contains("fenced"), "{text}");
 }
+
+#[test]
+fn one_group_across_the_cluster_reads_every_partition_from_its_leader_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&json!({"name": "g6", "partitions": 6}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let t: Value = r.json().unwrap();
+    // 50 records per partition, each sent to the partition's leader.
+    let mut want = BTreeSet::new();
+    for p in t["partitions"].as_array().unwrap() {
+        let (part, leader) = (
+            p["partition"].as_u64().unwrap(),
+            p["leader"].as_u64().unwrap(),
+        );
+        let records: Vec<Value> = (0..50)
+            .map(|i| {
+                let v = format!("p{part}-{i:03}");
+                want.insert(v.clone());
+                json!({"value": v})
+            })
+            .collect();
+        let r = c
+            .post(cl.node(leader).url("/v1/topics/g6/records"))
+            .json(&json!({"partition": part, "records": records}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    }
+    // Two members of one group, bootstrapped from different nodes: one coordinator (on the
+    // active controller) splits the partitions; each member fetches from the leaders.
+    let args = [
+        "--group",
+        "g",
+        "--topic",
+        "g6",
+        "--commit-interval-ms",
+        "200",
+    ];
+    let base1 = cl.node(1).url("");
+    let base3 = cl.node(3).url("");
+    let mut a = tributary_tests::TailProc::start(&base1, &args);
+    let mut b = tributary_tests::TailProc::start(&base3, &args);
+    wait_for(Duration::from_secs(60), "300 records printed", || {
+        let got: BTreeSet<String> = a.lines().into_iter().chain(b.lines()).collect();
+        (got == want).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        a.line_count() + b.line_count(),
+        300,
+        "exactly once across the members"
+    );
+    // Described through a node that is not necessarily the coordinator (it forwards): two
+    // members, three partitions each.
+    wait_for(
+        Duration::from_secs(30),
+        "two members with three partitions each",
+        || {
+            let d: Value = c
+                .get(cl.nodes[1].url("/v1/groups/g"))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            let counts: Vec<usize> = d["members"]
+                .as_array()?
+                .iter()
+                .map(|m| {
+                    m["assignment"].as_array().map_or(0, |a| {
+                        a.iter()
+                            .map(|t| t["partitions"].as_array().map_or(0, Vec::len))
+                            .sum()
+                    })
+                })
+                .collect();
+            (d["state"] == "stable" && counts == [3, 3]).then_some(())
+        },
+    );
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    // The committed offsets are the same seen from any node.
+    for n in &cl.nodes {
+        let v: Value = c
+            .get(n.url("/v1/groups/g/offsets"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let total: u64 = v["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["offset"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 300, "{v}");
+    }
+}

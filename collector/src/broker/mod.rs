@@ -51,6 +51,8 @@ pub struct Broker {
     pub logs: LogManager,
     pub controller: Arc<Controller>,
     partitions: RwLock<HashMap<TopicPartition, PartitionRef>>,
+    /// For asking other brokers (partition offsets).
+    http: reqwest::Client,
 }
 
 impl Broker {
@@ -60,6 +62,75 @@ impl Broker {
             logs,
             controller,
             partitions: RwLock::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `(high watermark, log start)` of a partition this broker holds; `(0, 0)` before its
+    /// log exists.
+    pub fn local_offsets(&self, topic: &str, partition: u32) -> (u64, u64) {
+        self.logs
+            .get(&TopicPartition::new(topic, partition))
+            .and_then(|log| {
+                log.lock()
+                    .ok()
+                    .map(|l| (l.high_watermark(), l.log_start_offset()))
+            })
+            .unwrap_or((0, 0))
+    }
+
+    /// `(high watermark, log start)` of any partition: from the local log when this broker
+    /// leads it, else asked of its leader.
+    pub async fn partition_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(u64, u64), BrokerError> {
+        let meta = self.controller.metadata();
+        let t = meta
+            .topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))?;
+        let pm =
+            t.partitions
+                .get(partition as usize)
+                .ok_or_else(|| BrokerError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    count: t.partitions.len() as u32,
+                })?;
+        if pm.leader == self.config.node_id {
+            return Ok(self.local_offsets(topic, partition));
+        }
+        let addr = meta
+            .brokers
+            .get(&pm.leader)
+            .map(|b| b.address.clone())
+            .ok_or_else(|| BrokerError::Internal(format!("leader {} unknown", pm.leader)))?;
+        let unavailable = |e: String| {
+            BrokerError::Controller(ControllerError::Unavailable(format!(
+                "offsets of {topic}-{partition} from broker {}: {e}",
+                pm.leader
+            )))
+        };
+        let v: serde_json::Value = self
+            .http
+            .get(format!(
+                "http://{addr}/internal/partition-offsets?topic={topic}&partition={partition}"
+            ))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| unavailable(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        match (v["high_watermark"].as_u64(), v["log_start_offset"].as_u64()) {
+            (Some(hw), Some(start)) => Ok((hw, start)),
+            _ => Err(unavailable(format!("unexpected reply {v}"))),
         }
     }
 

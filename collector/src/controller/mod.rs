@@ -278,6 +278,21 @@ impl Controller {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this node is the active controller.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// host:port of the active controller, if known.
+    pub fn leader_address(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
     /// The Raft view of this node: role, term, leader, log and apply positions, membership.
     pub fn status(&self) -> serde_json::Value {
         let m = self.raft.metrics().borrow().clone();

@@ -189,15 +189,7 @@ impl GroupService {
 
     /// `(high watermark, log start)` of a partition held here; `(0, 0)` before its log exists.
     fn offsets_of(&self, topic: &str, partition: u32) -> (u64, u64) {
-        self.broker
-            .logs
-            .get(&TopicPartition::new(topic, partition))
-            .and_then(|log| {
-                log.lock()
-                    .ok()
-                    .map(|l| (l.high_watermark(), l.log_start_offset()))
-            })
-            .unwrap_or((0, 0))
+        self.broker.local_offsets(topic, partition)
     }
 
     pub fn heartbeat(
@@ -236,7 +228,7 @@ impl GroupService {
                     e.topic, e.partition
                 )));
             }
-            let (hw, _) = self.offsets_of(&e.topic, e.partition);
+            let (hw, _) = self.broker.partition_offsets(&e.topic, e.partition).await?;
             if e.offset > hw {
                 return Err(GroupsError::AboveHighWatermark {
                     topic: e.topic.clone(),
@@ -309,20 +301,45 @@ impl GroupService {
             .collect()
     }
 
-    pub fn describe(&self, group: &str) -> Result<GroupView, GroupsError> {
+    pub async fn describe(&self, group: &str) -> Result<GroupView, GroupsError> {
         validate_group(group)?;
         let meta = self.broker.controller.metadata();
         let committed = meta.groups.get(group);
-        let coord = lock(&self.coordinator);
-        let live = coord.group(group);
-        if committed.is_none() && live.is_none() {
-            return Err(GroupsError::UnknownGroup(group.to_owned()));
-        }
+        // What the coordinator knows, taken under its lock (no await while holding it).
+        let (state, group_epoch, members, owners, mut topics) = {
+            let coord = lock(&self.coordinator);
+            let live = coord.group(group);
+            if committed.is_none() && live.is_none() {
+                return Err(GroupsError::UnknownGroup(group.to_owned()));
+            }
+            let mut owners: BTreeMap<Tp, String> = BTreeMap::new();
+            let mut topics: BTreeSet<String> = BTreeSet::new();
+            let mut members = Vec::new();
+            if let Some(g) = live {
+                for m in g.members.values() {
+                    for tp in m.assigned.iter().chain(&m.revoking) {
+                        owners.insert(tp.clone(), m.id.clone());
+                    }
+                    topics.extend(m.topics.iter().cloned());
+                    members.push(MemberView {
+                        member_id: m.id.clone(),
+                        member_epoch: m.epoch,
+                        client: m.client.clone(),
+                        topics: m.topics.iter().cloned().collect(),
+                        assignment: coordinator::to_wire(&m.assigned),
+                        revoking: coordinator::to_wire(&m.revoking),
+                    });
+                }
+            }
+            (
+                live.map_or("empty", coordinator::Group::state),
+                live.map_or(0, |g| g.epoch),
+                members,
+                owners,
+                topics,
+            )
+        };
         // Partitions: every one of a subscribed topic, and every one with an offset.
-        let mut topics: BTreeSet<String> = BTreeSet::new();
-        if let Some(g) = live {
-            topics.extend(g.members.values().flat_map(|m| m.topics.iter().cloned()));
-        }
         if let Some(c) = committed {
             topics.extend(c.offsets.keys().cloned());
         }
@@ -332,14 +349,17 @@ impl GroupService {
                 continue;
             };
             for p in 0..t.partitions.len() as u32 {
-                let (hw, start) = self.offsets_of(topic, p);
+                // A leader that cannot be asked shows as (0, 0) rather than failing it all.
+                let (hw, start) = self
+                    .broker
+                    .partition_offsets(topic, p)
+                    .await
+                    .unwrap_or((0, 0));
                 let c = committed.and_then(|c| c.get(topic, p));
                 partitions.push(PartitionView {
                     topic: topic.clone(),
                     partition: p,
-                    owner: live
-                        .and_then(|g| g.owner(&(topic.clone(), p)))
-                        .map(|m| m.id.clone()),
+                    owner: owners.get(&(topic.clone(), p)).cloned(),
                     committed: c,
                     high_watermark: hw,
                     log_start_offset: start,
@@ -347,25 +367,10 @@ impl GroupService {
                 });
             }
         }
-        let members = live
-            .map(|g| {
-                g.members
-                    .values()
-                    .map(|m| MemberView {
-                        member_id: m.id.clone(),
-                        member_epoch: m.epoch,
-                        client: m.client.clone(),
-                        topics: m.topics.iter().cloned().collect(),
-                        assignment: coordinator::to_wire(&m.assigned),
-                        revoking: coordinator::to_wire(&m.revoking),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(GroupView {
             group: group.to_owned(),
-            state: live.map_or("empty", coordinator::Group::state),
-            group_epoch: live.map_or(0, |g| g.epoch),
+            state,
+            group_epoch,
             members,
             partitions,
         })
@@ -406,7 +411,7 @@ impl GroupService {
                 }
                 .into());
             }
-            let (hw, start) = self.offsets_of(topic, p);
+            let (hw, start) = self.broker.partition_offsets(topic, p).await?;
             let offset = match to {
                 ResetTo::Earliest => start,
                 ResetTo::Latest => hw,

@@ -41,6 +41,8 @@ const JSON_FETCH_LIMIT_MAX: usize = 10_000;
 #[derive(Debug)]
 pub struct AppState {
     pub broker: Arc<Broker>,
+    /// Forwards group requests to the active controller.
+    pub http: reqwest::Client,
     pub groups: Arc<GroupService>,
     pub metrics: Arc<Metrics>,
     /// Request-body bytes held at once, across all requests.
@@ -733,17 +735,92 @@ pub async fn fetch_json(
 }
 
 // ---- consumer groups ----
+//
+// Group coordination lives on the active controller (one coordinator per cluster, and the
+// offsets it commits are Raft proposals anyway). Any other node forwards group requests
+// there; a forwarded request is never forwarded again.
 
-pub async fn list_groups(State(s): S) -> Json<Value> {
-    Json(json!({"groups": s.groups.list()}))
+const FORWARDED_HEADER: &str = "tributary-forwarded";
+
+/// Where a group request must go instead, if this node is not the active controller.
+fn coordinator_elsewhere(s: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let c = &s.broker.controller;
+    if c.is_leader() {
+        return Ok(None);
+    }
+    if headers.contains_key(FORWARDED_HEADER) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "coordinator_moving",
+            "the group coordinator is moving to a new controller leader; retry",
+        ));
+    }
+    c.leader_address().map(Some).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "controller_unavailable",
+            "no controller leader yet; retry",
+        )
+    })
+}
+
+/// Relays a request to the active controller and its reply back.
+async fn forward(
+    s: &AppState,
+    addr: &str,
+    method: reqwest::Method,
+    path_and_query: &str,
+    body: Option<Bytes>,
+) -> Result<Response, ApiError> {
+    let unavailable = |e: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "coordinator_unavailable",
+            format!("forwarding to the group coordinator at {addr}: {e}"),
+        )
+    };
+    let mut req = s
+        .http
+        .request(method, format!("http://{addr}{path_and_query}"))
+        .header(FORWARDED_HEADER, "1");
+    if let Some(b) = body {
+        req = req.header(header::CONTENT_TYPE, "application/json").body(b);
+    }
+    let resp = req.send().await.map_err(|e| unavailable(e.to_string()))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = resp.bytes().await.map_err(|e| unavailable(e.to_string()))?;
+    let mut out = Response::new(Body::from(bytes));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if !status.is_success() {
+        // The coordinator's error reply is already JSON: keep it as it is.
+        out.extensions_mut()
+            .insert(super::error::ErrorCode("forwarded"));
+    }
+    Ok(out)
+}
+
+pub async fn list_groups(State(s): S, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(addr) = coordinator_elsewhere(&s, &headers)? {
+        return forward(&s, &addr, reqwest::Method::GET, "/v1/groups", None).await;
+    }
+    Ok(Json(json!({"groups": s.groups.list()})).into_response())
 }
 
 pub async fn describe_group(
     State(s): S,
     Path(group): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let v = s.groups.describe(&group)?;
-    Ok(Json(serde_json::to_value(v).unwrap_or_default()))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(addr) = coordinator_elsewhere(&s, &headers)? {
+        let path = format!("/v1/groups/{group}");
+        return forward(&s, &addr, reqwest::Method::GET, &path, None).await;
+    }
+    let v = s.groups.describe(&group).await?;
+    Ok(Json(serde_json::to_value(v).unwrap_or_default()).into_response())
 }
 
 pub async fn heartbeat(
@@ -751,10 +828,15 @@ pub async fn heartbeat(
     Path(group): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<HeartbeatReply>, ApiError> {
+) -> Result<Response, ApiError> {
     let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    if let Some(addr) = coordinator_elsewhere(&s, &headers)? {
+        let path = format!("/v1/groups/{group}/heartbeat");
+        return forward(&s, &addr, reqwest::Method::POST, &path, Some(bytes)).await;
+    }
     let req: HeartbeatRequest = json_body(&bytes)?;
-    Ok(Json(s.groups.heartbeat(&group, &req)?))
+    let reply: HeartbeatReply = s.groups.heartbeat(&group, &req)?;
+    Ok(Json(reply).into_response())
 }
 
 pub async fn commit_offsets(
@@ -762,12 +844,16 @@ pub async fn commit_offsets(
     Path(group): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    if let Some(addr) = coordinator_elsewhere(&s, &headers)? {
+        let path = format!("/v1/groups/{group}/offsets");
+        return forward(&s, &addr, reqwest::Method::POST, &path, Some(bytes)).await;
+    }
     let req: CommitRequest = json_body(&bytes)?;
     let n = req.offsets.len();
     s.groups.commit(&group, req).await?;
-    Ok(Json(json!({"committed": n})))
+    Ok(Json(json!({"committed": n})).into_response())
 }
 
 fn offsets_json(o: &GroupOffsets) -> Vec<Value> {
@@ -803,8 +889,12 @@ pub async fn reset_offsets(
     Path(group): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    if let Some(addr) = coordinator_elsewhere(&s, &headers)? {
+        let path = format!("/v1/groups/{group}/offsets/reset");
+        return forward(&s, &addr, reqwest::Method::POST, &path, Some(bytes)).await;
+    }
     let req: ResetRequest = json_body(&bytes)?;
     check_topic(&req.topic)?;
     let to: ResetTo = req
@@ -815,7 +905,7 @@ pub async fn reset_offsets(
         .groups
         .reset_offsets(&group, &req.topic, req.partitions, to)
         .await?;
-    Ok(Json(json!({"group": group, "offsets": offsets})))
+    Ok(Json(json!({"group": group, "offsets": offsets})).into_response())
 }
 
 /// `GET /v1/cluster`: this node's Raft view and every broker's liveness.
@@ -840,4 +930,29 @@ pub async fn cluster(State(s): S) -> Json<Value> {
         "controller": c.status(),
         "brokers": brokers,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PartitionQuery {
+    topic: String,
+    partition: u32,
+}
+
+/// `GET /internal/partition-offsets`: the high watermark and log start of a partition this
+/// broker leads (the group coordinator asks it for commits and `describe`).
+pub async fn partition_offsets(
+    State(s): S,
+    Query(q): Query<PartitionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_topic(&q.topic)?;
+    // Answered only by the leader itself: never relayed, so views that disagree cannot loop.
+    let (part, _) = s
+        .broker
+        .leader_partition(&q.topic, q.partition, false)
+        .await?;
+    let hw = part.high_watermark();
+    let start = part.log().lock().map_or(0, |l| l.log_start_offset());
+    Ok(Json(
+        json!({"high_watermark": hw, "log_start_offset": start}),
+    ))
 }

@@ -120,6 +120,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/v1/metadata", get(api::metadata))
         .route("/v1/cluster", get(api::cluster))
+        .route("/internal/partition-offsets", get(api::partition_offsets))
         .route("/v1/topics", get(api::list_topics).post(api::create_topic))
         .route(
             "/v1/topics/{topic}",
@@ -201,6 +202,10 @@ pub async fn run(
     let broker = Arc::new(Broker::new(config.clone(), logs, controller.clone()));
     let groups = Arc::new(GroupService::new(broker.clone()));
     let state = Arc::new(AppState {
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| ServerError::Other(e.to_string()))?,
         broker: broker.clone(),
         groups: groups.clone(),
         metrics: Arc::new(Metrics::new()),
