@@ -26,6 +26,9 @@ pub struct Client {
     collectors: Vec<String>,
     current: AtomicUsize,
     backoff_max: Duration,
+    /// `(topic, partition)` -> base URL of its leader, from metadata; dropped on
+    /// `not_leader` or a failed connection.
+    leaders: std::sync::Mutex<HashMap<(String, u32), String>>,
 }
 
 impl Client {
@@ -39,6 +42,7 @@ impl Client {
             collectors: output.collectors.clone(),
             current: AtomicUsize::new(0),
             backoff_max: output.retry_backoff_max,
+            leaders: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -58,7 +62,19 @@ impl Client {
         body: Option<Vec<u8>>,
         json: Option<Value>,
     ) -> Result<Value, ClientError> {
-        let url = format!("{}{}", self.base(), path);
+        self.call_at(None, method, path, body, json).await
+    }
+
+    /// A call to `at`, or to the current bootstrap collector (rotating on failure).
+    async fn call_at(
+        &self,
+        at: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        json: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{}", at.unwrap_or_else(|| self.base()), path);
         let mut req = self.http.request(method, &url);
         if let Some(b) = body {
             req = req
@@ -71,7 +87,9 @@ impl Client {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                self.rotate();
+                if at.is_none() {
+                    self.rotate();
+                }
                 return Err(ClientError::Retriable(format!("{url}: {e}")));
             }
         };
@@ -94,7 +112,7 @@ impl Client {
         let retriable = v["error"]["retriable"]
             .as_bool()
             .unwrap_or(status.is_server_error());
-        if status.as_u16() == 421 {
+        if status.as_u16() == 421 && at.is_none() {
             self.rotate();
         }
         if retriable {
@@ -143,31 +161,81 @@ impl Client {
         }
     }
 
-    /// `(topic, partition) -> (epoch, last persisted sequence)` for a producer.
+    /// `(topic, partition) -> (epoch, last persisted sequence)` for a producer, asked of
+    /// every live broker (each answers for the partitions it leads). A broker that cannot
+    /// be asked leaves its partitions out: their journaled batches are resent, which the
+    /// broker's idempotence makes harmless.
     pub async fn last_sequences(
         &self,
         producer_id: i64,
     ) -> Result<HashMap<(String, u32), (i16, i32)>, ClientError> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/producers/{producer_id}"),
-                None,
-                None,
-            )
+        let meta = self
+            .call(reqwest::Method::GET, "/v1/metadata", None, None)
             .await?;
+        let brokers: Vec<String> = meta["brokers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["alive"] != false)
+            .filter_map(|b| b["address"].as_str().map(|a| format!("http://{a}")))
+            .collect();
         let mut out = HashMap::new();
-        for p in v["partitions"].as_array().into_iter().flatten() {
-            if let (Some(t), Some(part), Some(e), Some(s)) = (
-                p["topic"].as_str(),
-                p["partition"].as_u64(),
-                p["producer_epoch"].as_i64(),
-                p["last_sequence"].as_i64(),
-            ) {
-                out.insert((t.to_owned(), part as u32), (e as i16, s as i32));
+        let path = format!("/v1/producers/{producer_id}");
+        for base in &brokers {
+            let v = match self
+                .call_at(Some(base), reqwest::Method::GET, &path, None, None)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(broker = %base, error = %e, "cannot read producer state; its batches will be resent");
+                    continue;
+                }
+            };
+            for p in v["partitions"].as_array().into_iter().flatten() {
+                if let (Some(t), Some(part), Some(e), Some(s)) = (
+                    p["topic"].as_str(),
+                    p["partition"].as_u64(),
+                    p["producer_epoch"].as_i64(),
+                    p["last_sequence"].as_i64(),
+                ) {
+                    out.insert((t.to_owned(), part as u32), (e as i16, s as i32));
+                }
             }
         }
         Ok(out)
+    }
+
+    /// The base URL of a partition's leader (from metadata, cached).
+    async fn leader_base(&self, topic: &str, partition: u32) -> Option<String> {
+        let key = (topic.to_owned(), partition);
+        if let Some(b) = self.leaders.lock().ok()?.get(&key) {
+            return Some(b.clone());
+        }
+        let meta = self
+            .call(reqwest::Method::GET, "/v1/metadata", None, None)
+            .await
+            .ok()?;
+        let addresses: HashMap<u64, String> = meta["brokers"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| Some((b["id"].as_u64()?, b["address"].as_str()?.to_owned())))
+            .collect();
+        let mut cache = self.leaders.lock().ok()?;
+        for t in meta["topics"].as_array()? {
+            let Some(name) = t["name"].as_str() else {
+                continue;
+            };
+            for p in t["partitions"].as_array().into_iter().flatten() {
+                if let (Some(part), Some(addr)) = (
+                    p["partition"].as_u64(),
+                    p["leader"].as_u64().and_then(|l| addresses.get(&l)),
+                ) {
+                    cache.insert((name.to_owned(), part as u32), format!("http://{addr}"));
+                }
+            }
+        }
+        cache.get(&key).cloned()
     }
 
     /// Number of partitions of `topic`, creating it with the collector's defaults if needed.
@@ -217,8 +285,23 @@ impl Client {
         batch: Vec<u8>,
     ) -> Result<(), ClientError> {
         let path = format!("/v1/topics/{topic}/partitions/{partition}/batches?acks={acks}");
-        self.call(reqwest::Method::POST, &path, Some(batch), None)
+        let leader = self.leader_base(topic, partition).await;
+        let r = self
+            .call_at(
+                leader.as_deref(),
+                reqwest::Method::POST,
+                &path,
+                Some(batch),
+                None,
+            )
             .await
-            .map(|_| ())
+            .map(|_| ());
+        if r.is_err()
+            && let Ok(mut cache) = self.leaders.lock()
+        {
+            // Leadership may have moved, or the broker is gone: ask the metadata next time.
+            cache.remove(&(topic.to_owned(), partition));
+        }
+        r
     }
 }

@@ -257,3 +257,90 @@ fn one_group_across_the_cluster_reads_every_partition_from_its_leader_exactly_on
         assert_eq!(total, 300, "{v}");
     }
 }
+
+#[test]
+fn the_agent_ships_to_each_partition_leader_exactly_once_across_its_own_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&json!({"name": "logs", "partitions": 6}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut want = BTreeSet::new();
+    let write = |file: usize, from: usize, to: usize, want: &mut BTreeSet<String>| {
+        let mut text = String::new();
+        for i in from..to {
+            let l = format!("f{file}-{i:05} GET /x 200");
+            text.push_str(&l);
+            text.push('\n');
+            want.insert(l);
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("f{file}.log")))
+            .unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    };
+    for f in 0..8 {
+        write(f, 0, 2000, &mut want);
+    }
+    // The agent knows one collector; it finds each partition's leader from the metadata.
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 16384\n  retry_backoff_max_ms: 300\n",
+            tmp.path().join("state").display(),
+            logs.display(),
+            cl.node(2).url("")
+        ),
+    )
+    .unwrap();
+    let mut agent = tributary_tests::AgentProc::start(&config);
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill9();
+    for f in 0..8 {
+        write(f, 2000, 3000, &mut want);
+    }
+    agent.restart();
+    // Everything, read from each partition's leader.
+    let read_everything = || -> Option<Vec<String>> {
+        let mut got = Vec::new();
+        let meta: Value = c
+            .get(cl.nodes[0].url("/v1/metadata"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let t = meta["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "logs")?;
+        for p in t["partitions"].as_array()? {
+            let leader = p["leader"].as_u64()?;
+            let url = cl.nodes[(leader - 1) as usize].url("");
+            let part = p["partition"].as_u64()? as u32;
+            got.extend(
+                tributary_tests::read_all(&c, &url, "logs", part)
+                    .into_iter()
+                    .map(|(_, v)| v),
+            );
+        }
+        Some(got)
+    };
+    wait_for(Duration::from_secs(90), "every line", || {
+        read_everything().filter(|g| g.len() >= want.len())
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let values = read_everything().unwrap();
+    let set: BTreeSet<String> = values.iter().cloned().collect();
+    assert_eq!(values.len(), set.len(), "no duplicates");
+    assert_eq!(set, want, "every line");
+    assert!(agent.terminate().success());
+}
