@@ -43,6 +43,19 @@ pub struct PartitionMeta {
     pub leader_epoch: i32,
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
+    /// Bumped by every ISR or leader change; an ISR change proposed against an older
+    /// partition epoch (a stale leader's) is refused.
+    #[serde(default)]
+    pub partition_epoch: i32,
+}
+
+impl PartitionMeta {
+    /// Moves leadership to `to`: a new leader epoch.
+    fn elect(&mut self, to: NodeId) {
+        self.leader = to;
+        self.leader_epoch += 1;
+        self.partition_epoch += 1;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +81,15 @@ pub enum MetadataCommand {
     /// A fenced broker heartbeats again.
     UnfenceBroker {
         id: NodeId,
+    },
+    /// A partition leader changes its ISR (a follower fell behind, or caught up).
+    AlterIsr {
+        topic: String,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
     },
     /// Create a topic, assigning replicas round-robin over the registered brokers.
     CreateTopic {
@@ -192,15 +214,26 @@ impl MetadataState {
             MetadataCommand::FenceBroker { id } | MetadataCommand::UnfenceBroker { id } => {
                 let fence = matches!(cmd, MetadataCommand::FenceBroker { .. });
                 match self.brokers.get_mut(id) {
-                    Some(b) => {
-                        b.fenced = fence;
-                        CommandResult::Done
+                    Some(b) => b.fenced = fence,
+                    None => {
+                        return CommandResult::Refused(MetadataError::Invalid(format!(
+                            "unknown broker {id}"
+                        )));
                     }
-                    None => CommandResult::Refused(MetadataError::Invalid(format!(
-                        "unknown broker {id}"
-                    ))),
                 }
+                if fence {
+                    self.fail_over(*id);
+                }
+                CommandResult::Done
             }
+            MetadataCommand::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => self.alter_isr(topic, *partition, *leader, *leader_epoch, *partition_epoch, isr),
             MetadataCommand::CreateTopic {
                 name,
                 partitions,
@@ -285,6 +318,84 @@ impl MetadataState {
         g.updated_ms = g.updated_ms.max(now_ms);
     }
 
+    /// A broker was fenced: it leaves every ISR it is in (unless it is the last member, so
+    /// the ISR still names who has all the data), and each partition it led gets a new
+    /// leader from the rest of the ISR — never from outside it (no unclean election). With
+    /// no other ISR member the partition stays with its fenced leader: offline, not lossy.
+    fn fail_over(&mut self, fenced: NodeId) {
+        let live: Vec<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if !p.isr.contains(&fenced) || p.isr.len() == 1 {
+                    continue;
+                }
+                p.isr.retain(|r| *r != fenced);
+                p.partition_epoch += 1;
+                if p.leader == fenced
+                    && let Some(next) = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| p.isr.contains(r) && live.contains(r))
+                {
+                    p.elect(next);
+                }
+            }
+        }
+    }
+
+    fn alter_isr(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[NodeId],
+    ) -> CommandResult {
+        let live: Vec<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        let Some(p) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+        else {
+            return CommandResult::Refused(MetadataError::UnknownTopic(topic.to_owned()));
+        };
+        if p.leader != leader
+            || p.leader_epoch != leader_epoch
+            || p.partition_epoch != partition_epoch
+        {
+            return CommandResult::Refused(MetadataError::Invalid(format!(
+                "stale ISR change for {topic}-{partition}: leader {leader} epoch {leader_epoch} \
+                 partition epoch {partition_epoch}, current leader {} epoch {} partition epoch {}",
+                p.leader, p.leader_epoch, p.partition_epoch
+            )));
+        }
+        if !isr.contains(&leader) || isr.iter().any(|r| !p.replicas.contains(r)) {
+            return CommandResult::Refused(MetadataError::Invalid(format!(
+                "ISR {isr:?} must hold the leader and only replicas of {topic}-{partition}"
+            )));
+        }
+        p.isr = isr.to_vec();
+        p.partition_epoch += 1;
+        // Leadership returns to the preferred replica once it is back in the ISR.
+        let preferred = p.replicas[0];
+        if p.leader != preferred && p.isr.contains(&preferred) && live.contains(&preferred) {
+            p.elect(preferred);
+        }
+        CommandResult::Done
+    }
+
     fn create_topic(
         &mut self,
         name: &str,
@@ -331,6 +442,7 @@ impl MetadataState {
                     leader_epoch: 0,
                     isr: replicas.clone(),
                     replicas,
+                    partition_epoch: 0,
                 }
             })
             .collect();
@@ -463,6 +575,61 @@ mod tests {
         assert!(s.groups["g"].offsets.is_empty());
         s.apply(&MetadataCommand::DeleteGroupOffsets { group: "g".into() });
         assert!(!s.groups.contains_key("g"));
+    }
+
+    #[test]
+    fn fencing_moves_leadership_within_the_isr_and_stale_isr_changes_are_refused() {
+        let mut s = with_brokers(3);
+        s.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: TopicConfigs::default(),
+        });
+        let p = |s: &MetadataState| s.topics["t"].partitions[0].clone();
+        assert_eq!((p(&s).leader, p(&s).leader_epoch), (1, 0));
+        // The leader is fenced: the next ISR member leads, with a new epoch.
+        s.apply(&MetadataCommand::FenceBroker { id: 1 });
+        let after = p(&s);
+        assert_eq!((after.leader, after.leader_epoch), (2, 1));
+        assert_eq!(after.isr, [2, 3]);
+        // The old leader's ISR change (old epochs) is refused.
+        let stale = MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: vec![1],
+        };
+        assert!(matches!(s.apply(&stale), CommandResult::Refused(_)));
+        // The new leader shrinks the ISR to itself; fencing its last member changes nothing.
+        let shrink = MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: after.leader_epoch,
+            partition_epoch: after.partition_epoch,
+            isr: vec![2],
+        };
+        assert_eq!(s.apply(&shrink), CommandResult::Done);
+        s.apply(&MetadataCommand::FenceBroker { id: 2 });
+        assert_eq!(p(&s).leader, 2, "no unclean election");
+        assert_eq!(p(&s).isr, [2]);
+        // Broker 1 returns and rejoins the ISR: leadership goes back to the preferred replica.
+        s.apply(&MetadataCommand::UnfenceBroker { id: 1 });
+        s.apply(&MetadataCommand::UnfenceBroker { id: 2 });
+        let cur = p(&s);
+        s.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: cur.leader_epoch,
+            partition_epoch: cur.partition_epoch,
+            isr: vec![2, 1],
+        });
+        assert_eq!(p(&s).leader, 1);
+        assert_eq!(p(&s).leader_epoch, cur.leader_epoch + 1);
     }
 
     #[test]
