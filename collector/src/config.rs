@@ -52,7 +52,8 @@ pub struct TopicDefaults {
     /// Create a topic on first produce.
     pub auto_create_topics: bool,
     pub default_partitions: u32,
-    pub default_replication_factor: u16,
+    /// Unset: min(3, live brokers).
+    pub default_replication_factor: Option<u16>,
     pub segment_bytes: u64,
     pub segment_ms: i64,
     pub index_interval_bytes: u64,
@@ -69,7 +70,7 @@ impl Default for TopicDefaults {
         Self {
             auto_create_topics: true,
             default_partitions: 3,
-            default_replication_factor: 1,
+            default_replication_factor: None,
             segment_bytes: log.segment_bytes,
             segment_ms: log.segment_ms,
             index_interval_bytes: log.index_interval_bytes,
@@ -178,6 +179,10 @@ pub struct RawConfig {
     pub producer_id_expiration_ms: i64,
     /// A broker the active controller has not heard from for this long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// A follower not caught up for this long leaves the ISR.
+    pub replica_lag_max_ms: u64,
+    /// Electing a leader from outside the ISR (losing data) is not supported; must be false.
+    pub unclean_leader_election: bool,
     /// How often a broker heartbeats to the active controller.
     pub broker_heartbeat_interval_ms: u64,
     /// How often retention runs.
@@ -201,6 +206,8 @@ impl Default for RawConfig {
             groups: GroupsSection::default(),
             producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
             broker_session_timeout_ms: 6_000,
+            replica_lag_max_ms: 10_000,
+            unclean_leader_election: false,
             broker_heartbeat_interval_ms: 1_000,
             retention_check_interval_ms: 60_000,
             recovery_point_interval_ms: 10_000,
@@ -225,6 +232,7 @@ pub struct Config {
     pub producer_id_expiration_ms: i64,
     pub broker_session_timeout: Duration,
     pub broker_heartbeat_interval: Duration,
+    pub replica_lag_max: Duration,
     pub retention_check_interval: Duration,
     pub recovery_point_interval: Duration,
 }
@@ -292,15 +300,10 @@ impl Config {
         if t.default_partitions == 0 {
             return Err(invalid("topics.default_partitions", "must be positive"));
         }
-        if t.default_replication_factor == 0
-            || t.default_replication_factor > crate::broker::REPLICATION_FACTOR_MAX
-        {
+        if t.default_replication_factor == Some(0) {
             return Err(invalid(
                 "topics.default_replication_factor",
-                format!(
-                    "must be 1..={}: partitions are not replicated yet",
-                    crate::broker::REPLICATION_FACTOR_MAX
-                ),
+                "must be positive (or unset: min(3, live brokers))",
             ));
         }
         let flush = match raw.flush.policy.as_str() {
@@ -372,6 +375,15 @@ impl Config {
                 "must be at least twice broker_heartbeat_interval_ms, which must be positive",
             ));
         }
+        if raw.unclean_leader_election {
+            return Err(invalid(
+                "unclean_leader_election",
+                "true is not supported: a leader is only ever elected from the ISR",
+            ));
+        }
+        if raw.replica_lag_max_ms == 0 {
+            return Err(invalid("replica_lag_max_ms", "must be positive"));
+        }
         if raw.producer_id_expiration_ms <= 0 {
             return Err(invalid("producer_id_expiration_ms", "must be positive"));
         }
@@ -394,6 +406,7 @@ impl Config {
             producer_id_expiration_ms: raw.producer_id_expiration_ms,
             broker_session_timeout: Duration::from_millis(raw.broker_session_timeout_ms),
             broker_heartbeat_interval: Duration::from_millis(raw.broker_heartbeat_interval_ms),
+            replica_lag_max: Duration::from_millis(raw.replica_lag_max_ms),
             retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
             recovery_point_interval: Duration::from_millis(raw.recovery_point_interval_ms),
         })

@@ -248,15 +248,15 @@ fn malformed_requests_get_json_errors_too() {
         assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
         assert_eq!(v["error"]["retriable"], false);
     }
-    // A replication factor this version cannot honour is refused, not silently lowered.
+    // A replication factor larger than the live brokers is refused, not silently lowered.
     let r = c
         .post(col.url("/v1/topics"))
         .json(&serde_json::json!({"name": "r3", "partitions": 1, "replication_factor": 3}))
         .send()
         .unwrap();
-    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.status().as_u16(), 503);
     let v: Value = r.json().unwrap();
-    assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    assert_eq!(v["error"]["code"], "not_enough_brokers", "{v}");
     let r = c.get(col.url("/v1/topics/r3")).send().unwrap();
     assert_eq!(r.status().as_u16(), 404, "nothing was created");
 }

@@ -3,6 +3,7 @@
 
 pub mod partition;
 pub mod producer_state;
+pub mod replica;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -15,9 +16,6 @@ use crate::controller::{Controller, ControllerError};
 use crate::storage::manager::TopicPartition;
 use crate::storage::{LogConfig, LogManager, StorageError};
 pub use partition::{Acks, BatchAck, Partition, PartitionRef, ProduceError};
-
-/// Largest replication factor this version accepts: it does not replicate yet.
-pub const REPLICATION_FACTOR_MAX: u16 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -163,16 +161,19 @@ impl Broker {
         shared::names::validate_topic(name)
             .map_err(|e| MetadataError::InvalidTopic(e.to_string()))?;
         self.log_config(&configs).validate()?;
-        let replication_factor =
-            replication_factor.unwrap_or(self.config.topics.default_replication_factor);
-        if replication_factor > REPLICATION_FACTOR_MAX {
-            // Refused rather than accepted and silently not replicated.
-            return Err(MetadataError::Invalid(format!(
-                "replication_factor {replication_factor}: this version does not replicate \
-                 partitions yet (followers, ISR and failover are the next milestone); use 1"
-            ))
-            .into());
-        }
+        let live = self
+            .controller
+            .metadata()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .count()
+            .max(1);
+        // Unset: the configured default, else min(3, live brokers). Too few live brokers for
+        // an explicit factor is a typed error, never a silently smaller factor.
+        let replication_factor = replication_factor
+            .or(self.config.topics.default_replication_factor)
+            .unwrap_or_else(|| live.min(3) as u16);
         let cmd = MetadataCommand::CreateTopic {
             name: name.to_owned(),
             partitions: partitions.unwrap_or(self.config.topics.default_partitions),
@@ -292,6 +293,7 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .get(&tp)
         {
+            p.set_isr(self.config.node_id, &pm.isr);
             return Ok((p.clone(), pm.leader_epoch));
         }
         let config = self.log_config(&meta.configs);
@@ -302,7 +304,37 @@ impl Broker {
         })?;
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         let p = parts.entry(tp).or_insert(opened).clone();
+        drop(parts);
+        p.set_isr(self.config.node_id, &pm.isr);
         Ok((p, pm.leader_epoch))
+    }
+
+    /// Forgets the leader state (producer table, followers) of a partition this broker no
+    /// longer leads; its log stays. Leading it again rebuilds the state from the log.
+    pub fn forget_leadership(&self, tp: &TopicPartition) {
+        let removed = self
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tp);
+        if let Some(p) = removed {
+            tracing::info!(partition = %tp.dir_name(), "no longer the leader");
+            if let Err(e) = p.checkpoint(self.config.producer_id_expiration_ms) {
+                tracing::warn!(partition = %tp.dir_name(), error = %e, "checkpoint on leadership loss failed");
+            }
+        }
+    }
+
+    /// `min_insync_replicas` of a topic: its own setting, else 2 when replicated, else 1
+    /// (never more than its replication factor).
+    pub fn min_insync(&self, topic: &TopicMeta) -> usize {
+        let rf = usize::from(topic.replication_factor).max(1);
+        let default = if rf > 1 { 2 } else { 1 };
+        topic
+            .configs
+            .min_insync_replicas
+            .map_or(default, usize::from)
+            .clamp(1, rf)
     }
 
     /// Every open partition.

@@ -63,6 +63,28 @@ pub struct Partition {
     producers: Mutex<ProducerTable>,
     flush: FlushPolicy,
     hw: watch::Sender<u64>,
+    /// The log end, for followers' long polls.
+    leo: watch::Sender<u64>,
+    /// This broker, the ISR and what each follower has.
+    repl: Mutex<Replication>,
+}
+
+/// What the leader knows of its followers.
+#[derive(Debug)]
+struct Replication {
+    node_id: u64,
+    isr: Vec<u64>,
+    followers: std::collections::HashMap<u64, Follower>,
+    /// When this broker started leading: ISR members get one lag period to show up.
+    started: std::time::Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// Its log end offset: the offset it fetched from last.
+    leo: u64,
+    /// When it last had everything the leader had.
+    caught_up: std::time::Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,7 +104,7 @@ impl Partition {
     /// Wraps an open log, rebuilding the producer table from the newest snapshot plus the
     /// batches after it.
     pub fn open(tp: TopicPartition, log: SharedLog) -> Result<Self, StorageError> {
-        let (table, flush, hw) = {
+        let (table, flush, hw, leo) = {
             let mut l = lock(&log);
             let end = l.log_end_offset();
             // A single node: what recovery kept is durable, so it is all visible.
@@ -107,7 +129,12 @@ impl Partition {
                     offset = h.next_offset() as u64;
                 }
             }
-            (table, l.config().flush, l.high_watermark())
+            (
+                table,
+                l.config().flush,
+                l.high_watermark(),
+                l.log_end_offset(),
+            )
         };
         Ok(Self {
             tp,
@@ -116,6 +143,13 @@ impl Partition {
             producers: Mutex::new(table),
             flush,
             hw: watch::Sender::new(hw),
+            leo: watch::Sender::new(leo),
+            repl: Mutex::new(Replication {
+                node_id: 0,
+                isr: Vec::new(),
+                followers: std::collections::HashMap::new(),
+                started: std::time::Instant::now(),
+            }),
         })
     }
 
@@ -227,16 +261,32 @@ impl Partition {
         Ok(acks_out)
     }
 
-    /// Moves the high watermark to what is durable (`durable_only`) or to the log end, and
-    /// wakes waiting fetches.
+    /// Moves the high watermark to the smallest log end among the in-sync replicas — this
+    /// broker's counting only what is durable (`durable_only`) — never backwards, and wakes
+    /// waiting fetches and acks=all produces.
     fn advance_high_watermark(&self, durable_only: bool) {
         let hw = {
+            let repl = lock(&self.repl);
             let mut l = lock(&self.log);
-            let target = if durable_only {
+            let end = l.log_end_offset();
+            self.leo.send_if_modified(|cur| {
+                let changed = *cur != end;
+                *cur = end;
+                changed
+            });
+            let mut target = if durable_only {
                 l.flushed_offset()
             } else {
-                l.log_end_offset()
+                end
             };
+            for r in &repl.isr {
+                if *r == repl.node_id {
+                    continue;
+                }
+                // A follower not heard from yet holds the watermark where it is.
+                let leo = repl.followers.get(r).map_or(0, |f| f.leo);
+                target = target.min(leo);
+            }
             if target > l.high_watermark() {
                 l.set_high_watermark(target);
             }
@@ -250,6 +300,92 @@ impl Partition {
                 false
             }
         });
+    }
+
+    /// Sets this broker's id and the ISR from the metadata.
+    pub fn set_isr(&self, node_id: u64, isr: &[u64]) {
+        let changed = {
+            let mut r = lock(&self.repl);
+            r.node_id = node_id;
+            let changed = r.isr != isr;
+            if changed {
+                r.isr = isr.to_vec();
+            }
+            changed
+        };
+        if changed {
+            // A smaller ISR may let the watermark move.
+            self.advance_high_watermark(self.flush == FlushPolicy::Always);
+        }
+    }
+
+    /// The ISR as this leader knows it.
+    pub fn isr(&self) -> Vec<u64> {
+        lock(&self.repl).isr.clone()
+    }
+
+    /// A follower fetched from `offset`: everything below it is in its log.
+    pub fn follower_fetched(&self, replica: u64, offset: u64) {
+        {
+            let end = lock(&self.log).log_end_offset();
+            let mut r = lock(&self.repl);
+            let now = std::time::Instant::now();
+            let f = r.followers.entry(replica).or_insert(Follower {
+                leo: offset,
+                caught_up: now,
+            });
+            f.leo = offset;
+            if offset >= end {
+                f.caught_up = now;
+            }
+        }
+        self.advance_high_watermark(self.flush == FlushPolicy::Always);
+    }
+
+    /// The ISR this leader wants: itself, the members still within `lag_max` of catching
+    /// up, and the followers that have caught up with the high watermark. `None` when it
+    /// is the current one.
+    pub fn wanted_isr(&self, replicas: &[u64], lag_max: std::time::Duration) -> Option<Vec<u64>> {
+        let hw = self.high_watermark();
+        let r = lock(&self.repl);
+        let now = std::time::Instant::now();
+        let wanted: Vec<u64> = replicas
+            .iter()
+            .copied()
+            .filter(|id| {
+                if *id == r.node_id {
+                    return true;
+                }
+                match r.followers.get(id) {
+                    // Never heard from since this leader started: keep an ISR member
+                    // for one lag period, do not add others.
+                    None => r.isr.contains(id) && now.duration_since(r.started) <= lag_max,
+                    Some(f) if r.isr.contains(id) => now.duration_since(f.caught_up) <= lag_max,
+                    Some(f) => f.leo >= hw && now.duration_since(f.caught_up) <= lag_max,
+                }
+            })
+            .collect();
+        let mut a = wanted.clone();
+        let mut b = r.isr.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        (a != b).then_some(wanted)
+    }
+
+    /// Watches the log end (followers long-poll on it).
+    pub fn watch_log_end(&self) -> watch::Receiver<u64> {
+        self.leo.subscribe()
+    }
+
+    /// Reads for a follower: whole batches from `offset` up to the log end.
+    pub fn read_for_replica(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, StorageError> {
+        let l = lock(&self.log);
+        let end = l.log_end_offset();
+        l.read(offset, max_bytes, Some(end))
     }
 
     /// Fsyncs now (flush `interval` calls this on a timer) and publishes the result.

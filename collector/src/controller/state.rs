@@ -233,7 +233,14 @@ impl MetadataState {
                 leader_epoch,
                 partition_epoch,
                 isr,
-            } => self.alter_isr(topic, *partition, *leader, *leader_epoch, *partition_epoch, isr),
+            } => self.alter_isr(
+                topic,
+                *partition,
+                *leader,
+                *leader_epoch,
+                *partition_epoch,
+                isr,
+            ),
             MetadataCommand::CreateTopic {
                 name,
                 partitions,

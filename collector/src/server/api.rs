@@ -381,7 +381,28 @@ async fn produce_bytes(
     acks: Acks,
 ) -> Result<Vec<BatchAck>, ApiError> {
     let (part, epoch) = s.broker.leader_partition(topic, partition, true).await?;
+    if acks == Acks::All {
+        // Refused up front when too few replicas are in sync to promise anything.
+        let min = s
+            .broker
+            .controller
+            .metadata()
+            .topics
+            .get(topic)
+            .map_or(1, |t| s.broker.min_insync(t));
+        let isr = part.isr().len().max(1);
+        if isr < min {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_enough_replicas",
+                format!(
+                    "{topic}-{partition} has {isr} in-sync replicas, min_insync_replicas is {min}"
+                ),
+            ));
+        }
+    }
     let limits = s.broker.config.batch_limits();
+    let waiter = part.clone();
     let metrics = s.metrics.clone();
     let task = tokio::task::spawn_blocking(move || {
         validate_and_produce(&part, bytes, limits, epoch, &metrics)
@@ -395,9 +416,33 @@ async fn produce_bytes(
         });
         return Ok(Vec::new());
     }
-    task.await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    let acked = task.await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })??;
+    if acks == Acks::All
+        && let Some(end) = acked.iter().map(|a| a.last_offset + 1).max()
+    {
+        // acks=all: every in-sync replica has it once the high watermark passes it.
+        let mut hw = waiter.watch_high_watermark();
+        let wait = tokio::time::timeout(ACKS_ALL_TIMEOUT, hw.wait_for(|h| *h >= end)).await;
+        if !matches!(wait, Ok(Ok(_))) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timed_out",
+                format!(
+                    "the in-sync replicas of {topic}-{partition} did not all confirm offset {} within {:?}; \
+                     retry (an idempotent retry is deduplicated)",
+                    end - 1,
+                    ACKS_ALL_TIMEOUT
+                ),
+            ));
+        }
+    }
+    Ok(acked)
 }
+
+/// How long an acks=all produce waits for the in-sync replicas.
+const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn produce(
     State(s): S,
@@ -955,4 +1000,173 @@ pub async fn partition_offsets(
     Ok(Json(
         json!({"high_watermark": hw, "log_start_offset": start}),
     ))
+}
+
+// ---- replication (internal) ----
+
+#[derive(Debug, Deserialize)]
+pub struct ReplicaFetchQuery {
+    topic: String,
+    partition: u32,
+    offset: u64,
+    replica: u64,
+    max_bytes: Option<u64>,
+    max_wait_ms: Option<u64>,
+}
+
+/// `GET /internal/replica/fetch`: a follower's fetch. Its offset is its log end, which the
+/// leader records (it may move the high watermark); the reply holds whole batches up to the
+/// leader's log end, and the high watermark in a header.
+pub async fn replica_fetch(
+    State(s): S,
+    Query(q): Query<ReplicaFetchQuery>,
+) -> Result<Response, ApiError> {
+    check_topic(&q.topic)?;
+    let (part, _) = s
+        .broker
+        .leader_partition(&q.topic, q.partition, false)
+        .await?;
+    part.follower_fetched(q.replica, q.offset);
+    let mut end = part.watch_log_end();
+    if *end.borrow() <= q.offset {
+        let wait = Duration::from_millis(
+            q.max_wait_ms
+                .unwrap_or(0)
+                .min(s.broker.config.limits.max_fetch_wait_ms),
+        );
+        let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > q.offset)).await;
+    }
+    let max = q
+        .max_bytes
+        .unwrap_or(FETCH_BYTES_DEFAULT)
+        .clamp(1, s.broker.config.limits.max_fetch_bytes) as usize;
+    let p = part.clone();
+    let offset = q.offset;
+    let r = tokio::task::spawn_blocking(move || p.read_for_replica(offset, max))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let mut resp = Response::new(Body::from(r.bytes));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(BATCHES_CONTENT_TYPE),
+    );
+    h.insert(HW_HEADER, HeaderValue::from(part.high_watermark()));
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EpochEndQuery {
+    topic: String,
+    partition: u32,
+    epoch: i32,
+}
+
+/// `GET /internal/replica/epoch-end`: where the leader's log ends for the largest leader
+/// epoch `<= epoch` (KIP-279); a follower truncates to it before fetching.
+pub async fn replica_epoch_end(
+    State(s): S,
+    Query(q): Query<EpochEndQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_topic(&q.topic)?;
+    let (part, _) = s
+        .broker
+        .leader_partition(&q.topic, q.partition, false)
+        .await?;
+    let l = part.log().lock().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "log lock poisoned",
+        )
+    })?;
+    // No epoch at or below the follower's: nothing of its log is known to agree.
+    let (epoch, end) = l
+        .end_offset_for_epoch(q.epoch)
+        .unwrap_or((-1, l.log_start_offset()));
+    Ok(Json(json!({"epoch": epoch, "end_offset": end})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChecksumQuery {
+    topic: String,
+    partition: u32,
+    upto: u64,
+}
+
+/// `GET /internal/replica/checksum`: CRC-32C of this broker's copy of a partition's batches
+/// below `upto` (tests compare replicas with it), with the offsets it covers.
+pub async fn replica_checksum(
+    State(s): S,
+    Query(q): Query<ChecksumQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_topic(&q.topic)?;
+    let log = s
+        .broker
+        .logs
+        .get(&TopicPartition::new(&q.topic, q.partition))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_partition",
+                "no local replica",
+            )
+        })?;
+    let upto = q.upto;
+    let (crc, from, to) =
+        tokio::task::spawn_blocking(move || -> Result<(u32, u64, u64), ApiError> {
+            let l = log.lock().map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "log lock poisoned",
+                )
+            })?;
+            let start = l.log_start_offset();
+            let mut offset = start;
+            let mut crc = 0u32;
+            let limit = upto.min(l.log_end_offset());
+            while offset < limit {
+                let r = l.read(offset, 4 << 20, Some(limit))?;
+                if r.bytes.is_empty() {
+                    break;
+                }
+                let mut last = offset;
+                for item in BatchIter::new(&r.bytes, s_limits()) {
+                    let (h, b) = item.map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "corrupt_batch",
+                            e.to_string(),
+                        )
+                    })?;
+                    if (h.next_offset() as u64) <= limit {
+                        crc = crc32c::crc32c_append(crc, b);
+                        last = h.next_offset() as u64;
+                    } else {
+                        last = limit;
+                        break;
+                    }
+                }
+                if last == offset {
+                    break;
+                }
+                offset = last;
+            }
+            Ok((crc, start, offset))
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok(Json(json!({"crc32c": crc, "from": from, "to": to})))
+}
+
+fn s_limits() -> BatchLimits {
+    BatchLimits {
+        batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
+        uncompressed_bytes_max: 0,
+    }
 }

@@ -121,6 +121,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/metadata", get(api::metadata))
         .route("/v1/cluster", get(api::cluster))
         .route("/internal/partition-offsets", get(api::partition_offsets))
+        .route("/internal/replica/fetch", get(api::replica_fetch))
+        .route("/internal/replica/epoch-end", get(api::replica_epoch_end))
+        .route("/internal/replica/checksum", get(api::replica_checksum))
         .route("/v1/topics", get(api::list_topics).post(api::create_topic))
         .route(
             "/v1/topics/{topic}",
@@ -230,7 +233,8 @@ pub async fn run(
         registered,
         stop_rx.clone(),
     ));
-    let background = tokio::spawn(background(broker.clone(), groups, stop_rx));
+    let background = tokio::spawn(background(broker.clone(), groups, stop_rx.clone()));
+    let replicas = tokio::spawn(crate::broker::replica::run(broker.clone(), stop_rx.clone()));
     // 3. Serve.
     tracing::info!(%local, node_id = config.node_id, "collector listening");
     on_listening(local);
@@ -242,6 +246,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = background.await;
     let _ = membership.await;
+    let _ = replicas.await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await

@@ -1,0 +1,273 @@
+//! Replication: followers pull from their partition leaders; leaders keep the ISR.
+//!
+//! - [`run`] watches the metadata and keeps one follower task per partition this broker
+//!   follows (restarted when the leader or its epoch changes), drops the leader state of
+//!   partitions it no longer leads, and, as a leader, proposes ISR changes.
+//! - A follower first truncates its log where it may disagree with the leader's — found by
+//!   asking the leader where the follower's latest leader epoch ends (KIP-101/279), never
+//!   by its own high watermark — then fetches from its log end, appends the leader's
+//!   batches unchanged, fsyncs, and takes `min(leader HW, its log end)` as its HW. Its
+//!   next fetch offset tells the leader how far it has come.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::BatchLimits;
+
+use super::Broker;
+use crate::controller::state::{CommandResult, MetadataCommand, NodeId};
+use crate::storage::manager::TopicPartition;
+use crate::storage::{LogConfig, ValidatedBatches};
+
+/// Bytes a follower asks for per fetch.
+const REPLICA_FETCH_BYTES: usize = 8 << 20;
+/// How long a follower's fetch waits at the leader's log end.
+const REPLICA_FETCH_WAIT_MS: u64 = 500;
+
+struct Following {
+    leader: NodeId,
+    leader_epoch: i32,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs until `stop` changes.
+pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut meta = broker.controller.subscribe();
+    let mut following: HashMap<TopicPartition, Following> = HashMap::new();
+    let mut isr_tick = tokio::time::interval(Duration::from_millis(500));
+    isr_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        reconcile(&broker, &mut following);
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = meta.changed() => if r.is_err() { break },
+            _ = isr_tick.tick() => maintain_isr(&broker).await,
+        }
+    }
+    for (_, f) in following {
+        f.task.abort();
+    }
+}
+
+/// Starts and stops follower tasks to match the metadata.
+fn reconcile(broker: &Arc<Broker>, following: &mut HashMap<TopicPartition, Following>) {
+    let me = broker.config.node_id;
+    let meta = broker.controller.metadata();
+    let mut wanted: HashMap<TopicPartition, (NodeId, i32, String, LogConfig)> = HashMap::new();
+    for t in meta.topics.values() {
+        for p in &t.partitions {
+            let tp = TopicPartition::new(&t.name, p.partition);
+            if p.leader == me {
+                continue;
+            }
+            // Not (or no longer) the leader here: drop the leader state, keep the log.
+            broker.forget_leadership(&tp);
+            if !p.replicas.contains(&me) {
+                continue;
+            }
+            let Some(b) = meta.brokers.get(&p.leader) else {
+                continue;
+            };
+            if b.fenced {
+                continue;
+            }
+            wanted.insert(
+                tp,
+                (
+                    p.leader,
+                    p.leader_epoch,
+                    b.address.clone(),
+                    broker.log_config(&t.configs),
+                ),
+            );
+        }
+    }
+    following.retain(|tp, f| {
+        let keep = wanted
+            .get(tp)
+            .is_some_and(|(l, e, _, _)| *l == f.leader && *e == f.leader_epoch);
+        if !keep {
+            f.task.abort();
+        }
+        keep
+    });
+    for (tp, (leader, leader_epoch, addr, config)) in wanted {
+        if following.contains_key(&tp) {
+            continue;
+        }
+        let task = tokio::spawn(follow(broker.clone(), tp.clone(), addr, config));
+        following.insert(
+            tp,
+            Following {
+                leader,
+                leader_epoch,
+                task,
+            },
+        );
+    }
+}
+
+/// As a leader: shrinks the ISR of partitions whose followers fell behind, grows it when
+/// they caught up. The controller refuses the change if this broker's view is stale.
+async fn maintain_isr(broker: &Arc<Broker>) {
+    let me = broker.config.node_id;
+    let meta = broker.controller.metadata();
+    for part in broker.open_partitions() {
+        let Some(pm) = meta
+            .topics
+            .get(&part.tp.topic)
+            .and_then(|t| t.partitions.get(part.tp.partition as usize))
+        else {
+            continue;
+        };
+        if pm.leader != me || pm.replicas.len() < 2 {
+            continue;
+        }
+        part.set_isr(me, &pm.isr);
+        let Some(isr) = part.wanted_isr(&pm.replicas, broker.config.replica_lag_max) else {
+            continue;
+        };
+        tracing::info!(partition = %part.tp.dir_name(), from = ?pm.isr, to = ?isr, "changing the ISR");
+        let cmd = MetadataCommand::AlterIsr {
+            topic: part.tp.topic.clone(),
+            partition: part.tp.partition,
+            leader: me,
+            leader_epoch: pm.leader_epoch,
+            partition_epoch: pm.partition_epoch,
+            isr,
+        };
+        match broker.controller.propose(cmd).await {
+            Ok(CommandResult::Done) => {}
+            Ok(other) => {
+                tracing::info!(partition = %part.tp.dir_name(), result = ?other, "ISR change refused")
+            }
+            Err(e) => {
+                tracing::warn!(partition = %part.tp.dir_name(), error = %e, "ISR change failed")
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FollowError {
+    #[error("{0}")]
+    Http(String),
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("{0}")]
+    Batch(#[from] shared::BatchError),
+}
+
+/// One follower: truncate to agreement with the leader, then fetch and append forever.
+async fn follow(broker: Arc<Broker>, tp: TopicPartition, leader: String, config: LogConfig) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match follow_once(&broker, &tp, &leader, &config).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::debug!(partition = %tp.dir_name(), %leader, error = %e, "replica fetch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn follow_once(
+    broker: &Arc<Broker>,
+    tp: &TopicPartition,
+    leader: &str,
+    config: &LogConfig,
+) -> Result<(), FollowError> {
+    let (b, tp2, config2) = (broker.clone(), tp.clone(), config.clone());
+    let log = tokio::task::spawn_blocking(move || b.logs.get_or_create(&tp2, Some(config2)))
+        .await
+        .map_err(|e| FollowError::Http(e.to_string()))??;
+    // 1. Truncate where this log may have diverged (KIP-101/279).
+    let latest = log
+        .lock()
+        .map_err(|_| FollowError::Http("log lock poisoned".into()))?
+        .leader_epochs()
+        .latest_epoch();
+    if let Some(epoch) = latest {
+        let url = format!(
+            "http://{leader}/internal/replica/epoch-end?topic={}&partition={}&epoch={epoch}",
+            tp.topic, tp.partition
+        );
+        let v: serde_json::Value = broker
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| FollowError::Http(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| FollowError::Http(e.to_string()))?;
+        let end = v["end_offset"]
+            .as_u64()
+            .ok_or_else(|| FollowError::Http(format!("bad epoch-end reply {v}")))?;
+        let mut l = log
+            .lock()
+            .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
+        if end < l.log_end_offset() {
+            tracing::warn!(partition = %tp.dir_name(), from = l.log_end_offset(), to = end, "truncating a diverged follower log");
+            l.truncate_to(end, super::partition::now_ms())?;
+        }
+    }
+    // 2. Fetch and append.
+    let limits = BatchLimits {
+        batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
+        uncompressed_bytes_max: 0,
+    };
+    loop {
+        let offset = log
+            .lock()
+            .map_err(|_| FollowError::Http("log lock poisoned".into()))?
+            .log_end_offset();
+        let url = format!(
+            "http://{leader}/internal/replica/fetch?topic={}&partition={}&offset={offset}&replica={}&max_bytes={REPLICA_FETCH_BYTES}&max_wait_ms={REPLICA_FETCH_WAIT_MS}",
+            tp.topic, tp.partition, broker.config.node_id
+        );
+        let resp = broker
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| FollowError::Http(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            // Out of range: this log is ahead of the leader's; truncate again.
+            return Err(FollowError::Http(format!("{status}: {body}")));
+        }
+        let hw: u64 = resp
+            .headers()
+            .get(crate::server::api::HW_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| FollowError::Http(e.to_string()))?;
+        let log2 = log.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), FollowError> {
+            let mut l = log2
+                .lock()
+                .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
+            if !bytes.is_empty() {
+                let batches = ValidatedBatches::new(bytes.to_vec(), &limits)?;
+                l.append_replica(batches, super::partition::now_ms())?;
+                // Durable before the next fetch reports it to the leader.
+                l.flush()?;
+            }
+            let end = l.log_end_offset();
+            l.set_high_watermark(hw.min(end));
+            Ok(())
+        })
+        .await
+        .map_err(|e| FollowError::Http(e.to_string()))??;
+    }
+}
