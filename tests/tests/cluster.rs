@@ -344,3 +344,261 @@ fn the_agent_ships_to_each_partition_leader_exactly_once_across_its_own_crash() 
     assert_eq!(set, want, "every line");
     assert!(agent.terminate().success());
 }
+
+/// Metadata of partition `p` of `topic` from the first node that answers.
+fn partition_meta(
+    c: &reqwest::blocking::Client,
+    cl: &Cluster,
+    topic: &str,
+    p: u64,
+) -> Option<Value> {
+    for n in &cl.nodes {
+        let Ok(r) = c
+            .get(n.url("/v1/metadata"))
+            .timeout(Duration::from_secs(2))
+            .send()
+        else {
+            continue;
+        };
+        let Ok(v) = r.json::<Value>() else { continue };
+        let t = v["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == topic)?
+            .clone();
+        return t["partitions"]
+            .as_array()?
+            .iter()
+            .find(|x| x["partition"] == p)
+            .cloned();
+    }
+    None
+}
+
+fn replica_checksums(
+    c: &reqwest::blocking::Client,
+    cl: &Cluster,
+    topic: &str,
+    upto: u64,
+) -> Vec<Value> {
+    cl.nodes
+        .iter()
+        .map(|n| {
+            c.get(n.url(&format!(
+                "/internal/replica/checksum?topic={topic}&partition=0&upto={upto}"
+            )))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+        })
+        .collect()
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a process id has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+#[test]
+fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3, &format!("{EXTRA}replica_lag_max_ms: 3000\n"));
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&json!({"name": "r", "partitions": 1, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // An idempotent producer: batches of 10 with increasing sequences, acks=all, each
+    // retried (same bytes, same sequence) until acknowledged, to whichever node leads.
+    let producer = {
+        let stop = stop.clone();
+        let addrs = addrs.clone();
+        std::thread::spawn(move || {
+            let c = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let pid = loop {
+                if let Some(v) = addrs.iter().find_map(|a| {
+                    c.post(format!("{a}/v1/producers"))
+                        .send()
+                        .ok()?
+                        .json::<Value>()
+                        .ok()
+                }) {
+                    break v["producer_id"].as_i64().unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let mut acked = 0u64;
+            let mut retries = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let values: Vec<String> =
+                    (acked..acked + 10).map(|k| format!("k-{k:07}")).collect();
+                let bytes = tributary_tests::batch(
+                    &values,
+                    shared::ProducerStamp {
+                        producer_id: pid,
+                        producer_epoch: 0,
+                        base_sequence: acked as i32,
+                    },
+                    true,
+                );
+                loop {
+                    let leader = addrs.iter().find_map(|a| {
+                        let v: Value =
+                            c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
+                        let t = v["topics"]
+                            .as_array()?
+                            .iter()
+                            .find(|t| t["name"] == "r")?
+                            .clone();
+                        let l = t["partitions"][0]["leader"].as_u64()?;
+                        let addr =
+                            v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
+                                .as_str()?
+                                .to_owned();
+                        Some(format!("http://{addr}"))
+                    });
+                    if let Some(base) = leader
+                        && let Ok(r) = c
+                            .post(format!("{base}/v1/topics/r/partitions/0/batches?acks=all"))
+                            .header("content-type", "application/vnd.tributary.batches")
+                            .body(bytes.clone())
+                            .send()
+                        && r.status().is_success()
+                    {
+                        break;
+                    }
+                    retries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                acked += 10;
+            }
+            (acked, retries)
+        })
+    };
+    for _round in 0..2 {
+        std::thread::sleep(Duration::from_secs(2));
+        let leader = partition_meta(&c, &cl, "r", 0).unwrap()["leader"]
+            .as_u64()
+            .unwrap();
+        cl.node(leader).kill9();
+        std::thread::sleep(Duration::from_secs(3));
+        cl.node(leader).restart();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, retries) = producer.join().unwrap();
+    eprintln!("{acked} records acknowledged, {retries} retried requests");
+    assert!(acked >= 100, "the producer made progress ({acked})");
+    // Every replica back in the ISR, then the same bytes everywhere up to the HW.
+    let meta = wait_for(
+        Duration::from_secs(60),
+        "all three replicas in sync",
+        || {
+            let m = partition_meta(&c, &cl, "r", 0)?;
+            (m["isr"].as_array()?.len() == 3).then_some(m)
+        },
+    );
+    let leader = meta["leader"].as_u64().unwrap();
+    let got = tributary_tests::read_all(&c, &cl.node(leader).url(""), "r", 0);
+    let values: Vec<String> = got.into_iter().map(|(_, v)| v).collect();
+    let expected: Vec<String> = (0..acked).map(|k| format!("k-{k:07}")).collect();
+    assert!(
+        values.len() >= expected.len(),
+        "{} records for {acked} acknowledged",
+        values.len()
+    );
+    assert_eq!(
+        &values[..expected.len()],
+        &expected[..],
+        "every acknowledged record once, in order"
+    );
+    // (A batch sent but not acknowledged when the producer stopped may follow, once.)
+    assert!(values.len() <= expected.len() + 10);
+    let hw = values.len() as u64;
+    let sums = wait_for(Duration::from_secs(30), "identical replicas", || {
+        let s = replica_checksums(&c, &cl, "r", hw);
+        (s.iter().all(|x| x == &s[0] && x["to"] == hw)).then_some(s)
+    });
+    eprintln!("replica checksums up to {hw}: {sums:?}");
+}
+
+#[test]
+fn a_stopped_follower_leaves_the_isr_and_rejoins_when_it_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Broker sessions outlast the replica lag limit: the ISR shrinks because the follower
+    // lags, not because it is fenced.
+    let mut cl = Cluster::start(
+        tmp.path(),
+        3,
+        "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 2000\n",
+    );
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&json!({"name": "s", "partitions": 1, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let meta = partition_meta(&c, &cl, "s", 0).unwrap();
+    let leader = meta["leader"].as_u64().unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let leader_url = cl.node(leader).url("");
+    let produce = |n: usize| {
+        let records: Vec<Value> = (0..n).map(|i| json!({"value": format!("v{i}")})).collect();
+        let r = c
+            .post(format!("{leader_url}/v1/topics/s/records?acks=all"))
+            .json(&json!({"partition": 0, "records": records}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    };
+    produce(10);
+    let pid = cl.node(follower).child.id();
+    signal(pid, libc::SIGSTOP);
+    // acks=all still completes: the stopped follower leaves the ISR after replica_lag_max_ms.
+    produce(10);
+    let isr = wait_for(
+        Duration::from_secs(20),
+        "the ISR without the follower",
+        || {
+            let m = partition_meta(&c, &cl, "s", 0)?;
+            let isr: Vec<u64> = m["isr"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_u64)
+                .collect();
+            (!isr.contains(&follower)).then_some(isr)
+        },
+    );
+    assert_eq!(isr.len(), 2, "{isr:?}");
+    produce(10);
+    signal(pid, libc::SIGCONT);
+    wait_for(
+        Duration::from_secs(30),
+        "the follower back in the ISR",
+        || {
+            let m = partition_meta(&c, &cl, "s", 0)?;
+            let isr: Vec<u64> = m["isr"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_u64)
+                .collect();
+            isr.contains(&follower).then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(30), "identical replicas", || {
+        let s = replica_checksums(&c, &cl, "s", 30);
+        s.iter().all(|x| x == &s[0] && x["to"] == 30).then_some(())
+    });
+}
