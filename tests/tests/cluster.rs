@@ -602,3 +602,145 @@ fn a_stopped_follower_leaves_the_isr_and_rejoins_when_it_catches_up() {
         s.iter().all(|x| x == &s[0] && x["to"] == 30).then_some(())
     });
 }
+
+#[test]
+fn a_rolling_restart_with_sigterm_moves_leaderships_first_and_clients_see_no_errors() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    // A long broker session: were leaderships not moved before the stop, the partition would
+    // be unavailable for ~10 s (until the stopped leader is fenced) instead of a moment.
+    let mut cl = Cluster::start(
+        tmp.path(),
+        3,
+        "broker_session_timeout_ms: 10000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 3000\n",
+    );
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&json!({"name": "roll", "partitions": 1, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_errors = Arc::new(AtomicU64::new(0));
+    let redirects = Arc::new(AtomicU64::new(0));
+    // An idempotent producer (one record per batch, retried with the same sequence until
+    // acknowledged), acks=all, always to the leader the metadata names.
+    let producer = {
+        let (stop, server_errors, redirects) =
+            (stop.clone(), server_errors.clone(), redirects.clone());
+        std::thread::spawn(move || {
+            let c = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(40))
+                .build()
+                .unwrap();
+            let pid = addrs
+                .iter()
+                .find_map(|a| {
+                    c.post(format!("{a}/v1/producers"))
+                        .send()
+                        .ok()?
+                        .json::<Value>()
+                        .ok()
+                })
+                .unwrap()["producer_id"]
+                .as_i64()
+                .unwrap();
+            let mut sent = 0u64;
+            let mut last_ack = std::time::Instant::now();
+            let mut longest_gap = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let bytes = tributary_tests::batch(
+                    &[format!("m{sent}")],
+                    shared::ProducerStamp {
+                        producer_id: pid,
+                        producer_epoch: 0,
+                        base_sequence: sent as i32,
+                    },
+                    false,
+                );
+                let leader = addrs.iter().find_map(|a| {
+                    let v: Value = c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
+                    let t = v["topics"]
+                        .as_array()?
+                        .iter()
+                        .find(|t| t["name"] == "roll")?
+                        .clone();
+                    let l = t["partitions"][0]["leader"].as_u64()?;
+                    let addr = v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
+                        .as_str()?
+                        .to_owned();
+                    Some(format!("http://{addr}"))
+                });
+                let Some(base) = leader else { continue };
+                let Ok(r) = c
+                    .post(format!(
+                        "{base}/v1/topics/roll/partitions/0/batches?acks=all"
+                    ))
+                    .header("content-type", "application/vnd.tributary.batches")
+                    .body(bytes)
+                    .send()
+                else {
+                    continue; // the node just stopped: follow the metadata
+                };
+                match r.status().as_u16() {
+                    200 => {
+                        sent += 1;
+                        longest_gap = longest_gap.max(last_ack.elapsed());
+                        last_ack = std::time::Instant::now();
+                    }
+                    421 => {
+                        redirects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    s if s >= 500 => {
+                        eprintln!("server error {s}: {:?}", r.text());
+                        server_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    s => panic!("unexpected status {s}: {:?}", r.text()),
+                }
+            }
+            (sent, longest_gap)
+        })
+    };
+    for id in 1..=3u64 {
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            cl.node(id).terminate().success(),
+            "node {id} stopped cleanly"
+        );
+        cl.node(id).restart();
+        wait_for(Duration::from_secs(60), "the node back in the ISR", || {
+            let m = partition_meta(&c, &cl, "roll", 0)?;
+            (m["isr"].as_array()?.len() == 3).then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, longest_gap) = producer.join().unwrap();
+    eprintln!(
+        "{sent} acks=all produces through a rolling restart; {} redirected (not_leader); longest wait between acknowledgements {longest_gap:?}",
+        redirects.load(Ordering::Relaxed)
+    );
+    assert!(sent > 50, "progress: {sent}");
+    assert_eq!(server_errors.load(Ordering::Relaxed), 0, "no server errors");
+    assert!(
+        longest_gap < Duration::from_secs(2),
+        "the partition was unavailable for {longest_gap:?}: leaderships did not move before the stop"
+    );
+    // Leadership is back on the preferred replica (node 1) once everyone is in the ISR.
+    wait_for(Duration::from_secs(30), "the preferred leader back", || {
+        let m = partition_meta(&c, &cl, "roll", 0)?;
+        (m["leader"].as_u64()? == 1).then_some(())
+    });
+    let got = tributary_tests::read_all(&c, &cl.node(1).url(""), "roll", 0);
+    let values: Vec<String> = got.into_iter().map(|(_, v)| v).collect();
+    let expected: Vec<String> = (0..sent).map(|k| format!("m{k}")).collect();
+    assert_eq!(
+        &values[..expected.len()],
+        &expected[..],
+        "every acknowledged record once, in order"
+    );
+    assert!(values.len() <= expected.len() + 1);
+}

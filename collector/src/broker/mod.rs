@@ -319,6 +319,7 @@ impl Broker {
             .remove(tp);
         if let Some(p) = removed {
             tracing::info!(partition = %tp.dir_name(), "no longer the leader");
+            p.depose();
             if let Err(e) = p.checkpoint(self.config.producer_id_expiration_ms) {
                 tracing::warn!(partition = %tp.dir_name(), error = %e, "checkpoint on leadership loss failed");
             }

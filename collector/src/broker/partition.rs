@@ -67,6 +67,8 @@ pub struct Partition {
     leo: watch::Sender<u64>,
     /// This broker, the ISR and what each follower has.
     repl: Mutex<Replication>,
+    /// Set when this broker stops leading the partition (acks=all waits end with not_leader).
+    deposed: watch::Sender<bool>,
 }
 
 /// What the leader knows of its followers.
@@ -144,6 +146,7 @@ impl Partition {
             flush,
             hw: watch::Sender::new(hw),
             leo: watch::Sender::new(leo),
+            deposed: watch::Sender::new(false),
             repl: Mutex::new(Replication {
                 node_id: 0,
                 isr: Vec::new(),
@@ -370,6 +373,16 @@ impl Partition {
         a.sort_unstable();
         b.sort_unstable();
         (a != b).then_some(wanted)
+    }
+
+    /// Marks the partition as no longer led here.
+    pub fn depose(&self) {
+        self.deposed.send_replace(true);
+    }
+
+    /// Resolves when the partition stops being led here.
+    pub fn watch_deposed(&self) -> watch::Receiver<bool> {
+        self.deposed.subscribe()
     }
 
     /// Watches the log end (followers long-poll on it).

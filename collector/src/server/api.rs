@@ -424,8 +424,26 @@ async fn produce_bytes(
     {
         // acks=all: every in-sync replica has it once the high watermark passes it.
         let mut hw = waiter.watch_high_watermark();
-        let wait = tokio::time::timeout(ACKS_ALL_TIMEOUT, hw.wait_for(|h| *h >= end)).await;
-        if !matches!(wait, Ok(Ok(_))) {
+        let mut deposed = waiter.watch_deposed();
+        let wait = tokio::time::timeout(ACKS_ALL_TIMEOUT, async {
+            tokio::select! {
+                r = hw.wait_for(|h| *h >= end) => r.is_ok(),
+                _ = deposed.wait_for(|d| *d) => false,
+            }
+        })
+        .await;
+        if *deposed.borrow() {
+            // Leadership moved while waiting: the client retries at the new leader, which
+            // recognises the batch if it was replicated.
+            return Err(ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "not_leader",
+                format!(
+                    "this broker stopped leading {topic}-{partition}; refresh the metadata and retry"
+                ),
+            ));
+        }
+        if !matches!(wait, Ok(true)) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "request_timed_out",

@@ -225,21 +225,33 @@ pub async fn run(
     let app = router(state).merge(controller.router());
     // Background work: flush timer, checkpoints, retention.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Heartbeats stop first on shutdown, so they do not undo the controlled shutdown.
+    let (hb_stop_tx, hb_stop_rx) = tokio::sync::watch::channel(false);
     // Registration needs a controller quorum, which in a cluster needs the other nodes'
     // Raft routes: serve first, register in the background (`/health` says "starting").
     let membership = tokio::spawn(membership(
         controller.clone(),
         config.clone(),
         registered,
-        stop_rx.clone(),
+        hb_stop_rx,
     ));
     let background = tokio::spawn(background(broker.clone(), groups, stop_rx.clone()));
     let replicas = tokio::spawn(crate::broker::replica::run(broker.clone(), stop_rx.clone()));
     // 3. Serve.
     tracing::info!(%local, node_id = config.node_id, "collector listening");
     on_listening(local);
+    // Controlled shutdown: before it stops serving, the broker hands its leaderships to
+    // other ISR members, so clients only see `not_leader` and follow the metadata.
+    let controlled = {
+        let (controller, node_id) = (controller.clone(), config.node_id);
+        async move {
+            shutdown.await;
+            let _ = hb_stop_tx.send(true);
+            controlled_shutdown(&controller, node_id).await;
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(controlled)
         .await
         .map_err(|e| ServerError::Other(format!("server: {e}")))?;
     tracing::info!("stopping: flushing and closing logs");
@@ -254,6 +266,46 @@ pub async fn run(
     controller.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Asks the controller to move this broker's leaderships (the same transition as fencing:
+/// a new leader from the rest of each ISR, with a new leader epoch) and waits, at most 15 s,
+/// until the metadata shows it leads nothing that has another in-sync replica.
+async fn controlled_shutdown(controller: &Controller, node_id: u64) {
+    let others = controller.metadata().brokers.len() > 1;
+    if !others {
+        return;
+    }
+    tracing::info!("controlled shutdown: moving leaderships to other in-sync replicas");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    if let Err(e) = tokio::time::timeout_at(
+        deadline,
+        controller.propose(MetadataCommand::FenceBroker { id: node_id }),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "controlled shutdown: the controller did not answer; stopping anyway");
+        return;
+    }
+    let mut meta = controller.subscribe();
+    loop {
+        let still_leading = meta.borrow().topics.values().any(|t| {
+            t.partitions
+                .iter()
+                .any(|p| p.leader == node_id && p.isr.len() > 1)
+        });
+        if !still_leading {
+            tracing::info!("controlled shutdown: leaderships moved");
+            return;
+        }
+        if tokio::time::timeout_at(deadline, meta.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("controlled shutdown: leaderships did not all move within 15 s");
+            return;
+        }
+    }
 }
 
 /// Registers this broker, retrying with backoff until the controller has a quorum.
