@@ -744,3 +744,59 @@ fn a_rolling_restart_with_sigterm_moves_leaderships_first_and_clients_see_no_err
     );
     assert!(values.len() <= expected.len() + 1);
 }
+
+#[test]
+fn two_of_three_brokers_down_refuses_acks_all_loses_nothing_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3, &format!("{EXTRA}replica_lag_max_ms: 2000\n"));
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&json!({"name": "q", "partitions": 1, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let leader = partition_meta(&c, &cl, "q", 0).unwrap()["leader"]
+        .as_u64()
+        .unwrap();
+    let leader_url = cl.node(leader).url("");
+    let produce = |from: usize, n: usize| -> (u16, Value) {
+        let records: Vec<Value> = (from..from + n)
+            .map(|i| json!({"value": format!("q{i}")}))
+            .collect();
+        let r = c
+            .post(format!("{leader_url}/v1/topics/q/records?acks=all"))
+            .json(&json!({"partition": 0, "records": records}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    assert_eq!(produce(0, 20).0, 200);
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &others {
+        cl.node(*id).kill9();
+    }
+    // Once the followers are past replica_lag_max_ms, acks=all is refused up front.
+    let refused = wait_for(Duration::from_secs(30), "acks=all refused", || {
+        let (status, body) = produce(100, 1);
+        (status == 503 && body["error"]["code"] == "not_enough_replicas").then_some(body)
+    });
+    assert_eq!(refused["error"]["retriable"], true);
+    // The two return; acks=all works again and nothing acknowledged before was lost.
+    for id in &others {
+        cl.node(*id).restart();
+    }
+    wait_for(Duration::from_secs(60), "acks=all accepted again", || {
+        (produce(20, 5).0 == 200).then_some(())
+    });
+    let got: BTreeSet<String> = tributary_tests::read_all(&c, &leader_url, "q", 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    for i in 0..25 {
+        assert!(got.contains(&format!("q{i}")), "q{i} lost");
+    }
+}

@@ -85,7 +85,10 @@ struct Replication {
 struct Follower {
     /// Its log end offset: the offset it fetched from last.
     leo: u64,
-    /// When it last had everything the leader had.
+    /// The leader's log end when it fetched last.
+    leader_end_at_last_fetch: u64,
+    /// When it last had everything the leader had at its previous fetch (Kafka's rule, so
+    /// a follower keeping up with a steady stream counts as caught up).
     caught_up: std::time::Instant,
 }
 
@@ -327,6 +330,24 @@ impl Partition {
         lock(&self.repl).isr.clone()
     }
 
+    /// How many ISR members this leader has itself seen caught up within `lag_max` (itself
+    /// included). Smaller than the recorded ISR when followers went silent and the
+    /// controller could not (yet) record the shrink — e.g. without a quorum.
+    pub fn live_isr_count(&self, lag_max: std::time::Duration) -> usize {
+        let r = lock(&self.repl);
+        let now = std::time::Instant::now();
+        r.isr
+            .iter()
+            .filter(|id| {
+                **id == r.node_id
+                    || match r.followers.get(id) {
+                        Some(f) => now.duration_since(f.caught_up) <= lag_max,
+                        None => now.duration_since(r.started) <= lag_max,
+                    }
+            })
+            .count()
+    }
+
     /// A follower fetched from `offset`: everything below it is in its log.
     pub fn follower_fetched(&self, replica: u64, offset: u64) {
         {
@@ -335,12 +356,14 @@ impl Partition {
             let now = std::time::Instant::now();
             let f = r.followers.entry(replica).or_insert(Follower {
                 leo: offset,
+                leader_end_at_last_fetch: end,
                 caught_up: now,
             });
             f.leo = offset;
-            if offset >= end {
+            if offset >= end || offset >= f.leader_end_at_last_fetch {
                 f.caught_up = now;
             }
+            f.leader_end_at_last_fetch = end;
         }
         self.advance_high_watermark(self.flush == FlushPolicy::Always);
     }

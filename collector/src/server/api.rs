@@ -390,7 +390,7 @@ async fn produce_bytes(
             .topics
             .get(topic)
             .map_or(1, |t| s.broker.min_insync(t));
-        let isr = part.isr().len().max(1);
+        let isr = part.live_isr_count(s.broker.config.replica_lag_max).max(1);
         if isr < min {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -425,13 +425,43 @@ async fn produce_bytes(
         // acks=all: every in-sync replica has it once the high watermark passes it.
         let mut hw = waiter.watch_high_watermark();
         let mut deposed = waiter.watch_deposed();
+        let lag_max = s.broker.config.replica_lag_max;
+        let min = s
+            .broker
+            .controller
+            .metadata()
+            .topics
+            .get(topic)
+            .map_or(1, |t| s.broker.min_insync(t));
+        let mut too_few = false;
         let wait = tokio::time::timeout(ACKS_ALL_TIMEOUT, async {
-            tokio::select! {
-                r = hw.wait_for(|h| *h >= end) => r.is_ok(),
-                _ = deposed.wait_for(|d| *d) => false,
+            let mut check = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    r = hw.wait_for(|h| *h >= end) => return r.is_ok(),
+                    _ = deposed.wait_for(|d| *d) => return false,
+                    _ = check.tick() => {
+                        // The followers went silent after the append: stop waiting for them.
+                        if waiter.live_isr_count(lag_max) < min {
+                            too_few = true;
+                            return false;
+                        }
+                    }
+                }
             }
         })
         .await;
+        if too_few {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_enough_replicas_after_append",
+                format!(
+                    "{topic}-{partition}: appended at the leader, but fewer than \
+                     min_insync_replicas {min} replicas are in sync to confirm it; retry \
+                     (an idempotent retry is deduplicated)"
+                ),
+            ));
+        }
         if *deposed.borrow() {
             // Leadership moved while waiting: the client retries at the new leader, which
             // recognises the batch if it was replicated.
