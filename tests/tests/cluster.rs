@@ -137,6 +137,36 @@ fn three_voters_form_a_cluster_fence_a_dead_broker_and_survive_losing_the_contro
             "no replica on a fenced broker"
         );
     }
+    // Group coordination and commits work on the new controller leader.
+    for p in u["partitions"].as_array().unwrap() {
+        let (part, l) = (
+            p["partition"].as_u64().unwrap(),
+            p["leader"].as_u64().unwrap(),
+        );
+        let r = c
+            .post(cl.node(l).url("/v1/topics/u/records?acks=all"))
+            .json(&json!({"partition": part, "records": [{"value": format!("u{part}")}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    }
+    let mut t = tributary_tests::TailProc::start(
+        &cl.node(survivors[1]).url(""),
+        &["--group", "after-failover", "--topic", "u", "--no-follow"],
+    );
+    assert!(t.wait().success(), "{:?}", t.stderr());
+    let printed: BTreeSet<String> = t.lines().into_iter().collect();
+    assert_eq!(printed, ["u0".to_owned(), "u1".to_owned()].into());
+    let offsets: Value = c
+        .get(
+            cl.node(survivors[0])
+                .url("/v1/groups/after-failover/offsets"),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(offsets["offsets"].as_array().unwrap().len(), 2, "{offsets}");
     // The old leader comes back, catches up on the metadata log, and is alive again.
     cl.node(leader).restart();
     wait_for(Duration::from_secs(30), "the old leader caught up", || {
@@ -259,7 +289,7 @@ fn one_group_across_the_cluster_reads_every_partition_from_its_leader_exactly_on
 }
 
 #[test]
-fn the_agent_ships_to_each_partition_leader_exactly_once_across_its_own_crash() {
+fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
     let c = client();
@@ -295,10 +325,11 @@ fn the_agent_ships_to_each_partition_leader_exactly_once_across_its_own_crash() 
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 16384\n  retry_backoff_max_ms: 300\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\", \"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 16384\n  retry_backoff_max_ms: 300\n",
             tmp.path().join("state").display(),
             logs.display(),
-            cl.node(2).url("")
+            cl.node(2).url(""),
+            cl.node(1).url("")
         ),
     )
     .unwrap();
@@ -309,6 +340,16 @@ fn the_agent_ships_to_each_partition_leader_exactly_once_across_its_own_crash() 
         write(f, 2000, 3000, &mut want);
     }
     agent.restart();
+    // A broker leading some partitions dies mid-stream: they fail over to their ISR, the
+    // agent follows the metadata and retries; the new leaders recognise the batches they
+    // already hold.
+    std::thread::sleep(Duration::from_millis(200));
+    cl.node(3).kill9();
+    for f in 0..8 {
+        write(f, 3000, 3500, &mut want);
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    cl.node(3).restart();
     // Everything, read from each partition's leader.
     let read_everything = || -> Option<Vec<String>> {
         let mut got = Vec::new();
