@@ -239,6 +239,9 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
                 Err(_) => -1,
             };
             let mut seqs = vec![0i32; opts.partitions as usize];
+            // Each partition's leader, from the metadata; refreshed on not_leader or a dead
+            // connection.
+            let mut leaders = leader_bases(&http, &base, &opts.topic).await;
             let per_producer_rate = opts.rate.map(|r| r as f64 / opts.producers as f64);
             let mut sent_records = 0u64;
             let mut local = new_hist();
@@ -256,9 +259,10 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
                 let body = stamp(t, pid, seqs[p as usize]);
                 let wire = body.len() as u64;
                 let sent = Instant::now();
+                let target = leaders.get(&p).unwrap_or(&base);
                 let r = http
                     .post(format!(
-                        "{base}/v1/topics/{}/partitions/{p}/batches?acks={}",
+                        "{target}/v1/topics/{}/partitions/{p}/batches?acks={}",
                         opts.topic, opts.acks
                     ))
                     .header("content-type", "application/vnd.tributary.batches")
@@ -290,6 +294,9 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
                         totals.wire_bytes.fetch_add(wire, Ordering::Relaxed);
                     }
                     Some(c) => {
+                        if c == "not_leader" || c == "connection" {
+                            leaders = leader_bases(&http, &base, &opts.topic).await;
+                        }
                         *errors.lock().await.entry(c).or_default() += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -338,30 +345,38 @@ pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json:
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let base = collector.trim_end_matches('/');
-    let t: serde_json::Value = http
-        .get(format!("{base}/v1/topics/{topic}"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    // (partition, log start offset, high watermark): retention may have moved the start.
-    let parts: Vec<(u64, u64, u64)> = t["partitions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    let n = |k: &str| p[k].as_u64().unwrap_or(0);
-                    (n("partition"), n("log_start_offset"), n("high_watermark"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let bootstrap = collector.trim_end_matches('/');
+    let leaders = leader_bases(&http, bootstrap, topic).await;
+    // (partition, log start offset, high watermark, leader): each leader knows its own.
+    let mut parts: Vec<(u64, u64, u64, String)> = Vec::new();
+    let bases: std::collections::BTreeSet<String> = leaders
+        .values()
+        .cloned()
+        .chain([bootstrap.to_owned()])
+        .collect();
+    for b in bases {
+        let t: serde_json::Value = http
+            .get(format!("{b}/v1/topics/{topic}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for p in t["partitions"].as_array().into_iter().flatten() {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            let leader = leaders
+                .get(&(n("partition") as u32))
+                .cloned()
+                .unwrap_or_else(|| bootstrap.to_owned());
+            if leader == b {
+                parts.push((n("partition"), n("log_start_offset"), n("high_watermark"), leader));
+            }
+        }
+    }
     let limits = BatchLimits::default();
     let start = Instant::now();
     let (mut records, mut value_bytes, mut wire) = (0u64, 0u64, 0u64);
-    for (p, start, hw) in parts {
+    for (p, start, hw, base) in parts {
         let mut offset = start;
         while offset < hw {
             let bytes = http
@@ -466,4 +481,32 @@ pub fn write_logs(
         total += written;
     }
     Ok((lines, total))
+}
+
+/// partition -> base URL of its leader, from `base`'s metadata (empty when unavailable:
+/// requests then go to `base`).
+async fn leader_bases(http: &reqwest::Client, base: &str, topic: &str) -> BTreeMap<u32, String> {
+    let Ok(r) = http.get(format!("{base}/v1/metadata")).send().await else {
+        return BTreeMap::new();
+    };
+    let Ok(v) = r.json::<serde_json::Value>().await else {
+        return BTreeMap::new();
+    };
+    let addresses: BTreeMap<u64, String> = v["brokers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Some((b["id"].as_u64()?, b["address"].as_str()?.to_owned())))
+        .collect();
+    v["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["name"] == topic)
+        .flat_map(|t| t["partitions"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| {
+            let addr = addresses.get(&p["leader"].as_u64()?)?;
+            Some((u32::try_from(p["partition"].as_u64()?).ok()?, format!("http://{addr}")))
+        })
+        .collect()
 }
