@@ -369,7 +369,12 @@ pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json:
                 .cloned()
                 .unwrap_or_else(|| bootstrap.to_owned());
             if leader == b {
-                parts.push((n("partition"), n("log_start_offset"), n("high_watermark"), leader));
+                parts.push((
+                    n("partition"),
+                    n("log_start_offset"),
+                    n("high_watermark"),
+                    leader,
+                ));
             }
         }
     }
@@ -506,7 +511,10 @@ async fn leader_bases(http: &reqwest::Client, base: &str, topic: &str) -> BTreeM
         .flat_map(|t| t["partitions"].as_array().cloned().unwrap_or_default())
         .filter_map(|p| {
             let addr = addresses.get(&p["leader"].as_u64()?)?;
-            Some((u32::try_from(p["partition"].as_u64()?).ok()?, format!("http://{addr}")))
+            Some((
+                u32::try_from(p["partition"].as_u64()?).ok()?,
+                format!("http://{addr}"),
+            ))
         })
         .collect()
 }

@@ -841,3 +841,81 @@ fn two_of_three_brokers_down_refuses_acks_all_loses_nothing_and_recovers() {
         assert!(got.contains(&format!("q{i}")), "q{i} lost");
     }
 }
+
+#[test]
+fn five_voters_survive_losing_the_controller_leader_and_a_partition_leader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 5, EXTRA);
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&json!({"name": "five", "partitions": 1, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let p = partition_meta(&c, &cl, "five", 0).unwrap();
+    let replicas: Vec<u64> = p["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let leader = p["leader"].as_u64().unwrap();
+    let produce = |cl: &Cluster, from: usize| -> bool {
+        let Some(m) = partition_meta(&c, cl, "five", 0) else {
+            return false;
+        };
+        let l = m["leader"].as_u64().unwrap_or(0);
+        let Some(n) = cl.nodes.get((l.max(1) - 1) as usize) else {
+            return false;
+        };
+        let records: Vec<Value> = (from..from + 10)
+            .map(|i| json!({"value": format!("f{i}")}))
+            .collect();
+        c.post(n.url("/v1/topics/five/records?acks=all"))
+            .json(&json!({"partition": 0, "records": records}))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    };
+    assert!(produce(&cl, 0));
+    let controller = leader_and_alive(&c, &cl.nodes[0]).unwrap().0;
+    // Kill the controller leader and the partition leader (or, if they are the same node,
+    // a broker holding no replica).
+    let second = if controller != leader {
+        leader
+    } else {
+        (1..=5).find(|id| !replicas.contains(id)).unwrap()
+    };
+    cl.node(controller).kill9();
+    cl.node(second).kill9();
+    let survivor = (1..=5)
+        .find(|id| *id != controller && *id != second)
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "a new controller and both fenced",
+        || {
+            let (l, alive) = leader_and_alive(&c, &cl.nodes[(survivor - 1) as usize])?;
+            (l != controller
+                && l != second
+                && !alive.contains(&controller)
+                && !alive.contains(&second))
+            .then_some(())
+        },
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "acks=all on the new partition leader",
+        || produce(&cl, 10).then_some(()),
+    );
+    let m = partition_meta(&c, &cl, "five", 0).unwrap();
+    let l = m["leader"].as_u64().unwrap();
+    assert!(l != controller && l != second);
+    let got: BTreeSet<String> = tributary_tests::read_all(&c, &cl.node(l).url(""), "five", 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    for i in 0..20 {
+        assert!(got.contains(&format!("f{i}")), "f{i} lost");
+    }
+}
