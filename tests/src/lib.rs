@@ -171,9 +171,17 @@ impl Cluster {
     /// Starts `n` voters concurrently with `extra` YAML in each config, and waits until
     /// every one is healthy (registered with the controller).
     pub fn start(dir: &Path, n: usize, extra: &str) -> Self {
+        Self::start_with_brokers(dir, n, 0, extra)
+    }
+
+    /// `voters` voters (ids 1..=voters) and `brokers` brokers that only follow the metadata
+    /// log as learners (the ids after).
+    pub fn start_with_brokers(dir: &Path, voters: usize, brokers: usize, extra: &str) -> Self {
+        let n = voters + brokers;
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let voters: String = ports
             .iter()
+            .take(voters)
             .enumerate()
             .map(|(i, p)| format!("    - {{id: {}, address: \"127.0.0.1:{p}\"}}\n", i + 1))
             .collect();

@@ -919,3 +919,63 @@ fn five_voters_survive_losing_the_controller_leader_and_a_partition_leader() {
         assert!(got.contains(&format!("f{i}")), "f{i} lost");
     }
 }
+
+#[test]
+fn a_broker_that_is_not_a_voter_follows_the_metadata_as_a_learner_and_leads_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start_with_brokers(tmp.path(), 3, 1, EXTRA);
+    let c = client();
+    let all: BTreeSet<u64> = [1, 2, 3, 4].into();
+    wait_for(
+        Duration::from_secs(30),
+        "four live brokers seen by the learner",
+        || {
+            let v = cluster_view(&c, &cl.nodes[3])?;
+            let learners: Vec<u64> = v["controller"]["learners"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_u64)
+                .collect();
+            let (_, alive) = leader_and_alive(&c, &cl.nodes[3])?;
+            (alive == all && learners == [4]).then_some(())
+        },
+    );
+    // Metadata changes made through the learner are forwarded to the controller.
+    let r = c
+        .post(cl.node(4).url("/v1/topics"))
+        .json(&json!({"name": "l4", "partitions": 4, "replication_factor": 2}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text());
+    let t: Value = r.json().unwrap();
+    let p4 = t["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["leader"] == 4)
+        .expect("the learner broker leads a partition")
+        .clone();
+    let part = p4["partition"].as_u64().unwrap();
+    let r = c
+        .post(cl.node(4).url("/v1/topics/l4/records?acks=all"))
+        .json(&json!({"partition": part, "records": [{"value": "on the learner"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    // It is fenced when it dies, and its partition moves to the other replica.
+    cl.node(4).kill9();
+    wait_for(Duration::from_secs(30), "its partition failed over", || {
+        let m = partition_meta(&c, &cl, "l4", part)?;
+        (m["leader"].as_u64()? != 4).then_some(())
+    });
+    let m = partition_meta(&c, &cl, "l4", part).unwrap();
+    let l = m["leader"].as_u64().unwrap();
+    let got = tributary_tests::read_all(&c, &cl.node(l).url(""), "l4", part as u32);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, "on the learner");
+    cl.node(4).restart();
+    wait_for(Duration::from_secs(30), "the learner back", || {
+        let (_, alive) = leader_and_alive(&c, &cl.nodes[0])?;
+        (alive == all).then_some(())
+    });
+}

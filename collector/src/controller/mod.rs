@@ -293,6 +293,79 @@ impl Controller {
             .map(|n| n.addr.clone())
     }
 
+    /// Whether this node is a voter or learner of the current membership.
+    pub fn is_member(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().any(|id| id == self.node_id)
+            || membership.learner_ids().any(|id| id == self.node_id)
+    }
+
+    /// A broker that is not a voter asks to follow the metadata log as a learner: any
+    /// voter forwards the request to the active controller, which adds it.
+    pub async fn join_as_learner(
+        &self,
+        voters: &[(NodeId, String)],
+        address: &str,
+    ) -> Result<(), ControllerError> {
+        let mut last = ControllerError::Unavailable("no voter answered".into());
+        for (_, addr) in voters {
+            let r = self
+                .http
+                .post(format!("http://{addr}/internal/controller/add-learner"))
+                .json(&serde_json::json!({"id": self.node_id, "address": address}))
+                .send()
+                .await;
+            match r {
+                Ok(resp) => match resp.json::<Result<(), String>>().await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => last = ControllerError::Unavailable(e),
+                    Err(e) => last = ControllerError::Unavailable(e.to_string()),
+                },
+                Err(e) => last = ControllerError::Unavailable(format!("{addr}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    /// On the active controller (forwarded there otherwise): adds a learner.
+    pub async fn add_learner(&self, id: NodeId, address: String) -> Result<(), ControllerError> {
+        if self.is_leader() {
+            let known = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone());
+            if known.as_deref() == Some(address.as_str()) {
+                return Ok(());
+            }
+            self.raft
+                .add_learner(id, BasicNode { addr: address }, false)
+                .await
+                .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+            return Ok(());
+        }
+        let addr = self.leader_address().ok_or(ControllerError::NotLeader {
+            leader: None,
+            leader_address: None,
+        })?;
+        let resp = self
+            .http
+            .post(format!("http://{addr}/internal/controller/add-learner"))
+            .json(&serde_json::json!({"id": id, "address": address}))
+            .send()
+            .await
+            .map_err(|e| ControllerError::Unavailable(format!("{addr}: {e}")))?;
+        let r: Result<(), String> = resp
+            .json()
+            .await
+            .map_err(|e| ControllerError::Unavailable(format!("reply from {addr}: {e}")))?;
+        r.map_err(ControllerError::Unavailable)
+    }
+
     /// The Raft view of this node: role, term, leader, log and apply positions, membership.
     pub fn status(&self) -> serde_json::Value {
         let m = self.raft.metrics().borrow().clone();
@@ -328,6 +401,7 @@ impl Controller {
             .route("/internal/raft/snapshot", post(snapshot))
             .route("/internal/controller/propose", post(forwarded))
             .route("/internal/controller/heartbeat", post(heartbeat))
+            .route("/internal/controller/add-learner", post(add_learner))
             .with_state(self.clone())
     }
 
@@ -368,6 +442,20 @@ async fn forwarded(
     Json(cmd): Json<MetadataCommand>,
 ) -> Json<Result<CommandResult, String>> {
     Json(c.propose(cmd).await.map_err(|e| e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct LearnerBody {
+    id: NodeId,
+    address: String,
+}
+
+async fn add_learner(State(c): C, Json(b): Json<LearnerBody>) -> Json<Result<(), String>> {
+    Json(
+        c.add_learner(b.id, b.address)
+            .await
+            .map_err(|e| e.to_string()),
+    )
 }
 
 #[derive(serde::Deserialize)]

@@ -354,6 +354,18 @@ async fn membership(
 
 /// Registers this broker with the controller (idempotent; updates a changed address).
 async fn register(controller: &Controller, config: &Config) -> Result<(), ServerError> {
+    // A broker that is not a voter first joins the metadata log as a learner.
+    let voter = config.voters.iter().any(|(id, _)| *id == config.node_id);
+    if !voter && !controller.is_member() {
+        controller
+            .join_as_learner(&config.voters, &config.advertise)
+            .await?;
+        // Wait for the metadata log to reach this node before proposing through it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while controller.leader().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     let known = controller
         .metadata()
         .brokers
