@@ -300,7 +300,11 @@ impl Broker {
         let broker = self;
         let opened = tokio::task::block_in_place(|| -> Result<PartitionRef, BrokerError> {
             let log = broker.logs.get_or_create(&tp, Some(config))?;
-            Ok(Arc::new(Partition::open(tp.clone(), log)?))
+            Ok(Arc::new(Partition::open(
+                tp.clone(),
+                log,
+                pm.replicas.len() > 1,
+            )?))
         })?;
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         let p = parts.entry(tp).or_insert(opened).clone();

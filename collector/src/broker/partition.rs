@@ -108,12 +108,22 @@ const REBUILD_READ_BYTES: usize = 4 << 20;
 impl Partition {
     /// Wraps an open log, rebuilding the producer table from the newest snapshot plus the
     /// batches after it.
-    pub fn open(tp: TopicPartition, log: SharedLog) -> Result<Self, StorageError> {
+    ///
+    /// `replicated`: the partition has other replicas. Then the high watermark stays where
+    /// this broker had it (as a follower: what the old leader had confirmed) and moves on
+    /// only as the ISR confirms; records this log holds beyond it are not visible before.
+    pub fn open(
+        tp: TopicPartition,
+        log: SharedLog,
+        replicated: bool,
+    ) -> Result<Self, StorageError> {
         let (table, flush, hw, leo) = {
             let mut l = lock(&log);
             let end = l.log_end_offset();
-            // A single node: what recovery kept is durable, so it is all visible.
-            l.set_high_watermark(end);
+            if !replicated {
+                // One replica: what recovery kept is durable, so it is all visible.
+                l.set_high_watermark(end);
+            }
             let (from, mut table) =
                 producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
             let mut offset = from;
