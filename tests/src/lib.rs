@@ -384,21 +384,41 @@ impl Drop for AgentProc {
 pub type TopicRecord = (u32, u64, Vec<(String, String)>, Vec<u8>);
 
 /// Every record of every partition of a topic.
+/// Each partition is read from its leader (from `base`'s metadata), so this works against a
+/// cluster too.
 pub fn read_topic(c: &reqwest::blocking::Client, base: &str, topic: &str) -> Vec<TopicRecord> {
-    let t: serde_json::Value = c
-        .get(format!("{base}/v1/topics/{topic}"))
+    let meta: serde_json::Value = c
+        .get(format!("{base}/v1/metadata"))
         .send()
         .unwrap()
         .json()
         .unwrap();
+    let addresses: std::collections::BTreeMap<u64, String> = meta["brokers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| Some((b["id"].as_u64()?, b["address"].as_str()?.to_owned())))
+        .collect();
+    let t = meta["topics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|t| t["name"] == topic)
+        .unwrap_or_default();
     let limits = shared::BatchLimits::default();
     let mut out = Vec::new();
     for p in t["partitions"].as_array().cloned().unwrap_or_default() {
         let partition = p["partition"].as_u64().unwrap() as u32;
+        let leader = p["leader"]
+            .as_u64()
+            .and_then(|l| addresses.get(&l))
+            .map_or_else(|| base.to_owned(), |a| format!("http://{a}"));
         let mut offset = 0u64;
         loop {
             let r = c
-                .get(format!("{base}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes=4194304"))
+                .get(format!("{leader}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes=4194304"))
                 .send()
                 .unwrap();
             assert!(r.status().is_success(), "fetch: {}", r.status());

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tributary_tests::{AgentProc, Collector, TopicRecord, client, read_topic};
+use tributary_tests::{AgentProc, Cluster, Collector, TopicRecord, client, read_topic};
 
 const MAX_LINE: usize = 1000;
 
@@ -93,8 +93,57 @@ fn wait_all(c: &reqwest::blocking::Client, base: &str, want: usize) -> Vec<Topic
     }
 }
 
+/// Where the agent ships: one collector, or a cluster whose nodes the model kills.
+enum Backend {
+    One(Collector),
+    Many(Cluster),
+}
+
+impl Backend {
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Backend::One(c) => vec![c.url("")],
+            Backend::Many(cl) => cl.nodes.iter().map(|n| n.url("")).collect(),
+        }
+    }
+
+    /// `kill -9` a collector (in a cluster: any node, often a partition leader); returns
+    /// which.
+    fn kill(&mut self, rng: &mut Rng) -> u64 {
+        match self {
+            Backend::One(c) => {
+                c.kill9();
+                1
+            }
+            Backend::Many(cl) => {
+                let id = 1 + rng.below(cl.nodes.len() as u64);
+                cl.node(id).kill9();
+                // Long enough for the node to be fenced and its leaderships to move.
+                std::thread::sleep(Duration::from_millis(2500));
+                id
+            }
+        }
+    }
+
+    fn restart(&mut self, id: u64) {
+        match self {
+            Backend::One(c) => c.restart(),
+            Backend::Many(cl) => cl.node(id).restart(),
+        }
+    }
+}
+
 #[test]
 fn generated_file_actions_deliver_every_line_exactly_once_in_order() {
+    model(1);
+}
+
+#[test]
+fn generated_file_actions_deliver_every_line_exactly_once_through_cluster_failovers() {
+    model(3);
+}
+
+fn model(nodes: usize) {
     let seed: u64 = std::env::var("TRIBUTARY_MODEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -114,15 +163,28 @@ fn generated_file_actions_deliver_every_line_exactly_once_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut col = Collector::start(&tmp.path().join("data"), "");
+    let mut backend = if nodes == 1 {
+        Backend::One(Collector::start(&tmp.path().join("data"), ""))
+    } else {
+        Backend::Many(Cluster::start(
+            tmp.path(),
+            nodes,
+            "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 3000\n",
+        ))
+    };
+    let urls = backend.urls();
+    let collectors = urls
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let config = tmp.path().join("agent.yaml");
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\noutput:\n  collectors: [{collectors}]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\n",
             tmp.path().join("state").display(),
             dir.display(),
-            col.url("")
         ),
     )
     .unwrap();
@@ -137,7 +199,7 @@ fn generated_file_actions_deliver_every_line_exactly_once_in_order() {
     m.write(&mut rng, 100);
     let mut agent = AgentProc::start(&config);
     let c = client();
-    let base = col.url("");
+    let base = urls[0].clone();
     for step in 0..steps {
         let action = rng.below(100);
         let what = match action {
@@ -210,10 +272,10 @@ fn generated_file_actions_deliver_every_line_exactly_once_in_order() {
                 "kill -9 agent".to_owned()
             }
             86..=93 => {
-                col.kill9();
+                let id = backend.kill(&mut rng);
                 m.write(&mut rng, 200);
-                col.restart();
-                "kill -9 collector".to_owned()
+                backend.restart(id);
+                format!("kill -9 collector {id}")
             }
             _ => {
                 std::thread::sleep(Duration::from_millis(rng.below(400)));
