@@ -159,6 +159,41 @@ enum FollowError {
     Batch(#[from] shared::BatchError),
 }
 
+/// When the leader's log starts above this replica's end, empties this replica and starts
+/// it at the leader's log start.
+async fn restart_at_leader_start(
+    broker: &Arc<Broker>,
+    tp: &TopicPartition,
+    leader: &str,
+    log: &crate::storage::manager::SharedLog,
+    offset: u64,
+) -> Result<(), FollowError> {
+    let url = format!(
+        "http://{leader}/internal/partition-offsets?topic={}&partition={}",
+        tp.topic, tp.partition
+    );
+    let v: serde_json::Value = broker
+        .http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| FollowError::Http(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| FollowError::Http(e.to_string()))?;
+    let Some(start) = v["log_start_offset"].as_u64() else {
+        return Ok(());
+    };
+    if start > offset {
+        tracing::warn!(partition = %tp.dir_name(), from = offset, to = start, "the leader's log starts past this replica's end: starting over there");
+        log.lock()
+            .map_err(|_| FollowError::Http("log lock poisoned".into()))?
+            .truncate_fully_and_start_at(start, super::partition::now_ms())?;
+    }
+    Ok(())
+}
+
 /// One follower: truncate to agreement with the leader, then fetch and append forever.
 async fn follow(broker: Arc<Broker>, tp: TopicPartition, leader: String, config: LogConfig) {
     let mut backoff = Duration::from_millis(100);
@@ -239,7 +274,12 @@ async fn follow_once(
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            // Out of range: this log is ahead of the leader's; truncate again.
+            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                // Below the leader's log start (retention deleted what this replica lacks):
+                // start over where the leader's log starts. (Above its end is handled by
+                // the epoch truncation when this function runs again.)
+                restart_at_leader_start(broker, tp, leader, &log, offset).await?;
+            }
             return Err(FollowError::Http(format!("{status}: {body}")));
         }
         let hw: u64 = resp
