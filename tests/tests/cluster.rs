@@ -74,9 +74,17 @@ fn three_voters_form_a_cluster_fence_a_dead_broker_and_survive_losing_the_contro
         .map(|p| p["leader"].as_u64().unwrap())
         .collect();
     assert_eq!(leaders, all, "{t}");
-    for n in &cl.nodes {
-        assert!(topics(&c, n).contains("t"), "every node knows the topic");
-    }
+    // Every node learns it through the metadata log (within moments).
+    wait_for(
+        Duration::from_secs(10),
+        "every node to know the topic",
+        || {
+            cl.nodes
+                .iter()
+                .all(|n| topics(&c, n).contains("t"))
+                .then_some(())
+        },
+    );
     // A produce sent to a broker that does not lead the partition is redirected.
     let p0_leader = t["partitions"][0]["leader"].as_u64().unwrap();
     let other = if p0_leader == 1 { 2 } else { 1 };

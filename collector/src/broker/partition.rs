@@ -364,10 +364,12 @@ impl Partition {
             let end = lock(&self.log).log_end_offset();
             let mut r = lock(&self.repl);
             let now = std::time::Instant::now();
+            let started = r.started;
             let f = r.followers.entry(replica).or_insert(Follower {
                 leo: offset,
                 leader_end_at_last_fetch: end,
-                caught_up: now,
+                // Not caught up until it shows it (a first fetch may be far behind).
+                caught_up: started,
             });
             f.leo = offset;
             if offset >= end || offset >= f.leader_end_at_last_fetch {
@@ -381,7 +383,12 @@ impl Partition {
     /// The ISR this leader wants: itself, the members still within `lag_max` of catching
     /// up, and the followers that have caught up with the high watermark. `None` when it
     /// is the current one.
-    pub fn wanted_isr(&self, replicas: &[u64], lag_max: std::time::Duration) -> Option<Vec<u64>> {
+    pub fn wanted_isr(
+        &self,
+        replicas: &[u64],
+        lag_max: std::time::Duration,
+        epoch_start: u64,
+    ) -> Option<Vec<u64>> {
         let hw = self.high_watermark();
         let r = lock(&self.repl);
         let now = std::time::Instant::now();
@@ -397,7 +404,9 @@ impl Partition {
                     // for one lag period, do not add others.
                     None => r.isr.contains(id) && now.duration_since(r.started) <= lag_max,
                     Some(f) if r.isr.contains(id) => now.duration_since(f.caught_up) <= lag_max,
-                    Some(f) => f.leo >= hw && now.duration_since(f.caught_up) <= lag_max,
+                    Some(f) => {
+                        f.leo >= hw.max(epoch_start) && now.duration_since(f.caught_up) <= lag_max
+                    }
                 }
             })
             .collect();

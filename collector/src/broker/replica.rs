@@ -28,6 +28,7 @@ const REPLICA_FETCH_WAIT_MS: u64 = 500;
 struct Following {
     leader: NodeId,
     leader_epoch: i32,
+    address: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -86,7 +87,7 @@ fn reconcile(broker: &Arc<Broker>, following: &mut HashMap<TopicPartition, Follo
     following.retain(|tp, f| {
         let keep = wanted
             .get(tp)
-            .is_some_and(|(l, e, _, _)| *l == f.leader && *e == f.leader_epoch);
+            .is_some_and(|(l, e, a, _)| *l == f.leader && *e == f.leader_epoch && *a == f.address);
         if !keep {
             f.task.abort();
         }
@@ -96,12 +97,13 @@ fn reconcile(broker: &Arc<Broker>, following: &mut HashMap<TopicPartition, Follo
         if following.contains_key(&tp) {
             continue;
         }
-        let task = tokio::spawn(follow(broker.clone(), tp.clone(), addr, config));
+        let task = tokio::spawn(follow(broker.clone(), tp.clone(), addr.clone(), config));
         following.insert(
             tp,
             Following {
                 leader,
                 leader_epoch,
+                address: addr,
                 task,
             },
         );
@@ -125,7 +127,22 @@ async fn maintain_isr(broker: &Arc<Broker>) {
             continue;
         }
         part.set_isr(me, &pm.isr);
-        let Some(isr) = part.wanted_isr(&pm.replicas, broker.config.replica_lag_max) else {
+        // Fenced brokers (dead, or in controlled shutdown) are not candidates.
+        let candidates: Vec<NodeId> = pm
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| meta.brokers.get(r).is_some_and(|b| !b.fenced))
+            .collect();
+        // A follower joins only with everything since this leader's epoch began.
+        let epoch_start = part
+            .log()
+            .lock()
+            .ok()
+            .and_then(|l| l.leader_epochs().entries().last().map(|(_, start)| *start))
+            .unwrap_or(0);
+        let Some(isr) = part.wanted_isr(&candidates, broker.config.replica_lag_max, epoch_start)
+        else {
             continue;
         };
         tracing::info!(partition = %part.tp.dir_name(), from = ?pm.isr, to = ?isr, "changing the ISR");
@@ -219,13 +236,18 @@ async fn follow_once(
     let log = tokio::task::spawn_blocking(move || b.logs.get_or_create(&tp2, Some(config2)))
         .await
         .map_err(|e| FollowError::Http(e.to_string()))??;
-    // 1. Truncate where this log may have diverged (KIP-101/279).
-    let latest = log
-        .lock()
-        .map_err(|_| FollowError::Http("log lock poisoned".into()))?
-        .leader_epochs()
-        .latest_epoch();
-    if let Some(epoch) = latest {
+    // 1. Truncate where this log may have diverged (KIP-101/279): ask where the leader's
+    //    log ends for this log's latest epoch; if the leader answers with an older epoch,
+    //    this log's later epochs are not the leader's — cut to the end of that older epoch
+    //    here too, and ask again, until both name the same epoch.
+    for _round in 0..16 {
+        let (latest, leo) = {
+            let l = log
+                .lock()
+                .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
+            (l.leader_epochs().latest_epoch(), l.log_end_offset())
+        };
+        let Some(epoch) = latest else { break };
         let url = format!(
             "http://{leader}/internal/replica/epoch-end?topic={}&partition={}&epoch={epoch}",
             tp.topic, tp.partition
@@ -240,15 +262,31 @@ async fn follow_once(
             .json()
             .await
             .map_err(|e| FollowError::Http(e.to_string()))?;
-        let end = v["end_offset"]
-            .as_u64()
-            .ok_or_else(|| FollowError::Http(format!("bad epoch-end reply {v}")))?;
+        let (Some(leader_epoch), Some(leader_end)) =
+            (v["epoch"].as_i64(), v["end_offset"].as_u64())
+        else {
+            return Err(FollowError::Http(format!("bad epoch-end reply {v}")));
+        };
         let mut l = log
             .lock()
             .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
-        if end < l.log_end_offset() {
-            tracing::warn!(partition = %tp.dir_name(), from = l.log_end_offset(), to = end, "truncating a diverged follower log");
-            l.truncate_to(end, super::partition::now_ms())?;
+        let target = if leader_epoch == i64::from(epoch) {
+            leader_end.min(leo)
+        } else {
+            // The leader never had this epoch: keep at most what both have of the older one.
+            let local_end = i32::try_from(leader_epoch)
+                .ok()
+                .filter(|e| *e >= 0)
+                .and_then(|e| l.end_offset_for_epoch(e))
+                .map_or(l.log_start_offset(), |(_, end)| end);
+            leader_end.min(local_end).min(leo)
+        };
+        if target < leo {
+            tracing::warn!(partition = %tp.dir_name(), from = leo, to = target, epoch, leader_epoch, "truncating a diverged follower log");
+            l.truncate_to(target, super::partition::now_ms())?;
+        }
+        if leader_epoch == i64::from(epoch) || target >= leo {
+            break;
         }
     }
     // 2. Fetch and append.

@@ -341,14 +341,19 @@ impl MetadataState {
                 if !p.isr.contains(&fenced) || p.isr.len() == 1 {
                     continue;
                 }
+                let successor = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| *r != fenced && p.isr.contains(r) && live.contains(r));
+                if p.leader == fenced && successor.is_none() {
+                    // Nobody to take over: the ISR keeps naming who has the data.
+                    continue;
+                }
                 p.isr.retain(|r| *r != fenced);
                 p.partition_epoch += 1;
                 if p.leader == fenced
-                    && let Some(next) = p
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|r| p.isr.contains(r) && live.contains(r))
+                    && let Some(next) = successor
                 {
                     p.elect(next);
                 }
@@ -386,6 +391,14 @@ impl MetadataState {
                 "stale ISR change for {topic}-{partition}: leader {leader} epoch {leader_epoch} \
                  partition epoch {partition_epoch}, current leader {} epoch {} partition epoch {}",
                 p.leader, p.leader_epoch, p.partition_epoch
+            )));
+        }
+        let mut unique = isr.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != isr.len() || isr.iter().any(|r| *r != leader && !live.contains(r)) {
+            return CommandResult::Refused(MetadataError::Invalid(format!(
+                "ISR {isr:?} of {topic}-{partition} repeats a broker or names a fenced one"
             )));
         }
         if !isr.contains(&leader) || isr.iter().any(|r| !p.replicas.contains(r)) {

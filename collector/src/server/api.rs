@@ -473,6 +473,18 @@ async fn produce_bytes(
                 ),
             ));
         }
+        // The HW can also pass because the ISR shrank: below min_insync_replicas the batch
+        // is not on enough replicas to acknowledge it as acks=all.
+        if matches!(wait, Ok(true)) && waiter.isr().len().max(1) < min {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_enough_replicas_after_append",
+                format!(
+                    "{topic}-{partition}: the ISR shrank below min_insync_replicas {min} while \
+                     this produce waited; retry (an idempotent retry is deduplicated)"
+                ),
+            ));
+        }
         if !matches!(wait, Ok(true)) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1074,6 +1086,34 @@ pub async fn replica_fetch(
         .broker
         .leader_partition(&q.topic, q.partition, false)
         .await?;
+    let replicas: Vec<u64> = s
+        .broker
+        .controller
+        .metadata()
+        .topics
+        .get(&q.topic)
+        .and_then(|t| t.partitions.get(q.partition as usize))
+        .map(|p| p.replicas.clone())
+        .unwrap_or_default();
+    if !replicas.contains(&q.replica) || q.replica == s.broker.config.node_id {
+        return Err(ApiError::bad_request(
+            "not_a_replica",
+            format!(
+                "broker {} is not a follower of {}-{}",
+                q.replica, q.topic, q.partition
+            ),
+        ));
+    }
+    let end = *part.watch_log_end().borrow();
+    if q.offset > end {
+        // The follower has more than this leader: it must truncate (by epochs) first; its
+        // offset must not count toward the high watermark.
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "offset_out_of_range",
+            format!("offset {} is past the leader's log end {end}", q.offset),
+        ));
+    }
     part.follower_fetched(q.replica, q.offset);
     let mut end = part.watch_log_end();
     if *end.borrow() <= q.offset {

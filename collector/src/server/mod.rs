@@ -278,14 +278,21 @@ async fn controlled_shutdown(controller: &Controller, node_id: u64) {
     }
     tracing::info!("controlled shutdown: moving leaderships to other in-sync replicas");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    if let Err(e) = tokio::time::timeout_at(
+    match tokio::time::timeout_at(
         deadline,
         controller.propose(MetadataCommand::FenceBroker { id: node_id }),
     )
     .await
     {
-        tracing::warn!(error = %e, "controlled shutdown: the controller did not answer; stopping anyway");
-        return;
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "controlled shutdown: the controller refused; stopping anyway");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("controlled shutdown: the controller did not answer; stopping anyway");
+            return;
+        }
     }
     let mut meta = controller.subscribe();
     loop {
