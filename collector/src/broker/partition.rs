@@ -76,6 +76,11 @@ pub struct Partition {
 struct Replication {
     node_id: u64,
     isr: Vec<u64>,
+    /// Followers this leader proposed adding to the ISR, not yet in the metadata. The high
+    /// watermark already waits for them (Kafka's "maximal ISR"): otherwise a record
+    /// acknowledged while the change is in flight could be missing on a new ISR member,
+    /// which could then be elected.
+    pending_add: Vec<u64>,
     followers: std::collections::HashMap<u64, Follower>,
     /// When this broker started leading: ISR members get one lag period to show up.
     started: std::time::Instant,
@@ -163,6 +168,7 @@ impl Partition {
             repl: Mutex::new(Replication {
                 node_id: 0,
                 isr: Vec::new(),
+                pending_add: Vec::new(),
                 followers: std::collections::HashMap::new(),
                 started: std::time::Instant::now(),
             }),
@@ -295,7 +301,7 @@ impl Partition {
             } else {
                 end
             };
-            for r in &repl.isr {
+            for r in repl.isr.iter().chain(&repl.pending_add) {
                 if *r == repl.node_id {
                     continue;
                 }
@@ -326,6 +332,8 @@ impl Partition {
             let changed = r.isr != isr;
             if changed {
                 r.isr = isr.to_vec();
+                // Additions the metadata now shows are no longer pending.
+                r.pending_add.retain(|id| !isr.contains(id));
             }
             changed
         };
@@ -333,6 +341,22 @@ impl Partition {
             // A smaller ISR may let the watermark move.
             self.advance_high_watermark(self.flush == FlushPolicy::Always);
         }
+    }
+
+    /// Before proposing to add `ids` to the ISR: count them for the high watermark now.
+    pub fn begin_isr_add(&self, ids: &[u64]) {
+        let mut r = lock(&self.repl);
+        for id in ids {
+            if !r.isr.contains(id) && !r.pending_add.contains(id) {
+                r.pending_add.push(*id);
+            }
+        }
+    }
+
+    /// The proposal failed: stop waiting for those followers.
+    pub fn abort_isr_add(&self) {
+        lock(&self.repl).pending_add.clear();
+        self.advance_high_watermark(self.flush == FlushPolicy::Always);
     }
 
     /// The ISR as this leader knows it.

@@ -146,6 +146,12 @@ async fn maintain_isr(broker: &Arc<Broker>) {
             continue;
         };
         tracing::info!(partition = %part.tp.dir_name(), from = ?pm.isr, to = ?isr, "changing the ISR");
+        let added: Vec<NodeId> = isr
+            .iter()
+            .copied()
+            .filter(|r| !pm.isr.contains(r))
+            .collect();
+        part.begin_isr_add(&added);
         let cmd = MetadataCommand::AlterIsr {
             topic: part.tp.topic.clone(),
             partition: part.tp.partition,
@@ -157,10 +163,12 @@ async fn maintain_isr(broker: &Arc<Broker>) {
         match broker.controller.propose(cmd).await {
             Ok(CommandResult::Done) => {}
             Ok(other) => {
-                tracing::info!(partition = %part.tp.dir_name(), result = ?other, "ISR change refused")
+                part.abort_isr_add();
+                tracing::info!(partition = %part.tp.dir_name(), result = ?other, "ISR change refused");
             }
             Err(e) => {
-                tracing::warn!(partition = %part.tp.dir_name(), error = %e, "ISR change failed")
+                part.abort_isr_add();
+                tracing::warn!(partition = %part.tp.dir_name(), error = %e, "ISR change failed");
             }
         }
     }
