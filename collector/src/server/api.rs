@@ -1104,7 +1104,8 @@ pub async fn replica_fetch(
             ),
         ));
     }
-    let end = *part.watch_log_end().borrow();
+    // The log's own end (the watch lags appends until they are published).
+    let end = part.log().lock().map_or(0, |l| l.log_end_offset());
     if q.offset > end {
         // The follower has more than this leader: it must truncate (by epochs) first; its
         // offset must not count toward the high watermark.
