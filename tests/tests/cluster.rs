@@ -198,13 +198,7 @@ fn one_group_across_the_cluster_reads_every_partition_from_its_leader_exactly_on
     let tmp = tempfile::tempdir().unwrap();
     let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&json!({"name": "g6", "partitions": 6}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let t: Value = r.json().unwrap();
+    let t = create_topic(&c, cl.node(1), json!({"name": "g6", "partitions": 6}));
     // 50 records per partition, each sent to the partition's leader.
     let mut want = BTreeSet::new();
     for p in t["partitions"].as_array().unwrap() {
@@ -301,12 +295,7 @@ fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&json!({"name": "logs", "partitions": 6}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    create_topic(&c, cl.node(1), json!({"name": "logs", "partitions": 6}));
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let mut want = BTreeSet::new();
@@ -394,6 +383,30 @@ fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     assert!(agent.terminate().success());
 }
 
+/// Creates a topic through `node` (it must succeed) and returns its description.
+fn create_topic(c: &reqwest::blocking::Client, node: &Collector, spec: Value) -> Value {
+    let r = c.post(node.url("/v1/topics")).json(&spec).send().unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{spec}");
+    r.json().unwrap()
+}
+
+/// Base URL of partition 0's leader of `topic`, from the first node in `addrs` that answers.
+fn leader_of(c: &reqwest::blocking::Client, addrs: &[String], topic: &str) -> Option<String> {
+    addrs.iter().find_map(|a| {
+        let v: Value = c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
+        let t = v["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == topic)?
+            .clone();
+        let l = t["partitions"][0]["leader"].as_u64()?;
+        let addr = v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
+            .as_str()?
+            .to_owned();
+        Some(format!("http://{addr}"))
+    })
+}
+
 /// Metadata of partition `p` of `topic` from the first node that answers.
 fn partition_meta(
     c: &reqwest::blocking::Client,
@@ -457,12 +470,11 @@ fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() 
     let tmp = tempfile::tempdir().unwrap();
     let mut cl = Cluster::start(tmp.path(), 3, &format!("{EXTRA}replica_lag_max_ms: 3000\n"));
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&json!({"name": "r", "partitions": 1, "replication_factor": 3}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "r", "partitions": 1, "replication_factor": 3}),
+    );
     let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
     let stop = Arc::new(AtomicBool::new(false));
     // An idempotent producer: batches of 10 with increasing sequences, acks=all, each
@@ -502,21 +514,7 @@ fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() 
                     true,
                 );
                 loop {
-                    let leader = addrs.iter().find_map(|a| {
-                        let v: Value =
-                            c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
-                        let t = v["topics"]
-                            .as_array()?
-                            .iter()
-                            .find(|t| t["name"] == "r")?
-                            .clone();
-                        let l = t["partitions"][0]["leader"].as_u64()?;
-                        let addr =
-                            v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
-                                .as_str()?
-                                .to_owned();
-                        Some(format!("http://{addr}"))
-                    });
+                    let leader = leader_of(&c, &addrs, "r");
                     if let Some(base) = leader
                         && let Ok(r) = c
                             .post(format!("{base}/v1/topics/r/partitions/0/batches?acks=all"))
@@ -593,12 +591,11 @@ fn a_stopped_follower_leaves_the_isr_and_rejoins_when_it_catches_up() {
         "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 2000\n",
     );
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&json!({"name": "s", "partitions": 1, "replication_factor": 3}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "s", "partitions": 1, "replication_factor": 3}),
+    );
     let meta = partition_meta(&c, &cl, "s", 0).unwrap();
     let leader = meta["leader"].as_u64().unwrap();
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -665,12 +662,11 @@ fn a_rolling_restart_with_sigterm_moves_leaderships_first_and_clients_see_no_err
         "broker_session_timeout_ms: 10000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 3000\n",
     );
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&json!({"name": "roll", "partitions": 1, "replication_factor": 3}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "roll", "partitions": 1, "replication_factor": 3}),
+    );
     let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let server_errors = Arc::new(AtomicU64::new(0));
@@ -710,19 +706,7 @@ fn a_rolling_restart_with_sigterm_moves_leaderships_first_and_clients_see_no_err
                     },
                     false,
                 );
-                let leader = addrs.iter().find_map(|a| {
-                    let v: Value = c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
-                    let t = v["topics"]
-                        .as_array()?
-                        .iter()
-                        .find(|t| t["name"] == "roll")?
-                        .clone();
-                    let l = t["partitions"][0]["leader"].as_u64()?;
-                    let addr = v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
-                        .as_str()?
-                        .to_owned();
-                    Some(format!("http://{addr}"))
-                });
+                let leader = leader_of(&c, &addrs, "roll");
                 let Some(base) = leader else { continue };
                 let Ok(r) = c
                     .post(format!(
@@ -802,12 +786,11 @@ fn two_of_three_brokers_down_refuses_acks_all_loses_nothing_and_recovers() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&json!({"name": "q", "partitions": 1, "replication_factor": 3}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "q", "partitions": 1, "replication_factor": 3}),
+    );
     let leader = partition_meta(&c, &cl, "q", 0).unwrap()["leader"]
         .as_u64()
         .unwrap();
@@ -855,12 +838,11 @@ fn five_voters_survive_losing_the_controller_leader_and_a_partition_leader() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cl = Cluster::start(tmp.path(), 5, EXTRA);
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&json!({"name": "five", "partitions": 1, "replication_factor": 3}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "five", "partitions": 1, "replication_factor": 3}),
+    );
     let p = partition_meta(&c, &cl, "five", 0).unwrap();
     let replicas: Vec<u64> = p["replicas"]
         .as_array()

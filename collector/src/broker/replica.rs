@@ -13,8 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::BatchLimits;
-
 use super::Broker;
 use crate::controller::state::{CommandResult, MetadataCommand, NodeId};
 use crate::storage::manager::TopicPartition;
@@ -184,6 +182,20 @@ enum FollowError {
     Batch(#[from] shared::BatchError),
 }
 
+/// GETs a JSON reply from another broker.
+async fn get_json(broker: &Broker, url: &str) -> Result<serde_json::Value, FollowError> {
+    broker
+        .http
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| FollowError::Http(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| FollowError::Http(e.to_string()))
+}
+
 /// When the leader's log starts above this replica's end, empties this replica and starts
 /// it at the leader's log start.
 async fn restart_at_leader_start(
@@ -197,16 +209,7 @@ async fn restart_at_leader_start(
         "http://{leader}/internal/partition-offsets?topic={}&partition={}",
         tp.topic, tp.partition
     );
-    let v: serde_json::Value = broker
-        .http
-        .get(&url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| FollowError::Http(e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| FollowError::Http(e.to_string()))?;
+    let v = get_json(broker, &url).await?;
     let Some(start) = v["log_start_offset"].as_u64() else {
         return Ok(());
     };
@@ -260,16 +263,7 @@ async fn follow_once(
             "http://{leader}/internal/replica/epoch-end?topic={}&partition={}&epoch={epoch}",
             tp.topic, tp.partition
         );
-        let v: serde_json::Value = broker
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| FollowError::Http(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| FollowError::Http(e.to_string()))?;
+        let v = get_json(broker, &url).await?;
         let (Some(leader_epoch), Some(leader_end)) =
             (v["epoch"].as_i64(), v["end_offset"].as_u64())
         else {
@@ -298,10 +292,7 @@ async fn follow_once(
         }
     }
     // 2. Fetch and append.
-    let limits = BatchLimits {
-        batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
-        uncompressed_bytes_max: 0,
-    };
+    let limits = crate::storage::segment::scan_limits();
     loop {
         let offset = log
             .lock()

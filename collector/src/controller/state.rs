@@ -311,6 +311,15 @@ impl MetadataState {
         }
     }
 
+    /// Ids of the brokers not fenced, in id order.
+    pub fn live_brokers(&self) -> Vec<NodeId> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
     fn set_offsets(&mut self, group: &str, offsets: &[OffsetEntry], now_ms: i64) {
         let g = self.groups.entry(group.to_owned()).or_default();
         for e in offsets {
@@ -330,12 +339,7 @@ impl MetadataState {
     /// leader from the rest of the ISR — never from outside it (no unclean election). With
     /// no other ISR member the partition stays with its fenced leader: offline, not lossy.
     fn fail_over(&mut self, fenced: NodeId) {
-        let live: Vec<NodeId> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let live = self.live_brokers();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
                 if !p.isr.contains(&fenced) || p.isr.len() == 1 {
@@ -370,12 +374,7 @@ impl MetadataState {
         partition_epoch: i32,
         isr: &[NodeId],
     ) -> CommandResult {
-        let live: Vec<NodeId> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let live = self.live_brokers();
         let Some(p) = self
             .topics
             .get_mut(topic)
@@ -434,12 +433,7 @@ impl MetadataState {
             )));
         }
         // Live brokers only: a fenced one would get replicas it cannot serve.
-        let brokers: Vec<NodeId> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let brokers = self.live_brokers();
         if replication_factor == 0 || usize::from(replication_factor) > brokers.len() {
             return Err(MetadataError::NotEnoughBrokers {
                 requested: replication_factor,

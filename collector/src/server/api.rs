@@ -1223,7 +1223,7 @@ pub async fn replica_checksum(
                     break;
                 }
                 let mut last = offset;
-                for item in BatchIter::new(&r.bytes, s_limits()) {
+                for item in BatchIter::new(&r.bytes, crate::storage::segment::scan_limits()) {
                     let (h, b) = item.map_err(|e| {
                         ApiError::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -1251,11 +1251,4 @@ pub async fn replica_checksum(
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })??;
     Ok(Json(json!({"crc32c": crc, "from": from, "to": to})))
-}
-
-fn s_limits() -> BatchLimits {
-    BatchLimits {
-        batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
-        uncompressed_bytes_max: 0,
-    }
 }
