@@ -49,6 +49,8 @@ struct Tailed {
     dev: u64,
     inode: u64,
     read_offset: u64,
+    /// Size at the last discovery (a change makes discovery check the first line again).
+    seen_size: u64,
     last_growth: Instant,
     /// Seen at a matching path in the last discovery.
     present: bool,
@@ -79,6 +81,17 @@ struct Ready {
     /// The journal generation that must be durable before this batch leaves.
     generation: u64,
     encoded: Encoded,
+}
+
+/// How reading one file ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// At its end (or it cannot be read): its successors may be read.
+    Drained,
+    /// Unread bytes remain (an unfinished record still expected to end).
+    More,
+    /// `buffer_bytes_max` reached: nothing more is read this round.
+    BufferFull,
 }
 
 #[derive(Debug)]
@@ -134,6 +147,12 @@ struct Agent {
     acks_tx: mpsc::Sender<(String, i32, Result<(), String>)>,
     metrics: Arc<crate::metrics::AgentMetrics>,
     first_start: bool,
+    /// Whether the first discovery after start looked for known files renamed away.
+    reclaimed: bool,
+    /// The read buffer, reused across reads.
+    read_buf: Vec<u8>,
+    /// A read found a file changed under it (truncated): discover again before reading on.
+    rediscover: bool,
     last_discovery: Instant,
 }
 
@@ -189,6 +208,9 @@ pub async fn run(
         acks_tx,
         metrics,
         first_start,
+        reclaimed: false,
+        read_buf: Vec::new(),
+        rediscover: false,
         last_discovery: Instant::now(),
     };
     agent.start().await?;
@@ -436,6 +458,10 @@ impl Agent {
             self.discover();
         }
         self.read_all();
+        if std::mem::take(&mut self.rediscover) {
+            self.discover();
+            self.read_all();
+        }
         self.cut_due_batches()?;
         self.maybe_store();
         self.send_ready()?;
@@ -516,15 +542,18 @@ impl Agent {
                 .map(|t| t.id.clone());
             match known {
                 Some(id) => {
-                    let truncated = self.tailed.get(&id).is_some_and(|t| f.size < t.read_offset);
-                    if truncated {
-                        // Copy-truncate: the content read so far now lives in the copy (if
-                        // any); this inode starts over as a new file.
+                    if self.truncated(&id, &f) {
+                        // Copy-truncate: what was read so far lives on in the copy, which
+                        // continues this identity exactly where reading stopped; this inode
+                        // starts over as a new file.
                         tracing::info!(path = %f.path.display(), "file truncated; following the copy and the new content");
-                        self.tailed.remove(&id);
+                        if let Some(t) = self.tailed.remove(&id) {
+                            self.follow_copy(t, &f);
+                        }
                         unknown.push(f);
                     } else if let Some(t) = self.tailed.get_mut(&id) {
                         t.present = true;
+                        t.seen_size = f.size;
                         if let Some((_, st)) = self.state.files.get_mut(&id) {
                             st.last_path = f.path.to_string_lossy().into_owned();
                         }
@@ -538,7 +567,19 @@ impl Agent {
                 }
             }
         }
+        if !self.reclaimed {
+            self.reclaimed = true;
+            self.reclaim_renamed(&unknown);
+        }
         for f in unknown {
+            // A copy followed above is tailed already.
+            if self
+                .tailed
+                .values()
+                .any(|t| t.dev == f.dev && t.inode == f.inode)
+            {
+                continue;
+            }
             if self.tailed.len() >= self.cfg.max_open_files {
                 self.close_least_active(self.tailed.len() + 1 - self.cfg.max_open_files);
             }
@@ -608,15 +649,8 @@ impl Agent {
             .cloned()
             .collect();
         // A known identity with this fingerprint, not being read, whose data fits the file.
-        let journal_end = |id: &str, st: &AgentState| {
-            st.journal
-                .iter()
-                .flat_map(|e| e.ranges.iter())
-                .filter(|(k, _, _)| file_id(k) == id)
-                .map(|(_, _, end)| *end)
-                .max()
-                .unwrap_or(0)
-        };
+        // It resumes where its lines were taken into batches (acknowledged, journaled or
+        // still pending), never before: those lines are on their way already.
         let mut candidates: Vec<(String, u64, bool)> = self
             .state
             .files
@@ -625,7 +659,7 @@ impl Agent {
             .map(|(id, (_, st))| {
                 (
                     id.clone(),
-                    st.acked_offset.max(journal_end(id, &self.state)),
+                    self.taken_end(id),
                     st.dev == f.dev && st.inode == f.inode,
                 )
             })
@@ -634,27 +668,10 @@ impl Agent {
         candidates.sort_by_key(|(_, off, same_inode)| (!*same_inode, std::cmp::Reverse(*off)));
         if let Some((id, offset, _)) = candidates.into_iter().next() {
             if let Some((_, st)) = self.state.files.get_mut(&id) {
-                st.dev = f.dev;
-                st.inode = f.inode;
-                st.last_path = f.path.to_string_lossy().into_owned();
                 st.input = f.input;
             }
-            self.twins.remove(&(f.dev, f.inode));
             tracing::info!(path = %f.path.display(), offset, "resuming file");
-            self.tailed.insert(
-                id.clone(),
-                Tailed {
-                    id,
-                    file,
-                    dev: f.dev,
-                    inode: f.inode,
-                    read_offset: offset,
-                    last_growth: Instant::now(),
-                    present: true,
-                    waiting_since: None,
-                },
-            );
-            self.dirty = true;
+            self.resume(id, file, &f, offset, true);
             return;
         }
         if !tailed_fp.is_empty() {
@@ -698,6 +715,8 @@ impl Agent {
             0
         };
         tracing::info!(path = %path, partition, start, "new file");
+        let seq = self.state.next_file_seq;
+        self.state.next_file_seq += 1;
         self.state.files.insert(
             id.clone(),
             (
@@ -712,6 +731,7 @@ impl Agent {
                     last_path: path,
                     dev: f.dev,
                     inode: f.inode,
+                    seq,
                 },
             ),
         );
@@ -723,6 +743,7 @@ impl Agent {
                 dev: f.dev,
                 inode: f.inode,
                 read_offset: start,
+                seen_size: f.size,
                 last_growth: Instant::now(),
                 present: true,
                 waiting_since: None,
@@ -731,69 +752,320 @@ impl Agent {
         self.dirty = true;
     }
 
+    /// Whether a tailed file was truncated: it is shorter than what was read, or its first
+    /// line changed (truncated and written past the old read position before this look).
+    fn truncated(&self, id: &str, f: &Found) -> bool {
+        let Some(t) = self.tailed.get(id) else {
+            return false;
+        };
+        if f.size < t.read_offset {
+            return true;
+        }
+        if f.size == t.seen_size {
+            return false;
+        }
+        let known = self.state.files.get(id).map(|(k, _)| k.fingerprint);
+        match files::fingerprint(&t.file) {
+            Ok(fp) => fp != known,
+            Err(_) => false,
+        }
+    }
+
+    /// Where a file's lines stop being on their way: the furthest of its acknowledged
+    /// offset, its journaled ranges and the ranges pending in unjournaled batches.
+    fn taken_end(&self, id: &str) -> u64 {
+        let acked = self
+            .state
+            .files
+            .get(id)
+            .map_or(0, |(_, st)| st.acked_offset);
+        let journaled = self.state.journal.iter().flat_map(|e| e.ranges.iter());
+        let pending = self
+            .queues
+            .values()
+            .filter_map(|q| q.pending.as_ref())
+            .flat_map(|p| p.ranges.iter());
+        journaled
+            .chain(pending)
+            .filter(|(k, _, _)| file_id(k) == id)
+            .map(|(_, _, end)| *end)
+            .fold(acked, u64::max)
+    }
+
+    /// Tails `file` as the known identity `id` from `offset` (a rename, a copy, a restart).
+    fn resume(&mut self, id: String, file: File, f: &Found, offset: u64, present: bool) {
+        if let Some((_, st)) = self.state.files.get_mut(&id) {
+            st.dev = f.dev;
+            st.inode = f.inode;
+            st.last_path = f.path.to_string_lossy().into_owned();
+        }
+        self.twins.remove(&(f.dev, f.inode));
+        self.tailed.insert(
+            id.clone(),
+            Tailed {
+                id,
+                file,
+                dev: f.dev,
+                inode: f.inode,
+                read_offset: offset,
+                seen_size: f.size,
+                last_growth: Instant::now(),
+                present,
+                waiting_since: None,
+            },
+        );
+        self.dirty = true;
+    }
+
+    /// After `t`'s file was truncated: finds the copy its content was saved to (same first
+    /// line, at least as long as what was read, in the same directory, not a file known
+    /// otherwise; the newest if several) and continues `t`'s identity there at exactly the
+    /// position reading had reached. Whether the copy's name matches a glob does not matter.
+    fn follow_copy(&mut self, t: Tailed, truncated: &Found) {
+        let Some((key, st)) = self.state.files.get(&t.id) else {
+            return;
+        };
+        let fp = key.fingerprint;
+        let dir = truncated
+            .path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .or_else(|| {
+                PathBuf::from(&st.last_path)
+                    .parent()
+                    .map(|p| p.to_path_buf())
+            });
+        let known: std::collections::HashSet<(u64, u64)> = self
+            .state
+            .files
+            .values()
+            .map(|(_, st)| (st.dev, st.inode))
+            .chain(self.tailed.values().map(|t| (t.dev, t.inode)))
+            .chain([(truncated.dev, truncated.inode)])
+            .collect();
+        let mut best: Option<(std::time::SystemTime, Found, File)> = None;
+        for path in dir
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+        {
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(m) = file.metadata() else { continue };
+            if !m.is_file()
+                || m.len() < t.read_offset
+                || known.contains(&(m.dev(), m.ino()))
+                || !matches!(files::fingerprint(&file), Ok(Some(x)) if x == fp)
+            {
+                continue;
+            }
+            let mtime = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+            if best.as_ref().is_none_or(|(t, _, _)| mtime > *t) {
+                let found = Found {
+                    input: truncated.input,
+                    path,
+                    dev: m.dev(),
+                    inode: m.ino(),
+                    size: m.len(),
+                };
+                best = Some((mtime, found, file));
+            }
+        }
+        match best {
+            Some((_, found, file)) => {
+                tracing::info!(copy = %found.path.display(), offset = t.read_offset, "continuing a copy-truncated file in its copy");
+                self.resume(t.id, file, &found, t.read_offset, true);
+            }
+            None => {
+                let lost = t.seen_size.saturating_sub(t.read_offset);
+                if lost > 0 {
+                    tracing::warn!(path = %truncated.path.display(), lost_bytes = lost, "file truncated before it was read to its end, and no copy of it was found: its unread bytes are gone");
+                }
+            }
+        }
+    }
+
+    /// At the first discovery after a start: known files that no glob finds any more (renamed
+    /// to a name the inputs do not match while the agent was down) but that still exist by
+    /// inode at their last path or in its directory, with lines not yet taken, are tailed
+    /// again by handle and drained.
+    fn reclaim_renamed(&mut self, unknown: &[Found]) {
+        let found_now: std::collections::HashSet<(u64, u64)> = unknown
+            .iter()
+            .map(|f| (f.dev, f.inode))
+            .chain(self.tailed.values().map(|t| (t.dev, t.inode)))
+            .collect();
+        let lost: Vec<(String, FileState, u64)> = self
+            .state
+            .files
+            .iter()
+            .filter(|(id, (_, st))| {
+                !self.tailed.contains_key(*id) && !found_now.contains(&(st.dev, st.inode))
+            })
+            .map(|(id, (k, st))| (id.clone(), st.clone(), k.fingerprint))
+            .collect();
+        // One directory listing per directory, however many files it had.
+        let mut by_dir: HashMap<PathBuf, HashMap<(u64, u64), PathBuf>> = HashMap::new();
+        for (id, st, fp) in lost {
+            let offset = self.taken_end(&id);
+            let Some(dir) = std::path::Path::new(&st.last_path).parent() else {
+                continue;
+            };
+            let inodes = by_dir.entry(dir.to_path_buf()).or_insert_with(|| {
+                std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let m = std::fs::metadata(e.path()).ok()?;
+                        m.is_file().then(|| ((m.dev(), m.ino()), e.path()))
+                    })
+                    .collect()
+            });
+            let Some(path) = inodes.get(&(st.dev, st.inode)).cloned() else {
+                continue;
+            };
+            let Some((file, m)) = File::open(&path)
+                .ok()
+                .and_then(|f| Some((f.metadata().ok()?, f)))
+                .filter(|(m, _)| m.dev() == st.dev && m.ino() == st.inode)
+                .map(|(m, f)| (f, m))
+            else {
+                continue;
+            };
+            if m.len() <= offset || !matches!(files::fingerprint(&file), Ok(Some(x)) if x == fp) {
+                continue;
+            }
+            tracing::info!(path = %path.display(), offset, "resuming a file renamed while the agent was down");
+            let f = Found {
+                input: st.input,
+                path,
+                dev: m.dev(),
+                inode: m.ino(),
+                size: m.len(),
+            };
+            self.resume(id, file, &f, offset, false);
+        }
+    }
+
+    /// Reads every tailed file as far as the buffer allows. Files sharing a `path` stream
+    /// (a file and its successors after rotation: same topic, same `path` header) are read
+    /// oldest first, and a successor only once its predecessor is read to its end (or has
+    /// waited [`DRAIN_IDLE`] on an unfinished last record): a consumer of one path sees the
+    /// rest of a rotated file before the first line of the new one.
     fn read_all(&mut self) {
-        let ids: Vec<String> = self.tailed.keys().cloned().collect();
+        let mut order: Vec<(u64, String, String, String)> = self
+            .tailed
+            .keys()
+            .filter_map(|id| {
+                let (_, st) = self.state.files.get(id)?;
+                Some((st.seq, id.clone(), st.topic.clone(), st.path.clone()))
+            })
+            .collect();
+        order.sort();
+        let mut busy: std::collections::HashSet<(String, String)> = Default::default();
+        for (_, id, topic, path) in order {
+            let stream = (topic, path);
+            if busy.contains(&stream) {
+                continue;
+            }
+            match self.read_file(&id) {
+                Read::Drained => {}
+                Read::More => {
+                    busy.insert(stream);
+                }
+                Read::BufferFull => return,
+            }
+        }
+    }
+
+    /// Reads one file until its end, an unfinished record, or the buffer limit.
+    fn read_file(&mut self, id: &str) -> Read {
         let chunk = self.cfg.read_chunk_bytes;
         // A record may be up to max_line_bytes: a chunk without one's end is read again larger.
         let most = chunk.max(self.cfg.max_line_bytes + 1);
-        let mut buf = vec![0u8; chunk];
-        for id in ids {
-            let timeout = self
-                .state
-                .files
-                .get(&id)
-                .and_then(|(_, st)| self.cfg.inputs.get(st.input))
-                .and_then(|i| i.multiline.as_ref())
-                .map(|m| m.timeout);
-            let mut want = chunk;
-            loop {
-                if self.buffered >= self.cfg.buffer_bytes_max as u64 {
-                    return;
-                }
-                let Some(t) = self.tailed.get(&id) else { break };
-                let offset = t.read_offset;
-                // The multiline timeout ends a record that waited long enough for its next line.
-                let flush = match (timeout, t.waiting_since) {
-                    (Some(limit), Some(since)) => since.elapsed() >= limit,
-                    _ => false,
-                };
-                if buf.len() < want {
-                    buf.resize(want, 0);
-                }
-                let n = match t.file.read_at(&mut buf[..want], offset) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(file = %id, error = %e, "read failed");
-                        break;
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                let consumed = self.take_records(&id, &buf[..n], offset, flush);
-                let Some(t) = self.tailed.get_mut(&id) else {
-                    break;
-                };
-                if consumed == 0 {
-                    if n == want && want < most {
-                        want = (want * 2).min(most);
-                        continue;
-                    }
-                    // An incomplete record: wait for the rest (or the multiline timeout).
-                    // After a flush that found no whole line, the wait starts over (no spin).
-                    if flush {
-                        t.waiting_since = Some(Instant::now());
-                    } else {
-                        t.waiting_since.get_or_insert_with(Instant::now);
-                    }
-                    break;
-                }
-                t.read_offset += consumed as u64;
-                t.last_growth = Instant::now();
-                t.waiting_since = (consumed < n).then(Instant::now);
-                want = chunk;
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let timeout = self
+            .state
+            .files
+            .get(id)
+            .and_then(|(_, st)| self.cfg.inputs.get(st.input))
+            .and_then(|i| i.multiline.as_ref())
+            .map(|m| m.timeout);
+        let mut want = chunk;
+        let mut checked = false;
+        let result = loop {
+            if self.buffered >= self.cfg.buffer_bytes_max as u64 {
+                break Read::BufferFull;
             }
-        }
+            let Some(t) = self.tailed.get(id) else {
+                break Read::Drained;
+            };
+            let offset = t.read_offset;
+            // The multiline timeout ends a record that waited long enough for its next line.
+            let flush = match (timeout, t.waiting_since) {
+                (Some(limit), Some(since)) => since.elapsed() >= limit,
+                _ => false,
+            };
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let n = match t.file.read_at(&mut buf[..want], offset) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Reported, and not holding its successors back.
+                    tracing::warn!(file = %id, error = %e, "read failed");
+                    break Read::Drained;
+                }
+            };
+            if n == 0 {
+                break Read::Drained;
+            }
+            if !checked {
+                // Still the file that was being read? A copy-truncated file that was written
+                // past this offset again before discovery noticed has another first line:
+                // its bytes here are not the continuation of what was read.
+                checked = true;
+                let known = self.state.files.get(id).map(|(k, _)| k.fingerprint);
+                if offset > 0 && !matches!(files::fingerprint(&t.file), Ok(fp) if fp == known) {
+                    self.rediscover = true;
+                    break Read::Drained;
+                }
+            }
+            let consumed = self.take_records(id, &buf[..n], offset, flush);
+            let Some(t) = self.tailed.get_mut(id) else {
+                break Read::Drained;
+            };
+            if consumed == 0 {
+                if n == want && want < most {
+                    want = (want * 2).min(most);
+                    continue;
+                }
+                // An incomplete record: wait for the rest (or the multiline timeout).
+                // After a flush that found no whole line, the wait starts over (no spin).
+                if flush {
+                    t.waiting_since = Some(Instant::now());
+                } else {
+                    t.waiting_since.get_or_insert_with(Instant::now);
+                }
+                // An unfinished last record holds a successor back only for a while.
+                break if t.last_growth.elapsed() >= DRAIN_IDLE {
+                    Read::Drained
+                } else {
+                    Read::More
+                };
+            }
+            t.read_offset += consumed as u64;
+            t.last_growth = Instant::now();
+            t.waiting_since = (consumed < n).then(Instant::now);
+            want = chunk;
+        };
+        buf.truncate(chunk);
+        self.read_buf = buf;
+        result
     }
 
     /// The earliest moment a waiting multiline record times out, if any.

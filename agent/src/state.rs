@@ -55,6 +55,10 @@ pub struct FileState {
     /// Inode it was last read through (a copy-truncated file moves to a new inode).
     pub dev: u64,
     pub inode: u64,
+    /// Order of first discovery (per agent state). Files sharing a `path` stream are read
+    /// oldest first: the rest of a rotated file before its successor's lines.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One journaled batch: everything needed to rebuild it.
@@ -78,6 +82,9 @@ pub struct AgentState {
     pub next_sequence: BTreeMap<String, i32>,
     pub files: BTreeMap<String, (FileKey, FileState)>,
     pub journal: Vec<JournalEntry>,
+    /// The `seq` the next newly discovered file gets.
+    #[serde(default)]
+    pub next_file_seq: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -128,6 +128,16 @@ impl Collector {
         self.child.wait().unwrap();
     }
 
+    /// SIGSTOP: the process stays alive but answers nothing (a GC pause, a hung disk).
+    pub fn pause(&self) {
+        assert_eq!(unsafe_kill(self.child.id() as i32, libc::SIGSTOP), 0);
+    }
+
+    /// SIGCONT after [`Collector::pause`].
+    pub fn resume(&self) {
+        assert_eq!(unsafe_kill(self.child.id() as i32, libc::SIGCONT), 0);
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY-free: libc::kill on our own child's pid.
@@ -548,6 +558,21 @@ impl Drop for TailProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one sample in Prometheus text: the line whose name (and labels, if given
+/// in `name`, e.g. `m{a="b"}`) is exactly `name`. `None` if the metric is absent.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.parse().ok()).flatten()
+    })
+}
+
+/// Scrapes `url` (a `/metrics` endpoint) and returns one sample, see [`metric_value`].
+pub fn scrape(url: &str, name: &str) -> Option<f64> {
+    let text = client().get(url).send().ok()?.text().ok()?;
+    metric_value(&text, name)
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, failing with `what` after `timeout`.

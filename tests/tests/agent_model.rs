@@ -135,31 +135,52 @@ impl Backend {
 
 #[test]
 fn generated_file_actions_deliver_every_line_exactly_once_in_order() {
-    model(1);
+    for seed in seeds(3) {
+        model(1, seed);
+    }
 }
 
 #[test]
 fn generated_file_actions_deliver_every_line_exactly_once_through_cluster_failovers() {
-    model(3);
+    for seed in seeds(1) {
+        model(3, seed);
+    }
 }
 
-fn model(nodes: usize) {
-    let seed: u64 = std::env::var("TRIBUTARY_MODEL_SEED")
+/// `TRIBUTARY_MODEL_SEED=<n>` replays one run; otherwise `TRIBUTARY_MODEL_SEEDS` (default
+/// `default`) runs from fresh seeds, each printed.
+fn seeds(default: usize) -> Vec<u64> {
+    if let Some(seed) = std::env::var("TRIBUTARY_MODEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-        | 1;
+    {
+        return vec![seed];
+    }
+    let n = std::env::var("TRIBUTARY_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Rng(base | 1);
+    (0..n).map(|_| rng.next() | 1).collect()
+}
+
+fn model(nodes: usize, seed: u64) {
+    let seed = seed | 1;
     let steps: usize = std::env::var("TRIBUTARY_MODEL_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    eprintln!("model seed {seed} ({steps} steps): TRIBUTARY_MODEL_SEED={seed} replays it");
     let mut rng = Rng(seed);
+    // Long lingers keep reads pending (unjournaled) when files rotate or the agent dies.
+    let linger_ms = [20, 20, 400, 2000][rng.below(4) as usize];
+    eprintln!(
+        "model seed {seed} ({steps} steps, linger {linger_ms} ms): TRIBUTARY_MODEL_SEED={seed} replays it"
+    );
+    let mut kills = (0usize, 0usize);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
@@ -182,7 +203,7 @@ fn model(nodes: usize) {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\noutput:\n  collectors: [{collectors}]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\noutput:\n  collectors: [{collectors}]\n  linger_ms: {linger_ms}\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\n",
             tmp.path().join("state").display(),
             dir.display(),
         ),
@@ -201,7 +222,14 @@ fn model(nodes: usize) {
     let c = client();
     let base = urls[0].clone();
     for step in 0..steps {
-        let action = rng.below(100);
+        let mut action = rng.below(100);
+        // Every run kills the agent and a collector at least once.
+        if step == steps / 3 && kills.0 == 0 {
+            action = 80;
+        }
+        if step == 2 * steps / 3 && kills.1 == 0 {
+            action = 90;
+        }
         let what = match action {
             0..=34 => {
                 let n = 1 + rng.below(500) as usize;
@@ -213,18 +241,37 @@ fn model(nodes: usize) {
                 "burst 5000".to_owned()
             }
             43..=54 => {
-                // Rename rotation; the writer goes on in a new file at once.
+                // Rename rotation right after a write (lines of the old file are typically
+                // unread or pending in a batch); the writer goes on in a new file at once.
+                // Sometimes the agent is killed at that very point.
+                let n = 1 + rng.below(300) as usize;
+                m.write(&mut rng, n);
                 let to = m.rotate_name();
                 std::fs::rename(m.app(), &to).unwrap();
                 m.rotated.push(to);
                 m.current += 1;
+                let kill = rng.below(3) == 0;
+                if kill {
+                    agent.kill9();
+                }
                 m.write(&mut rng, 10);
-                "rename-rotate".to_owned()
+                if kill {
+                    agent.restart();
+                    kills.0 += 1;
+                }
+                format!(
+                    "rename-rotate{}",
+                    if kill { " + kill -9 agent" } else { "" }
+                )
             }
             55..=62 => {
-                // Copy-truncate (as logrotate does); the writer pauses briefly, as the race
-                // between copy and truncate loses lines in any tailer otherwise.
-                std::thread::sleep(Duration::from_millis(300));
+                // Copy-truncate (as logrotate does) right after a write, so reads of the
+                // original are typically pending, unjournaled, when it is truncated. Nothing
+                // is written between the copy and the truncation (the writer pauses: otherwise
+                // the lines written between them are lost by the rotation itself, for any
+                // tailer). Sometimes the agent is killed right after the truncation.
+                let n = 1 + rng.below(300) as usize;
+                m.write(&mut rng, n);
                 let to = m.rotate_name();
                 std::fs::copy(m.app(), &to).unwrap();
                 std::fs::OpenOptions::new()
@@ -235,9 +282,20 @@ fn model(nodes: usize) {
                     .unwrap();
                 m.rotated.push(to);
                 m.current += 1;
-                std::thread::sleep(Duration::from_millis(500));
+                let kill = rng.below(3) == 0;
+                if kill {
+                    agent.kill9();
+                }
+                std::thread::sleep(Duration::from_millis(rng.below(300)));
                 m.write(&mut rng, 10);
-                "copy-truncate".to_owned()
+                if kill {
+                    agent.restart();
+                    kills.0 += 1;
+                }
+                format!(
+                    "copy-truncate{}",
+                    if kill { " + kill -9 agent" } else { "" }
+                )
             }
             63..=69 => {
                 // Delete the oldest rotated file once everything so far is delivered.
@@ -269,12 +327,14 @@ fn model(nodes: usize) {
                 agent.kill9();
                 m.write(&mut rng, 200);
                 agent.restart();
+                kills.0 += 1;
                 "kill -9 agent".to_owned()
             }
             86..=93 => {
                 let id = backend.kill(&mut rng);
                 m.write(&mut rng, 200);
                 backend.restart(id);
+                kills.1 += 1;
                 format!("kill -9 collector {id}")
             }
             _ => {
@@ -312,18 +372,29 @@ fn model(nodes: usize) {
         got.len(),
         m.want.len()
     );
-    // In file order: within a file generation, line numbers grow with offsets.
+    // In order: each `path` stream (the lines labelled with one path: a file and its
+    // successors at that path) carries generations and line numbers in the order written —
+    // the rest of a rotated file before the first line of the next.
     let mut by_offset = got.clone();
     by_offset.sort_by_key(|r| (r.0, r.1));
-    let mut last: BTreeMap<(u32, String), String> = BTreeMap::new();
-    for (p, _, _, v) in &by_offset {
+    let mut last: BTreeMap<(u32, String), (String, u64)> = BTreeMap::new();
+    for (p, o, headers, v) in &by_offset {
         let s = String::from_utf8_lossy(v);
         if s.len() >= 12 && s.starts_with('g') && s.as_bytes()[4] == b'-' {
-            let (g, n) = (s[..4].to_owned(), s[5..12].to_owned());
-            if let Some(prev) = last.insert((*p, g.clone()), n.clone()) {
-                assert!(prev < n, "seed {seed}: file {g}: line {n} after {prev}");
+            let path = headers
+                .iter()
+                .find(|(k, _)| k == "path")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let line = s[..12].to_owned();
+            if let Some((prev, at)) = last.insert((*p, path.clone()), (line.clone(), *o)) {
+                assert!(
+                    prev < line,
+                    "seed {seed}: path {path}: {line} (offset {o}) after {prev} (offset {at})"
+                );
             }
         }
     }
+    assert!(kills.0 > 0 && kills.1 > 0, "seed {seed}: {kills:?}");
     assert!(agent.terminate().success());
 }
