@@ -55,14 +55,17 @@ pub struct Found {
 
 /// Every regular file matching an input's globs and none of its excludes. An exclude
 /// pattern matches against the whole path or the file name.
-pub fn discover(inputs: &[Input]) -> Vec<Found> {
+pub fn discover(inputs: &[Input]) -> Discovery {
     let mut out = Vec::new();
+    let mut unmatched = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, input) in inputs.iter().enumerate() {
         for pattern in &input.paths {
             let Ok(paths) = glob::glob(pattern.as_str()) else {
+                unmatched.push(pattern.as_str().to_owned());
                 continue;
             };
+            let before = out.len();
             for path in paths.flatten() {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 if input
@@ -86,9 +89,48 @@ pub fn discover(inputs: &[Input]) -> Vec<Found> {
                     size: meta.len(),
                 });
             }
+            if out.len() == before {
+                unmatched.push(pattern.as_str().to_owned());
+            }
         }
     }
-    out
+    Discovery {
+        found: out,
+        unmatched,
+    }
+}
+
+/// What one discovery found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub found: Vec<Found>,
+    /// Patterns that matched no file this time.
+    pub unmatched: Vec<String>,
+}
+
+/// Why a path pattern may never match a file, for `check-config` and the start-up log:
+/// it names a directory (not the files in it), or the directory it looks in does not exist,
+/// or it matches nothing now. `None` when it matches at least one regular file.
+pub fn pattern_problem(pattern: &str) -> Option<String> {
+    let p = Path::new(pattern);
+    if p.is_dir() {
+        return Some(format!(
+            "{pattern} is a directory: name the files, e.g. {}",
+            p.join("*.log").display()
+        ));
+    }
+    let root = watch_root(pattern);
+    if !root.is_dir() {
+        return Some(format!(
+            "{pattern}: directory {} does not exist",
+            root.display()
+        ));
+    }
+    let matches = glob::glob(pattern)
+        .ok()?
+        .flatten()
+        .any(|path| path.is_file());
+    (!matches).then(|| format!("{pattern} matches no file (yet)"))
 }
 
 /// The first input whose globs match `path` and whose excludes do not.

@@ -20,6 +20,7 @@ struct Cli {
 enum Command {
     /// Run the agent: tail the configured files and ship every line exactly once.
     Run {
+        /// The YAML config file.
         #[arg(long, default_value = "/etc/tributary/agent.yaml")]
         config: PathBuf,
         /// Forget all state (checkpoints, journal, producer id) and start over. Lines
@@ -27,8 +28,16 @@ enum Command {
         #[arg(long)]
         reset_state: bool,
     },
-    /// Validate a config file and exit (0 when valid).
-    CheckConfig { file: PathBuf },
+    /// Validate a config file and exit (0 when valid). Input patterns that match no file
+    /// are reported as warnings.
+    CheckConfig {
+        /// The config file (also accepted as `--config FILE`, as for `run`).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 async fn shutdown_signal() {
@@ -84,9 +93,19 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::CheckConfig { file } => {
-            agent::config::Config::load(&file)
+        Command::CheckConfig { file, config } => {
+            let Some(file) = file.or(config) else {
+                anyhow::bail!("name the config file: agent check-config FILE");
+            };
+            let cfg = agent::config::Config::load(&file)
                 .with_context(|| format!("config {}", file.display()))?;
+            for input in &cfg.inputs {
+                for p in &input.paths {
+                    if let Some(why) = agent::files::pattern_problem(p.as_str()) {
+                        eprintln!("warning: input matches nothing: {why}");
+                    }
+                }
+            }
             println!("{}: ok", file.display());
             Ok(())
         }

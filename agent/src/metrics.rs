@@ -28,6 +28,11 @@ pub struct AgentMetrics {
     pub files_known: Gauge,
     pub buffered_bytes: Gauge,
     pub journal_batches: Gauge,
+    /// 1 once a collector gave the producer identity and partitions; 0 while waiting.
+    pub connected: Gauge,
+    /// Input path patterns that match no file.
+    pub unmatched_patterns: Gauge,
+    unmatched: std::sync::Mutex<Vec<String>>,
 }
 
 impl Default for AgentMetrics {
@@ -51,6 +56,9 @@ impl AgentMetrics {
             files_known: Gauge::default(),
             buffered_bytes: Gauge::default(),
             journal_batches: Gauge::default(),
+            connected: Gauge::default(),
+            unmatched_patterns: Gauge::default(),
+            unmatched: std::sync::Mutex::new(Vec::new()),
         };
         let mut registry = Registry::with_prefix("tributary_agent");
         registry.register(
@@ -100,7 +108,35 @@ impl AgentMetrics {
             "Journaled batches not yet acknowledged",
             m.journal_batches.clone(),
         );
+        registry.register(
+            "connected",
+            "1 once a collector answered (producer id, partitions); 0 while waiting for collectors",
+            m.connected.clone(),
+        );
+        registry.register(
+            "unmatched_patterns",
+            "Input path patterns that match no file",
+            m.unmatched_patterns.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Records the input patterns that match no file (shown by `/health`).
+    pub fn set_unmatched(&self, patterns: &[String]) {
+        let mut g = self
+            .unmatched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *g != patterns {
+            *g = patterns.to_vec();
+        }
+    }
+
+    fn unmatched(&self) -> Vec<String> {
+        self.unmatched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn encode(&self) -> String {
@@ -123,8 +159,15 @@ async fn metrics(State(m): State<Arc<AgentMetrics>>) -> impl IntoResponse {
 }
 
 async fn health(State(m): State<Arc<AgentMetrics>>) -> impl IntoResponse {
+    let status = if m.connected.get() == 0 {
+        "waiting for collectors"
+    } else {
+        "ok"
+    };
     axum::Json(serde_json::json!({
-        "status": "ok",
+        "status": status,
+        "collectors_connected": m.connected.get() == 1,
+        "inputs_matching_nothing": m.unmatched(),
         "files_open": m.files_open.get(),
         "buffered_bytes": m.buffered_bytes.get(),
         "journal_batches": m.journal_batches.get(),

@@ -21,7 +21,7 @@ use crate::config::{Config, StartAt};
 use crate::files::{self, Found};
 use crate::lines;
 use crate::state::{
-    AgentState, FileKey, FileState, JournalEntry, StateError, file_id, partition_key,
+    AgentState, FileKey, FileState, JournalEntry, StateError, UNASSIGNED, file_id, partition_key,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub enum AgentError {
 const TWIN_GRACE: Duration = Duration::from_secs(5);
 /// A file no longer found at any matching path is closed after this long without growth.
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
+/// How often input patterns that still match nothing are logged again.
+const UNMATCHED_REPEAT: Duration = Duration::from_secs(300);
 /// How often dirty state (acknowledgements) is written when nothing else writes it.
 const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -81,6 +83,9 @@ struct Ready {
     /// The journal generation that must be durable before this batch leaves.
     generation: u64,
     encoded: Encoded,
+    /// Journaled before this start: the collector may have it already (checked once the
+    /// producer's last sequences are known).
+    recovered: bool,
 }
 
 /// How reading one file ended.
@@ -147,6 +152,17 @@ struct Agent {
     acks_tx: mpsc::Sender<(String, i32, Result<(), String>)>,
     metrics: Arc<crate::metrics::AgentMetrics>,
     first_start: bool,
+    /// A collector gave the producer identity, the topics' partitions and (after a restart)
+    /// the producer's last sequences. Until then files are read and batches journaled, but
+    /// nothing is encoded or sent.
+    online: bool,
+    /// The journal generation whose store holds the producer identity: nothing is sent
+    /// before it is durable.
+    identity_gen: u64,
+    /// Input patterns that matched nothing at the last discovery, and when that was last
+    /// logged.
+    unmatched: Vec<String>,
+    unmatched_warned: Option<Instant>,
     /// Whether the first discovery after start looked for known files renamed away.
     reclaimed: bool,
     /// The read buffer, reused across reads.
@@ -166,6 +182,12 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| AgentError::Other(format!("state_dir {}: {e}", cfg.state_dir.display())))?;
     let state = AgentState::load(&cfg.state_dir)?;
+    // Partition counts learnt before: a restart with no collector reachable reads on.
+    let state_partitions: HashMap<String, u32> = state
+        .topic_partitions
+        .iter()
+        .map(|(t, n)| (t.clone(), *n))
+        .collect();
     let first_start = state.producer_id.is_none();
     let metrics = Arc::new(crate::metrics::AgentMetrics::new());
     let _metrics_server = match cfg.metrics_listen {
@@ -191,7 +213,7 @@ pub async fn run(
         state,
         tailed: HashMap::new(),
         queues: BTreeMap::new(),
-        topic_partitions: HashMap::new(),
+        topic_partitions: state_partitions,
         twins: HashMap::new(),
         buffered: 0,
         dirty: false,
@@ -208,12 +230,32 @@ pub async fn run(
         acks_tx,
         metrics,
         first_start,
+        online: false,
+        identity_gen: u64::MAX,
+        unmatched: Vec::new(),
+        unmatched_warned: None,
         reclaimed: false,
         read_buf: Vec::new(),
         rediscover: false,
         last_discovery: Instant::now(),
     };
-    agent.start().await?;
+    agent.recover_journal();
+    // The producer identity, partition counts and last sequences come from the collectors in
+    // the background: the agent reads and journals meanwhile (the files are the buffer), so
+    // it is ready — for systemd too — while no collector answers.
+    let (connected_tx, mut connected_rx) = mpsc::channel(1);
+    tokio::spawn(connect(
+        agent.client.clone(),
+        agent
+            .state
+            .producer_id
+            .map(|id| (id, agent.state.producer_epoch)),
+        agent.missing_topics(),
+        !agent.state.journal.is_empty(),
+        connected_tx,
+    ));
+    agent.metrics.connected.set(0);
+    agent.step(true)?;
     on_ready();
     // Wake-ups from inotify; the periodic rescan is the safety net for dropped events.
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
@@ -231,6 +273,7 @@ pub async fn run(
         let linger = agent.next_linger_deadline();
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(connected) = connected_rx.recv() => agent.on_connected(connected?)?,
             Some(ack) = acks_rx.recv() => agent.on_ack(ack),
             Some(done) = encoded_rx.recv() => agent.on_encoded(done),
             Some((generation, result)) = store_rx.recv() => agent.on_stored(generation, result)?,
@@ -347,69 +390,108 @@ impl Agent {
         true
     }
 
-    /// Producer identity, topic partitions, and recovery of the journal.
-    async fn start(&mut self) -> Result<(), AgentError> {
-        let client = self.client.clone();
-        if self.state.producer_id.is_none() {
-            let (id, epoch) = client
-                .retry("allocate producer id", || client.allocate_producer())
-                .await?;
-            self.state.producer_id = Some(id);
-            self.state.producer_epoch = epoch;
-            self.state.store(&self.cfg.state_dir)?;
-            tracing::info!(producer_id = id, "allocated producer id");
+    /// Queues the batches journaled before this start, in sequence order, ahead of anything
+    /// read now. They are sent (or found delivered) once the collectors answer.
+    fn recover_journal(&mut self) {
+        for entry in self.state.journal.clone() {
+            self.buffered += range_bytes(&entry);
+            self.queues
+                .entry(partition_key(&entry.topic, entry.partition))
+                .or_default()
+                .ready
+                .push_back(Ready {
+                    entry,
+                    builder: None,
+                    generation: 0,
+                    encoded: Encoded::No,
+                    recovered: true,
+                });
         }
-        let topics: Vec<String> = self.cfg.inputs.iter().map(|i| i.topic.clone()).collect();
-        for t in topics {
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.topic_partitions.entry(t)
+    }
+
+    /// Topics of the inputs whose partition count is not known yet.
+    fn missing_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .cfg
+            .inputs
+            .iter()
+            .map(|i| i.topic.clone())
+            .filter(|t| !self.topic_partitions.contains_key(t))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// The collectors answered: keep the producer identity (durably, before anything is
+    /// stamped with it), the partition counts, and mark journaled batches the collector
+    /// already has delivered. Then sending starts.
+    fn on_connected(&mut self, c: Connected) -> Result<(), AgentError> {
+        if self.state.producer_id.is_none() {
+            self.state.producer_id = Some(c.producer.0);
+            self.state.producer_epoch = c.producer.1;
+            tracing::info!(producer_id = c.producer.0, "allocated producer id");
+        }
+        for (topic, n) in c.partitions {
+            self.state.topic_partitions.insert(topic.clone(), n);
+            self.topic_partitions.insert(topic, n);
+        }
+        for (_, st) in self.state.files.values_mut() {
+            if st.partition == UNASSIGNED
+                && let Some(n) = self.topic_partitions.get(&st.topic)
             {
-                let topic = slot.key().clone();
-                let n = client
-                    .retry("topic metadata", || client.partitions(&topic))
-                    .await?;
-                slot.insert(n);
+                st.partition = partition_for(&self.host, &st.path, *n);
             }
         }
-        if self.state.journal.is_empty() {
-            return Ok(());
-        }
-        let pid = self.state.producer_id.unwrap_or(-1);
-        let last = client
-            .retry("producer state", || client.last_sequences(pid))
-            .await?;
-        let journal = std::mem::take(&mut self.state.journal);
         let mut delivered = 0;
-        for entry in journal {
-            let last_seq = last
-                .get(&(entry.topic.clone(), entry.partition))
-                .filter(|(epoch, _)| *epoch == self.state.producer_epoch)
-                .map(|(_, s)| *s);
-            let end_seq = entry.base_sequence + entry.record_count as i32 - 1;
-            if last_seq.is_some_and(|s| s >= end_seq) {
+        let mut resend = 0;
+        if let Some(last) = c.last_sequences {
+            let epoch = self.state.producer_epoch;
+            let mut done = Vec::new();
+            for q in self.queues.values_mut() {
+                q.ready.retain(|r| {
+                    if !r.recovered {
+                        return true;
+                    }
+                    let e = &r.entry;
+                    let end_seq = e.base_sequence + e.record_count as i32 - 1;
+                    let have = last
+                        .get(&(e.topic.clone(), e.partition))
+                        .filter(|(ep, _)| *ep == epoch)
+                        .is_some_and(|(_, s)| *s >= end_seq);
+                    if have {
+                        done.push(e.clone());
+                    } else {
+                        resend += 1;
+                    }
+                    !have
+                });
+            }
+            for entry in done {
+                self.buffered = self.buffered.saturating_sub(range_bytes(&entry));
+                self.state.journal.retain(|e| {
+                    !(e.topic == entry.topic
+                        && e.partition == entry.partition
+                        && e.base_sequence == entry.base_sequence)
+                });
                 self.apply_ack(&entry);
                 delivered += 1;
-            } else {
-                self.state.journal.push(entry.clone());
-                self.buffered += range_bytes(&entry);
-                self.queues
-                    .entry(partition_key(&entry.topic, entry.partition))
-                    .or_default()
-                    .ready
-                    .push_back(Ready {
-                        entry,
-                        builder: None,
-                        generation: 0,
-                        encoded: Encoded::No,
-                    });
             }
         }
-        tracing::info!(
-            delivered,
-            resend = self.state.journal.len(),
-            "recovered the batch journal"
-        );
-        self.state.store(&self.cfg.state_dir)?;
-        Ok(())
+        if delivered + resend > 0 {
+            tracing::info!(delivered, resend, "recovered the batch journal");
+        }
+        // Durable before any batch carries the producer id: sending starts once a store
+        // begun after this point has finished (stores run one at a time, in order; a store
+        // written here directly could be overtaken by an older one still running).
+        self.journal_gen += 1;
+        self.journal_dirty = true;
+        self.identity_gen = self.journal_gen;
+        self.online = true;
+        self.metrics.connected.set(1);
+        tracing::info!("connected to the collectors; shipping");
+        // Files of topics whose partitions were unknown wait for this discovery.
+        self.step(true)
     }
 
     fn watch(&self, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
@@ -521,7 +603,8 @@ impl Agent {
             t.present = false;
         }
         self.last_discovery = Instant::now();
-        let found = files::discover(&self.cfg.inputs);
+        let files::Discovery { found, unmatched } = files::discover(&self.cfg.inputs);
+        self.report_unmatched(unmatched);
         self.forget_gone(&found);
         // Files closed to stay under max_open_files, by inode, with what was acknowledged:
         // one whose size did not move has nothing new and is not reopened.
@@ -548,7 +631,8 @@ impl Agent {
                         // starts over as a new file.
                         tracing::info!(path = %f.path.display(), "file truncated; following the copy and the new content");
                         if let Some(t) = self.tailed.remove(&id) {
-                            self.follow_copy(t, &f);
+                            let unread = t.seen_size.saturating_sub(t.read_offset);
+                            self.follow_copy(t.id, t.read_offset, unread, &f);
                         }
                         unknown.push(f);
                     } else if let Some(t) = self.tailed.get_mut(&id) {
@@ -591,6 +675,28 @@ impl Agent {
         }
         // `start_at` applies only to files present at the very first start.
         self.first_start = false;
+    }
+
+    /// Warns about input patterns that match no file: when that changes, and every
+    /// [`UNMATCHED_REPEAT`] while it lasts. `/health` and `/metrics` show them too.
+    fn report_unmatched(&mut self, unmatched: Vec<String>) {
+        let due = self
+            .unmatched_warned
+            .is_none_or(|t| t.elapsed() >= UNMATCHED_REPEAT);
+        if !unmatched.is_empty() && (unmatched != self.unmatched || due) {
+            for p in &unmatched {
+                let why =
+                    files::pattern_problem(p).unwrap_or_else(|| format!("{p} matches no file"));
+                tracing::warn!("input matches nothing: {why}");
+            }
+            self.unmatched_warned = Some(Instant::now());
+        }
+        if unmatched.is_empty() {
+            self.unmatched_warned = None;
+        }
+        self.metrics.unmatched_patterns.set(unmatched.len() as i64);
+        self.metrics.set_unmatched(&unmatched);
+        self.unmatched = unmatched;
     }
 
     /// Marks known files found again as seen; forgets files no glob has found for
@@ -702,13 +808,12 @@ impl Agent {
         };
         let id = file_id(&key);
         let path = f.path.to_string_lossy().into_owned();
-        let n = self
+        // The partition comes from the topic's partition count, which the collectors give:
+        // until they answer, the file is held open (a rotation cannot lose it) but not read.
+        let partition = self
             .topic_partitions
             .get(&input.topic)
-            .copied()
-            .unwrap_or(1)
-            .max(1);
-        let partition = crc32c::crc32c(format!("{}\u{0}{}", self.host, path).as_bytes()) % n;
+            .map_or(UNASSIGNED, |n| partition_for(&self.host, &path, *n));
         let start = if self.first_start && input.start_at == StartAt::End {
             f.size
         } else {
@@ -821,8 +926,8 @@ impl Agent {
     /// line, at least as long as what was read, in the same directory, not a file known
     /// otherwise; the newest if several) and continues `t`'s identity there at exactly the
     /// position reading had reached. Whether the copy's name matches a glob does not matter.
-    fn follow_copy(&mut self, t: Tailed, truncated: &Found) {
-        let Some((key, st)) = self.state.files.get(&t.id) else {
+    fn follow_copy(&mut self, id: String, offset: u64, unread: u64, truncated: &Found) {
+        let Some((key, st)) = self.state.files.get(&id) else {
             return;
         };
         let fp = key.fingerprint;
@@ -856,7 +961,7 @@ impl Agent {
             };
             let Ok(m) = file.metadata() else { continue };
             if !m.is_file()
-                || m.len() < t.read_offset
+                || m.len() < offset
                 || known.contains(&(m.dev(), m.ino()))
                 || !matches!(files::fingerprint(&file), Ok(Some(x)) if x == fp)
             {
@@ -876,15 +981,13 @@ impl Agent {
         }
         match best {
             Some((_, found, file)) => {
-                tracing::info!(copy = %found.path.display(), offset = t.read_offset, "continuing a copy-truncated file in its copy");
-                self.resume(t.id, file, &found, t.read_offset, true);
+                tracing::info!(copy = %found.path.display(), offset, "continuing a copy-truncated file in its copy");
+                self.resume(id, file, &found, offset, true);
             }
-            None => {
-                let lost = t.seen_size.saturating_sub(t.read_offset);
-                if lost > 0 {
-                    tracing::warn!(path = %truncated.path.display(), lost_bytes = lost, "file truncated before it was read to its end, and no copy of it was found: its unread bytes are gone");
-                }
+            None if unread > 0 => {
+                tracing::warn!(path = %truncated.path.display(), lost_bytes = unread, "file truncated before it was read to its end, and no copy of it was found: its unread bytes are gone");
             }
+            None => {}
         }
     }
 
@@ -893,6 +996,29 @@ impl Agent {
     /// inode at their last path or in its directory, with lines not yet taken, are tailed
     /// again by handle and drained.
     fn reclaim_renamed(&mut self, unknown: &[Found]) {
+        // Known files whose inode a glob found again, but with another first line or shorter
+        // than what was taken: copy-truncated while the agent was down. Their identity goes
+        // on in the copy (whatever its name), from where its lines were taken.
+        let truncated: Vec<(String, Found)> = self
+            .state
+            .files
+            .iter()
+            .filter(|(id, _)| !self.tailed.contains_key(*id))
+            .filter_map(|(id, (k, st))| {
+                let f = unknown
+                    .iter()
+                    .find(|f| f.dev == st.dev && f.inode == st.inode)?;
+                let fp = File::open(&f.path)
+                    .ok()
+                    .and_then(|h| files::fingerprint(&h).ok())?;
+                (fp != Some(k.fingerprint) || f.size < self.taken_end(id))
+                    .then(|| (id.clone(), f.clone()))
+            })
+            .collect();
+        for (id, f) in truncated {
+            let offset = self.taken_end(&id);
+            self.follow_copy(id, offset, 0, &f);
+        }
         let found_now: std::collections::HashSet<(u64, u64)> = unknown
             .iter()
             .map(|f| (f.dev, f.inode))
@@ -987,6 +1113,15 @@ impl Agent {
         let chunk = self.cfg.read_chunk_bytes;
         // A record may be up to max_line_bytes: a chunk without one's end is read again larger.
         let most = chunk.max(self.cfg.max_line_bytes + 1);
+        if self
+            .state
+            .files
+            .get(id)
+            .is_none_or(|(_, st)| st.partition == UNASSIGNED)
+        {
+            // Not read before its partition is known (the collectors have not answered).
+            return Read::More;
+        }
         let mut buf = std::mem::take(&mut self.read_buf);
         let timeout = self
             .state
@@ -1219,12 +1354,16 @@ impl Agent {
             builder: Some(p.builder),
             generation: self.journal_gen,
             encoded: Encoded::No,
+            recovered: false,
         });
     }
 
     /// Encodes journaled batches ahead (at most `in_flight_max` per partition) and sends the
     /// oldest of every idle partition. Nothing leaves before the journal naming it is durable.
     fn send_ready(&mut self) -> Result<(), AgentError> {
+        if !self.online || self.durable_gen < self.identity_gen {
+            return Ok(());
+        }
         let now = Instant::now();
         let durable = self.durable_gen;
         let ahead = self.cfg.output.in_flight_max.max(1);
@@ -1535,4 +1674,65 @@ fn find_file(st: &FileState, key: &FileKey) -> Option<File> {
         }
     }
     None
+}
+
+/// What the collectors told the agent when it connected.
+#[derive(Debug)]
+struct Connected {
+    producer: (i64, i16),
+    partitions: Vec<(String, u32)>,
+    /// The producer's last persisted sequence per partition (when batches were journaled
+    /// before this start).
+    last_sequences: Option<HashMap<(String, u32), (i16, i32)>>,
+}
+
+/// Asks the collectors (retrying with backoff until one answers) for a producer id when
+/// there is none, the partition counts of `topics`, and, when the journal holds batches from
+/// before this start, the producer's last sequences.
+async fn connect(
+    client: Arc<Client>,
+    producer: Option<(i64, i16)>,
+    topics: Vec<String>,
+    check_journal: bool,
+    tx: mpsc::Sender<Result<Connected, AgentError>>,
+) {
+    let result = async {
+        let producer = match producer {
+            Some(p) => p,
+            None => {
+                client
+                    .retry("allocate producer id", || client.allocate_producer())
+                    .await?
+            }
+        };
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let n = client
+                .retry("topic metadata", || client.partitions(&topic))
+                .await?;
+            partitions.push((topic, n));
+        }
+        let last_sequences = if check_journal {
+            Some(
+                client
+                    .retry("producer state", || client.last_sequences(producer.0))
+                    .await?,
+            )
+        } else {
+            None
+        };
+        Ok(Connected {
+            producer,
+            partitions,
+            last_sequences,
+        })
+    }
+    .await;
+    let _ = tx.send(result).await;
+}
+
+/// The partition of a file's lines: by a hash of host and first path, so a file and its
+/// successors at the same path share one partition (and its order).
+fn partition_for(host: &str, path: &str, partitions: u32) -> u32 {
+    crc32c::crc32c(format!("{host}\u{0}{path}").as_bytes()) % partitions.max(1)
 }

@@ -82,6 +82,9 @@ pub struct AgentState {
     pub next_sequence: BTreeMap<String, i32>,
     pub files: BTreeMap<String, (FileKey, FileState)>,
     pub journal: Vec<JournalEntry>,
+    /// Partition count of each topic, as last learnt from the collectors.
+    #[serde(default)]
+    pub topic_partitions: BTreeMap<String, u32>,
     /// The `seq` the next newly discovered file gets.
     #[serde(default)]
     pub next_file_seq: u64,
@@ -107,6 +110,10 @@ pub enum StateError {
     )]
     Corrupt { path: PathBuf, detail: String },
 }
+
+/// `FileState::partition` of a file found before the collectors told the topic's partition
+/// count: it is held open but not read until then.
+pub const UNASSIGNED: u32 = u32::MAX;
 
 pub fn partition_key(topic: &str, partition: u32) -> String {
     format!("{topic}/{partition}")

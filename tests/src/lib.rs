@@ -340,10 +340,20 @@ pub struct AgentProc {
 impl AgentProc {
     /// Starts `agent run --config <config>` and waits for it to report ready.
     pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// As [`AgentProc::start`], with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary("agent"))
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            // `TRIBUTARY_AGENT_LOG=info` shows the agent's decisions when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("TRIBUTARY_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

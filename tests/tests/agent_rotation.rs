@@ -301,3 +301,33 @@ fn rename_to_unmatched_name_while_agent_down() {
     check(&s.delivered(want.len()), &want);
     assert!(agent.terminate().success());
 }
+
+/// Copy-truncated while the agent is down, the copy named so that no glob matches it: the
+/// restarted agent sees the file's first line changed, finds the copy by its first line and
+/// ships the rest from it, before the new content.
+#[test]
+fn copy_truncate_while_agent_down_unmatched_copy() {
+    let s = setup(
+        "*.log",
+        "  linger_ms: 20\n  batch_bytes_max: 16384\n",
+        "buffer_bytes_max: 65536\n",
+    );
+    let b = s.logs.join("b.log");
+    append(&b, "b0", 0, 100);
+    let mut want = lines("b0", 0, 100);
+    let mut agent = AgentProc::start(&s.config);
+    s.wait_metric("tributary_agent_batches_acked_total", 1.0);
+    s.wait_metric("tributary_agent_records_read_total", 100.0);
+    s.col.pause();
+    append(&b, "b0", 100, 3000);
+    want.extend(lines("b0", 100, 3000));
+    s.wait_metric("tributary_agent_buffered_bytes", 60_000.0);
+    agent.kill9();
+    copy_truncate(&b, &s.logs.join("b.log-20261129"));
+    append(&b, "b1", 0, 500);
+    want.extend(lines("b1", 0, 500));
+    s.col.resume();
+    agent.restart();
+    check(&s.delivered(want.len()), &want);
+    assert!(agent.terminate().success());
+}
