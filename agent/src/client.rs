@@ -10,6 +10,18 @@ use serde_json::Value;
 
 use crate::config::Output;
 
+/// "cannot connect: Connection refused (os error 111)": the kind of failure and its cause.
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{what}: {}", shared::report::root_cause(e))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Worth retrying: connection failures, timeouts, 5xx, 421, 507.
@@ -90,14 +102,14 @@ impl Client {
                 if at.is_none() {
                     self.rotate();
                 }
-                return Err(ClientError::Retriable(format!("{url}: {e}")));
+                return Err(ClientError::Retriable(format!("{url}: {}", describe(&e))));
             }
         };
         let status = resp.status();
         let text = resp
             .text()
             .await
-            .map_err(|e| ClientError::Retriable(format!("{url}: {e}")))?;
+            .map_err(|e| ClientError::Retriable(format!("{url}: {}", describe(&e))))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(v);

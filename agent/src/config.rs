@@ -226,7 +226,10 @@ impl Config {
         let raw: RawConfig =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
                 path: e.path().to_string(),
-                message: e.inner().to_string(),
+                message: shared::report::config_message(
+                    &e.path().to_string(),
+                    &e.inner().to_string(),
+                ),
             })?;
         Self::validate(raw)
     }

@@ -83,7 +83,18 @@ fn watch_reload(path: PathBuf) -> tokio::sync::mpsc::Receiver<agent::config::Con
     rx
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, each cause once (no backtrace: this is for the operator).
+            eprintln!("error: {}", shared::report::error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -11,14 +11,43 @@ pub enum Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot reach {url}: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("{url}: {}", crate::net::describe(.error))]
+    Http { url: String, error: reqwest::Error },
+    #[error("no collector answered: {0}")]
+    Unreachable(String),
     #[error("{code}: {message}")]
     Api { code: String, message: String },
+}
+
+/// The first of `collectors` (URLs, `http://` assumed when missing) that answers: any node
+/// of a cluster serves the whole API, so any one bootstraps. Fails naming each address and
+/// why it did not answer.
+pub async fn bootstrap(collectors: &[String]) -> Result<String, AdminError> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| AdminError::Unreachable(crate::net::describe(&e)))?;
+    let mut why = Vec::new();
+    for c in collectors
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+    {
+        let base = if c.contains("://") {
+            c.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{}", c.trim_end_matches('/'))
+        };
+        match http.get(format!("{base}/health")).send().await {
+            Ok(_) => return Ok(base),
+            Err(e) => why.push(format!("{base}: {}", crate::net::describe(&e))),
+        }
+    }
+    if why.is_empty() {
+        why.push("no collector given (--collector or TRIBUTARY_COLLECTORS)".into());
+    }
+    Err(AdminError::Unreachable(why.join("; ")))
 }
 
 /// A small client of the collector API.
@@ -50,9 +79,9 @@ impl AdminClient {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let http = |source| AdminError::Http {
+        let http = |error| AdminError::Http {
             url: url.clone(),
-            source,
+            error,
         };
         let resp = req.send().await.map_err(http)?;
         let status = resp.status();
@@ -108,8 +137,32 @@ impl AdminClient {
             .await
     }
 
+    /// The cluster as the active controller sees it (it alone knows heartbeats): asks this
+    /// node, then the controller leader it names, if that is another node.
     pub async fn cluster_status(&self) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::GET, "/v1/cluster", None).await
+        let v = self.call(reqwest::Method::GET, "/v1/cluster", None).await?;
+        let leader = v["controller"]["leader"].as_u64();
+        if leader.is_none() || leader == v["node_id"].as_u64() {
+            return Ok(v);
+        }
+        let address = v["brokers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["id"].as_u64() == leader)
+            .and_then(|b| b["address"].as_str())
+            .map(|a| format!("http://{a}"));
+        match address {
+            Some(a) => match AdminClient::new(&a)
+                .call(reqwest::Method::GET, "/v1/cluster", None)
+                .await
+            {
+                Ok(from_leader) => Ok(from_leader),
+                // The leader does not answer: show what this node knows.
+                Err(_) => Ok(v),
+            },
+            None => Ok(v),
+        }
     }
 
     pub async fn groups_list(&self) -> Result<Value, AdminError> {
@@ -337,15 +390,27 @@ pub fn render_cluster(v: &Value) -> String {
                     } else {
                         "broker"
                     };
+                    let age = b["last_heartbeat_ms_ago"].as_u64();
+                    // Silent for more than three heartbeat intervals: suspect, before the
+                    // session runs out and it is fenced.
+                    let suspect_after =
+                        3 * v["broker_heartbeat_interval_ms"].as_u64().unwrap_or(1000);
+                    let alive = match (b["alive"] == true, age) {
+                        (false, _) => "NO (fenced)".to_owned(),
+                        (true, Some(a)) if a > suspect_after => format!(
+                            "suspect (fenced after {:.1} s of silence)",
+                            v["broker_session_timeout_ms"].as_u64().unwrap_or(0) as f64 / 1e3
+                        ),
+                        (true, _) => "yes".to_owned(),
+                    };
                     vec![
                         s(&b["id"]),
                         s(&b["address"]),
-                        if b["alive"] == true {
-                            "yes"
-                        } else {
-                            "NO (fenced)"
-                        }
-                        .to_owned(),
+                        alive,
+                        age.map_or_else(
+                            || "?".to_owned(),
+                            |a| format!("{:.1} s ago", a as f64 / 1e3),
+                        ),
                         role.to_owned(),
                     ]
                 })
@@ -360,6 +425,6 @@ pub fn render_cluster(v: &Value) -> String {
         s(&c["leader"]),
         s(&c["last_log_index"]),
         s(&c["last_applied"]),
-        table(&["ID", "ADDRESS", "ALIVE", "ROLE"], &rows)
+        table(&["ID", "ADDRESS", "ALIVE", "LAST HEARTBEAT", "ROLE"], &rows)
     )
 }

@@ -170,6 +170,10 @@ pub struct RawConfig {
     /// Listening on a non-loopback address must be asked for explicitly.
     pub allow_non_loopback: bool,
     pub data_dirs: Vec<PathBuf>,
+    /// Create data directories that do not exist. Off by default when `data_dirs` is set:
+    /// a missing directory usually means a disk that is not mounted, and creating it would
+    /// put the data on the root filesystem. (The default `./data` is always created.)
+    pub create_data_dirs: Option<bool>,
     pub controller: ControllerSection,
     pub topics: TopicDefaults,
     pub flush: FlushSection,
@@ -199,6 +203,7 @@ impl Default for RawConfig {
             advertise: None,
             allow_non_loopback: false,
             data_dirs: vec![PathBuf::from("./data")],
+            create_data_dirs: None,
             controller: ControllerSection::default(),
             topics: TopicDefaults::default(),
             flush: FlushSection::default(),
@@ -222,6 +227,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub advertise: String,
     pub data_dirs: Vec<PathBuf>,
+    /// Whether missing data directories are created (else the collector refuses to start).
+    pub create_data_dirs: bool,
     /// `(id, address)`; a single-node default when the file names none.
     pub voters: Vec<(NodeId, String)>,
     pub topics: TopicDefaults,
@@ -253,7 +260,10 @@ impl Config {
         let raw: RawConfig =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
                 path: e.path().to_string(),
-                message: e.inner().to_string(),
+                message: shared::report::config_message(
+                    &e.path().to_string(),
+                    &e.inner().to_string(),
+                ),
             })?;
         Self::validate(raw)
     }
@@ -397,6 +407,9 @@ impl Config {
             node_id: raw.node_id,
             listen,
             advertise,
+            create_data_dirs: raw
+                .create_data_dirs
+                .unwrap_or(raw.data_dirs == [PathBuf::from("./data")]),
             data_dirs: raw.data_dirs,
             voters,
             topics: raw.topics,

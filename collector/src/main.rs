@@ -20,38 +20,70 @@ struct Cli {
     command: Command,
 }
 
+/// Which collectors a client command talks to.
+#[derive(clap::Args, Debug, Clone)]
+struct Target {
+    /// Collector URLs, comma-separated or repeated; the first that answers is used (any
+    /// node of a cluster serves the whole API).
+    #[arg(
+        long = "collector",
+        global = true,
+        env = "TRIBUTARY_COLLECTORS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7400"
+    )]
+    collectors: Vec<String>,
+}
+
+impl Target {
+    async fn pick(&self) -> anyhow::Result<String> {
+        Ok(admin::bootstrap(&self.collectors).await?)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a collector. Without --config: one node, data in ./data, on 127.0.0.1:7400.
     Serve {
+        /// The YAML config file (see config/collector.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Validate a config file and exit (0 when valid).
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The config file (also accepted as `--config FILE`, as for `serve`).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load tool: produce generated log lines, or consume a topic, and report figures.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
-        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
-        collector: String,
+        #[command(flatten)]
+        target: Target,
+        /// table: for people; json: for scripts.
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
     },
     /// Join a consumer group and print its share of a topic's records to stdout.
     Tail {
+        /// The consumer group: its members share the topic's partitions.
         #[arg(long)]
         group: String,
+        /// The topic to read.
         #[arg(long, default_value = "logs")]
         topic: String,
         /// Where to start on partitions the group has no committed offset for.
         #[arg(long, value_enum, default_value = "earliest")]
         from: StartFrom,
         /// raw: the record's value as a line; json: one object per record.
-        #[arg(long, value_enum, default_value = "raw")]
+        #[arg(long = "output", alias = "format", value_enum, default_value = "raw")]
         format: Format,
-        #[arg(long, default_value = "http://127.0.0.1:7400")]
-        collector: String,
+        #[command(flatten)]
+        target: Target,
         /// Exit once caught up with the high watermarks seen at start.
         #[arg(long)]
         no_follow: bool,
@@ -72,8 +104,9 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
-        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
-        collector: String,
+        #[command(flatten)]
+        target: Target,
+        /// table: for people; json: for scripts.
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
     },
@@ -81,8 +114,9 @@ enum Command {
     Groups {
         #[command(subcommand)]
         command: GroupsCommand,
-        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
-        collector: String,
+        #[command(flatten)]
+        target: Target,
+        /// table: for people; json: for scripts.
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
     },
@@ -90,8 +124,9 @@ enum Command {
     Topics {
         #[command(subcommand)]
         command: TopicsCommand,
-        #[arg(long, global = true, default_value = "http://127.0.0.1:7400")]
-        collector: String,
+        #[command(flatten)]
+        target: Target,
+        /// table: for people; json: for scripts.
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
     },
@@ -102,12 +137,18 @@ enum TopicsCommand {
     /// List topics.
     List,
     /// Show a topic's partitions: leader, replicas, ISR, offsets.
-    Describe { name: String },
+    Describe {
+        /// The topic.
+        name: String,
+    },
     /// Create a topic.
     Create {
+        /// The topic: letters, digits, `.`, `_`, `-` (at most 249).
         name: String,
+        /// Number of partitions (default: the cluster's topics.partitions).
         #[arg(long)]
         partitions: Option<u32>,
+        /// Copies of each partition on different brokers (default: min(3, live brokers)).
         #[arg(long)]
         replication_factor: Option<u16>,
         /// Topic configs as key=value (retention_ms, retention_bytes, segment_bytes, segment_ms, min_insync_replicas).
@@ -115,7 +156,10 @@ enum TopicsCommand {
         configs: Vec<(String, i64)>,
     },
     /// Delete a topic and its data.
-    Delete { name: String },
+    Delete {
+        /// The topic.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,10 +173,15 @@ enum GroupsCommand {
     /// List groups (with members or with committed offsets).
     List,
     /// Per partition: owner, committed offset, high watermark, lag.
-    Describe { group: String },
+    Describe {
+        /// The group.
+        group: String,
+    },
     /// Move a group's committed offsets (refused while it has members).
     ResetOffsets {
+        /// The group.
         group: String,
+        /// The topic whose offsets move.
         #[arg(long)]
         topic: String,
         /// earliest | latest | offset:N | timestamp:MS
@@ -145,16 +194,22 @@ enum GroupsCommand {
 enum BenchCommand {
     /// Produce idempotent zstd batches of realistic generated log lines.
     Produce {
+        /// Topic to produce to (created if missing).
         #[arg(long, default_value = "bench")]
         topic: String,
+        /// Partitions of the topic when it is created.
         #[arg(long, default_value_t = 3)]
         partitions: u32,
+        /// Bytes per generated record.
         #[arg(long, default_value_t = 200)]
         record_bytes: usize,
+        /// Uncompressed bytes per batch.
         #[arg(long, default_value_t = 1 << 20)]
         batch_bytes: usize,
+        /// 0, 1 or all.
         #[arg(long, default_value = "all")]
         acks: String,
+        /// Concurrent producers (each with its own producer id).
         #[arg(long, default_value_t = 4)]
         producers: usize,
         /// e.g. 30s, 2m
@@ -163,23 +218,28 @@ enum BenchCommand {
         /// Records per second over all producers (default: as fast as possible).
         #[arg(long)]
         rate: Option<u64>,
+        /// zstd level of the batches (0: no compression).
         #[arg(long, default_value_t = 3)]
         zstd_level: i32,
     },
     /// Write generated log files (the agent benchmark's input) and exit.
     WriteLogs {
+        /// Directory to write into (created).
         #[arg(long)]
         dir: PathBuf,
+        /// Number of files.
         #[arg(long, default_value_t = 10)]
         files: usize,
         /// Total bytes, e.g. 1073741824.
         #[arg(long, default_value_t = 1 << 30)]
         bytes: u64,
+        /// Bytes per line.
         #[arg(long, default_value_t = 200)]
         line_bytes: usize,
     },
     /// Read a topic from the start to its high watermarks.
     Consume {
+        /// Topic to read.
         #[arg(long, default_value = "bench")]
         topic: String,
     },
@@ -342,7 +402,18 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, each cause once (no backtrace: this is for the operator).
+            eprintln!("error: {}", shared::report::error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -353,7 +424,10 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, config } => {
+            let Some(file) = file.or(config) else {
+                anyhow::bail!("name the config file: collector check-config FILE");
+            };
             load(Some(&file))?;
             println!("{}: ok", file.display());
             Ok(())
@@ -363,7 +437,7 @@ fn main() -> anyhow::Result<()> {
             topic,
             from,
             format,
-            collector,
+            target,
             no_follow,
             stats,
             commit_interval_ms,
@@ -374,6 +448,7 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
+            let collector = rt.block_on(target.pick())?;
             rt.block_on(tail::run(TailOptions {
                 collector,
                 group,
@@ -391,12 +466,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Cluster {
             command: ClusterCommand::Status,
-            collector,
+            target,
             output,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let collector = rt.block_on(target.pick())?;
             let v = rt.block_on(AdminClient::new(&collector).cluster_status())?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
@@ -406,32 +482,38 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Groups {
             command,
-            collector,
+            target,
             output,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let collector = rt.block_on(target.pick())?;
             rt.block_on(groups(command, &collector, output))
         }
         Command::Topics {
             command,
-            collector,
+            target,
             output,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let collector = rt.block_on(target.pick())?;
             rt.block_on(topics(command, &collector, output))
         }
         Command::Bench {
             command,
-            collector,
+            target,
             output,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            let collector = match command {
+                BenchCommand::WriteLogs { .. } => String::new(),
+                _ => rt.block_on(target.pick())?,
+            };
             rt.block_on(bench(command, collector, output))
         }
         Command::Serve { config } => {

@@ -77,19 +77,48 @@ struct ApiErr {
     status: u16,
     code: String,
     message: String,
+    /// What the member was doing ("heartbeat", "reading committed offsets", …).
+    during: Option<&'static str>,
+}
+
+impl ApiErr {
+    fn during(mut self, what: &'static str) -> Self {
+        self.during.get_or_insert(what);
+        self
+    }
 }
 
 impl std::fmt::Display for ApiErr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code, self.status, self.message)
+        if let Some(what) = self.during {
+            write!(f, "{what}: ")?;
+        }
+        if self.status == 0 {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{} (HTTP {}): {}", self.code, self.status, self.message)
+        }
     }
 }
 
 fn transport(e: reqwest::Error) -> ApiErr {
+    let at = e
+        .url()
+        .map(|u| {
+            format!(
+                " ({})",
+                u.host_str().map_or_else(String::new, |h| format!(
+                    "{h}:{}",
+                    u.port_or_known_default().unwrap_or(0)
+                ))
+            )
+        })
+        .unwrap_or_default();
     ApiErr {
         status: 0,
         code: "unreachable".into(),
-        message: e.to_string(),
+        message: format!("{}{at}", crate::net::describe(&e)),
+        during: None,
     }
 }
 
@@ -103,6 +132,7 @@ async fn error_of(resp: reqwest::Response) -> ApiErr {
             .unwrap_or("http_error")
             .to_owned(),
         message: v["error"]["message"].as_str().unwrap_or("").to_owned(),
+        during: None,
     }
 }
 
@@ -150,6 +180,7 @@ impl Api {
                 status: 404,
                 code: "unknown_topic".into(),
                 message: format!("topic {topic} does not exist"),
+                during: None,
             })?;
         Ok(t["partitions"]
             .as_array()
@@ -457,6 +488,7 @@ async fn fetcher(
                 status: 0,
                 code: "task".into(),
                 message: e.to_string(),
+                during: None,
             }),
         };
         match reply {
@@ -624,6 +656,7 @@ impl Member {
                 status: 0,
                 code: "bad_reply".into(),
                 message: e.to_string(),
+                during: Some("heartbeat"),
             })?,
             Err(e) if e.code == "unknown_member_id" || e.code == "fenced_member_epoch" => {
                 tracing::warn!(error = %e, "fenced by the group coordinator; rejoining");
@@ -636,7 +669,7 @@ impl Member {
                 self.epoch = JOIN_EPOCH;
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.during("heartbeat")),
         };
         if self.member_id.as_deref() != Some(reply.member_id.as_str()) {
             tracing::info!(member = %reply.member_id, group = %self.opts.group, "joined");
@@ -678,8 +711,15 @@ impl Member {
             .cloned()
             .collect();
         if !added.is_empty() {
-            let committed = self.read_committed().await?;
-            let parts = self.api.partitions(&self.opts.topic).await?;
+            let committed = self
+                .read_committed()
+                .await
+                .map_err(|e| e.during("reading the group's committed offsets"))?;
+            let parts = self
+                .api
+                .partitions(&self.opts.topic)
+                .await
+                .map_err(|e| e.during("reading the topic's partition offsets"))?;
             for tp in added {
                 let (start, high) = parts.get(&tp.1).copied().unwrap_or((0, 0));
                 let offset = match committed.get(&tp) {
@@ -939,7 +979,7 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
                         next_beat = tokio::time::Instant::now() + wait;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat failed; retrying");
+                        tracing::warn!("group member: {e}; retrying");
                         next_beat = tokio::time::Instant::now() + jitter(beat_backoff);
                         beat_backoff = (beat_backoff * 2).min(Duration::from_secs(5));
                     }
@@ -986,16 +1026,22 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
         .filter(|(tp, _)| m.owned.contains_key(tp))
         .collect();
     m.owned.clear();
+    let joined = m.member_id.is_some();
     if let Err(e) = m.commit(mine).await {
         tracing::warn!(error = %e, "final commit failed; records printed since the last commit will be printed again");
     }
     m.leave().await;
     drop(m);
     let _ = writer_thread.join();
+    let left = if joined {
+        "left the group"
+    } else {
+        "never joined the group"
+    };
     match stop {
-        Stop::Signal => tracing::info!("stopped by signal; left the group"),
-        Stop::StdoutClosed => tracing::debug!("stdout closed; left the group"),
-        Stop::CaughtUp => tracing::debug!("caught up (--no-follow); left the group"),
+        Stop::Signal => tracing::info!("stopped by signal; {left}"),
+        Stop::StdoutClosed => tracing::debug!("stdout closed; {left}"),
+        Stop::CaughtUp => tracing::debug!("caught up (--no-follow); {left}"),
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - [`builder`]: encoding records into a batch, optionally zstd-compressed.
 //! - [`varint`]: Kafka's zigzag varints.
 //! - [`error`]: [`BatchError`], typed with the numbers needed to debug.
+//! - [`report`]: error text for people (one-line cause chains, config messages).
 //!
 //! # Invariants
 //! - This crate does no I/O: it turns bytes into values and values into bytes.
@@ -18,6 +19,7 @@ pub mod builder;
 pub mod error;
 pub mod names;
 pub mod records;
+pub mod report;
 pub mod varint;
 
 pub use batch::{BatchHeader, BatchIter, BatchLimits, Compression};

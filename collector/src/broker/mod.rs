@@ -27,11 +27,13 @@ pub enum BrokerError {
         partition: u32,
         count: u32,
     },
-    #[error("this broker is not the leader of {topic}-{partition} (leader: {leader:?})")]
+    #[error("this broker is not the leader of {topic}-{partition}; {}", leader_text(*.leader, .leader_address.as_deref()))]
     NotLeader {
         topic: String,
         partition: u32,
         leader: Option<u64>,
+        /// The leader's advertised `host:port`, when known.
+        leader_address: Option<String>,
     },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
@@ -41,6 +43,15 @@ pub enum BrokerError {
     Storage(#[from] StorageError),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// "the leader is broker 2 at 10.0.0.6:7400", for error messages people read.
+pub fn leader_text(leader: Option<u64>, address: Option<&str>) -> String {
+    match (leader, address) {
+        (Some(id), Some(a)) => format!("the leader is broker {id} at {a}"),
+        (Some(id), None) => format!("the leader is broker {id}"),
+        (None, _) => "no leader is known yet (an election may be in progress)".to_owned(),
+    }
 }
 
 #[derive(Debug)]
@@ -284,6 +295,12 @@ impl Broker {
                 topic: topic.to_owned(),
                 partition,
                 leader: Some(pm.leader),
+                leader_address: self
+                    .controller
+                    .metadata()
+                    .brokers
+                    .get(&pm.leader)
+                    .map(|b| b.address.clone()),
             });
         }
         let tp = TopicPartition::new(topic, partition);

@@ -143,7 +143,7 @@ async fn maintain_isr(broker: &Arc<Broker>) {
         else {
             continue;
         };
-        tracing::info!(partition = %part.tp.dir_name(), from = ?pm.isr, to = ?isr, "changing the ISR");
+        tracing::info!(partition = %part.tp.dir_name(), from = %ids(&pm.isr), to = %ids(&isr), "changing the ISR");
         let added: Vec<NodeId> = isr
             .iter()
             .copied()
@@ -347,4 +347,9 @@ async fn follow_once(
         .await
         .map_err(|e| FollowError::Http(e.to_string()))??;
     }
+}
+
+/// Broker ids as `1,2,3` for log lines.
+fn ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }

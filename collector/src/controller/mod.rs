@@ -56,7 +56,7 @@ struct Liveness {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    #[error("not the controller leader (leader: {leader:?})")]
+    #[error("this node is not the controller leader; {}", crate::broker::leader_text(*.leader, .leader_address.as_deref()).replace("broker", "node"))]
     NotLeader {
         leader: Option<NodeId>,
         leader_address: Option<String>,
@@ -160,6 +160,32 @@ impl Controller {
 
     fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
         self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On the active controller: how long ago each broker last heartbeated (a broker not
+    /// heard from since this node became leader counts from then). `None` elsewhere.
+    pub fn heartbeat_ages(&self) -> Option<std::collections::HashMap<NodeId, Duration>> {
+        if self.leader() != Some(self.node_id) {
+            return None;
+        }
+        let l = self.liveness();
+        let now = std::time::Instant::now();
+        let since = l.leader_since.unwrap_or(now);
+        Some(
+            self.metadata()
+                .brokers
+                .keys()
+                .map(|id| {
+                    let last = l
+                        .last_heartbeat
+                        .get(id)
+                        .copied()
+                        .unwrap_or(since)
+                        .max(since);
+                    (*id, now.saturating_duration_since(last))
+                })
+                .collect(),
+        )
     }
 
     /// A broker's heartbeat: recorded by the active controller (forwarded there from any

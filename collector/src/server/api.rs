@@ -605,9 +605,10 @@ fn put_bytes(obj: &mut serde_json::Map<String, Value>, name: &str, b: Option<&[u
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonRecord {
+    #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
     key_b64: Option<String>,
     value: Option<String>,
@@ -698,7 +699,18 @@ pub async fn produce_json(
         }
         .into());
     }
-    let spread = s.spread.fetch_add(1, Ordering::Relaxed) % n;
+    // Records with neither partition nor key go to a partition this node leads (spread
+    // over them); records of a partition led elsewhere are forwarded to its leader.
+    let me = s.broker.config.node_id;
+    let local: Vec<u32> = (0..n)
+        .filter(|p| meta.partitions[*p as usize].leader == me)
+        .collect();
+    let turn = s.spread.fetch_add(1, Ordering::Relaxed);
+    let spread = if local.is_empty() {
+        turn % n
+    } else {
+        local[turn as usize % local.len()]
+    };
     let now = crate::broker::partition::now_ms();
     // Group records by partition, keeping request order within each.
     let mut groups: BTreeMap<u32, (BatchBuilder, Vec<usize>)> = BTreeMap::new();
@@ -734,6 +746,15 @@ pub async fn produce_json(
     let mut encoder = BatchEncoder::new(Compression::None, 0)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     for (p, (builder, idx)) in groups {
+        let leader = meta.partitions[p as usize].leader;
+        if leader != me && req.partition.is_none() && !headers.contains_key(FORWARDED_HEADER) {
+            let records: Vec<&JsonRecord> = idx.iter().map(|i| &req.records[*i]).collect();
+            let reply = forward_json_produce(&s, &topic, p, leader, &q, &records).await?;
+            for (k, i) in idx.into_iter().enumerate() {
+                offsets[i] = reply.get(k).cloned().unwrap_or(Value::Null);
+            }
+            continue;
+        }
         let bytes = encoder
             .encode(&builder, ProducerStamp::NONE)
             .map_err(|e| ApiError::bad_request("invalid_record", e.to_string()))?;
@@ -745,6 +766,94 @@ pub async fn produce_json(
         }
     }
     Ok(Json(json!({"offsets": offsets})))
+}
+
+/// Sends the records of partition `p` of a JSON produce to its leader `leader` (with the
+/// partition named, so the leader never forwards again) and returns their offsets.
+async fn forward_json_produce(
+    s: &AppState,
+    topic: &str,
+    p: u32,
+    leader: u64,
+    q: &BTreeMap<String, String>,
+    records: &[&JsonRecord],
+) -> Result<Vec<Value>, ApiError> {
+    let not_leader = |address: Option<String>| -> ApiError {
+        BrokerError::NotLeader {
+            topic: topic.to_owned(),
+            partition: p,
+            leader: Some(leader),
+            leader_address: address,
+        }
+        .into()
+    };
+    let Some(addr) = s
+        .broker
+        .controller
+        .metadata()
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .map(|b| b.address.clone())
+    else {
+        return Err(not_leader(None));
+    };
+    let acks = q.get("acks").map_or("all", String::as_str);
+    let body = json!({"records": records, "partition": p});
+    let resp = s
+        .http
+        .post(format!(
+            "http://{addr}/v1/topics/{topic}/records?acks={acks}"
+        ))
+        .header(FORWARDED_HEADER, "1")
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "leader_unavailable",
+                format!(
+                    "forwarding to the leader of {topic}-{p} (broker {leader} at {addr}): {}",
+                    crate::net::describe(&e)
+                ),
+            )
+        })?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let code = v["error"]["code"].as_str().unwrap_or("forwarded");
+        if code == "not_leader" {
+            return Err(not_leader(Some(addr)));
+        }
+        // The leader's own code, when it is one of ours.
+        const CODES: &[&str] = &[
+            "not_enough_replicas",
+            "not_enough_replicas_after_append",
+            "disk_full",
+            "unavailable",
+            "storage_unavailable",
+            "shutting_down",
+            "invalid_record",
+            "request_too_large",
+            "request_timed_out",
+            "timeout",
+        ];
+        let code = CODES
+            .iter()
+            .find(|c| **c == code)
+            .copied()
+            .unwrap_or("forwarded");
+        return Err(ApiError::new(
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+            code,
+            format!(
+                "the leader of {topic}-{p} refused: {}",
+                v["error"]["message"].as_str().unwrap_or("no reason given")
+            ),
+        ));
+    }
+    Ok(v["offsets"].as_array().cloned().unwrap_or_default())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1018,6 +1127,8 @@ pub async fn cluster(State(s): S) -> Json<Value> {
     let c = &s.broker.controller;
     let meta = c.metadata();
     let voters = c.voters();
+    // Only the active controller knows heartbeats; elsewhere these are null.
+    let ages = c.heartbeat_ages();
     let brokers: Vec<Value> = meta
         .brokers
         .values()
@@ -1027,6 +1138,7 @@ pub async fn cluster(State(s): S) -> Json<Value> {
                 "address": b.address,
                 "alive": !b.fenced,
                 "voter": voters.contains(&b.id),
+                "last_heartbeat_ms_ago": ages.as_ref().and_then(|a| a.get(&b.id)).map(|d| d.as_millis() as u64),
             })
         })
         .collect();
@@ -1034,6 +1146,8 @@ pub async fn cluster(State(s): S) -> Json<Value> {
         "node_id": s.broker.config.node_id,
         "controller": c.status(),
         "brokers": brokers,
+        "broker_heartbeat_interval_ms": s.broker.config.broker_heartbeat_interval.as_millis() as u64,
+        "broker_session_timeout_ms": s.broker.config.broker_session_timeout.as_millis() as u64,
     }))
 }
 

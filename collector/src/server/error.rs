@@ -17,6 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retriable: bool,
+    /// For `not_leader`: the leader's id and address, as `"leader": {"id", "address"}`.
+    pub leader: Option<(u64, Option<String>)>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             code,
             message: message.into(),
             retriable,
+            leader: None,
         }
     }
 
@@ -42,7 +45,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "retriable": self.retriable}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message, "retriable": self.retriable}});
+        if let Some((id, address)) = self.leader {
+            body["error"]["leader"] = json!({"id": id, "address": address});
+        }
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.extensions_mut().insert(ErrorCode(self.code));
         resp
@@ -124,8 +130,16 @@ impl From<BrokerError> for ApiError {
             BrokerError::UnknownPartition { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "unknown_partition", e.to_string())
             }
-            BrokerError::NotLeader { .. } => {
-                Self::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", e.to_string())
+            BrokerError::NotLeader {
+                leader,
+                ref leader_address,
+                ..
+            } => {
+                let leader = leader.map(|id| (id, leader_address.clone()));
+                Self {
+                    leader,
+                    ..Self::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", e.to_string())
+                }
             }
             BrokerError::Metadata(m) => m.into(),
             BrokerError::Controller(c) => c.into(),

@@ -172,9 +172,13 @@ pub async fn run(
     let dirs = config.data_dirs.clone();
     let log_config = config.log.clone();
     let open_files = config.limits.open_segment_files_max;
-    let logs = tokio::task::spawn_blocking(move || LogManager::open(&dirs, log_config, open_files))
-        .await
-        .map_err(|e| ServerError::Other(e.to_string()))??;
+    let create = config.create_data_dirs;
+    let logs = tokio::task::spawn_blocking(move || {
+        crate::storage::disk::prepare_data_dirs(&dirs, create)?;
+        LogManager::open(&dirs, log_config, open_files)
+    })
+    .await
+    .map_err(|e| ServerError::Other(e.to_string()))??;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

@@ -186,7 +186,13 @@ impl LogManager {
             )?;
             let report = log.recovery_report();
             if report.segments_scanned > 0 || report.bytes_truncated > 0 {
-                tracing::warn!(partition = %tp.dir_name(), ?report, "recovered partition after unclean shutdown");
+                tracing::warn!(
+                    partition = %tp.dir_name(),
+                    segments_scanned = report.segments_scanned,
+                    bytes_truncated = report.bytes_truncated,
+                    segments_deleted = report.segments_deleted,
+                    "recovered partition after unclean shutdown"
+                );
             }
             logs.insert(
                 tp,

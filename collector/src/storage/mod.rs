@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod file_cache;
 pub mod group_commit;
