@@ -22,6 +22,15 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// `p` itself when absolute, else under the current directory (`./` dropped).
+fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let rel = p.strip_prefix(".").unwrap_or(p);
+    Ok(std::env::current_dir()?.join(rel))
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -245,10 +254,17 @@ impl Config {
                 return Err(invalid(key("paths"), "at least one glob is needed"));
             }
             let pattern = |k: &str, p: &str| {
-                if !p.starts_with('/') && k == "paths" {
-                    return Err(invalid(key(k), format!("{p:?} must be an absolute path")));
-                }
-                glob::Pattern::new(p).map_err(|e| invalid(key(k), format!("{p:?}: {e}")))
+                // A relative input path is taken from the directory the agent starts in (for
+                // trying it out; a service names absolute paths).
+                let p = if k == "paths" && !p.starts_with('/') {
+                    absolute(std::path::Path::new(p))
+                        .map_err(|e| invalid(key(k), format!("{p}: {e}")))?
+                        .to_string_lossy()
+                        .into_owned()
+                } else {
+                    p.to_owned()
+                };
+                glob::Pattern::new(&p).map_err(|e| invalid(key(k), format!("{p}: {e}")))
             };
             let paths = r
                 .paths
@@ -412,7 +428,8 @@ impl Config {
             return Err(invalid("state_dir", "must be set"));
         }
         Ok(Self {
-            state_dir: raw.state_dir,
+            state_dir: absolute(&raw.state_dir)
+                .map_err(|e| invalid("state_dir", format!("{}: {e}", raw.state_dir.display())))?,
             inputs,
             output: Output {
                 collectors: o
@@ -469,6 +486,20 @@ output:
     }
 
     #[test]
+    fn relative_paths_are_taken_from_the_current_directory() {
+        let text = EXAMPLE
+            .replace("\"/var/log/nginx/*.log\"", "\"./logs/*.log\"")
+            .replace("state_dir: /var/lib/tributary/agent", "state_dir: ./agent-state");
+        let cfg = Config::parse(&text).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(cfg.state_dir, cwd.join("agent-state"));
+        assert_eq!(
+            cfg.inputs[0].paths[0].as_str(),
+            cwd.join("logs/*.log").to_str().unwrap()
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (EXAMPLE.replace("acks: all", "acks: most"), "output.acks"),
@@ -485,7 +516,7 @@ output:
                 "bogus",
             ),
             (
-                EXAMPLE.replace("\"/var/log/nginx/*.log\"", "\"relative/*.log\""),
+                EXAMPLE.replace("\"/var/log/nginx/*.log\"", "\"/var/log/[*.log\""),
                 "inputs[0].paths",
             ),
         ];

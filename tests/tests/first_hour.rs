@@ -332,7 +332,9 @@ fn every_cli_option_has_help() {
             let indent = line.len() - t.len();
             let below = lines.get(i + 1).copied().unwrap_or("");
             // Short help puts the text on the same line after two spaces; long help below.
-            let same_line = t.split_once("  ").is_some_and(|(_, d)| !d.trim().is_empty());
+            let same_line = t
+                .split_once("  ")
+                .is_some_and(|(_, d)| !d.trim().is_empty());
             let described = same_line
                 || (!below.trim().is_empty()
                     && below.len() - below.trim_start().len() > indent
