@@ -489,7 +489,10 @@ output:
     fn relative_paths_are_taken_from_the_current_directory() {
         let text = EXAMPLE
             .replace("\"/var/log/nginx/*.log\"", "\"./logs/*.log\"")
-            .replace("state_dir: /var/lib/tributary/agent", "state_dir: ./agent-state");
+            .replace(
+                "state_dir: /var/lib/tributary/agent",
+                "state_dir: ./agent-state",
+            );
         let cfg = Config::parse(&text).unwrap();
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(cfg.state_dir, cwd.join("agent-state"));

@@ -415,13 +415,26 @@ fn main() -> std::process::ExitCode {
 
 fn run_cli() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+    use tracing_subscriber::prelude::*;
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
+    // openraft reports every vote or heartbeat a peer did not answer as an ERROR (events
+    // with `target` and `error` fields in raft_core), which is normal while peers start or
+    // restart; the network layer reports unreachable peers as a rate-limited WARN instead.
+    let peer_noise = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.target() == "openraft::core::raft_core"
+            && *m.level() == tracing::Level::ERROR
+            && m.fields().field("target").is_some()
+            && m.fields().field("error").is_some())
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(env)
+                .with_filter(peer_noise),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::CheckConfig { file, config } => {

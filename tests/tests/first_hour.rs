@@ -466,3 +466,44 @@ fn json_produce_on_any_node_and_not_leader_names_the_leader() {
     });
     assert!(status.contains("s ago"), "{status}");
 }
+
+/// A voter started before its peers logs what it waits for as INFO/WARN, never ERROR (with
+/// the default log filter).
+#[test]
+fn a_voter_waiting_for_its_peers_logs_no_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let data = tmp.path().join("d1");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = tmp.path().join("n1.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id: 1\nlisten: 127.0.0.1:{}\ndata_dirs: [{}]\ncontroller:\n  voters:\n{}",
+            ports[0],
+            data.display(),
+            ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("    - {{id: {}, address: \"127.0.0.1:{p}\"}}\n", i + 1))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("n1.log");
+    let mut child = std::process::Command::new(tributary_tests::binary("collector"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(text.contains("controller peer unreachable"), "{text}");
+}

@@ -114,6 +114,7 @@ impl Controller {
             Arc::new(raft_config),
             network::Network {
                 client: http.clone(),
+                warned: Default::default(),
             },
             log,
             sm,

@@ -21,13 +21,22 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Network {
     pub client: reqwest::Client,
+    /// When each peer was last reported unreachable (openraft makes a connection per
+    /// attempt, so this lives here).
+    pub warned:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 #[derive(Debug)]
 pub struct Connection {
     client: reqwest::Client,
     addr: String,
+    /// When a peer was last reported unreachable (at most every [`UNREACHABLE_LOG_EVERY`]).
+    warned: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
+
+/// How often an unreachable controller peer is reported (it is normal while peers start).
+const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -36,6 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             client: self.client.clone(),
             addr: node.addr.clone(),
+            warned: self.warned.clone(),
         }
     }
 }
@@ -63,6 +73,16 @@ impl Connection {
             .await
             .map_err(|e| {
                 if e.is_connect() {
+                    let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+                    let last = warned.get(&self.addr).copied();
+                    if last.is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY) {
+                        warned.insert(self.addr.clone(), std::time::Instant::now());
+                        tracing::warn!(
+                            peer = %self.addr,
+                            "controller peer unreachable ({}); retrying",
+                            crate::net::describe(&e)
+                        );
+                    }
                     RPCError::Unreachable(Unreachable::new(&e))
                 } else {
                     RPCError::Network(NetworkError::new(&e))
