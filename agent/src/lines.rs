@@ -17,12 +17,17 @@ pub fn next_record(buf: &[u8], max_line_bytes: usize) -> Option<(usize, usize)> 
     }
 }
 
-/// Splits a byte range known to hold whole records into them.
+/// Splits a byte range known to hold whole records into them. The range's end ends a
+/// record: bytes left at the end are a piece of a long line that was cut there while tailing
+/// (exactly `max_line_bytes`, its line going on in the next range) — one record, as it was.
 pub fn split_records(mut buf: &[u8], max_line_bytes: usize) -> Vec<&[u8]> {
     let mut out = Vec::new();
     while let Some((len, used)) = next_record(buf, max_line_bytes) {
         out.push(&buf[..len]);
         buf = &buf[used..];
+    }
+    if !buf.is_empty() {
+        out.push(buf);
     }
     out
 }
@@ -101,12 +106,46 @@ pub fn split_multiline<'a>(
         out.push(&buf[..len]);
         buf = &buf[used..];
     }
+    // As in `split_records`: what is left is a piece of an over-long line cut at the end.
+    if !buf.is_empty() {
+        out.push(buf);
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tailing cuts records from whatever was read; a journaled range (which may end right
+    /// after a piece of a long line) must split into the same records when rebuilt.
+    #[test]
+    fn a_range_ending_after_a_long_line_piece_rebuilds_the_same_records() {
+        let max = 10;
+        let data = b"short\nABCDEFGHIJKLMNOPQRSTUVWXYZ\nend\n";
+        // While tailing, with more bytes after it, the first piece is a record.
+        let mut tailed = Vec::new();
+        let mut pos = 0;
+        while let Some((len, used)) = next_record(&data[pos..], max) {
+            tailed.push((pos, &data[pos..pos + len]));
+            pos += used;
+        }
+        // Cut a range after each record: it rebuilds to the records taken up to there.
+        for (i, (start, rec)) in tailed.iter().enumerate() {
+            let end = start + rec.len();
+            let end = if data.get(end) == Some(&b'\n') {
+                end + 1
+            } else {
+                end
+            };
+            let rebuilt = split_records(&data[..end], max);
+            let want: Vec<&[u8]> = tailed[..=i].iter().map(|(_, r)| *r).collect();
+            assert_eq!(rebuilt, want, "range ending at {end}");
+        }
+        let start = regex::bytes::Regex::new(r"^[a-z]").unwrap();
+        let ml = split_multiline(&data[..16], Join::Start(&start), 50, max);
+        assert_eq!(ml, vec![&b"short"[..], &b"ABCDEFGHIJ"[..]]);
+    }
 
     #[test]
     fn multiline_records_end_by_content_limits_or_flush() {

@@ -180,7 +180,11 @@ fn three_voters_form_a_cluster_fence_a_dead_broker_and_survive_losing_the_contro
     wait_for(Duration::from_secs(30), "the old leader caught up", || {
         let n = &cl.nodes[(leader - 1) as usize];
         let (l, alive) = leader_and_alive(&c, n)?;
-        (topics(&c, n).contains("u") && alive == all && l == new_leader).then_some(())
+        // Alive as the active controller sees it (the returning node's own view can lag:
+        // it may not have applied its own fencing yet).
+        let (_, alive_at_leader) = leader_and_alive(&c, &cl.nodes[(new_leader - 1) as usize])?;
+        (topics(&c, n).contains("u") && alive == all && alive_at_leader == all && l == new_leader)
+            .then_some(())
     });
     // The CLI shows the same.
     let out = std::process::Command::new(tributary_tests::binary("collector"))
