@@ -84,14 +84,7 @@ fn watch_reload(path: PathBuf) -> tokio::sync::mpsc::Receiver<agent::config::Con
 }
 
 fn main() -> std::process::ExitCode {
-    match run_cli() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, each cause once (no backtrace: this is for the operator).
-            eprintln!("error: {}", shared::report::error_chain(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shared::report::exit(run_cli())
 }
 
 fn run_cli() -> anyhow::Result<()> {

@@ -840,21 +840,7 @@ impl Agent {
                 },
             ),
         );
-        self.tailed.insert(
-            id.clone(),
-            Tailed {
-                id,
-                file,
-                dev: f.dev,
-                inode: f.inode,
-                read_offset: start,
-                seen_size: f.size,
-                last_growth: Instant::now(),
-                present: true,
-                waiting_since: None,
-            },
-        );
-        self.dirty = true;
+        self.resume(id, file, &f, start, true);
     }
 
     /// Whether a tailed file was truncated: it is shorter than what was read, or its first

@@ -403,14 +403,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> std::process::ExitCode {
-    match run_cli() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, each cause once (no backtrace: this is for the operator).
-            eprintln!("error: {}", shared::report::error_chain(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shared::report::exit(run_cli())
 }
 
 fn run_cli() -> anyhow::Result<()> {

@@ -16,6 +16,21 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// A binary's exit: success, or the error on one line (`error: …`, each cause once, no
+/// backtrace — it is for the operator) and a failure status.
+pub fn exit<E>(result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The innermost cause of an error (e.g. `Connection refused (os error 111)` under a
 /// client library's generic "error sending request").
 pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -156,6 +156,23 @@ fn check(got: &[TopicRecord], want: &[String]) {
     }
 }
 
+/// Writes 100 lines to `file` and ships them; then, with the collector paused, 3000 more
+/// of which the agent reads only what `buffer_bytes_max` allows; then kills the agent.
+/// Returns the stopped agent (to restart) and the lines written.
+fn killed_with_unread_lines(s: &Setup, file: &Path, stream: &str) -> (AgentProc, Vec<String>) {
+    append(file, stream, 0, 100);
+    let mut want = lines(stream, 0, 100);
+    let mut agent = AgentProc::start(&s.config);
+    s.wait_metric("tributary_agent_batches_acked_total", 1.0);
+    s.wait_metric("tributary_agent_records_read_total", 100.0);
+    s.col.pause();
+    append(file, stream, 100, 3000);
+    want.extend(lines(stream, 100, 3000));
+    s.wait_metric("tributary_agent_buffered_bytes", 60_000.0);
+    agent.kill9();
+    (agent, want)
+}
+
 const LONG_LINGER: &str = "  linger_ms: 3000\n  batch_bytes_max: 4194304\n";
 
 /// The case from the field: lines read from `b.log` wait in a pending batch (long linger)
@@ -272,29 +289,19 @@ fn rename_keeps_each_path_stream_in_order() {
     assert!(agent.terminate().success());
 }
 
-/// A file renamed to a name no glob matches while the agent is down, with lines the agent
-/// had not read: the restarted agent finds it again by inode and ships the rest, before the
-/// new file at the old path.
-#[test]
-fn rename_to_unmatched_name_while_agent_down() {
+/// A file rotated by `rotate(file, rotated name)` while the agent is down with lines of it
+/// unread; the rotated name matches no glob. Then a new file at the old path; the restarted
+/// agent must ship the rest of the old file (before the new one's lines) and the new one.
+fn rotated_while_agent_down(rotate: fn(&Path, &Path)) {
     let s = setup(
         "*.log",
         "  linger_ms: 20\n  batch_bytes_max: 16384\n",
         "buffer_bytes_max: 65536\n",
     );
-    let a = s.logs.join("a.log");
-    append(&a, "a0", 0, 100);
-    let mut want = lines("a0", 0, 100);
-    let mut agent = AgentProc::start(&s.config);
-    s.wait_metric("tributary_agent_batches_acked_total", 1.0);
-    s.wait_metric("tributary_agent_records_read_total", 100.0);
-    s.col.pause();
-    append(&a, "a0", 100, 3000);
-    want.extend(lines("a0", 100, 3000));
-    s.wait_metric("tributary_agent_buffered_bytes", 60_000.0);
-    agent.kill9();
-    std::fs::rename(&a, s.logs.join("a.log-20261129")).unwrap();
-    append(&a, "a1", 0, 500);
+    let file = s.logs.join("a.log");
+    let (mut agent, mut want) = killed_with_unread_lines(&s, &file, "a0");
+    rotate(&file, &s.logs.join("a.log-20261129"));
+    append(&file, "a1", 0, 500);
     want.extend(lines("a1", 0, 500));
     s.col.resume();
     agent.restart();
@@ -302,32 +309,15 @@ fn rename_to_unmatched_name_while_agent_down() {
     assert!(agent.terminate().success());
 }
 
-/// Copy-truncated while the agent is down, the copy named so that no glob matches it: the
-/// restarted agent sees the file's first line changed, finds the copy by its first line and
-/// ships the rest from it, before the new content.
+/// Renamed while the agent is down: found again by inode.
+#[test]
+fn rename_to_unmatched_name_while_agent_down() {
+    rotated_while_agent_down(|from, to| std::fs::rename(from, to).unwrap());
+}
+
+/// Copy-truncated while the agent is down: the file's first line changed, so the agent
+/// looks for the copy by its first line and continues there.
 #[test]
 fn copy_truncate_while_agent_down_unmatched_copy() {
-    let s = setup(
-        "*.log",
-        "  linger_ms: 20\n  batch_bytes_max: 16384\n",
-        "buffer_bytes_max: 65536\n",
-    );
-    let b = s.logs.join("b.log");
-    append(&b, "b0", 0, 100);
-    let mut want = lines("b0", 0, 100);
-    let mut agent = AgentProc::start(&s.config);
-    s.wait_metric("tributary_agent_batches_acked_total", 1.0);
-    s.wait_metric("tributary_agent_records_read_total", 100.0);
-    s.col.pause();
-    append(&b, "b0", 100, 3000);
-    want.extend(lines("b0", 100, 3000));
-    s.wait_metric("tributary_agent_buffered_bytes", 60_000.0);
-    agent.kill9();
-    copy_truncate(&b, &s.logs.join("b.log-20261129"));
-    append(&b, "b1", 0, 500);
-    want.extend(lines("b1", 0, 500));
-    s.col.resume();
-    agent.restart();
-    check(&s.delivered(want.len()), &want);
-    assert!(agent.terminate().success());
+    rotated_while_agent_down(copy_truncate);
 }

@@ -26,6 +26,16 @@ fn append(path: &Path, from: usize, n: usize) -> Vec<String> {
     lines
 }
 
+/// The agent's `/health` on `metrics_listen` port `port`.
+fn health(port: u16) -> Option<serde_json::Value> {
+    client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .ok()?
+        .json()
+        .ok()
+}
+
 /// systemd `Type=notify`: the agent reports READY=1 while no collector answers (it reads
 /// and waits), says so in /health and /metrics, and once a collector comes up every line
 /// written meanwhile arrives exactly once.
@@ -60,13 +70,8 @@ fn agent_is_ready_without_collectors_and_delivers_once_they_come() {
         .expect("no sd_notify message within 20 s");
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.contains("READY=1"), "notify message: {msg}");
-    let health: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{mport}/health"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(health["status"], "waiting for collectors", "{health}");
+    let h = health(mport).unwrap();
+    assert_eq!(h["status"], "waiting for collectors", "{h}");
     let metrics = format!("http://127.0.0.1:{mport}/metrics");
     assert_eq!(scrape(&metrics, "tributary_agent_connected"), Some(0.0));
     // Lines keep coming, and a rotation happens, while no collector answers.
@@ -113,13 +118,8 @@ fn agent_is_ready_without_collectors_and_delivers_once_they_come() {
         counts.len(),
         counts.iter().take(5).collect::<Vec<_>>()
     );
-    let health: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{mport}/health"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(health["status"], "ok", "{health}");
+    let h = health(mport).unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
     assert!(agent.terminate().success());
 }
 
@@ -167,13 +167,8 @@ fn inputs_matching_nothing_are_reported() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut agent = AgentProc::start(&config);
-    let health = wait_for(Duration::from_secs(10), "health lists the inputs", || {
-        let h: serde_json::Value = client()
-            .get(format!("http://127.0.0.1:{mport}/health"))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
+    let h = wait_for(Duration::from_secs(10), "health lists the inputs", || {
+        let h = health(mport)?;
         (h["inputs_matching_nothing"].as_array()?.len() == 2).then_some(h)
     });
     assert_eq!(
@@ -182,7 +177,7 @@ fn inputs_matching_nothing_are_reported() {
             "tributary_agent_unmatched_patterns"
         ),
         Some(2.0),
-        "{health}"
+        "{h}"
     );
     assert!(agent.terminate().success());
 }
