@@ -82,9 +82,19 @@ impl Model {
     }
 }
 
-fn wait_all(c: &reqwest::blocking::Client, base: &str, want: usize) -> Vec<TopicRecord> {
+/// Waits (up to 120 s) until the topic holds `want` records. An agent that exited fails the
+/// run at once (it would never deliver them).
+fn wait_all(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    want: usize,
+    agent: &mut AgentProc,
+) -> Vec<TopicRecord> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            panic!("the agent exited ({status}); its error is above");
+        }
         let got = read_topic(c, base, "logs");
         if got.len() >= want || Instant::now() > deadline {
             return got;
@@ -302,7 +312,7 @@ fn model(nodes: usize, seed: u64) {
                 if m.rotated.is_empty() {
                     "delete (nothing rotated)".to_owned()
                 } else {
-                    wait_all(&c, &base, m.want.len());
+                    wait_all(&c, &base, m.want.len(), &mut agent);
                     let p = m.rotated.remove(0);
                     std::fs::remove_file(&p).unwrap();
                     format!("delete {}", p.file_name().unwrap().to_string_lossy())
@@ -311,7 +321,7 @@ fn model(nodes: usize, seed: u64) {
             70..=75 => {
                 // Truncate in place (no copy) once everything so far is delivered; what
                 // follows is a new file at the same path.
-                wait_all(&c, &base, m.want.len());
+                wait_all(&c, &base, m.want.len(), &mut agent);
                 std::fs::OpenOptions::new()
                     .write(true)
                     .open(m.app())
@@ -345,7 +355,7 @@ fn model(nodes: usize, seed: u64) {
         eprintln!("step {step}: {what}");
         std::thread::sleep(Duration::from_millis(rng.below(150)));
     }
-    let got = wait_all(&c, &base, m.want.len());
+    let got = wait_all(&c, &base, m.want.len(), &mut agent);
     std::thread::sleep(Duration::from_millis(1500));
     let got = if got.len() >= m.want.len() {
         read_topic(&c, &base, "logs")

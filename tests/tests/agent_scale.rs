@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_tests::{AgentProc, Collector, client, read_topic};
+use tributary_tests::{AgentProc, Collector, client, free_port, metric_value, read_topic, scrape};
 
 fn append(path: &Path, lines: &[String]) {
     let mut f = std::fs::OpenOptions::new()
@@ -148,16 +148,18 @@ fn collector_down_for_30s_while_files_grow_and_rotate_loses_nothing() {
     std::fs::create_dir_all(&logs).unwrap();
     let mut col = Collector::start(&tmp.path().join("data"), "");
     let config = tmp.path().join("agent.yaml");
+    let mport = free_port();
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 1000\nbuffer_bytes_max: 1048576\nrescan_interval_ms: 200\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 1000\nbuffer_bytes_max: 1048576\nrescan_interval_ms: 200\nmetrics_listen: 127.0.0.1:{mport}\n",
             tmp.path().join("state").display(),
             logs.display(),
             col.url("")
         ),
     )
     .unwrap();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
     let app = logs.join("app.log");
     let line = |g: usize, i: usize| {
         format!(
@@ -175,6 +177,7 @@ fn collector_down_for_30s_while_files_grow_and_rotate_loses_nothing() {
     col.kill9();
     let pid = agent.child.id();
     let mut max_rss = 0;
+    let mut max_buffered: f64 = 0.0;
     let started = Instant::now();
     let mut generation = 1;
     let mut i = 0;
@@ -195,13 +198,21 @@ fn collector_down_for_30s_while_files_grow_and_rotate_loses_nothing() {
             i = 0;
         }
         max_rss = max_rss.max(rss_kib(pid));
+        // What the agent holds is bounded by buffer_bytes_max (1 MiB), plus at most one
+        // read chunk that crossed it (64 KiB).
+        let buffered = scrape(&metrics, "tributary_agent_buffered_bytes").unwrap();
+        max_buffered = max_buffered.max(buffered);
+        assert!(
+            buffered <= (1 << 20) as f64 + 65_536.0,
+            "agent buffered {buffered} bytes with buffer_bytes_max 1 MiB"
+        );
         std::thread::sleep(Duration::from_millis(1000));
     }
     eprintln!(
-        "agent peak RSS while the collector was down: {} KiB",
-        max_rss
+        "while the collector was down: agent peak RSS {max_rss} KiB, peak buffered {max_buffered} bytes"
     );
-    assert!(max_rss < 64 * 1024, "agent RSS grew to {max_rss} KiB");
+    // Reading paused at the limit (it did not stop early either).
+    assert!(max_buffered >= 900_000.0, "peak buffered {max_buffered}");
     col.restart();
     let got = values_when(&c, &col.url(""), want.len());
     assert_exactly_once(&got, &want);
@@ -318,7 +329,11 @@ fn sighup_reloads_inputs_in_place_and_an_invalid_config_keeps_the_running_one() 
     want.push("b-2".to_owned());
     let got = values_when(&c, &col.url(""), want.len());
     assert_exactly_once(&got, &want);
-    assert_eq!(agent.child.id(), pid);
+    // Still the same process, running the config from before the invalid one.
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent exited"
+    );
     assert!(agent.terminate().success());
 }
 
@@ -418,13 +433,15 @@ fn agent_metrics_and_health_are_served_on_metrics_listen() {
         .unwrap()
         .text()
         .unwrap();
-    for want in [
-        "tributary_agent_records_read_total 5",
-        "tributary_agent_long_line_pieces_total 2",
-        "tributary_agent_files_open 1",
-        "tributary_agent_journal_batches 0",
+    for (name, want) in [
+        ("tributary_agent_records_read_total", 5.0),
+        ("tributary_agent_long_line_pieces_total", 2.0),
+        ("tributary_agent_files_open", 1.0),
+        ("tributary_agent_journal_batches", 0.0),
+        ("tributary_agent_connected", 1.0),
+        ("tributary_agent_unmatched_patterns", 0.0),
     ] {
-        assert!(text.contains(want), "{want} not in:\n{text}");
+        assert_eq!(metric_value(&text, name), Some(want), "{name} in:\n{text}");
     }
     let health: serde_json::Value = c
         .get(format!("http://127.0.0.1:{port}/health"))

@@ -243,10 +243,12 @@ fn long_poll_fetch_wakes_when_data_arrives() {
         std::thread::spawn(move || {
             let start = Instant::now();
             let r = client().get(url).send().unwrap();
-            (r.bytes().unwrap().len(), start.elapsed())
+            let len = r.bytes().unwrap().len();
+            (len, start, Instant::now())
         })
     };
     std::thread::sleep(Duration::from_millis(300));
+    let produced_at = Instant::now();
     produce(
         &c,
         &base,
@@ -254,7 +256,13 @@ fn long_poll_fetch_wakes_when_data_arrives() {
         0,
         batch(&values("lp", 1, 1), ProducerStamp::NONE, false),
     );
-    let (len, waited) = waiter.join().unwrap();
+    let (len, asked_at, answered_at) = waiter.join().unwrap();
+    let waited = answered_at - asked_at;
+    // The request was open before the data arrived, and answered with it after.
+    assert!(
+        asked_at < produced_at && answered_at > produced_at,
+        "the long poll was not waiting when the data arrived"
+    );
     assert!(len > 0, "the long poll returned without the new batch");
     assert!(
         waited < Duration::from_secs(15),
