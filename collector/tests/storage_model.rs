@@ -28,7 +28,11 @@ enum Op {
         pick: u32,
     },
     Retention {
-        keep_bytes: u16,
+        keep_bytes: Option<u16>,
+        keep_ms: Option<u16>,
+        /// The high watermark this many batches below the log end first (retention never
+        /// deletes a segment that is not wholly below it).
+        hw_back: u8,
     },
     Reopen,
     Crash {
@@ -53,7 +57,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u32>(), 1u16..4000).prop_map(|(pick, max_bytes)| Op::Read { pick, max_bytes }),
         1 => Just(Op::Roll),
         1 => any::<u32>().prop_map(|pick| Op::Truncate { pick }),
-        1 => (0u16..3000).prop_map(|keep_bytes| Op::Retention { keep_bytes }),
+        2 => (proptest::option::of(0u16..3000), proptest::option::of(0u16..400), 0u8..4)
+            .prop_map(|(keep_bytes, keep_ms, hw_back)| Op::Retention { keep_bytes, keep_ms, hw_back }),
         1 => Just(Op::Reopen),
         2 => prop_oneof![
             Just(Damage::None),
@@ -291,25 +296,70 @@ impl Harness {
         self.end = new_end;
     }
 
-    fn retention(&mut self, keep_bytes: u16) {
-        self.config.retention_bytes = Some(u64::from(keep_bytes));
+    /// Retention by size and by time with the high watermark possibly below the end, checked
+    /// against the model's own reckoning: the oldest segments (never the active one, never
+    /// one reaching past the high watermark) go while the rest is still at least
+    /// `retention_bytes`, or while their newest record is older than `retention_ms`; the log
+    /// start moves to the end of the last one deleted. Segment boundaries are read from the
+    /// log; sizes, timestamps and offsets come from the model.
+    fn retention(&mut self, keep_bytes: Option<u16>, keep_ms: Option<u16>, hw_back: u8) {
+        let hw = match self.model.len().checked_sub(usize::from(hw_back)) {
+            Some(i) if hw_back > 0 => self.model[i].base.max(self.log_start),
+            _ => self.end,
+        };
+        self.log().set_high_watermark(hw);
+        let bases = self.log().segment_bases();
+        let model_total: u64 = self.model.iter().map(|b| b.size as u64).sum();
+        assert_eq!(self.log().size_bytes(), model_total, "log size");
+        let mut total = model_total;
+        let mut expected_start = self.log_start;
+        for (i, base) in bases.iter().enumerate() {
+            let Some(next_base) = bases.get(i + 1) else {
+                break; // the active segment stays
+            };
+            let batches: Vec<&ModelBatch> = self
+                .model
+                .iter()
+                .filter(|b| b.base >= *base && b.base < *next_base)
+                .collect();
+            let size: u64 = batches.iter().map(|b| b.size as u64).sum();
+            let next = batches.last().map_or(*base, |b| b.next());
+            let max_ts = batches
+                .iter()
+                .flat_map(|b| b.timestamps.iter().copied())
+                .max()
+                .unwrap_or(i64::MIN);
+            if next > hw {
+                break;
+            }
+            let expired = keep_ms.is_some_and(|ms| max_ts < self.now - i64::from(ms));
+            let oversize = keep_bytes.is_some_and(|max| total - size >= u64::from(max));
+            if !(expired || oversize) {
+                break;
+            }
+            total -= size;
+            expected_start = expected_start.max(next);
+        }
+        self.config.retention_bytes = keep_bytes.map(u64::from);
+        self.config.retention_ms = keep_ms.map(i64::from);
         let c = self.config.clone();
         self.log().set_config(c).unwrap();
-        let before = self.log_start;
         let now = self.now;
         self.log().apply_retention(now).unwrap();
         let start = self.log().log_start_offset();
-        assert!(start >= before);
-        assert!(
-            start == self.end || self.model.iter().any(|b| b.base == start),
-            "start {start} on a batch boundary"
+        assert_eq!(
+            start, expected_start,
+            "log start after retention (bytes {keep_bytes:?}, ms {keep_ms:?}, hw {hw}, segments {bases:?})"
         );
-        assert!(self.log().size_bytes() >= u64::from(keep_bytes).min(self.log().size_bytes()));
+        assert_eq!(self.log().size_bytes(), total, "size after retention");
         self.log_start = start;
         self.model.retain(|b| b.base >= start);
         self.config.retention_bytes = None;
+        self.config.retention_ms = None;
         let c = self.config.clone();
         self.log().set_config(c).unwrap();
+        let end = self.log().log_end_offset();
+        self.log().set_high_watermark(end);
     }
 
     fn crash(&mut self, damage: Damage) {
@@ -412,7 +462,11 @@ impl Harness {
                 self.log().roll(now).unwrap();
             }
             Op::Truncate { pick } => self.truncate(pick),
-            Op::Retention { keep_bytes } => self.retention(keep_bytes),
+            Op::Retention {
+                keep_bytes,
+                keep_ms,
+                hw_back,
+            } => self.retention(keep_bytes, keep_ms, hw_back),
             Op::Reopen => {
                 self.log().close().unwrap();
                 self.log = None;

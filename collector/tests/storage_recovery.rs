@@ -349,9 +349,11 @@ fn group_commit_covers_concurrent_appenders() {
     let tmp = tempfile::tempdir().unwrap();
     let log = Arc::new(Mutex::new(open(&tmp.path().join("t-0"), &config(), false)));
     let gc = Arc::new(GroupCommit::new());
+    // Each round, all four append before any of them waits: one fsync can cover them all.
+    let barrier = Arc::new(std::sync::Barrier::new(4));
     let threads: Vec<_> = (0..4)
         .map(|t| {
-            let (log, gc) = (log.clone(), gc.clone());
+            let (log, gc, barrier) = (log.clone(), gc.clone(), barrier.clone());
             std::thread::spawn(move || {
                 for i in 0..50 {
                     let end = log
@@ -361,6 +363,7 @@ fn group_commit_covers_concurrent_appenders() {
                         .unwrap()
                         .last_offset
                         + 1;
+                    barrier.wait();
                     gc.wait_durable(&log, end).unwrap();
                     assert!(
                         log.lock().unwrap().flushed_offset() >= end,
@@ -376,7 +379,14 @@ fn group_commit_covers_concurrent_appenders() {
     let log = log.lock().unwrap();
     assert_eq!(log.flushed_offset(), log.log_end_offset());
     assert_eq!(log.log_end_offset(), 4 * 50 * 3);
-    assert!(gc.fsyncs() <= 200, "{} fsyncs for 200 appends", gc.fsyncs());
+    // Shared: the first waiter's fsync covers the round's four appends (an appender that
+    // fsynced alone would make 200).
+    assert!(
+        gc.fsyncs() <= 100,
+        "{} fsyncs for 200 appends in 50 rounds of 4",
+        gc.fsyncs()
+    );
+    eprintln!("{} fsyncs for 200 appends in 50 rounds of 4", gc.fsyncs());
 }
 
 #[test]
