@@ -8,7 +8,14 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_tests::{AgentProc, Collector, TopicRecord, client, read_topic};
+use tributary_tests::{AgentProc, Collector, TopicRecord, client, free_port, read_topic, scrape};
+
+/// Waits until the agent's metric `name` reaches `at_least`.
+fn wait_metric(metrics: &str, name: &str, at_least: f64) {
+    tributary_tests::wait_for(Duration::from_secs(30), name, || {
+        (scrape(metrics, name).unwrap_or(0.0) >= at_least).then_some(())
+    });
+}
 
 const MAX_LINE: usize = 1000;
 
@@ -61,12 +68,14 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     std::fs::create_dir_all(&logs).unwrap();
     let mut col = Collector::start(&tmp.path().join("data"), "");
     let config = tmp.path().join("agent.yaml");
+    let mport = free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
     let write_config = |url: &str| {
         // (A closure so a test can point the agent elsewhere.)
         std::fs::write(
             &config,
             format!(
-                "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\n    exclude: [\"*.gz\"]\n    labels: {{service: test}}\noutput:\n  collectors: [\"{url}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\n",
+                "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\n    exclude: [\"*.gz\"]\n    labels: {{service: test}}\noutput:\n  collectors: [\"{url}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\nmetrics_listen: 127.0.0.1:{mport}\n",
                 tmp.path().join("state").display(),
                 logs.display()
             ),
@@ -96,9 +105,13 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
         want.push(long.as_bytes()[MAX_LINE..2 * MAX_LINE].to_vec());
         want.push(long.as_bytes()[2 * MAX_LINE..].to_vec());
     }
-    std::thread::sleep(Duration::from_millis(300));
-    // Agent killed mid-stream; lines keep coming while it is down.
+    // Agent killed with batches journaled and in flight (the collector is stopped so they
+    // cannot be acknowledged first); lines keep coming while it is down.
+    wait_metric(&metrics, "tributary_agent_connected", 1.0);
+    col.pause();
+    wait_metric(&metrics, "tributary_agent_journal_batches", 1.0);
     agent.kill9();
+    col.resume();
     append(&app, "b", 1000, 1000);
     expect(&mut want, "b", 1000, 1000);
     agent.restart();
@@ -220,10 +233,12 @@ fn multiline_records_are_joined_exactly_once_across_a_crash_and_the_timeout() {
     std::fs::create_dir_all(&logs).unwrap();
     let col = Collector::start(&tmp.path().join("data"), "");
     let config = tmp.path().join("agent.yaml");
+    let mport = free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{d}/java.log\"]\n    multiline: {{start_pattern: '^\\d{{4}}-', max_lines: 50, timeout_ms: 500}}\n  - paths: [\"{d}/plain.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\nrescan_interval_ms: 200\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{d}/java.log\"]\n    multiline: {{start_pattern: '^\\d{{4}}-', max_lines: 50, timeout_ms: 500}}\n  - paths: [\"{d}/plain.log\"]\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\nrescan_interval_ms: 200\nmetrics_listen: 127.0.0.1:{mport}\n",
             tmp.path().join("state").display(),
             col.url(""),
             d = logs.display(),
@@ -257,10 +272,13 @@ fn multiline_records_are_joined_exactly_once_across_a_crash_and_the_timeout() {
     ]);
     let mut agent = AgentProc::start(&config);
     write_java(2000, 4000, &mut want);
-    std::thread::sleep(Duration::from_millis(150));
-    // A crash with batches in flight: journaled batches are rebuilt by joining the same
-    // lines again.
+    // A crash with batches journaled and in flight (the collector is stopped so they cannot
+    // be acknowledged first): they are rebuilt by joining the same lines again.
+    wait_metric(&metrics, "tributary_agent_connected", 1.0);
+    col.pause();
+    wait_metric(&metrics, "tributary_agent_journal_batches", 1.0);
     agent.kill9();
+    col.resume();
     write_java(4000, 6000, &mut want);
     agent.restart();
     // A record with more than max_lines lines is cut at 50.
