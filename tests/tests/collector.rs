@@ -449,3 +449,52 @@ fn disk_full_gives_507_and_recovers() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(read_all(&c, &base, "full", 0).len(), ok + 5);
 }
+
+/// Every metric `docs/api.md` lists under `GET /metrics` is exported: its family has a
+/// `# TYPE` line in `/metrics` (names compared whole, not as substrings).
+#[test]
+fn every_documented_metric_is_exported() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+    let start = doc
+        .find("`GET /metrics`")
+        .expect("docs/api.md documents /metrics");
+    let section = &doc[start..];
+    let section = &section[..section.find("\n\n").unwrap_or(section.len())];
+    let documented: Vec<String> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("tributary_"))
+        .map(|s| s.split('{').next().unwrap().to_owned())
+        .collect();
+    assert!(documented.len() >= 10, "{documented:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    let (s, _) = produce(
+        &c,
+        &col.url(""),
+        "m",
+        0,
+        batch(&values("m", 0, 3), ProducerStamp::NONE, false),
+    );
+    assert_eq!(s, 200);
+    let text = c.get(col.url("/metrics")).send().unwrap().text().unwrap();
+    let families: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let missing: Vec<&String> = documented
+        .iter()
+        .filter(|name| {
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            !families.contains(family)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not exported: {missing:?}\n{text}"
+    );
+}
