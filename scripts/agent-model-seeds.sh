@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="${1:-200}"
 TRIBUTARY_MODEL_SEEDS="$seeds" cargo nextest run -p tributary-tests --test agent_model \
-  --no-capture -E 'test(/exactly_once_in_order$/)' 2>&1 | grep -E --line-buffered 'model seed|PASS|FAIL|panicked|seed [0-9]+:'
+  --profile seeds --no-capture -E 'test(/exactly_once_in_order$/)' 2>&1 \
+  | grep -E --line-buffered 'model seed|PASS|FAIL|TIMEOUT|panicked|seed [0-9]+:'
