@@ -8,9 +8,14 @@ cd "$(dirname "$0")/.."
 bytes=${1:-1073741824}
 work=${TRIBUTARY_BENCH_DIR:-target/bench-agent}
 port=${TRIBUTARY_BENCH_PORT:-7499}
-cargo build --release -p collector -p agent >/dev/null
-bin=target/release
-rm -rf "$work" && mkdir -p "$work"
+# TRIBUTARY_BENCH_BIN: a directory with other agent/collector builds (to compare builds in
+# one sitting); default: build and use target/release.
+bin=${TRIBUTARY_BENCH_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release -p collector -p agent >/dev/null
+  bin=target/release
+fi
+rm -rf "$work" && mkdir -p "$work/data"
 work=$(cd "$work" && pwd)
 cat >"$work/collector.yaml" <<EOF
 listen: 127.0.0.1:$port

@@ -15,6 +15,7 @@ pids=()
 cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
 for i in 1 2 3; do
+  mkdir -p "$work/d$i"
   cat >"$work/n$i.yaml" <<CFG
 node_id: $i
 listen: 127.0.0.1:760$i

@@ -33,6 +33,7 @@ def wait_healthy(url):
 def run(rate, linger_ms, seconds):
     work = tempfile.mkdtemp(prefix="tributary-latency-")
     url = f"http://127.0.0.1:{PORT}"
+    os.makedirs(os.path.join(work, "data"))
     with open(os.path.join(work, "collector.yaml"), "w") as f:
         f.write(f"listen: 127.0.0.1:{PORT}\ndata_dirs: [{work}/data]\n")
     logs = os.path.join(work, "logs")
