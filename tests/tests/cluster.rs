@@ -973,3 +973,78 @@ fn a_broker_that_is_not_a_voter_follows_the_metadata_as_a_learner_and_leads_part
         (alive == all).then_some(())
     });
 }
+
+/// acks semantics with both followers stopped (min_insync_replicas 2): `acks=1` is answered
+/// once the leader has the records, `acks=0` at once (the records still land), and `acks=all`
+/// is refused with `not_enough_replicas` once the stopped followers left the ISR (or ends with
+/// `not_enough_replicas_after_append` while it waits).
+#[test]
+fn acks_0_and_1_answer_without_followers_acks_all_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(
+        tmp.path(),
+        3,
+        "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 2000\n",
+    );
+    let c = client();
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "a", "partitions": 1, "replication_factor": 3, "configs": {"min_insync_replicas": 2}}),
+    );
+    let meta = partition_meta(&c, &cl, "a", 0).unwrap();
+    let leader = meta["leader"].as_u64().unwrap();
+    let leader_url = cl.node(leader).url("");
+    let produce = |acks: &str, value: &str| -> (u16, Value) {
+        let r = c
+            .post(format!("{leader_url}/v1/topics/a/records?acks={acks}"))
+            .json(&json!({"partition": 0, "records": [{"value": value}]}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    assert_eq!(produce("all", "all-before").0, 200);
+    let followers: Vec<u32> = (1..=3u64)
+        .filter(|id| *id != leader)
+        .map(|id| cl.node(id).child.id())
+        .collect();
+    for pid in &followers {
+        signal(*pid, libc::SIGSTOP);
+    }
+    let (s, body) = produce("1", "one");
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["offsets"][0]["offset"], 1, "{body}");
+    let (s, body) = produce("0", "zero");
+    assert_eq!(s, 200, "{body}");
+    // acks=all: refused once the followers are out of the ISR (or ended while it waited).
+    let (s, body) = wait_for(Duration::from_secs(30), "acks=all refused", || {
+        let (s, body) = produce("all", "all-refused");
+        (s == 503).then_some((s, body))
+    });
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    assert!(
+        code == "not_enough_replicas" || code == "not_enough_replicas_after_append",
+        "{s} {body}"
+    );
+    for pid in &followers {
+        signal(*pid, libc::SIGCONT);
+    }
+    // Everything acknowledged is there; acks=0's record landed too.
+    let values = wait_for(Duration::from_secs(30), "the records readable", || {
+        let v: Value = c
+            .get(format!(
+                "{leader_url}/v1/topics/a/partitions/0/records?offset=0&limit=100"
+            ))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let values: Vec<String> = v["records"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["value"].as_str().map(str::to_owned))
+            .collect();
+        values.iter().any(|v| v == "zero").then_some(values)
+    });
+    assert_eq!(&values[..3], ["all-before", "one", "zero"], "{values:?}");
+}
