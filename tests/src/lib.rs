@@ -482,14 +482,17 @@ pub struct TailProc {
     pub child: Child,
     stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr: joined once the process exited, so every
+    /// line it wrote is collected before anyone counts them.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect_lines(
-    r: impl std::io::Read + Send + 'static,
-) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn collect_lines(r: impl std::io::Read + Send + 'static) -> (Lines, std::thread::JoinHandle<()>) {
     let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = out.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             match line {
                 Ok(l) => sink.lock().unwrap().push(l),
@@ -497,7 +500,7 @@ fn collect_lines(
             }
         }
     });
-    out
+    (out, reader)
 }
 
 impl TailProc {
@@ -512,12 +515,13 @@ impl TailProc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = collect_lines(child.stdout.take().unwrap());
-        let stderr = collect_lines(child.stderr.take().unwrap());
+        let (stdout, out_reader) = collect_lines(child.stdout.take().unwrap());
+        let (stderr, err_reader) = collect_lines(child.stderr.take().unwrap());
         Self {
             child,
             stdout,
             stderr,
+            readers: vec![out_reader, err_reader],
         }
     }
 
@@ -538,23 +542,30 @@ impl TailProc {
         self.child.id()
     }
 
+    /// `kill -9`, then waits for its output to be read to the end.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
     }
 
-    /// SIGTERM, then the exit status (and a moment for the output threads to drain).
+    /// SIGTERM, then the exit status (with all its output collected).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         assert_eq!(unsafe_kill(self.child.id() as i32, libc::SIGTERM), 0);
         self.wait()
     }
 
-    /// Waits for the process to exit (at most 60 s).
+    /// Waits for the process to exit (at most 60 s), then for its output to be read to the
+    /// end (the pipes close with the process).
     pub fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
+                for r in self.readers.drain(..) {
+                    r.join().unwrap();
+                }
                 return s;
             }
             assert!(Instant::now() < deadline, "tail did not exit within 60 s");
