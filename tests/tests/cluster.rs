@@ -323,10 +323,11 @@ fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     }
     // The agent knows one collector; it finds each partition's leader from the metadata.
     let config = tmp.path().join("agent.yaml");
+    let mport = tributary_tests::free_port();
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\", \"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 16384\n  retry_backoff_max_ms: 300\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\", \"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 16384\n  retry_backoff_max_ms: 300\nmetrics_listen: 127.0.0.1:{mport}\n",
             tmp.path().join("state").display(),
             logs.display(),
             cl.node(2).url(""),
@@ -335,8 +336,23 @@ fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     )
     .unwrap();
     let mut agent = tributary_tests::AgentProc::start(&config);
-    std::thread::sleep(Duration::from_millis(300));
+    // The agent dies with batches journaled and in flight: the brokers are paused (briefly,
+    // well within the broker session) until the journal holds some.
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let metric = |name: &str| tributary_tests::scrape(&metrics, name).unwrap_or(0.0);
+    wait_for(Duration::from_secs(30), "agent connected", || {
+        (metric("tributary_agent_connected") == 1.0).then_some(())
+    });
+    for n in &cl.nodes {
+        n.pause();
+    }
+    wait_for(Duration::from_secs(10), "batches in flight", || {
+        (metric("tributary_agent_journal_batches") >= 1.0).then_some(())
+    });
     agent.kill9();
+    for n in &cl.nodes {
+        n.resume();
+    }
     for f in 0..8 {
         write(f, 2000, 3000, &mut want);
     }
