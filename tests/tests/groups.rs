@@ -559,12 +559,15 @@ fn a_closed_stdout_ends_tail_quietly_and_leaves_the_group() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    // It left: no members, and whatever it committed it had printed (at most the HW).
-    // (With nothing committed the group is gone altogether.)
+    // It left: no members. It commits only what a successful flush put into the pipe: at
+    // most what fits there before `head` closed it (64 KiB of 11-byte lines, ~5,960), far
+    // below the 20,000 records it fetched. A flush cut short by the closed pipe is not
+    // counted, so nothing may be committed at all (then the group is gone altogether; the
+    // 5 lines are read again by the next member: at least once, never lost).
     let d = describe(&c, &col, "head");
     if d["error"]["code"] != "unknown_group" {
         assert_eq!(d["members"], json!([]), "{d}");
         let committed = d["partitions"][0]["committed"].as_u64().unwrap_or(0);
-        assert!(committed <= 20_000);
+        assert!(committed <= 65_536 / 11 + 5, "committed {committed}: {d}");
     }
 }
