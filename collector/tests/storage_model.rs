@@ -57,7 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u32>(), 1u16..4000).prop_map(|(pick, max_bytes)| Op::Read { pick, max_bytes }),
         1 => Just(Op::Roll),
         1 => any::<u32>().prop_map(|pick| Op::Truncate { pick }),
-        2 => (proptest::option::of(0u16..3000), proptest::option::of(0u16..400), 0u8..4)
+        2 => (proptest::option::of(0u16..3000), proptest::option::of(1u16..400), 0u8..4)
             .prop_map(|(keep_bytes, keep_ms, hw_back)| Op::Retention { keep_bytes, keep_ms, hw_back }),
         1 => Just(Op::Reopen),
         2 => prop_oneof![
