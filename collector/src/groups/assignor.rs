@@ -141,6 +141,10 @@ mod tests {
             let second = assign(&subs(&next_refs, "logs"), &parts, &first);
             for (t, members) in [(&first, &refs), (&second, &next_refs)] {
                 prop_assert_eq!(t.len(), n_parts as usize);
+                // Every owner is a current member (never one that left).
+                for (tp, owner) in t.iter() {
+                    prop_assert!(members.contains(&owner.as_str()), "{:?} owned by {} who is gone", tp, owner);
+                }
                 let c = per_member(t);
                 let loads: Vec<usize> = members.iter().map(|m| c.get(*m).copied().unwrap_or(0)).collect();
                 let max = loads.iter().max().copied().unwrap_or(0);

@@ -560,6 +560,28 @@ mod tests {
         }
     }
 
+    /// What members were *told* (their latest replies) never overlaps, among the members the
+    /// coordinator still counts: two members never both believe they may read a partition.
+    fn told_disjoint(c: &Coordinator, members: &[(HeartbeatReply, HeartbeatReply)]) {
+        let Some(g) = c.group("g") else { return };
+        let mut seen: BTreeMap<(String, u32), String> = BTreeMap::new();
+        for (r, _) in members
+            .iter()
+            .filter(|(r, _)| g.members.contains_key(&r.member_id))
+        {
+            for t in &r.assignment {
+                for p in &t.partitions {
+                    if let Some(other) = seen.insert((t.topic.clone(), *p), r.member_id.clone()) {
+                        panic!(
+                            "{}-{p} told to {other} and to {}: {members:?}",
+                            t.topic, r.member_id
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_partition_moves_only_after_its_owner_gives_it_up() {
         let p = parts(4);
@@ -796,6 +818,7 @@ mod tests {
                 }
                 if c.group("g").is_some() {
                     exclusive(&c);
+                    told_disjoint(&c, &members);
                 }
             }
             // Settle: everyone still alive heartbeats a few rounds without time passing.
@@ -815,6 +838,8 @@ mod tests {
                 let held: usize = members.iter().map(|(r, _)| count(r)).sum();
                 prop_assert_eq!(held, p["logs"] as usize);
                 exclusive(&c);
+                // Disjoint and as many as there are partitions: the replies cover them all.
+                told_disjoint(&c, &members);
             }
         }
     }
