@@ -271,6 +271,9 @@ pub async fn run(
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let linger = agent.next_linger_deadline();
+        // Whether the branch below already ran a step (then the one after the loop runs only
+        // if acknowledgements or encodings arrived meanwhile).
+        let mut stepped = false;
         tokio::select! {
             _ = &mut shutdown => break,
             Some(connected) = connected_rx.recv() => agent.on_connected(connected?)?,
@@ -280,9 +283,13 @@ pub async fn run(
             // File events: rediscover at most every 200 ms (writes alone only need a read).
             Some(()) = wake_rx.recv() => {
                 let rescan = agent.last_discovery.elapsed() >= Duration::from_millis(200);
-                agent.step(rescan)?
+                agent.step(rescan)?;
+                stepped = true;
             }
-            _ = rescan.tick() => agent.step(true)?,
+            _ = rescan.tick() => {
+                agent.step(true)?;
+                stepped = true;
+            }
             Some(new) = reload.recv() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                 if agent.reload(new).await {
@@ -298,13 +305,18 @@ pub async fn run(
             _ = tokio::time::sleep_until(linger.into()) => {}
         }
         // Drain whatever else is ready without waiting.
+        let mut drained = false;
         while let Ok(ack) = acks_rx.try_recv() {
             agent.on_ack(ack);
+            drained = true;
         }
         while let Ok(done) = encoded_rx.try_recv() {
             agent.on_encoded(done);
+            drained = true;
         }
-        agent.step(false)?;
+        if !stepped || drained {
+            agent.step(false)?;
+        }
     }
     // A store in progress lands before the final one (stores must not overtake each other).
     if agent.storing
@@ -496,7 +508,15 @@ impl Agent {
 
     fn watch(&self, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
-        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Opening or reading a file changes nothing to tail, and discovery itself opens
+            // the watched directories: waking on access events would feed back into a
+            // discovery every 200 ms while idle.
+            if let Ok(ev) = &res
+                && matches!(ev.kind, notify::EventKind::Access(_))
+            {
+                return;
+            }
             let _ = wake.try_send(());
         })
         .map_err(
@@ -1069,18 +1089,22 @@ impl Agent {
     /// waited [`DRAIN_IDLE`] on an unfinished last record): a consumer of one path sees the
     /// rest of a rotated file before the first line of the new one.
     fn read_all(&mut self) {
-        let mut order: Vec<(u64, String, String, String)> = self
+        // (seq, stream, id): a stream is a hash of (topic, path), so a read pass does not copy
+        // every file's strings (this runs on every wake-up, for every open file). A collision
+        // could only delay a file behind an unrelated older one, never reorder a stream.
+        let mut order: Vec<(u64, u64, String)> = self
             .tailed
             .keys()
             .filter_map(|id| {
                 let (_, st) = self.state.files.get(id)?;
-                Some((st.seq, id.clone(), st.topic.clone(), st.path.clone()))
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(&(&st.topic, &st.path), &mut h);
+                Some((st.seq, std::hash::Hasher::finish(&h), id.clone()))
             })
             .collect();
-        order.sort();
-        let mut busy: std::collections::HashSet<(String, String)> = Default::default();
-        for (_, id, topic, path) in order {
-            let stream = (topic, path);
+        order.sort_unstable();
+        let mut busy: std::collections::HashSet<u64> = Default::default();
+        for (_, stream, id) in order {
             if busy.contains(&stream) {
                 continue;
             }
