@@ -406,7 +406,26 @@ pub type TopicRecord = (u32, u64, Vec<(String, String)>, Vec<u8>);
 /// Every record of every partition of a topic.
 /// Each partition is read from its leader (from `base`'s metadata), so this works against a
 /// cluster too.
+/// While leadership moves (a node was just killed) a leader named by the metadata may answer
+/// `not_leader`: the whole read starts over with fresh metadata, for up to 30 s.
 pub fn read_topic(c: &reqwest::blocking::Client, base: &str, topic: &str) -> Vec<TopicRecord> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_read_topic(c, base, topic) {
+            Ok(records) => return records,
+            Err(status) => {
+                assert!(Instant::now() < deadline, "fetch: {status} for 30 s");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn try_read_topic(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    topic: &str,
+) -> Result<Vec<TopicRecord>, reqwest::StatusCode> {
     let meta: serde_json::Value = c
         .get(format!("{base}/v1/metadata"))
         .send()
@@ -441,7 +460,9 @@ pub fn read_topic(c: &reqwest::blocking::Client, base: &str, topic: &str) -> Vec
                 .get(format!("{leader}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes=4194304"))
                 .send()
                 .unwrap();
-            assert!(r.status().is_success(), "fetch: {}", r.status());
+            if !r.status().is_success() {
+                return Err(r.status());
+            }
             let bytes = r.bytes().unwrap();
             if bytes.is_empty() {
                 break;
@@ -473,7 +494,7 @@ pub fn read_topic(c: &reqwest::blocking::Client, base: &str, topic: &str) -> Vec
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// A running `collector tail` process whose stdout and stderr lines are collected.

@@ -109,11 +109,14 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     // cannot be acknowledged first); lines keep coming while it is down.
     wait_metric(&metrics, "tributary_agent_connected", 1.0);
     col.pause();
+    // Lines written now are read and journaled but cannot be acknowledged.
+    append(&app, "b", 1000, 500);
+    expect(&mut want, "b", 1000, 500);
     wait_metric(&metrics, "tributary_agent_journal_batches", 1.0);
     agent.kill9();
     col.resume();
-    append(&app, "b", 1000, 1000);
-    expect(&mut want, "b", 1000, 1000);
+    append(&app, "b", 1500, 500);
+    expect(&mut want, "b", 1500, 500);
     agent.restart();
     std::thread::sleep(Duration::from_millis(500));
     // Copy-truncate: the copy carries on where the agent was; the original starts over.
@@ -276,10 +279,12 @@ fn multiline_records_are_joined_exactly_once_across_a_crash_and_the_timeout() {
     // be acknowledged first): they are rebuilt by joining the same lines again.
     wait_metric(&metrics, "tributary_agent_connected", 1.0);
     col.pause();
+    // Records written now are read and journaled but cannot be acknowledged.
+    write_java(4000, 5000, &mut want);
     wait_metric(&metrics, "tributary_agent_journal_batches", 1.0);
     agent.kill9();
     col.resume();
-    write_java(4000, 6000, &mut want);
+    write_java(5000, 6000, &mut want);
     agent.restart();
     // A record with more than max_lines lines is cut at 50.
     let mut long = "2026-11-25 13:00:00 ERROR deep".to_owned();
