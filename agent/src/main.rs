@@ -136,7 +136,8 @@ fn run_cli() -> anyhow::Result<()> {
             rt.block_on(async {
                 let reload = watch_reload(config.clone());
                 agent::run::run(cfg, shutdown_signal(), reload, || {
-                    // systemd Type=notify: state is loaded and the journal recovered.
+                    // systemd Type=notify: state loaded, tailing started (collectors may
+                    // still be down: they are reached in the background).
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     println!("agent ready");
                 })
