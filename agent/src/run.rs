@@ -962,15 +962,20 @@ impl Agent {
             .flatten()
             .map(|e| e.path())
         {
+            // Stat first: only a plausible copy is opened and its first line read.
+            let Ok(m) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !m.is_file() || m.len() < offset || known.contains(&(m.dev(), m.ino())) {
+                continue;
+            }
             let Ok(file) = File::open(&path) else {
                 continue;
             };
-            let Ok(m) = file.metadata() else { continue };
-            if !m.is_file()
-                || m.len() < offset
-                || known.contains(&(m.dev(), m.ino()))
-                || !matches!(files::fingerprint(&file), Ok(Some(x)) if x == fp)
-            {
+            let same = file
+                .metadata()
+                .is_ok_and(|o| (o.dev(), o.ino()) == (m.dev(), m.ino()));
+            if !same || !matches!(files::fingerprint(&file), Ok(Some(x)) if x == fp) {
                 continue;
             }
             let mtime = m.modified().unwrap_or(std::time::UNIX_EPOCH);

@@ -104,15 +104,7 @@ impl std::fmt::Display for ApiErr {
 fn transport(e: reqwest::Error) -> ApiErr {
     let at = e
         .url()
-        .map(|u| {
-            format!(
-                " ({})",
-                u.host_str().map_or_else(String::new, |h| format!(
-                    "{h}:{}",
-                    u.port_or_known_default().unwrap_or(0)
-                ))
-            )
-        })
+        .map(|u| format!(" ({})", u.authority()))
         .unwrap_or_default();
     ApiErr {
         status: 0,

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 use tributary_tests::{Cluster, Collector, client, wait_for};
 
 const EXTRA: &str = "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\n";
+/// Broker sessions outlast the replica lag limit: a stopped follower leaves the ISR because
+/// it lags, not because it is fenced.
+const LAGGING: &str = "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 2000\n";
 
 fn cluster_view(c: &reqwest::blocking::Client, n: &Collector) -> Option<Value> {
     c.get(n.url("/v1/cluster"))
@@ -603,13 +606,7 @@ fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() 
 #[test]
 fn a_stopped_follower_leaves_the_isr_and_rejoins_when_it_catches_up() {
     let tmp = tempfile::tempdir().unwrap();
-    // Broker sessions outlast the replica lag limit: the ISR shrinks because the follower
-    // lags, not because it is fenced.
-    let mut cl = Cluster::start(
-        tmp.path(),
-        3,
-        "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 2000\n",
-    );
+    let mut cl = Cluster::start(tmp.path(), 3, LAGGING);
     let c = client();
     create_topic(
         &c,
@@ -997,11 +994,7 @@ fn a_broker_that_is_not_a_voter_follows_the_metadata_as_a_learner_and_leads_part
 #[test]
 fn acks_0_and_1_answer_without_followers_acks_all_does_not() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cl = Cluster::start(
-        tmp.path(),
-        3,
-        "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 2000\n",
-    );
+    let mut cl = Cluster::start(tmp.path(), 3, LAGGING);
     let c = client();
     create_topic(
         &c,

@@ -9,18 +9,23 @@ fn post(c: &reqwest::blocking::Client, url: String, body: Value) -> (u16, Value)
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
+/// Creates `name` with `partitions` partitions, replication factor 1.
+fn create_topic(c: &reqwest::blocking::Client, col: &Collector, name: &str, partitions: u32) {
+    let (s, body) = post(
+        c,
+        col.url("/v1/topics"),
+        json!({"name": name, "partitions": partitions, "replication_factor": 1}),
+    );
+    assert_eq!(s, 201, "{body}");
+}
+
 /// docs/api.md: a JSON record with a key goes to partition `crc32c(key) mod partitions`.
 #[test]
 fn json_produce_partitions_records_by_key_hash() {
     let tmp = tempfile::tempdir().unwrap();
     let col = Collector::start(&tmp.path().join("data"), "");
     let c = client();
-    let (s, body) = post(
-        &c,
-        col.url("/v1/topics"),
-        json!({"name": "k", "partitions": 4, "replication_factor": 1}),
-    );
-    assert_eq!(s, 201, "{body}");
+    create_topic(&c, &col, "k", 4);
     let keys: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
     let records: Vec<Value> = keys
         .iter()
@@ -64,12 +69,7 @@ fn reset_offsets_to_a_timestamp() {
     let tmp = tempfile::tempdir().unwrap();
     let col = Collector::start(&tmp.path().join("data"), "");
     let c = client();
-    let (s, body) = post(
-        &c,
-        col.url("/v1/topics"),
-        json!({"name": "ts", "partitions": 1, "replication_factor": 1}),
-    );
-    assert_eq!(s, 201, "{body}");
+    create_topic(&c, &col, "ts", 1);
     let base = 1_764_000_000_000i64;
     for i in 0..10i64 {
         let (s, body) = post(
