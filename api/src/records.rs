@@ -298,7 +298,10 @@ mod tests {
             1_764_000_000_000,
             Some(&[0xff, 0x00]),
             Some(b"hello"),
-            [(&b"host"[..], Some(&b"web1"[..])), (&b"bin"[..], Some(&[0xfe][..]))],
+            [
+                (&b"host"[..], Some(&b"web1"[..])),
+                (&b"bin"[..], Some(&[0xfe][..])),
+            ],
         )
         .located("logs", 2);
         let v = serde_json::to_value(&r).expect("serialises");

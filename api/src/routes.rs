@@ -137,6 +137,9 @@ mod tests {
             partition: 1,
         };
         let q = query(&q);
-        assert!(q.contains("topic=a%20b") && q.contains("partition=1"), "{q}");
+        assert!(
+            q.contains("topic=a%20b") && q.contains("partition=1"),
+            "{q}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! `collector topics …` and `collector groups …`: the admin CLI, a client of the same HTTP API users call.
 
-use serde_json::{Value, json};
+use std::time::Duration;
+
+use client::{ClientConfig, ClientError, CollectorClient};
 
 /// Output format of admin commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -11,152 +13,117 @@ pub enum Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{url}: {}", crate::net::describe(.error))]
-    Http { url: String, error: reqwest::Error },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("no collector answered: {0}")]
     Unreachable(String),
-    #[error("{code}: {message}")]
-    Api { code: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
 }
+
+/// Timeouts of the bootstrap probe: short, since it only asks whether a node answers.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const PROBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first of `collectors` (URLs, `http://` assumed when missing) that answers: any node
 /// of a cluster serves the whole API, so any one bootstraps. Fails naming each address and
 /// why it did not answer.
 pub async fn bootstrap(collectors: &[String]) -> Result<String, AdminError> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| AdminError::Unreachable(crate::net::describe(&e)))?;
-    let mut why = Vec::new();
-    for c in collectors
+    let given: Vec<String> = collectors
         .iter()
         .map(|c| c.trim())
         .filter(|c| !c.is_empty())
-    {
-        let base = if c.contains("://") {
-            c.trim_end_matches('/').to_owned()
-        } else {
-            format!("http://{}", c.trim_end_matches('/'))
-        };
-        match http.get(format!("{base}/health")).send().await {
-            Ok(_) => return Ok(base),
-            Err(e) => why.push(format!("{base}: {}", crate::net::describe(&e))),
-        }
+        .map(client::base_url)
+        .collect();
+    if given.is_empty() {
+        return Err(AdminError::Unreachable(
+            "no collector given (--collector or TRIBUTARY_COLLECTORS)".into(),
+        ));
     }
-    if why.is_empty() {
-        why.push("no collector given (--collector or TRIBUTARY_COLLECTORS)".into());
+    let probe = CollectorClient::new(
+        &given,
+        ClientConfig {
+            connect_timeout: PROBE_CONNECT_TIMEOUT,
+            request_timeout: PROBE_REQUEST_TIMEOUT,
+            ..ClientConfig::default()
+        },
+    )?;
+    let mut why = Vec::new();
+    for base in given {
+        match probe.health_at(&base).await {
+            // Any reply from the API (even 503 while starting) means a collector is there.
+            Ok(_) | Err(ClientError::Api { .. }) => return Ok(base),
+            Err(e) => why.push(format!("{base}: {e}")),
+        }
     }
     Err(AdminError::Unreachable(why.join("; ")))
 }
 
-/// A small client of the collector API.
-#[derive(Debug, Clone)]
+/// The admin commands' client: one collector, the typed API.
+#[derive(Debug)]
 pub struct AdminClient {
-    base: String,
-    http: reqwest::Client,
+    api: CollectorClient,
 }
 
 impl AdminClient {
-    pub fn new(base: &str) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
-        }
+    pub fn new(base: &str) -> Result<Self, AdminError> {
+        Ok(Self {
+            api: CollectorClient::new(&[base.to_owned()], ClientConfig::default())?,
+        })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, AdminError> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let http = |error| AdminError::Http {
-            url: url.clone(),
-            error,
-        };
-        let resp = req.send().await.map_err(http)?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(http)?;
-        let v: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if !status.is_success() {
-            return Err(AdminError::Api {
-                code: v["error"]["code"]
-                    .as_str()
-                    .unwrap_or("http_error")
-                    .to_owned(),
-                message: v["error"]["message"]
-                    .as_str()
-                    .map_or_else(|| format!("HTTP {status}"), str::to_owned),
-            });
-        }
-        Ok(v)
+    pub async fn topics_list(&self) -> Result<api::TopicList, AdminError> {
+        Ok(self.api.topics().await?)
     }
 
-    pub async fn topics_list(&self) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::GET, "/v1/topics", None).await
+    pub async fn topic_describe(&self, name: &str) -> Result<api::TopicDescription, AdminError> {
+        Ok(self.api.topic(name).await?)
     }
 
-    pub async fn topic_describe(&self, name: &str) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::GET, &format!("/v1/topics/{name}"), None)
-            .await
-    }
-
+    /// Creates a topic; `configs` are `name=value` settings (unknown names are refused).
     pub async fn topic_create(
         &self,
         name: &str,
         partitions: Option<u32>,
         replication_factor: Option<u16>,
-        configs: Value,
-    ) -> Result<Value, AdminError> {
-        let mut body = json!({"name": name, "configs": configs});
-        if let Some(p) = partitions {
-            body["partitions"] = json!(p);
+        configs: &[(String, i64)],
+    ) -> Result<api::TopicDescription, AdminError> {
+        let map: serde_json::Map<String, serde_json::Value> = configs
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v).into()))
+            .collect();
+        let parsed: api::TopicConfigs = serde_json::from_value(map.clone().into())
+            .map_err(|e| AdminError::Invalid(format!("topic configs: {e}")))?;
+        let known = serde_json::to_value(&parsed)
+            .map_err(|e| AdminError::Invalid(format!("topic configs: {e}")))?;
+        if let Some(k) = map.keys().find(|k| known.get(k.as_str()).is_none()) {
+            return Err(AdminError::Invalid(format!(
+                "unknown topic config {k:?} (known: retention_ms, retention_bytes, \
+                 segment_bytes, segment_ms, min_insync_replicas)"
+            )));
         }
-        if let Some(r) = replication_factor {
-            body["replication_factor"] = json!(r);
-        }
-        self.call(reqwest::Method::POST, "/v1/topics", Some(body))
-            .await
+        let req = api::CreateTopic {
+            name: name.to_owned(),
+            partitions,
+            replication_factor,
+            configs: parsed,
+        };
+        Ok(self.api.create_topic(&req).await?)
     }
 
-    pub async fn topic_delete(&self, name: &str) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::DELETE, &format!("/v1/topics/{name}"), None)
-            .await
+    pub async fn topic_delete(&self, name: &str) -> Result<(), AdminError> {
+        Ok(self.api.delete_topic(name).await?)
     }
 
     /// The cluster as the active controller sees it (it alone knows heartbeats): asks this
     /// node, then the controller leader it names, if that is another node.
-    pub async fn cluster_status(&self) -> Result<Value, AdminError> {
-        let v = self.call(reqwest::Method::GET, "/v1/cluster", None).await?;
-        let leader = v["controller"]["leader"].as_u64();
-        if leader.is_none() || leader == v["node_id"].as_u64() {
+    pub async fn cluster_status(&self) -> Result<api::ClusterStatus, AdminError> {
+        let v = self.api.cluster().await?;
+        let Some(leader) = v.controller.leader.filter(|l| *l != v.node_id) else {
             return Ok(v);
-        }
-        let address = v["brokers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|b| b["id"].as_u64() == leader)
-            .and_then(|b| b["address"].as_str())
-            .map(|a| format!("http://{a}"));
-        match address {
-            Some(a) => match AdminClient::new(&a)
-                .call(reqwest::Method::GET, "/v1/cluster", None)
-                .await
-            {
+        };
+        match v.brokers.iter().find(|b| b.id == leader) {
+            Some(b) => match self.api.cluster_at(&client::base_url(&b.address)).await {
                 Ok(from_leader) => Ok(from_leader),
                 // The leader does not answer: show what this node knows.
                 Err(_) => Ok(v),
@@ -165,13 +132,12 @@ impl AdminClient {
         }
     }
 
-    pub async fn groups_list(&self) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::GET, "/v1/groups", None).await
+    pub async fn groups_list(&self) -> Result<api::GroupList, AdminError> {
+        Ok(self.api.list_groups(None, false).await?)
     }
 
-    pub async fn group_describe(&self, group: &str) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::GET, &format!("/v1/groups/{group}"), None)
-            .await
+    pub async fn group_describe(&self, group: &str) -> Result<api::GroupView, AdminError> {
+        Ok(self.api.describe_group(None, group, false).await?)
     }
 
     pub async fn group_reset_offsets(
@@ -179,33 +145,41 @@ impl AdminClient {
         group: &str,
         topic: &str,
         to: &str,
-    ) -> Result<Value, AdminError> {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/v1/groups/{group}/offsets/reset"),
-            Some(json!({"topic": topic, "to": to})),
-        )
-        .await
+    ) -> Result<api::GroupOffsetsReply, AdminError> {
+        let req = api::ResetRequest {
+            topic: topic.to_owned(),
+            to: to.to_owned(),
+            partitions: None,
+        };
+        Ok(self.api.reset_offsets(None, group, &req, false).await?)
     }
 }
 
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn ids(v: &[u64]) -> String {
+    format!(
+        "[{}]",
+        v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    )
+}
+
 /// Human rendering of `groups list`.
-pub fn render_groups(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["groups"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|g| {
-                    vec![
-                        s(&g["group"]),
-                        s(&g["state"]),
-                        s(&g["members"]),
-                        s(&g["partitions_committed"]),
-                    ]
-                })
-                .collect()
+pub fn render_groups(v: &api::GroupList) -> String {
+    let rows: Vec<Vec<String>> = v
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.clone(),
+                g.state.clone(),
+                g.members.to_string(),
+                g.partitions_committed.to_string(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(
         &["GROUP", "STATE", "MEMBERS", "PARTITIONS_COMMITTED"],
         &rows,
@@ -213,39 +187,36 @@ pub fn render_groups(v: &Value) -> String {
 }
 
 /// Human rendering of `groups describe` (like `kafka-consumer-groups --describe`).
-pub fn render_group(v: &Value) -> String {
-    let clients: std::collections::BTreeMap<String, String> = v["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| (s(&m["member_id"]), s(&m["client"])))
-                .collect()
+pub fn render_group(v: &api::GroupView) -> String {
+    let clients: std::collections::BTreeMap<&str, &str> = v
+        .members
+        .iter()
+        .map(|m| (m.member_id.as_str(), m.client.as_str()))
+        .collect();
+    let rows: Vec<Vec<String>> = v
+        .partitions
+        .iter()
+        .map(|p| {
+            let client = p
+                .owner
+                .as_deref()
+                .and_then(|o| clients.get(o))
+                .map_or("-", |c| *c);
+            vec![
+                p.topic.clone(),
+                p.partition.to_string(),
+                opt(p.owner.as_deref()),
+                client.to_owned(),
+                opt(p.committed),
+                p.high_watermark.to_string(),
+                p.lag.to_string(),
+            ]
         })
-        .unwrap_or_default();
-    let rows: Vec<Vec<String>> = v["partitions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    let owner = s(&p["owner"]);
-                    let client = clients.get(&owner).cloned().unwrap_or_else(|| "-".into());
-                    vec![
-                        s(&p["topic"]),
-                        s(&p["partition"]),
-                        owner,
-                        client,
-                        s(&p["committed"]),
-                        s(&p["high_watermark"]),
-                        s(&p["lag"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .collect();
     format!(
         "group {}  state {}  members {}\n{}",
-        s(&v["group"]),
-        s(&v["state"]),
+        v.group,
+        v.state,
         clients.len(),
         table(
             &[
@@ -263,18 +234,21 @@ pub fn render_group(v: &Value) -> String {
 }
 
 /// Human rendering of `groups reset-offsets`.
-pub fn render_reset(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["offsets"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|o| vec![s(&o["topic"]), s(&o["partition"]), s(&o["offset"])])
-                .collect()
+pub fn render_reset(v: &api::GroupOffsetsReply) -> String {
+    let rows: Vec<Vec<String>> = v
+        .offsets
+        .iter()
+        .map(|o| {
+            vec![
+                o.topic.clone(),
+                o.partition.to_string(),
+                o.offset.to_string(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     format!(
         "group {}: offsets reset\n{}",
-        s(&v["group"]),
+        v.group,
         table(&["TOPIC", "PARTITION", "OFFSET"], &rows)
     )
 }
@@ -305,59 +279,45 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 /// Human rendering of `topics list`.
-pub fn render_topics(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["topics"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|t| {
-                    vec![
-                        s(&t["name"]),
-                        s(&t["partitions"]),
-                        s(&t["replication_factor"]),
-                    ]
-                })
-                .collect()
+pub fn render_topics(v: &api::TopicList) -> String {
+    let rows: Vec<Vec<String>> = v
+        .topics
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.partitions.to_string(),
+                t.replication_factor.to_string(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(&["TOPIC", "PARTITIONS", "REPLICATION"], &rows)
 }
 
 /// Human rendering of `topics describe`.
-pub fn render_topic(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["partitions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    vec![
-                        s(&p["partition"]),
-                        s(&p["leader"]),
-                        s(&p["leader_epoch"]),
-                        s(&p["replicas"]),
-                        s(&p["isr"]),
-                        s(&p["log_start_offset"]),
-                        s(&p["high_watermark"]),
-                        s(&p["size_bytes"]),
-                    ]
-                })
-                .collect()
+pub fn render_topic(v: &api::TopicDescription) -> String {
+    let rows: Vec<Vec<String>> = v
+        .partitions
+        .iter()
+        .map(|p| {
+            vec![
+                p.partition.to_string(),
+                p.leader.to_string(),
+                p.leader_epoch.to_string(),
+                ids(&p.replicas),
+                ids(&p.isr),
+                p.log_start_offset.to_string(),
+                p.high_watermark.to_string(),
+                p.size_bytes.to_string(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     format!(
         "topic {}  replication {}  configs {}\n{}",
-        s(&v["name"]),
-        s(&v["replication_factor"]),
-        v["configs"],
+        v.name,
+        v.replication_factor,
+        serde_json::to_string(&v.configs).unwrap_or_default(),
         table(
             &[
                 "PARTITION",
@@ -375,56 +335,51 @@ pub fn render_topic(v: &Value) -> String {
 }
 
 /// Human rendering of `cluster status`.
-pub fn render_cluster(v: &Value) -> String {
-    let c = &v["controller"];
-    let rows: Vec<Vec<String>> = v["brokers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|b| {
-                    let id = b["id"].as_u64();
-                    let role = if id.is_some() && c["leader"].as_u64() == id {
-                        "controller (leader)"
-                    } else if b["voter"] == true {
-                        "voter"
-                    } else {
-                        "broker"
-                    };
-                    let age = b["last_heartbeat_ms_ago"].as_u64();
-                    // Silent for more than three heartbeat intervals: suspect, before the
-                    // session runs out and it is fenced.
-                    let suspect_after =
-                        3 * v["broker_heartbeat_interval_ms"].as_u64().unwrap_or(1000);
-                    let alive = match (b["alive"] == true, age) {
-                        (false, _) => "NO (fenced)".to_owned(),
-                        (true, Some(a)) if a > suspect_after => format!(
-                            "suspect (fenced after {:.1} s of silence)",
-                            v["broker_session_timeout_ms"].as_u64().unwrap_or(0) as f64 / 1e3
-                        ),
-                        (true, _) => "yes".to_owned(),
-                    };
-                    vec![
-                        s(&b["id"]),
-                        s(&b["address"]),
-                        alive,
-                        age.map_or_else(
-                            || "?".to_owned(),
-                            |a| format!("{:.1} s ago", a as f64 / 1e3),
-                        ),
-                        role.to_owned(),
-                    ]
-                })
-                .collect()
+pub fn render_cluster(v: &api::ClusterStatus) -> String {
+    let c = &v.controller;
+    let rows: Vec<Vec<String>> = v
+        .brokers
+        .iter()
+        .map(|b| {
+            let role = if c.leader == Some(b.id) {
+                "controller (leader)"
+            } else if b.voter {
+                "voter"
+            } else {
+                "broker"
+            };
+            let age = b.last_heartbeat_ms_ago;
+            // Silent for more than three heartbeat intervals: suspect, before the session
+            // runs out and it is fenced.
+            let suspect_after = 3 * v.broker_heartbeat_interval_ms;
+            let alive = match (b.alive, age) {
+                (false, _) => "NO (fenced)".to_owned(),
+                (true, Some(a)) if a > suspect_after => format!(
+                    "suspect (fenced after {:.1} s of silence)",
+                    v.broker_session_timeout_ms as f64 / 1e3
+                ),
+                (true, _) => "yes".to_owned(),
+            };
+            vec![
+                b.id.to_string(),
+                b.address.clone(),
+                alive,
+                age.map_or_else(
+                    || "?".to_owned(),
+                    |a| format!("{:.1} s ago", a as f64 / 1e3),
+                ),
+                role.to_owned(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     format!(
         "asked node {}: raft {} term {} leader {} last log {} applied {}\n{}",
-        s(&v["node_id"]),
-        s(&c["state"]),
-        s(&c["term"]),
-        s(&c["leader"]),
-        s(&c["last_log_index"]),
-        s(&c["last_applied"]),
+        v.node_id,
+        c.state,
+        c.term,
+        opt(c.leader),
+        opt(c.last_log_index),
+        opt(c.last_applied),
         table(&["ID", "ADDRESS", "ALIVE", "LAST HEARTBEAT", "ROLE"], &rows)
     )
 }

@@ -19,7 +19,7 @@ pub mod controller;
 pub mod groups;
 pub mod loadgen;
 pub mod metrics;
-pub mod net;
+pub mod node;
 pub mod server;
 pub mod storage;
 pub mod tail;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use client::{ClientConfig, CollectorClient};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use shared::{
@@ -190,18 +191,26 @@ fn stamp(t: &Template, producer_id: i64, seq: i32) -> Vec<u8> {
     b
 }
 
+/// Bytes asked per fetch by `bench consume`.
+const CONSUME_FETCH_BYTES: u64 = 8 << 20;
+
 /// Runs the produce load; returns the report as JSON.
 pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<serde_json::Value> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let base = opts.collector.trim_end_matches('/').to_owned();
+    let acks: api::Acks = opts.acks.parse().map_err(anyhow::Error::msg)?;
+    let client = Arc::new(CollectorClient::new(
+        std::slice::from_ref(&opts.collector),
+        ClientConfig::default(),
+    )?);
     // Create the topic with the requested partitions (fine if it exists).
-    let _ = http
-        .post(format!("{base}/v1/topics"))
-        .json(&json!({"name": opts.topic, "partitions": opts.partitions}))
-        .send()
-        .await?;
+    let create = api::CreateTopic {
+        partitions: Some(opts.partitions),
+        ..api::CreateTopic::named(&opts.topic)
+    };
+    match client.create_topic(&create).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(api::ErrorCode::TopicExists) => {}
+        Err(e) => return Err(e.into()),
+    }
     let totals = Arc::new(Totals::default());
     let hist = Arc::new(Mutex::new(new_hist()));
     let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
@@ -217,7 +226,7 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
     let deadline = start + opts.duration;
     let mut tasks = Vec::new();
     for w in 0..opts.producers {
-        let (http, base, opts) = (http.clone(), base.clone(), opts.clone());
+        let (client, opts) = (client.clone(), opts.clone());
         let (totals, hist, errors) = (totals.clone(), hist.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let tpl = tokio::task::spawn_blocking({
@@ -229,19 +238,11 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
             if tpl.is_empty() {
                 return;
             }
-            let pid = match http.post(format!("{base}/v1/producers")).send().await {
-                Ok(r) => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["producer_id"].as_i64())
-                    .unwrap_or(-1),
-                Err(_) => -1,
-            };
+            let pid = client
+                .allocate_producer()
+                .await
+                .map_or(-1, |p| p.producer_id);
             let mut seqs = vec![0i32; opts.partitions as usize];
-            // Each partition's leader, from the metadata; refreshed on not_leader or a dead
-            // connection.
-            let mut leaders = leader_bases(&http, &base, &opts.topic).await;
             let per_producer_rate = opts.rate.map(|r| r as f64 / opts.producers as f64);
             let mut sent_records = 0u64;
             let mut local = new_hist();
@@ -259,26 +260,14 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
                 let body = stamp(t, pid, seqs[p as usize]);
                 let wire = body.len() as u64;
                 let sent = Instant::now();
-                let target = leaders.get(&p).unwrap_or(&base);
-                let r = http
-                    .post(format!(
-                        "{target}/v1/topics/{}/partitions/{p}/batches?acks={}",
-                        opts.topic, opts.acks
-                    ))
-                    .header("content-type", "application/vnd.tributary.batches")
-                    .body(body)
-                    .send()
-                    .await;
-                let code = match r {
-                    Ok(r) if r.status().is_success() => None,
-                    Ok(r) => Some(
-                        r.json::<serde_json::Value>()
-                            .await
-                            .ok()
-                            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                            .unwrap_or_else(|| "http_error".into()),
-                    ),
-                    Err(_) => Some("connection".into()),
+                // The client routes to the partition's leader (refreshed on not_leader or
+                // a dead connection).
+                let code = match client
+                    .produce(&opts.topic, p, acks, bytes::Bytes::from(body))
+                    .await
+                {
+                    Ok(_) => None,
+                    Err(e) => Some(e.code().map_or("connection", |c| c.as_str()).to_owned()),
                 };
                 let _ = local.record(sent.elapsed().as_micros().max(1) as u64);
                 sent_records += u64::from(t.records);
@@ -294,9 +283,6 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
                         totals.wire_bytes.fetch_add(wire, Ordering::Relaxed);
                     }
                     Some(c) => {
-                        if c == "not_leader" || c == "connection" {
-                            leaders = leader_bases(&http, &base, &opts.topic).await;
-                        }
                         *errors.lock().await.entry(c).or_default() += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -342,41 +328,12 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
 
 /// Reads every partition of a topic from offset 0 to the high watermark seen at start.
 pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json::Value> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let bootstrap = collector.trim_end_matches('/');
-    let leaders = leader_bases(&http, bootstrap, topic).await;
+    let client = CollectorClient::new(&[collector.to_owned()], ClientConfig::default())?;
     // (partition, log start offset, high watermark, leader): each leader knows its own.
-    let mut parts: Vec<(u64, u64, u64, String)> = Vec::new();
-    let bases: std::collections::BTreeSet<String> = leaders
-        .values()
-        .cloned()
-        .chain([bootstrap.to_owned()])
-        .collect();
-    for b in bases {
-        let t: serde_json::Value = http
-            .get(format!("{b}/v1/topics/{topic}"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        for p in t["partitions"].as_array().into_iter().flatten() {
-            let n = |k: &str| p[k].as_u64().unwrap_or(0);
-            let leader = leaders
-                .get(&(n("partition") as u32))
-                .cloned()
-                .unwrap_or_else(|| bootstrap.to_owned());
-            if leader == b {
-                parts.push((
-                    n("partition"),
-                    n("log_start_offset"),
-                    n("high_watermark"),
-                    leader,
-                ));
-            }
-        }
+    let mut parts: Vec<(u32, u64, u64, String)> = Vec::new();
+    for (p, base) in client.topic_leaders(topic).await? {
+        let o = client.partition_offsets_at(&base, topic, p).await?;
+        parts.push((p, o.log_start_offset, o.high_watermark, base));
     }
     let limits = BatchLimits::default();
     let start = Instant::now();
@@ -384,13 +341,12 @@ pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json:
     for (p, start, hw, base) in parts {
         let mut offset = start;
         while offset < hw {
-            let bytes = http
-                .get(format!("{base}/v1/topics/{topic}/partitions/{p}/batches?offset={offset}&max_bytes=8388608"))
-                .send()
-                .await?
-                .error_for_status()?
-                .bytes()
-                .await?;
+            let q = api::FetchQuery {
+                offset,
+                max_bytes: Some(CONSUME_FETCH_BYTES),
+                max_wait_ms: None,
+            };
+            let bytes = client.fetch_at(&base, topic, p, &q).await?.bytes;
             if bytes.is_empty() {
                 break;
             }
@@ -486,35 +442,4 @@ pub fn write_logs(
         total += written;
     }
     Ok((lines, total))
-}
-
-/// partition -> base URL of its leader, from `base`'s metadata (empty when unavailable:
-/// requests then go to `base`).
-async fn leader_bases(http: &reqwest::Client, base: &str, topic: &str) -> BTreeMap<u32, String> {
-    let Ok(r) = http.get(format!("{base}/v1/metadata")).send().await else {
-        return BTreeMap::new();
-    };
-    let Ok(v) = r.json::<serde_json::Value>().await else {
-        return BTreeMap::new();
-    };
-    let addresses: BTreeMap<u64, String> = v["brokers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| Some((b["id"].as_u64()?, b["address"].as_str()?.to_owned())))
-        .collect();
-    v["topics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["name"] == topic)
-        .flat_map(|t| t["partitions"].as_array().cloned().unwrap_or_default())
-        .filter_map(|p| {
-            let addr = addresses.get(&p["leader"].as_u64()?)?;
-            Some((
-                u32::try_from(p["partition"].as_u64()?).ok()?,
-                format!("http://{addr}"),
-            ))
-        })
-        .collect()
 }

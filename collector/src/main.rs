@@ -321,54 +321,61 @@ fn parse_kv(s: &str) -> Result<(String, i64), String> {
     Ok((k.to_owned(), v))
 }
 
+/// Prints a reply as JSON or through its human rendering.
+fn print<T: serde::Serialize>(
+    output: Output,
+    v: &T,
+    human: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Table => println!("{}", human(v)),
+    }
+    Ok(())
+}
+
 async fn topics(command: TopicsCommand, collector: &str, output: Output) -> anyhow::Result<()> {
-    let c = AdminClient::new(collector);
-    let (v, human): (serde_json::Value, fn(&serde_json::Value) -> String) = match command {
-        TopicsCommand::List => (c.topics_list().await?, admin::render_topics),
-        TopicsCommand::Describe { name } => (c.topic_describe(&name).await?, admin::render_topic),
+    let c = AdminClient::new(collector)?;
+    match command {
+        TopicsCommand::List => print(output, &c.topics_list().await?, admin::render_topics),
+        TopicsCommand::Describe { name } => {
+            print(output, &c.topic_describe(&name).await?, admin::render_topic)
+        }
         TopicsCommand::Create {
             name,
             partitions,
             replication_factor,
             configs,
         } => {
-            let configs: serde_json::Map<String, serde_json::Value> =
-                configs.into_iter().map(|(k, v)| (k, v.into())).collect();
-            (
-                c.topic_create(&name, partitions, replication_factor, configs.into())
-                    .await?,
-                admin::render_topic,
-            )
+            let t = c
+                .topic_create(&name, partitions, replication_factor, &configs)
+                .await?;
+            print(output, &t, admin::render_topic)
         }
         TopicsCommand::Delete { name } => {
             c.topic_delete(&name).await?;
-            (serde_json::json!({"deleted": name}), |v| {
+            print(output, &serde_json::json!({"deleted": name}), |v| {
                 format!("deleted {}", v["deleted"].as_str().unwrap_or_default())
             })
         }
-    };
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        Output::Table => println!("{}", human(&v)),
     }
-    Ok(())
 }
 
 async fn groups(command: GroupsCommand, collector: &str, output: Output) -> anyhow::Result<()> {
-    let c = AdminClient::new(collector);
-    let (v, human): (serde_json::Value, fn(&serde_json::Value) -> String) = match command {
-        GroupsCommand::List => (c.groups_list().await?, admin::render_groups),
-        GroupsCommand::Describe { group } => (c.group_describe(&group).await?, admin::render_group),
-        GroupsCommand::ResetOffsets { group, topic, to } => (
-            c.group_reset_offsets(&group, &topic, &to).await?,
+    let c = AdminClient::new(collector)?;
+    match command {
+        GroupsCommand::List => print(output, &c.groups_list().await?, admin::render_groups),
+        GroupsCommand::Describe { group } => print(
+            output,
+            &c.group_describe(&group).await?,
+            admin::render_group,
+        ),
+        GroupsCommand::ResetOffsets { group, topic, to } => print(
+            output,
+            &c.group_reset_offsets(&group, &topic, &to).await?,
             admin::render_reset,
         ),
-    };
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        Output::Table => println!("{}", human(&v)),
     }
-    Ok(())
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -479,12 +486,8 @@ fn run_cli() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let collector = rt.block_on(target.pick())?;
-            let v = rt.block_on(AdminClient::new(&collector).cluster_status())?;
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-                Output::Table => println!("{}", admin::render_cluster(&v)),
-            }
-            Ok(())
+            let v = rt.block_on(AdminClient::new(&collector)?.cluster_status())?;
+            print(output, &v, admin::render_cluster)
         }
         Command::Groups {
             command,
@@ -527,7 +530,7 @@ fn run_cli() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(collector::server::run(config, shutdown_signal(), |addr| {
+            rt.block_on(collector::node::run(config, shutdown_signal(), |addr| {
                 println!("collector listening on http://{addr}");
             }))?;
             Ok(())

@@ -142,6 +142,37 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Sets the gauges that are read from state at scrape time (partitions, log bytes,
+    /// producers, offline directories, group lag; lag gauges are rebuilt, so deleted groups
+    /// disappear).
+    pub fn refresh(&self, broker: &crate::broker::Broker, groups: &crate::groups::GroupService) {
+        let parts = broker.logs.partitions();
+        self.partitions.set(parts.len() as i64);
+        let bytes: u64 = parts
+            .iter()
+            .filter_map(|(tp, _)| broker.logs.get(tp))
+            .map(|log| shared::sys::lock(&log).size_bytes())
+            .sum();
+        self.log_bytes.set(bytes as i64);
+        let producers: usize = broker
+            .open_partitions()
+            .iter()
+            .map(|p| p.producer_count())
+            .sum();
+        self.producers.set(producers as i64);
+        self.data_dirs_offline.set(broker.offline_dirs() as i64);
+        self.group_lag.clear();
+        for (group, topic, partition, lag) in groups.lags() {
+            self.group_lag
+                .get_or_create(&LagLabels {
+                    group,
+                    topic,
+                    partition,
+                })
+                .set(lag as i64);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -20,15 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
+use api::{CommitRequest, ErrorCode, HeartbeatRequest, JOIN_EPOCH, LEAVE_EPOCH, OffsetEntry};
+use client::{ClientError, CollectorClient};
 use shared::{BatchIter, BatchLimits, DecodedRecords};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::controller::state::OffsetEntry;
-use crate::groups::coordinator::{JOIN_EPOCH, LEAVE_EPOCH, from_wire, to_wire};
-use crate::groups::{CommitRequest, HeartbeatReply, HeartbeatRequest};
+use crate::groups::coordinator::{from_wire, to_wire};
 
 type Tp = (String, u32);
 
@@ -71,13 +68,11 @@ pub enum TailError {
     Fatal(String),
 }
 
-/// An error reply of the collector, or a transport failure (`status` 0).
-#[derive(Debug, Clone)]
+/// A failed call to the collector, and what the member was doing.
+#[derive(Debug)]
 struct ApiErr {
-    status: u16,
-    code: String,
-    message: String,
-    /// What the member was doing ("heartbeat", "reading committed offsets", …).
+    error: ClientError,
+    /// "heartbeat", "reading committed offsets", …
     during: Option<&'static str>,
 }
 
@@ -86,6 +81,19 @@ impl ApiErr {
         self.during.get_or_insert(what);
         self
     }
+
+    fn code(&self) -> Option<ErrorCode> {
+        self.error.code()
+    }
+}
+
+impl From<ClientError> for ApiErr {
+    fn from(error: ClientError) -> Self {
+        Self {
+            error,
+            during: None,
+        }
+    }
 }
 
 impl std::fmt::Display for ApiErr {
@@ -93,121 +101,21 @@ impl std::fmt::Display for ApiErr {
         if let Some(what) = self.during {
             write!(f, "{what}: ")?;
         }
-        if self.status == 0 {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{} (HTTP {}): {}", self.code, self.status, self.message)
-        }
+        write!(f, "{}", self.error)
     }
 }
 
-fn transport(e: reqwest::Error) -> ApiErr {
-    let at = e
-        .url()
-        .map(|u| format!(" ({})", u.authority()))
-        .unwrap_or_default();
-    ApiErr {
-        status: 0,
-        code: "unreachable".into(),
-        message: format!("{}{at}", crate::net::describe(&e)),
-        during: None,
+/// `partition -> (log start, high watermark)` of a topic, asked of each leader.
+async fn partition_offsets(
+    api: &CollectorClient,
+    topic: &str,
+) -> Result<BTreeMap<u32, (u64, u64)>, ApiErr> {
+    let mut out = BTreeMap::new();
+    for (p, base) in api.topic_leaders(topic).await? {
+        let o = api.partition_offsets_at(&base, topic, p).await?;
+        out.insert(p, (o.log_start_offset, o.high_watermark));
     }
-}
-
-async fn error_of(resp: reqwest::Response) -> ApiErr {
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    ApiErr {
-        status,
-        code: v["error"]["code"]
-            .as_str()
-            .unwrap_or("http_error")
-            .to_owned(),
-        message: v["error"]["message"].as_str().unwrap_or("").to_owned(),
-        during: None,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, ApiErr> {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_of(resp).await);
-        }
-        resp.json().await.map_err(transport)
-    }
-
-    /// partition -> base URL of its leader, from the bootstrap collector's metadata.
-    async fn leaders(&self, topic: &str) -> Result<BTreeMap<u32, String>, ApiErr> {
-        let v = self
-            .json(reqwest::Method::GET, "/v1/metadata", None)
-            .await?;
-        let addresses: BTreeMap<u64, String> = v["brokers"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|b| Some((b["id"].as_u64()?, b["address"].as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let t = v["topics"]
-            .as_array()
-            .and_then(|a| a.iter().find(|t| t["name"] == topic))
-            .ok_or_else(|| ApiErr {
-                status: 404,
-                code: "unknown_topic".into(),
-                message: format!("topic {topic} does not exist"),
-                during: None,
-            })?;
-        Ok(t["partitions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| {
-                        let leader = addresses.get(&p["leader"].as_u64()?)?;
-                        Some((
-                            u32::try_from(p["partition"].as_u64()?).ok()?,
-                            format!("http://{leader}"),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    /// `(partition -> (log start, high watermark))` of a topic, asked of each leader.
-    async fn partitions(&self, topic: &str) -> Result<BTreeMap<u32, (u64, u64)>, ApiErr> {
-        let mut out = BTreeMap::new();
-        for (p, base) in self.leaders(topic).await? {
-            let url = format!("{base}/internal/partition-offsets?topic={topic}&partition={p}");
-            let resp = self.http.get(&url).send().await.map_err(transport)?;
-            if !resp.status().is_success() {
-                return Err(error_of(resp).await);
-            }
-            let v: Value = resp.json().await.map_err(transport)?;
-            if let (Some(hw), Some(start)) =
-                (v["high_watermark"].as_u64(), v["log_start_offset"].as_u64())
-            {
-                out.insert(p, (start, hw));
-            }
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// What the fetchers send the writer.
@@ -359,43 +267,15 @@ fn render(
                     out.push(b'\n');
                 }
                 Format::Json => {
-                    let mut obj = serde_json::Map::new();
-                    obj.insert("topic".into(), json!(topic));
-                    obj.insert("partition".into(), json!(partition));
-                    obj.insert("offset".into(), json!(offset));
-                    obj.insert(
-                        "timestamp".into(),
-                        json!(h.base_timestamp.wrapping_add(r.timestamp_delta)),
-                    );
-                    let mut headers = serde_json::Map::new();
-                    for hd in r.headers() {
-                        let k = String::from_utf8_lossy(hd.key).into_owned();
-                        let v = match hd.value.map(std::str::from_utf8) {
-                            None => Value::Null,
-                            Some(Ok(t)) => json!(t),
-                            Some(Err(_)) => {
-                                json!({"b64": B64.encode(hd.value.unwrap_or_default())})
-                            }
-                        };
-                        headers.insert(k, v);
-                    }
-                    obj.insert("headers".into(), Value::Object(headers));
-                    if let Some(k) = r.key {
-                        match std::str::from_utf8(k) {
-                            Ok(t) => obj.insert("key".into(), json!(t)),
-                            Err(_) => obj.insert("key_b64".into(), json!(B64.encode(k))),
-                        };
-                    }
-                    match r.value.map(std::str::from_utf8) {
-                        None => obj.insert("value".into(), Value::Null),
-                        Some(Ok(t)) => obj.insert("value".into(), json!(t)),
-                        Some(Err(_)) => obj.insert(
-                            "value_b64".into(),
-                            json!(B64.encode(r.value.unwrap_or_default())),
-                        ),
-                    };
-                    serde_json::to_writer(&mut out, &Value::Object(obj))
-                        .map_err(|e| e.to_string())?;
+                    let rec = api::RecordJson::new(
+                        offset,
+                        h.base_timestamp.wrapping_add(r.timestamp_delta),
+                        r.key,
+                        r.value,
+                        r.headers().map(|hd| (hd.key, hd.value)),
+                    )
+                    .located(topic, partition);
+                    serde_json::to_writer(&mut out, &rec).map_err(|e| e.to_string())?;
                     out.push(b'\n');
                 }
             }
@@ -417,40 +297,27 @@ impl<T> Drop for AbortOnDrop<T> {
 type FetchReply = Result<(bytes::Bytes, u64), ApiErr>;
 
 fn spawn_fetch(
-    api: &Api,
+    api: &Arc<CollectorClient>,
     base: &str,
     tp: &Tp,
     offset: u64,
     opts: &TailOptions,
 ) -> AbortOnDrop<FetchReply> {
-    let url = format!(
-        "{}/v1/topics/{}/partitions/{}/batches?offset={offset}&max_bytes={}&max_wait_ms={}",
-        base,
-        tp.0,
-        tp.1,
-        opts.fetch_bytes,
-        opts.fetch_wait.as_millis()
-    );
-    let http = api.http.clone();
+    let q = api::FetchQuery {
+        offset,
+        max_bytes: Some(opts.fetch_bytes),
+        max_wait_ms: Some(opts.fetch_wait.as_millis() as u64),
+    };
+    let (api, base, tp) = (api.clone(), base.to_owned(), tp.clone());
     AbortOnDrop(tokio::spawn(async move {
-        let resp = http.get(&url).send().await.map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_of(resp).await);
-        }
-        let hw = resp
-            .headers()
-            .get(crate::server::api::HW_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let bytes = resp.bytes().await.map_err(transport)?;
-        Ok((bytes, hw))
+        let r = api.fetch_at(&base, &tp.0, tp.1, &q).await?;
+        Ok((r.bytes, r.high_watermark))
     }))
 }
 
 /// One partition's fetch loop: runs until aborted.
 async fn fetcher(
-    api: Api,
+    api: Arc<CollectorClient>,
     tp: Tp,
     generation: u64,
     mut offset: u64,
@@ -462,30 +329,26 @@ async fn fetcher(
         batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
         uncompressed_bytes_max: BatchLimits::default().uncompressed_bytes_max,
     };
-    let mut backoff = Duration::from_millis(100);
+    let retry = client::RetryPolicy::new(FETCH_RETRY_INITIAL, FETCH_RETRY_MAX);
+    let mut delays = retry.delays();
     // Fetch from the partition's leader, found through the bootstrap collector.
-    let leader_of = |api: Api, tp: Tp| async move {
-        api.leaders(&tp.0)
+    let leader_of = |api: Arc<CollectorClient>, tp: Tp| async move {
+        api.topic_leaders(&tp.0)
             .await
             .ok()
             .and_then(|l| l.get(&tp.1).cloned())
-            .unwrap_or_else(|| api.base.clone())
+            .unwrap_or_else(|| api.bootstrap_base().to_owned())
     };
     let mut base = leader_of(api.clone(), tp.clone()).await;
     let mut pending = spawn_fetch(&api, &base, &tp, offset, &opts);
     loop {
         let reply = match (&mut pending.0).await {
             Ok(r) => r,
-            Err(e) => Err(ApiErr {
-                status: 0,
-                code: "task".into(),
-                message: e.to_string(),
-                during: None,
-            }),
+            Err(e) => Err(ApiErr::from(ClientError::Setup(format!("fetch task: {e}")))),
         };
         match reply {
             Ok((bytes, high)) => {
-                backoff = Duration::from_millis(100);
+                delays = retry.delays();
                 hw.store(high, Ordering::Relaxed);
                 if bytes.is_empty() {
                     pending = spawn_fetch(&api, &base, &tp, offset, &opts);
@@ -531,16 +394,15 @@ async fn fetcher(
                     }
                     Err(msg) => {
                         tracing::error!(partition = %format!("{}-{}", tp.0, tp.1), offset, error = %msg, "cannot decode; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        tokio::time::sleep(delays.next().unwrap_or(FETCH_RETRY_MAX)).await;
                         pending = spawn_fetch(&api, &base, &tp, offset, &opts);
                     }
                 }
             }
-            Err(e) if e.code == "offset_out_of_range" => {
+            Err(e) if e.code() == Some(ErrorCode::OffsetOutOfRange) => {
                 // Retention deleted what the group had not read, or the offset is past the
                 // end: move to the nearest valid offset.
-                match api.partitions(&tp.0).await {
+                match partition_offsets(&api, &tp.0).await {
                     Ok(parts) => {
                         if let Some((start, high)) = parts.get(&tp.1) {
                             let to = offset.clamp(*start, *high);
@@ -562,15 +424,13 @@ async fn fetcher(
                     }
                     Err(e) => tracing::warn!(error = %e, "reading partition offsets"),
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(delays.next().unwrap_or(FETCH_RETRY_MAX)).await;
                 pending = spawn_fetch(&api, &base, &tp, offset, &opts);
             }
             Err(e) => {
                 tracing::warn!(partition = %format!("{}-{}", tp.0, tp.1), error = %e, "fetch failed; retrying");
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                if e.code == "not_leader" || e.status == 0 {
+                tokio::time::sleep(delays.next().unwrap_or(FETCH_RETRY_MAX)).await;
+                if e.code() == Some(ErrorCode::NotLeader) || e.code().is_none() {
                     // Leadership moved or the broker is gone: ask the metadata again.
                     base = leader_of(api.clone(), tp.clone()).await;
                 }
@@ -580,14 +440,11 @@ async fn fetcher(
     }
 }
 
-/// A backoff with ±25% jitter, so members do not retry in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    let f = 0.75 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(f)
-}
+/// Pauses between a fetcher's failed rounds, and between failed heartbeats.
+const FETCH_RETRY_INITIAL: Duration = Duration::from_millis(100);
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often `--stats` prints.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 struct Owned {
     _task: AbortOnDrop<()>,
@@ -602,7 +459,7 @@ enum Stop {
 }
 
 struct Member {
-    api: Api,
+    api: Arc<CollectorClient>,
     opts: Arc<TailOptions>,
     tx: mpsc::Sender<Msg>,
     member_id: Option<String>,
@@ -634,34 +491,29 @@ impl Member {
             owned: Some(to_wire(&self.owned.keys().cloned().collect())),
             client: Some(self.client.clone()),
         };
-        let path = format!("/v1/groups/{}/heartbeat", self.opts.group);
-        let v = self
+        let reply = match self
             .api
-            .json(
-                reqwest::Method::POST,
-                &path,
-                Some(serde_json::to_value(&req).unwrap_or_default()),
-            )
-            .await;
-        let reply: HeartbeatReply = match v {
-            Ok(v) => serde_json::from_value(v).map_err(|e| ApiErr {
-                status: 0,
-                code: "bad_reply".into(),
-                message: e.to_string(),
-                during: Some("heartbeat"),
-            })?,
-            Err(e) if e.code == "unknown_member_id" || e.code == "fenced_member_epoch" => {
+            .heartbeat(None, &self.opts.group, &req, false)
+            .await
+        {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch)
+                ) =>
+            {
                 tracing::warn!(error = %e, "fenced by the group coordinator; rejoining");
                 self.drop_all().await;
                 // A fenced member rejoins under its id, which frees what the coordinator
                 // still counts as its at once; an unknown one (expired) gets a new id.
-                if e.code == "unknown_member_id" {
+                if e.code() == Some(ErrorCode::UnknownMemberId) {
                     self.member_id = None;
                 }
                 self.epoch = JOIN_EPOCH;
                 return Ok(());
             }
-            Err(e) => return Err(e.during("heartbeat")),
+            Err(e) => return Err(ApiErr::from(e).during("heartbeat")),
         };
         if self.member_id.as_deref() != Some(reply.member_id.as_str()) {
             tracing::info!(member = %reply.member_id, group = %self.opts.group, "joined");
@@ -707,9 +559,7 @@ impl Member {
                 .read_committed()
                 .await
                 .map_err(|e| e.during("reading the group's committed offsets"))?;
-            let parts = self
-                .api
-                .partitions(&self.opts.topic)
+            let parts = partition_offsets(&self.api, &self.opts.topic)
                 .await
                 .map_err(|e| e.during("reading the topic's partition offsets"))?;
             for tp in added {
@@ -764,30 +614,12 @@ impl Member {
     }
 
     async fn read_committed(&self) -> Result<BTreeMap<Tp, u64>, ApiErr> {
-        let v = self
-            .api
-            .json(
-                reqwest::Method::GET,
-                &format!("/v1/groups/{}/offsets", self.opts.group),
-                None,
-            )
-            .await?;
-        Ok(v["offsets"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|o| {
-                        Some((
-                            (
-                                o["topic"].as_str()?.to_owned(),
-                                u32::try_from(o["partition"].as_u64()?).ok()?,
-                            ),
-                            o["offset"].as_u64()?,
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        let reply = self.api.group_offsets(None, &self.opts.group).await?;
+        Ok(reply
+            .offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), o.offset))
+            .collect())
     }
 
     /// Commits positions that moved since the last commit.
@@ -812,16 +644,7 @@ impl Member {
             member_epoch: self.epoch,
             offsets: offsets.clone(),
         };
-        let path = format!("/v1/groups/{}/offsets", self.opts.group);
-        match self
-            .api
-            .json(
-                reqwest::Method::POST,
-                &path,
-                Some(serde_json::to_value(&req).unwrap_or_default()),
-            )
-            .await
-        {
+        match self.api.commit(None, &self.opts.group, &req, false).await {
             Ok(_) => {
                 for e in offsets {
                     tracing::debug!(partition = %format!("{}-{}", e.topic, e.partition), offset = e.offset, "committed");
@@ -831,7 +654,7 @@ impl Member {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "commit refused or failed");
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -868,14 +691,9 @@ impl Member {
             member_epoch: LEAVE_EPOCH,
             ..Default::default()
         };
-        let path = format!("/v1/groups/{}/heartbeat", self.opts.group);
         if let Err(e) = self
             .api
-            .json(
-                reqwest::Method::POST,
-                &path,
-                Some(serde_json::to_value(&req).unwrap_or_default()),
-            )
+            .heartbeat(None, &self.opts.group, &req, false)
             .await
         {
             tracing::warn!(error = %e, "leaving the group failed; the session will expire");
@@ -902,22 +720,20 @@ async fn signal() {
 pub async fn run(opts: TailOptions) -> Result<(), TailError> {
     crate::groups::validate_group(&opts.group).map_err(|e| TailError::Fatal(e.to_string()))?;
     shared::names::validate_topic(&opts.topic).map_err(|e| TailError::Fatal(e.to_string()))?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(opts.fetch_wait + Duration::from_secs(30))
-        .build()
-        .map_err(|e| TailError::Fatal(e.to_string()))?;
-    let api = Api {
-        base: opts.collector.trim_end_matches('/').to_owned(),
-        http,
-    };
+    let api = Arc::new(
+        CollectorClient::new(
+            std::slice::from_ref(&opts.collector),
+            client::ClientConfig::default(),
+        )
+        .map_err(|e| TailError::Fatal(e.to_string()))?,
+    );
     // --no-follow: the high watermarks to reach.
     let goal: Option<BTreeMap<u32, u64>> = if opts.follow {
         None
     } else {
-        match api.partitions(&opts.topic).await {
+        match partition_offsets(&api, &opts.topic).await {
             Ok(p) => Some(p.into_iter().map(|(k, (_, hw))| (k, hw)).collect()),
-            Err(e) if e.code == "unknown_topic" => {
+            Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => {
                 return Err(TailError::UnknownTopic(opts.topic.clone()));
             }
             Err(e) => return Err(TailError::Fatal(format!("reading {}: {e}", opts.topic))),
@@ -948,13 +764,14 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
         client: format!("{host}/{}", std::process::id()),
     };
     let mut next_beat = tokio::time::Instant::now();
-    let mut beat_backoff = Duration::from_millis(100);
+    let beat_retry = client::RetryPolicy::new(FETCH_RETRY_INITIAL, FETCH_RETRY_MAX);
+    let mut beat_delays = beat_retry.delays();
     let mut commit_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + opts.commit_interval,
         opts.commit_interval,
     );
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     let mut last_stats = (Instant::now(), 0u64, 0u64);
     let sig = signal();
     tokio::pin!(sig);
@@ -965,22 +782,21 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
             () = tokio::time::sleep_until(next_beat) => {
                 match m.heartbeat().await {
                     Ok(()) => {
-                        beat_backoff = Duration::from_millis(100);
+                        beat_delays = beat_retry.delays();
                         // While partitions are still moving, ask again soon.
                         let wait = if m.stable { m.heartbeat_interval } else { m.heartbeat_interval.min(Duration::from_millis(200)) };
                         next_beat = tokio::time::Instant::now() + wait;
                     }
                     Err(e) => {
                         tracing::warn!("group member: {e}; retrying");
-                        next_beat = tokio::time::Instant::now() + jitter(beat_backoff);
-                        beat_backoff = (beat_backoff * 2).min(Duration::from_secs(5));
+                        next_beat = tokio::time::Instant::now() + beat_delays.next().unwrap_or(FETCH_RETRY_MAX);
                     }
                 }
             }
             _ = commit_tick.tick() => {
                 let positions = match m.commit_flushed().await {
                     Ok(p) => p,
-                    Err(e) if e.code == "unknown_member_id" || e.code == "fenced_member_epoch" || e.code == "not_partition_owner" => {
+                    Err(e) if matches!(e.code(), Some(ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch | ErrorCode::NotPartitionOwner)) => {
                         // The next heartbeat sorts out membership.
                         next_beat = tokio::time::Instant::now();
                         continue;
@@ -1061,7 +877,7 @@ mod tests {
         assert_eq!(out, b"b\nc\n");
         assert_eq!((n, next), (2, 3));
         let (out, _, _) = render("logs", 0, &bytes, 2, Format::Json, &limits).expect("json");
-        let v: Value = serde_json::from_slice(&out).expect("one json line");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("one json line");
         assert_eq!(v["value"], "c");
         assert_eq!(v["offset"], 2);
         assert_eq!(v["headers"]["host"], "h");

@@ -20,6 +20,7 @@ pub mod error;
 pub mod names;
 pub mod records;
 pub mod report;
+pub mod sys;
 pub mod varint;
 
 pub use batch::{BatchHeader, BatchIter, BatchLimits, Compression};

@@ -1,18 +1,31 @@
-//! The broker: which partitions this node holds, and the produce / fetch / producer-id logic
-//! behind the HTTP API (which only translates). No axum and no JSON here.
+//! The broker: which partitions this node holds, and the services every front end calls —
+//! produce ([`produce`]), fetch ([`fetch`]), topic admin and the views ([`views`]). The
+//! HTTP handlers in `server` only translate to and from these calls.
+//!
+//! Invariant: nothing here sees an HTTP type (axum, status codes, headers) or builds JSON;
+//! requests and replies are `api` types, failures are [`BrokerError`] variants. Calls to
+//! other brokers go through `client::CollectorClient`.
 
+pub mod fetch;
 pub mod partition;
+pub mod produce;
 pub mod producer_state;
 pub mod replica;
+pub mod views;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use client::{ClientConfig, ClientError, CollectorClient};
 
 use crate::config::Config;
 use crate::controller::state::{
     CommandResult, MetadataCommand, MetadataError, TopicConfigs, TopicMeta,
 };
 use crate::controller::{Controller, ControllerError};
+use crate::metrics::Metrics;
 use crate::storage::manager::TopicPartition;
 use crate::storage::{LogConfig, LogManager, StorageError};
 pub use partition::{Acks, BatchAck, Partition, PartitionRef, ProduceError};
@@ -43,7 +56,76 @@ pub enum BrokerError {
     Storage(#[from] StorageError),
     #[error("internal: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error("{0}")]
+    InvalidBatch(String),
+    #[error("{0}")]
+    InvalidRecord(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    /// A stored batch that does not decode.
+    #[error("{0}")]
+    CorruptBatch(String),
+    #[error("{topic}-{partition} has {isr} in-sync replicas, min_insync_replicas is {min}")]
+    NotEnoughReplicas {
+        topic: String,
+        partition: u32,
+        isr: usize,
+        min: usize,
+    },
+    /// acks=all: appended at the leader, but the in-sync replicas fell below the minimum
+    /// while the produce waited.
+    #[error("{0}")]
+    NotEnoughReplicasAfterAppend(String),
+    #[error("{0}")]
+    RequestTimedOut(String),
+    /// A follower fetch from a broker that is not a follower of the partition.
+    #[error("{0}")]
+    NotAReplica(String),
+    /// A follower asked past this leader's log end (it must truncate first).
+    #[error("offset {offset} is past the leader's log end {end}")]
+    PastLogEnd { offset: u64, end: u64 },
+    #[error("the server is stopping")]
+    ShuttingDown,
+    #[error("no local replica of {0}")]
+    NoLocalReplica(String),
+    /// A relayed request's target could not be reached.
+    #[error("{0}")]
+    PeerUnavailable(String),
+    /// A JSON produce's partition leader could not be reached.
+    #[error("{0}")]
+    LeaderUnavailable(String),
+    /// Another broker refused a relayed request: its own error, passed on.
+    #[error("{}", .0.message)]
+    Relayed(api::ErrorBody),
 }
+
+impl BrokerError {
+    /// A failed call to another broker: its refusal relayed, or `PeerUnavailable`.
+    pub fn from_peer(what: &str, e: ClientError) -> Self {
+        match e {
+            ClientError::Api { error, .. } => BrokerError::Relayed(api::ErrorBody {
+                message: format!("{what}: {}", error.message),
+                ..error
+            }),
+            other => BrokerError::PeerUnavailable(format!("{what}: {other}")),
+        }
+    }
+}
+
+/// Calls to other brokers that answer at once (partition offsets, epoch ends, producer
+/// state); a follower's fetch adds its long-poll wait.
+pub const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests relayed for a client (a JSON produce to its leader, a group request to the
+/// coordinator): as long as the longest wait the target may take (acks=all), and some.
+pub const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+/// Establishing a connection to another broker.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an acks=all produce waits for the in-sync replicas.
+pub const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// "the leader is broker 2 at 10.0.0.6:7400", for error messages people read.
 pub fn leader_text(leader: Option<u64>, address: Option<&str>) -> String {
@@ -59,23 +141,54 @@ pub struct Broker {
     pub config: Config,
     pub logs: LogManager,
     pub controller: Arc<Controller>,
+    pub metrics: Arc<Metrics>,
     partitions: RwLock<HashMap<TopicPartition, PartitionRef>>,
-    /// For asking other brokers (partition offsets).
-    http: reqwest::Client,
+    /// Calls to other brokers that answer at once ([`PEER_REQUEST_TIMEOUT`]).
+    pub peers: CollectorClient,
+    /// Requests relayed for clients ([`RELAY_REQUEST_TIMEOUT`]).
+    pub relay: CollectorClient,
+    /// Spreads keyless JSON produces over the partitions this broker leads.
+    spread: AtomicU32,
 }
 
 impl Broker {
-    pub fn new(config: Config, logs: LogManager, controller: Arc<Controller>) -> Self {
-        Self {
+    pub fn new(
+        config: Config,
+        logs: LogManager,
+        controller: Arc<Controller>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BrokerError> {
+        let peer_client = |request_timeout| {
+            CollectorClient::new(
+                std::slice::from_ref(&config.advertise),
+                ClientConfig {
+                    request_timeout,
+                    connect_timeout: PEER_CONNECT_TIMEOUT,
+                    ..ClientConfig::default()
+                },
+            )
+            .map_err(|e| BrokerError::Internal(e.to_string()))
+        };
+        Ok(Self {
+            peers: peer_client(PEER_REQUEST_TIMEOUT)?,
+            relay: peer_client(RELAY_REQUEST_TIMEOUT)?,
             config,
             logs,
             controller,
+            metrics,
             partitions: RwLock::new(HashMap::new()),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-        }
+            spread: AtomicU32::new(0),
+        })
+    }
+
+    /// The advertised address of broker `id`, when it is registered and not fenced.
+    pub fn live_broker_address(&self, id: u64) -> Option<String> {
+        self.controller
+            .metadata()
+            .brokers
+            .get(&id)
+            .filter(|b| !b.fenced)
+            .map(|b| b.address.clone())
     }
 
     /// `(high watermark, log start)` of a partition this broker holds; `(0, 0)` before its
@@ -119,28 +232,17 @@ impl Broker {
             .get(&pm.leader)
             .map(|b| b.address.clone())
             .ok_or_else(|| BrokerError::Internal(format!("leader {} unknown", pm.leader)))?;
-        let unavailable = |e: String| {
-            BrokerError::Controller(ControllerError::Unavailable(format!(
-                "offsets of {topic}-{partition} from broker {}: {e}",
-                pm.leader
-            )))
-        };
-        let v: serde_json::Value = self
-            .http
-            .get(format!(
-                "http://{addr}/internal/partition-offsets?topic={topic}&partition={partition}"
-            ))
-            .send()
+        let o = self
+            .peers
+            .partition_offsets_at(&client::base_url(&addr), topic, partition)
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| unavailable(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        match (v["high_watermark"].as_u64(), v["log_start_offset"].as_u64()) {
-            (Some(hw), Some(start)) => Ok((hw, start)),
-            _ => Err(unavailable(format!("unexpected reply {v}"))),
-        }
+            .map_err(|e| {
+                BrokerError::Controller(ControllerError::Unavailable(format!(
+                    "offsets of {topic}-{partition} from broker {}: {e}",
+                    pm.leader
+                )))
+            })?;
+        Ok((o.high_watermark, o.log_start_offset))
     }
 
     /// The storage settings of a topic: its own configs over the broker defaults.

@@ -4,7 +4,7 @@
 //! Everything here is blocking (file I/O, fsync); the HTTP layer calls it from
 //! `spawn_blocking`. Lock order: producer table, then log. No lock is held during an fsync.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use shared::batch::BatchIter;
 use shared::{BatchHeader, BatchLimits};
@@ -14,38 +14,7 @@ use super::producer_state::{self, ProducerError, ProducerTable, Verdict};
 use crate::storage::manager::{SharedLog, TopicPartition};
 use crate::storage::{FlushPolicy, GroupCommit, ReadResult, StorageError, ValidatedBatches};
 
-/// How many acknowledgements a produce waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    /// Reply before the batch is even appended.
-    None,
-    /// The leader has it (and, with flush `always`, fsynced it).
-    Leader,
-    /// Every in-sync replica has it (on a single node: as `Leader`).
-    All,
-}
-
-impl std::str::FromStr for Acks {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "0" => Ok(Acks::None),
-            "1" => Ok(Acks::Leader),
-            "all" | "-1" => Ok(Acks::All),
-            other => Err(format!("acks must be 0, 1 or all, got {other:?}")),
-        }
-    }
-}
-
-/// Outcome of one batch of a produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchAck {
-    pub base_offset: u64,
-    pub last_offset: u64,
-    pub log_append_time_ms: i64,
-    /// The batch was a retry of one already in the log; nothing was written.
-    pub duplicate: bool,
-}
+pub use api::{Acks, BatchAck};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
@@ -97,15 +66,9 @@ struct Follower {
     caught_up: std::time::Instant,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use shared::sys::lock;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use shared::sys::now_ms;
 
 /// Chunk size used when replaying the log to rebuild producer state.
 const REBUILD_READ_BYTES: usize = 4 << 20;

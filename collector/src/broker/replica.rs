@@ -19,7 +19,10 @@ use crate::storage::manager::TopicPartition;
 use crate::storage::{LogConfig, ValidatedBatches};
 
 /// Bytes a follower asks for per fetch.
-const REPLICA_FETCH_BYTES: usize = 8 << 20;
+const REPLICA_FETCH_BYTES: u64 = 8 << 20;
+/// First and longest pause between a follower's failed fetch rounds.
+const FOLLOW_RETRY_INITIAL: Duration = Duration::from_millis(100);
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long a follower's fetch waits at the leader's log end.
 const REPLICA_FETCH_WAIT_MS: u64 = 500;
 
@@ -182,20 +185,6 @@ enum FollowError {
     Batch(#[from] shared::BatchError),
 }
 
-/// GETs a JSON reply from another broker.
-async fn get_json(broker: &Broker, url: &str) -> Result<serde_json::Value, FollowError> {
-    broker
-        .http
-        .get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| FollowError::Http(e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| FollowError::Http(e.to_string()))
-}
-
 /// When the leader's log starts above this replica's end, empties this replica and starts
 /// it at the leader's log start.
 async fn restart_at_leader_start(
@@ -205,33 +194,31 @@ async fn restart_at_leader_start(
     log: &crate::storage::manager::SharedLog,
     offset: u64,
 ) -> Result<(), FollowError> {
-    let url = format!(
-        "http://{leader}/internal/partition-offsets?topic={}&partition={}",
-        tp.topic, tp.partition
-    );
-    let v = get_json(broker, &url).await?;
-    let Some(start) = v["log_start_offset"].as_u64() else {
-        return Ok(());
-    };
+    let start = broker
+        .peers
+        .partition_offsets_at(&client::base_url(leader), &tp.topic, tp.partition)
+        .await
+        .map_err(|e| FollowError::Http(e.to_string()))?
+        .log_start_offset;
     if start > offset {
         tracing::warn!(partition = %tp.dir_name(), from = offset, to = start, "the leader's log starts past this replica's end: starting over there");
         log.lock()
             .map_err(|_| FollowError::Http("log lock poisoned".into()))?
-            .truncate_fully_and_start_at(start, super::partition::now_ms())?;
+            .truncate_fully_and_start_at(start, shared::sys::now_ms())?;
     }
     Ok(())
 }
 
 /// One follower: truncate to agreement with the leader, then fetch and append forever.
 async fn follow(broker: Arc<Broker>, tp: TopicPartition, leader: String, config: LogConfig) {
-    let mut backoff = Duration::from_millis(100);
+    let retry = client::RetryPolicy::new(FOLLOW_RETRY_INITIAL, FOLLOW_RETRY_MAX);
+    let mut delays = retry.delays();
     loop {
         match follow_once(&broker, &tp, &leader, &config).await {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => delays = retry.delays(),
             Err(e) => {
                 tracing::debug!(partition = %tp.dir_name(), %leader, error = %e, "replica fetch failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(delays.next().unwrap_or(FOLLOW_RETRY_MAX)).await;
             }
         }
     }
@@ -243,6 +230,7 @@ async fn follow_once(
     leader: &str,
     config: &LogConfig,
 ) -> Result<(), FollowError> {
+    let base = client::base_url(leader);
     let (b, tp2, config2) = (broker.clone(), tp.clone(), config.clone());
     let log = tokio::task::spawn_blocking(move || b.logs.get_or_create(&tp2, Some(config2)))
         .await
@@ -259,16 +247,17 @@ async fn follow_once(
             (l.leader_epochs().latest_epoch(), l.log_end_offset())
         };
         let Some(epoch) = latest else { break };
-        let url = format!(
-            "http://{leader}/internal/replica/epoch-end?topic={}&partition={}&epoch={epoch}",
-            tp.topic, tp.partition
-        );
-        let v = get_json(broker, &url).await?;
-        let (Some(leader_epoch), Some(leader_end)) =
-            (v["epoch"].as_i64(), v["end_offset"].as_u64())
-        else {
-            return Err(FollowError::Http(format!("bad epoch-end reply {v}")));
+        let q = api::EpochEndQuery {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            epoch,
         };
+        let reply = broker
+            .peers
+            .epoch_end_at(&base, &q)
+            .await
+            .map_err(|e| FollowError::Http(e.to_string()))?;
+        let (leader_epoch, leader_end) = (i64::from(reply.epoch), reply.end_offset);
         let mut l = log
             .lock()
             .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
@@ -285,7 +274,7 @@ async fn follow_once(
         };
         if target < leo {
             tracing::warn!(partition = %tp.dir_name(), from = leo, to = target, epoch, leader_epoch, "truncating a diverged follower log");
-            l.truncate_to(target, super::partition::now_ms())?;
+            l.truncate_to(target, shared::sys::now_ms())?;
         }
         if leader_epoch == i64::from(epoch) || target >= leo {
             break;
@@ -298,37 +287,27 @@ async fn follow_once(
             .lock()
             .map_err(|_| FollowError::Http("log lock poisoned".into()))?
             .log_end_offset();
-        let url = format!(
-            "http://{leader}/internal/replica/fetch?topic={}&partition={}&offset={offset}&replica={}&max_bytes={REPLICA_FETCH_BYTES}&max_wait_ms={REPLICA_FETCH_WAIT_MS}",
-            tp.topic, tp.partition, broker.config.node_id
-        );
-        let resp = broker
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| FollowError::Http(e.to_string()))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
-                // Below the leader's log start (retention deleted what this replica lacks):
-                // start over where the leader's log starts. (Above its end is handled by
-                // the epoch truncation when this function runs again.)
-                restart_at_leader_start(broker, tp, leader, &log, offset).await?;
+        let q = api::ReplicaFetchQuery {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset,
+            replica: broker.config.node_id,
+            max_bytes: Some(REPLICA_FETCH_BYTES),
+            max_wait_ms: Some(REPLICA_FETCH_WAIT_MS),
+        };
+        let reply = match broker.peers.replica_fetch_at(&base, &q).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.code() == Some(api::ErrorCode::OffsetOutOfRange) {
+                    // Below the leader's log start (retention deleted what this replica
+                    // lacks): start over where the leader's log starts. (Above its end is
+                    // handled by the epoch truncation when this function runs again.)
+                    restart_at_leader_start(broker, tp, leader, &log, offset).await?;
+                }
+                return Err(FollowError::Http(e.to_string()));
             }
-            return Err(FollowError::Http(format!("{status}: {body}")));
-        }
-        let hw: u64 = resp
-            .headers()
-            .get(crate::server::api::HW_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| FollowError::Http(e.to_string()))?;
+        };
+        let (hw, bytes) = (reply.high_watermark, reply.bytes);
         let log2 = log.clone();
         tokio::task::spawn_blocking(move || -> Result<(), FollowError> {
             let mut l = log2
@@ -336,7 +315,7 @@ async fn follow_once(
                 .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
             if !bytes.is_empty() {
                 let batches = ValidatedBatches::new(bytes.to_vec(), &limits)?;
-                l.append_replica(batches, super::partition::now_ms())?;
+                l.append_replica(batches, shared::sys::now_ms())?;
                 // Durable before the next fetch reports it to the leader.
                 l.flush()?;
             }

@@ -394,19 +394,19 @@ impl Controller {
     }
 
     /// The Raft view of this node: role, term, leader, log and apply positions, membership.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> api::ControllerStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
-        serde_json::json!({
-            "node_id": self.node_id,
-            "state": format!("{:?}", m.state),
-            "term": m.current_term,
-            "leader": m.current_leader,
-            "last_log_index": m.last_log_index,
-            "last_applied": m.last_applied.map(|l| l.index),
-            "voters": membership.voter_ids().collect::<Vec<_>>(),
-            "learners": membership.learner_ids().collect::<Vec<_>>(),
-        })
+        api::ControllerStatus {
+            node_id: self.node_id,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
     }
 
     /// Voters of the current membership.

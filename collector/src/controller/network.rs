@@ -80,7 +80,7 @@ impl Connection {
                         tracing::warn!(
                             peer = %self.addr,
                             "controller peer unreachable ({}); retrying",
-                            crate::net::describe(&e)
+                            client::describe(&e)
                         );
                     }
                     RPCError::Unreachable(Unreachable::new(&e))

@@ -9,22 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Broker ids are the `node_id` of each collector.
-pub type NodeId = u64;
+pub use api::{OffsetEntry, TopicConfigs};
 
-/// Per-topic settings; `None` means "the broker's default".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicConfigs {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_insync_replicas: Option<u16>,
-}
+pub type NodeId = u64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerMeta {
@@ -122,14 +109,6 @@ pub enum MetadataCommand {
     DeleteGroupOffsets {
         group: String,
     },
-}
-
-/// One committed position: the offset of the next record the group will read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OffsetEntry {
-    pub topic: String,
-    pub partition: u32,
-    pub offset: u64,
 }
 
 /// A group's committed offsets.

@@ -14,8 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
-
 use super::assignor::{self, Tp};
 
 #[derive(Debug, Clone)]
@@ -35,13 +33,6 @@ impl Default for GroupSettings {
             max_groups: 10_000,
         }
     }
-}
-
-/// Partitions of one topic, as sent on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicPartitions {
-    pub topic: String,
-    pub partitions: Vec<u32>,
 }
 
 pub fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
@@ -64,39 +55,7 @@ pub fn from_wire(list: &[TopicPartitions]) -> BTreeSet<Tp> {
         .collect()
 }
 
-/// `member_epoch` values with a meaning of their own.
-pub const JOIN_EPOCH: i32 = 0;
-pub const LEAVE_EPOCH: i32 = -1;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct HeartbeatRequest {
-    /// Absent when joining for the first time.
-    #[serde(default)]
-    pub member_id: Option<String>,
-    /// 0 to join, -1 to leave, else the epoch of the last reply received.
-    pub member_epoch: i32,
-    /// The subscription; required when joining, optional afterwards (unchanged).
-    #[serde(default)]
-    pub topics: Option<Vec<String>>,
-    /// What the member holds now; absent = unchanged.
-    #[serde(default)]
-    pub owned: Option<Vec<TopicPartitions>>,
-    /// Free text shown by `groups describe` (e.g. host and pid).
-    #[serde(default)]
-    pub client: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeartbeatReply {
-    pub member_id: String,
-    pub member_epoch: i32,
-    pub heartbeat_interval_ms: u64,
-    /// What the member may read now. Anything it holds outside this it must give up
-    /// (commit, stop reading, then heartbeat without it).
-    pub assignment: Vec<TopicPartitions>,
-    /// True when the assignment equals the member's target (nothing more will move).
-    pub stable: bool,
-}
+pub use api::{HeartbeatReply, HeartbeatRequest, JOIN_EPOCH, LEAVE_EPOCH, TopicPartitions};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {

@@ -14,10 +14,8 @@ pub mod assignor;
 pub mod coordinator;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use serde::{Deserialize, Serialize};
 
 use crate::broker::partition::now_ms;
 use crate::broker::{Broker, BrokerError};
@@ -49,84 +47,34 @@ pub enum GroupsError {
     UnknownGroup(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("invalid reset: {0}")]
+    InvalidReset(String),
+    /// A relayed request reached a node that is not the active controller (leadership is
+    /// moving).
+    #[error("the group coordinator is moving to a new controller leader; retry")]
+    CoordinatorMoving,
+    #[error("no controller leader yet; retry")]
+    NoController,
+    #[error("forwarding to the group coordinator at {address}: {message}")]
+    CoordinatorUnavailable { address: String, message: String },
+    /// The coordinator's own refusal of a relayed request.
+    #[error("{}", .0.message)]
+    Relayed(api::ErrorBody),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CommitRequest {
-    pub member_id: String,
-    pub member_epoch: i32,
-    pub offsets: Vec<OffsetEntry>,
-}
-
-/// Where `reset_offsets` moves a group's offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetTo {
-    Earliest,
-    Latest,
-    Offset(u64),
-    Timestamp(i64),
-}
-
-impl std::str::FromStr for ResetTo {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?}: use earliest, latest, offset:N or timestamp:MS");
-        match s {
-            "earliest" => Ok(Self::Earliest),
-            "latest" => Ok(Self::Latest),
-            _ => {
-                if let Some(n) = s.strip_prefix("offset:") {
-                    n.parse().map(Self::Offset).map_err(|_| bad())
-                } else if let Some(n) = s.strip_prefix("timestamp:") {
-                    n.parse().map(Self::Timestamp).map_err(|_| bad())
-                } else {
-                    Err(bad())
-                }
-            }
+impl GroupsError {
+    fn from_relay(address: &str, e: client::ClientError) -> Self {
+        match e {
+            client::ClientError::Api { error, .. } => GroupsError::Relayed(error),
+            other => GroupsError::CoordinatorUnavailable {
+                address: address.to_owned(),
+                message: other.to_string(),
+            },
         }
     }
 }
 
-/// One partition of `describe`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionView {
-    pub topic: String,
-    pub partition: u32,
-    pub owner: Option<String>,
-    pub committed: Option<u64>,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
-    /// `high_watermark - committed` (from the log start when nothing is committed).
-    pub lag: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MemberView {
-    pub member_id: String,
-    pub member_epoch: i32,
-    pub client: String,
-    pub topics: Vec<String>,
-    pub assignment: Vec<TopicPartitions>,
-    pub revoking: Vec<TopicPartitions>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupView {
-    pub group: String,
-    pub state: &'static str,
-    pub group_epoch: i32,
-    pub members: Vec<MemberView>,
-    pub partitions: Vec<PartitionView>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupSummary {
-    pub group: String,
-    pub state: &'static str,
-    pub members: usize,
-    pub partitions_committed: usize,
-}
+pub use api::{CommitRequest, GroupSummary, GroupView, MemberView, PartitionView, ResetTo};
 
 #[derive(Debug)]
 pub struct GroupService {
@@ -140,9 +88,7 @@ pub struct GroupService {
     offsets_retention_ms: i64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use shared::sys::lock;
 
 pub fn validate_group(name: &str) -> Result<(), GroupsError> {
     // Group names appear in URLs and metric labels: the topic-name rules fit.
@@ -289,7 +235,7 @@ impl GroupService {
             .map(|name| {
                 let g = coord.group(&name);
                 GroupSummary {
-                    state: g.map_or("empty", coordinator::Group::state),
+                    state: g.map_or("empty", coordinator::Group::state).to_owned(),
                     members: g.map_or(0, |g| g.members.len()),
                     partitions_committed: meta
                         .groups
@@ -369,7 +315,7 @@ impl GroupService {
         }
         Ok(GroupView {
             group: group.to_owned(),
-            state,
+            state: state.to_owned(),
             group_epoch,
             members,
             partitions,
@@ -494,6 +440,157 @@ impl GroupService {
                 lock(&self.last_active_ms).remove(&group);
             }
         }
+    }
+
+    // ---- routing: group coordination lives on the active controller ----
+    //
+    // One coordinator per cluster (the offsets it commits are Raft proposals anyway). Any
+    // other node relays group requests there; a relayed request is never relayed again.
+
+    /// Where a group request must go instead, if this node is not the active controller.
+    fn coordinator_elsewhere(&self, forwarded: bool) -> Result<Option<String>, GroupsError> {
+        let c = &self.broker.controller;
+        if c.is_leader() {
+            return Ok(None);
+        }
+        if forwarded {
+            return Err(GroupsError::CoordinatorMoving);
+        }
+        c.leader_address()
+            .map(|a| Some(client::base_url(&a)))
+            .ok_or(GroupsError::NoController)
+    }
+
+    /// Runs `local` here when this node coordinates groups, else `remote` with the
+    /// coordinator's base URL (callers use the relay client, `self.broker.relay`).
+    async fn routed<T, L, R>(
+        &self,
+        forwarded: bool,
+        local: impl FnOnce() -> L,
+        remote: impl FnOnce(String) -> R,
+    ) -> Result<T, GroupsError>
+    where
+        L: std::future::Future<Output = Result<T, GroupsError>>,
+        R: std::future::Future<Output = Result<T, client::ClientError>>,
+    {
+        match self.coordinator_elsewhere(forwarded)? {
+            None => local().await,
+            Some(base) => remote(base.clone())
+                .await
+                .map_err(|e| GroupsError::from_relay(&base, e)),
+        }
+    }
+
+    /// A member's heartbeat, wherever the coordinator is.
+    pub async fn heartbeat_routed(
+        &self,
+        group: &str,
+        req: &HeartbeatRequest,
+        forwarded: bool,
+    ) -> Result<HeartbeatReply, GroupsError> {
+        let relay = &self.broker.relay;
+        self.routed(
+            forwarded,
+            || async { self.heartbeat(group, req) },
+            |base| async move { relay.heartbeat(Some(&base), group, req, true).await },
+        )
+        .await
+    }
+
+    /// A member's commit, wherever the coordinator is.
+    pub async fn commit_routed(
+        &self,
+        group: &str,
+        req: CommitRequest,
+        forwarded: bool,
+    ) -> Result<api::CommitReply, GroupsError> {
+        let committed = req.offsets.len();
+        let relay = &self.broker.relay;
+        let r = &req;
+        self.routed(
+            forwarded,
+            || async {
+                self.commit(group, req.clone()).await?;
+                Ok(api::CommitReply { committed })
+            },
+            |base| async move { relay.commit(Some(&base), group, r, true).await },
+        )
+        .await
+    }
+
+    pub async fn list_routed(&self, forwarded: bool) -> Result<api::GroupList, GroupsError> {
+        let relay = &self.broker.relay;
+        self.routed(
+            forwarded,
+            || async {
+                Ok(api::GroupList {
+                    groups: self.list(),
+                })
+            },
+            |base| async move { relay.list_groups(Some(&base), true).await },
+        )
+        .await
+    }
+
+    pub async fn describe_routed(
+        &self,
+        group: &str,
+        forwarded: bool,
+    ) -> Result<GroupView, GroupsError> {
+        let relay = &self.broker.relay;
+        self.routed(
+            forwarded,
+            || self.describe(group),
+            |base| async move { relay.describe_group(Some(&base), group, true).await },
+        )
+        .await
+    }
+
+    /// Resets a group's offsets (refused while it has members), wherever the coordinator is.
+    pub async fn reset_routed(
+        &self,
+        group: &str,
+        req: api::ResetRequest,
+        forwarded: bool,
+    ) -> Result<api::GroupOffsetsReply, GroupsError> {
+        shared::names::validate_topic(&req.topic)
+            .map_err(|e| GroupsError::Broker(BrokerError::InvalidTopic(e.to_string())))?;
+        let to: ResetTo = req.to.parse().map_err(GroupsError::InvalidReset)?;
+        let relay = &self.broker.relay;
+        let r = &req;
+        self.routed(
+            forwarded,
+            || async {
+                let offsets = self
+                    .reset_offsets(group, &req.topic, req.partitions.clone(), to)
+                    .await?;
+                Ok(api::GroupOffsetsReply {
+                    group: group.to_owned(),
+                    offsets,
+                })
+            },
+            |base| async move { relay.reset_offsets(Some(&base), group, r, true).await },
+        )
+        .await
+    }
+
+    /// The committed offsets of a group as the API shows them.
+    pub fn offsets_reply(&self, group: &str) -> Result<api::GroupOffsetsReply, GroupsError> {
+        let o = self.offsets(group)?;
+        Ok(api::GroupOffsetsReply {
+            group: group.to_owned(),
+            offsets: o
+                .offsets
+                .iter()
+                .flat_map(|(topic, parts)| {
+                    parts.iter().map(move |(p, off)| OffsetEntry {
+                        topic: topic.clone(),
+                        partition: *p,
+                        offset: *off,
+                    })
+                })
+                .collect(),
+        })
     }
 
     /// `(group, topic, partition, lag)` for every committed offset (for `/metrics`).

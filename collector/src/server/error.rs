@@ -1,8 +1,9 @@
-//! The API's error replies: `{"error": {"code", "message", "retriable"}}` with a fitting status.
+//! The API's error replies: `{"error": {"code", "message", "retriable"}}` with a fitting
+//! status. Typed service errors map to `api::ErrorCode` here, once, for every route.
 
+use api::ErrorCode as Code;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::broker::producer_state::ProducerError;
 use crate::broker::{BrokerError, ProduceError};
@@ -14,109 +15,93 @@ use crate::storage::StorageError;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub retriable: bool,
-    /// For `not_leader`: the leader's id and address, as `"leader": {"id", "address"}`.
-    pub leader: Option<(u64, Option<String>)>,
+    pub body: api::ErrorEnvelope,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        let retriable = matches!(
-            status,
-            StatusCode::SERVICE_UNAVAILABLE
-                | StatusCode::MISDIRECTED_REQUEST
-                | StatusCode::INSUFFICIENT_STORAGE
-        );
+    /// An error with the code's own status.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            status,
-            code,
-            message: message.into(),
-            retriable,
-            leader: None,
+            status: StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+            body: api::ErrorEnvelope::new(code, message),
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// An error under a status no handler chose a code for (axum's own rejections).
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: api::ErrorEnvelope::new(Code::for_status(status.as_u16()), message),
+        }
+    }
+
+    /// Another broker's error reply, relayed as it is.
+    pub fn relayed(body: api::ErrorEnvelope) -> Self {
+        Self {
+            status: StatusCode::from_u16(body.error.code.status())
+                .unwrap_or(StatusCode::BAD_GATEWAY),
+            body,
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        self.body.error.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.body.error.message
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code, "message": self.message, "retriable": self.retriable}});
-        if let Some((id, address)) = self.leader {
-            body["error"]["leader"] = json!({"id": id, "address": address});
-        }
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        resp.extensions_mut().insert(ErrorCode(self.code));
+        let code = self.body.error.code.as_str();
+        let mut resp = (self.status, axum::Json(self.body)).into_response();
+        resp.extensions_mut().insert(ErrorTag(code));
         resp
     }
 }
 
 /// Attached to error responses so the metrics layer can count errors by code.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+pub struct ErrorTag(pub &'static str);
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match &e {
-            StorageError::DiskFull { .. } => {
-                Self::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+            StorageError::DiskFull { .. } => Self::new(Code::DiskFull, e.to_string()),
+            StorageError::OffsetOutOfRange { .. } => {
+                Self::new(Code::OffsetOutOfRange, e.to_string())
             }
-            StorageError::OffsetOutOfRange { .. } => Self::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "offset_out_of_range",
-                e.to_string(),
-            ),
-            StorageError::Batch(_) => Self::bad_request("invalid_batch", e.to_string()),
-            StorageError::Config { .. } => Self::bad_request("invalid_config", e.to_string()),
+            StorageError::Batch(_) => Self::new(Code::InvalidBatch, e.to_string()),
+            StorageError::Config { .. } => Self::new(Code::InvalidConfig, e.to_string()),
             StorageError::Offline { .. }
             | StorageError::Io { .. }
-            | StorageError::Corrupt { .. } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                e.to_string(),
-            ),
-            StorageError::NonContiguous { .. } => {
-                Self::new(StatusCode::CONFLICT, "non_contiguous", e.to_string())
-            }
+            | StorageError::Corrupt { .. } => Self::new(Code::StorageUnavailable, e.to_string()),
+            StorageError::NonContiguous { .. } => Self::new(Code::NonContiguous, e.to_string()),
         }
     }
 }
 
 impl From<ControllerError> for ApiError {
     fn from(e: ControllerError) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "controller_unavailable",
-            e.to_string(),
-        )
+        Self::new(Code::ControllerUnavailable, e.to_string())
     }
 }
 
 impl From<MetadataError> for ApiError {
     fn from(e: MetadataError) -> Self {
         match &e {
-            MetadataError::TopicExists(_) => {
-                Self::new(StatusCode::CONFLICT, "topic_exists", e.to_string())
+            MetadataError::TopicExists(_) => Self::new(Code::TopicExists, e.to_string()),
+            MetadataError::UnknownTopic(_) => Self::new(Code::UnknownTopic, e.to_string()),
+            MetadataError::InvalidTopic(_) => Self::new(Code::InvalidTopic, e.to_string()),
+            MetadataError::NotEnoughBrokers { .. } => {
+                Self::new(Code::NotEnoughBrokers, e.to_string())
             }
-            MetadataError::UnknownTopic(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_topic", e.to_string())
+            MetadataError::Invalid(_) => Self::new(Code::InvalidRequest, e.to_string()),
+            MetadataError::OffsetBackwards { .. } => {
+                Self::new(Code::OffsetMovedBackwards, e.to_string())
             }
-            MetadataError::InvalidTopic(_) => Self::bad_request("invalid_topic", e.to_string()),
-            MetadataError::NotEnoughBrokers { .. } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_enough_brokers",
-                e.to_string(),
-            ),
-            MetadataError::Invalid(_) => Self::bad_request("invalid_request", e.to_string()),
-            MetadataError::OffsetBackwards { .. } => Self::new(
-                StatusCode::CONFLICT,
-                "offset_moved_backwards",
-                e.to_string(),
-            ),
         }
     }
 }
@@ -124,29 +109,46 @@ impl From<MetadataError> for ApiError {
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
         match e {
-            BrokerError::UnknownTopic(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_topic", e.to_string())
-            }
+            BrokerError::UnknownTopic(_) => Self::new(Code::UnknownTopic, e.to_string()),
             BrokerError::UnknownPartition { .. } => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_partition", e.to_string())
+                Self::new(Code::UnknownPartition, e.to_string())
             }
             BrokerError::NotLeader {
                 leader,
                 ref leader_address,
                 ..
             } => {
-                let leader = leader.map(|id| (id, leader_address.clone()));
-                Self {
-                    leader,
-                    ..Self::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", e.to_string())
-                }
+                let mut err = Self::new(Code::NotLeader, e.to_string());
+                err.body.error.leader = leader.map(|id| api::LeaderHint {
+                    id,
+                    address: leader_address.clone(),
+                });
+                err
             }
+            BrokerError::Produce(p) => p.into(),
+            BrokerError::InvalidBatch(m) => Self::new(Code::InvalidBatch, m),
+            BrokerError::InvalidRecord(m) => Self::new(Code::InvalidRecord, m),
+            BrokerError::InvalidRequest(m) => Self::new(Code::InvalidRequest, m),
+            BrokerError::InvalidTopic(m) => Self::new(Code::InvalidTopic, m),
+            BrokerError::CorruptBatch(m) => Self::new(Code::CorruptBatch, m),
+            BrokerError::NotEnoughReplicas { .. } => {
+                Self::new(Code::NotEnoughReplicas, e.to_string())
+            }
+            BrokerError::NotEnoughReplicasAfterAppend(m) => {
+                Self::new(Code::NotEnoughReplicasAfterAppend, m)
+            }
+            BrokerError::RequestTimedOut(m) => Self::new(Code::RequestTimedOut, m),
+            BrokerError::NotAReplica(m) => Self::new(Code::NotAReplica, m),
+            BrokerError::PastLogEnd { .. } => Self::new(Code::OffsetOutOfRange, e.to_string()),
+            BrokerError::ShuttingDown => Self::new(Code::ShuttingDown, e.to_string()),
+            BrokerError::NoLocalReplica(_) => Self::new(Code::UnknownPartition, e.to_string()),
+            BrokerError::PeerUnavailable(m) => Self::new(Code::CoordinatorUnavailable, m),
+            BrokerError::LeaderUnavailable(m) => Self::new(Code::LeaderUnavailable, m),
+            BrokerError::Relayed(body) => Self::relayed(api::ErrorEnvelope { error: body }),
             BrokerError::Metadata(m) => m.into(),
             BrokerError::Controller(c) => c.into(),
             BrokerError::Storage(s) => s.into(),
-            BrokerError::Internal(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
+            BrokerError::Internal(_) => Self::new(Code::Internal, e.to_string()),
         }
     }
 }
@@ -155,10 +157,10 @@ impl From<ProduceError> for ApiError {
     fn from(e: ProduceError) -> Self {
         match e {
             ProduceError::Producer(p @ ProducerError::Fenced { .. }) => {
-                Self::new(StatusCode::CONFLICT, "producer_fenced", p.to_string())
+                Self::new(Code::ProducerFenced, p.to_string())
             }
             ProduceError::Producer(p @ ProducerError::OutOfOrder { .. }) => {
-                Self::new(StatusCode::CONFLICT, "out_of_order_sequence", p.to_string())
+                Self::new(Code::OutOfOrderSequence, p.to_string())
             }
             ProduceError::Storage(s) => s.into(),
         }
@@ -168,36 +170,31 @@ impl From<ProduceError> for ApiError {
 impl From<GroupsError> for ApiError {
     fn from(e: GroupsError) -> Self {
         match e {
-            GroupsError::InvalidGroup(_) => Self::bad_request("invalid_group", e.to_string()),
-            GroupsError::Invalid(_) => Self::bad_request("invalid_request", e.to_string()),
+            GroupsError::InvalidReset(m) => Self::new(Code::InvalidReset, m),
+            GroupsError::CoordinatorMoving => Self::new(Code::CoordinatorMoving, e.to_string()),
+            GroupsError::NoController => Self::new(Code::ControllerUnavailable, e.to_string()),
+            GroupsError::CoordinatorUnavailable { .. } => {
+                Self::new(Code::CoordinatorUnavailable, e.to_string())
+            }
+            GroupsError::Relayed(body) => Self::relayed(api::ErrorEnvelope { error: body }),
+            GroupsError::InvalidGroup(_) => Self::new(Code::InvalidGroup, e.to_string()),
+            GroupsError::Invalid(_) => Self::new(Code::InvalidRequest, e.to_string()),
             GroupsError::Broker(b) => b.into(),
             GroupsError::AboveHighWatermark { .. } => {
-                Self::bad_request("offset_above_high_watermark", e.to_string())
+                Self::new(Code::OffsetAboveHighWatermark, e.to_string())
             }
-            GroupsError::NotEmpty { .. } => {
-                Self::new(StatusCode::CONFLICT, "group_not_empty", e.to_string())
-            }
-            GroupsError::UnknownGroup(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_group", e.to_string())
-            }
+            GroupsError::NotEmpty { .. } => Self::new(Code::GroupNotEmpty, e.to_string()),
+            GroupsError::UnknownGroup(_) => Self::new(Code::UnknownGroup, e.to_string()),
             GroupsError::Member(m) => {
                 let code = match &m {
-                    GroupError::UnknownMember { .. } => "unknown_member_id",
-                    GroupError::FencedEpoch { .. } => "fenced_member_epoch",
-                    GroupError::NotOwner { .. } => "not_partition_owner",
-                    GroupError::GroupFull { .. } => "group_full",
-                    GroupError::TooManyGroups { .. } => "too_many_groups",
-                    GroupError::Invalid(_) => {
-                        return Self::bad_request("invalid_heartbeat", m.to_string());
-                    }
+                    GroupError::UnknownMember { .. } => Code::UnknownMemberId,
+                    GroupError::FencedEpoch { .. } => Code::FencedMemberEpoch,
+                    GroupError::NotOwner { .. } => Code::NotPartitionOwner,
+                    GroupError::GroupFull { .. } => Code::GroupFull,
+                    GroupError::TooManyGroups { .. } => Code::TooManyGroups,
+                    GroupError::Invalid(_) => Code::InvalidHeartbeat,
                 };
-                let status = match &m {
-                    GroupError::GroupFull { .. } | GroupError::TooManyGroups { .. } => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                    _ => StatusCode::CONFLICT,
-                };
-                Self::new(status, code, m.to_string())
+                Self::new(code, m.to_string())
             }
         }
     }

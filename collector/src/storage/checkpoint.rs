@@ -4,32 +4,19 @@
 //! - `partition.state`: topic, partition, log start offset, recovery point (text, with a CRC line).
 //! - `leader-epoch-checkpoint`: Kafka's format — version line, count line, `epoch start_offset` lines.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::{IoContext, StorageError};
 
-/// Writes `contents` to `path` atomically and durably (temp + fsync + rename + dir fsync).
+/// Writes `contents` to `path` atomically and durably (see `shared::sys::write_atomic`).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .ctx(&tmp)?;
-        f.write_all(contents).ctx(&tmp)?;
-        f.sync_all().ctx(&tmp)?;
-    }
-    fs::rename(&tmp, path).ctx(path)?;
-    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+    shared::sys::write_atomic(path, contents).ctx(path)
 }
 
 /// Fsyncs a directory so that entries created, renamed or removed in it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx(dir)
+    shared::sys::fsync_dir(dir).ctx(dir)
 }
 
 /// The durable per-partition state that is not derivable from the segment files.

@@ -6,7 +6,7 @@
 //! Lock order: the group-commit state, then the log; the log lock is never held while
 //! taking the state lock, and never held during an fsync.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 
 use super::error::StorageError;
 use super::log::PartitionLog;
@@ -30,9 +30,7 @@ pub struct GroupCommit {
     fsyncs: std::sync::atomic::AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use shared::sys::lock;
 
 impl GroupCommit {
     pub fn new() -> Self {

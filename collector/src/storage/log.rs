@@ -32,6 +32,9 @@ use super::file_cache::FileCache;
 use super::segment::{Segment, segment_file};
 use super::validated::ValidatedBatches;
 
+/// Bytes read at a time by [`PartitionLog::checksum`].
+const CHECKSUM_READ_BYTES: usize = 4 << 20;
+
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -589,6 +592,38 @@ impl PartitionLog {
             }
         }
         Ok(result(Vec::new()))
+    }
+
+    /// CRC-32C over this replica's batches from the log start up to `upto` (whole batches
+    /// only), and the offsets `[from, to)` it covers: replicas that agree give the same
+    /// checksum. A batch that does not decode is `StorageError::Batch`.
+    pub fn checksum(&self, upto: u64) -> Result<(u32, u64, u64), StorageError> {
+        let start = self.log_start_offset();
+        let mut offset = start;
+        let mut crc = 0u32;
+        let limit = upto.min(self.log_end_offset());
+        while offset < limit {
+            let r = self.read(offset, CHECKSUM_READ_BYTES, Some(limit))?;
+            if r.bytes.is_empty() {
+                break;
+            }
+            let mut last = offset;
+            for item in shared::BatchIter::new(&r.bytes, super::segment::scan_limits()) {
+                let (h, b) = item?;
+                if (h.next_offset() as u64) <= limit {
+                    crc = crc32c::crc32c_append(crc, b);
+                    last = h.next_offset() as u64;
+                } else {
+                    last = limit;
+                    break;
+                }
+            }
+            if last == offset {
+                break;
+            }
+            offset = last;
+        }
+        Ok((crc, start, offset))
     }
 
     /// The offset of the first record with a timestamp `>= timestamp`, or `None` when every

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::checkpoint::{fsync_dir, write_atomic};
 use super::config::LogConfig;
@@ -82,15 +82,9 @@ pub struct LogManager {
     logs: Mutex<HashMap<TopicPartition, Entry>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use shared::sys::lock;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use shared::sys::now_ms;
 
 impl LogManager {
     /// Opens every partition found in `dirs`. A directory whose logs fail with an I/O error

@@ -1,0 +1,265 @@
+//! The fetch services: a consumer's fetch (a long poll on the high watermark), the JSON
+//! fetch, and what followers and other brokers ask a leader (replica fetch, epoch ends,
+//! partition offsets, checksums).
+
+use std::time::Duration;
+
+use api::{
+    Checksum, ChecksumQuery, EpochEnd, EpochEndQuery, FetchQuery, JsonFetchQuery, JsonFetchReply,
+    PartitionOffsets, RecordJson, ReplicaFetchQuery,
+};
+use shared::{BatchIter, DecodedRecords};
+
+use super::{Broker, BrokerError, PartitionRef};
+use crate::storage::ReadResult;
+use crate::storage::StorageError;
+use crate::storage::manager::TopicPartition;
+
+/// Fetch size when the request names none.
+pub const FETCH_BYTES_DEFAULT: u64 = 1 << 20;
+/// JSON fetch record count when the request names none, and its ceiling.
+const JSON_FETCH_LIMIT_DEFAULT: usize = 100;
+const JSON_FETCH_LIMIT_MAX: usize = 10_000;
+
+fn check_topic(topic: &str) -> Result<(), BrokerError> {
+    shared::names::validate_topic(topic).map_err(|e| BrokerError::InvalidTopic(e.to_string()))
+}
+
+/// A follower's reply: whole batches up to the leader's log end, and its high watermark.
+#[derive(Debug)]
+pub struct ReplicaRead {
+    pub bytes: Vec<u8>,
+    pub high_watermark: u64,
+}
+
+impl Broker {
+    fn fetch_wait(&self, max_wait_ms: Option<u64>) -> Duration {
+        Duration::from_millis(
+            max_wait_ms
+                .unwrap_or(0)
+                .min(self.config.limits.max_fetch_wait_ms),
+        )
+    }
+
+    fn fetch_bytes(&self, max_bytes: Option<u64>) -> usize {
+        max_bytes
+            .unwrap_or(FETCH_BYTES_DEFAULT)
+            .clamp(1, self.config.limits.max_fetch_bytes) as usize
+    }
+
+    /// Reads from `offset`, long-polling up to `max_wait` for data to appear below the high
+    /// watermark. Never spins: it sleeps on the partition's high-watermark signal.
+    async fn read_waiting(
+        &self,
+        part: &PartitionRef,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<ReadResult, BrokerError> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut hw = part.watch_high_watermark();
+        loop {
+            let p = part.clone();
+            let r = tokio::task::spawn_blocking(move || p.fetch(offset, max_bytes))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    self.logs.report_error(&part.tp, &e);
+                    return Err(e.into());
+                }
+            };
+            if !r.bytes.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(r);
+            }
+            match tokio::time::timeout_at(deadline, hw.wait_for(|h| *h > offset)).await {
+                Ok(Ok(_)) => continue,
+                // Deadline, or the partition went away: answer with what there is (nothing).
+                _ => return Ok(r),
+            }
+        }
+    }
+
+    /// A consumer's fetch: whole batches below the high watermark from the one holding
+    /// `q.offset`, waiting up to `q.max_wait_ms` for data.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        q: &FetchQuery,
+    ) -> Result<ReadResult, BrokerError> {
+        check_topic(topic)?;
+        let (part, _) = self.leader_partition(topic, partition, false).await?;
+        let r = self
+            .read_waiting(
+                &part,
+                q.offset,
+                self.fetch_bytes(q.max_bytes),
+                self.fetch_wait(q.max_wait_ms),
+            )
+            .await?;
+        self.metrics.fetched_bytes.inc_by(r.bytes.len() as u64);
+        Ok(r)
+    }
+
+    /// The JSON fetch: up to `q.limit` records from `q.offset`.
+    pub async fn fetch_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        q: &JsonFetchQuery,
+    ) -> Result<JsonFetchReply, BrokerError> {
+        check_topic(topic)?;
+        let (part, _) = self.leader_partition(topic, partition, false).await?;
+        let limit = q
+            .limit
+            .unwrap_or(JSON_FETCH_LIMIT_DEFAULT)
+            .clamp(1, JSON_FETCH_LIMIT_MAX);
+        let wait = self.fetch_wait(q.max_wait_ms);
+        let limits = self.config.batch_limits();
+        let corrupt = |e: shared::BatchError| BrokerError::CorruptBatch(e.to_string());
+        let mut records = Vec::new();
+        let mut offset = q.offset;
+        let mut first = true;
+        loop {
+            let r = self
+                .read_waiting(
+                    &part,
+                    offset,
+                    FETCH_BYTES_DEFAULT as usize,
+                    if first { wait } else { Duration::ZERO },
+                )
+                .await?;
+            first = false;
+            let hw = r.high_watermark;
+            if r.bytes.is_empty() {
+                return Ok(JsonFetchReply {
+                    records,
+                    high_watermark: hw,
+                });
+            }
+            for item in BatchIter::new(&r.bytes, limits) {
+                let (h, batch) = item.map_err(corrupt)?;
+                let d = DecodedRecords::new(batch, &limits).map_err(corrupt)?;
+                for rec in d.iter() {
+                    let o = h.base_offset as u64 + rec.offset_delta as u64;
+                    if o < offset || records.len() >= limit {
+                        continue;
+                    }
+                    records.push(RecordJson::new(
+                        o,
+                        h.base_timestamp.wrapping_add(rec.timestamp_delta),
+                        rec.key,
+                        rec.value,
+                        rec.headers().map(|hd| (hd.key, hd.value)),
+                    ));
+                }
+                offset = h.next_offset() as u64;
+            }
+            if records.len() >= limit || offset >= hw {
+                return Ok(JsonFetchReply {
+                    records,
+                    high_watermark: hw,
+                });
+            }
+        }
+    }
+
+    /// High watermark and log start of a partition this broker leads. Answered only by the
+    /// leader itself: never relayed, so views that disagree cannot loop.
+    pub async fn leader_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionOffsets, BrokerError> {
+        check_topic(topic)?;
+        let (part, _) = self.leader_partition(topic, partition, false).await?;
+        let high_watermark = part.high_watermark();
+        let log_start_offset = shared::sys::lock(part.log()).log_start_offset();
+        Ok(PartitionOffsets {
+            high_watermark,
+            log_start_offset,
+        })
+    }
+
+    /// A follower's fetch. Its offset is its log end, which the leader records (it may
+    /// move the high watermark); the reply holds whole batches up to the leader's log end.
+    pub async fn replica_fetch(&self, q: &ReplicaFetchQuery) -> Result<ReplicaRead, BrokerError> {
+        check_topic(&q.topic)?;
+        let (part, _) = self.leader_partition(&q.topic, q.partition, false).await?;
+        let replicas: Vec<u64> = self
+            .controller
+            .metadata()
+            .topics
+            .get(&q.topic)
+            .and_then(|t| t.partitions.get(q.partition as usize))
+            .map(|p| p.replicas.clone())
+            .unwrap_or_default();
+        if !replicas.contains(&q.replica) || q.replica == self.config.node_id {
+            return Err(BrokerError::NotAReplica(format!(
+                "broker {} is not a follower of {}-{}",
+                q.replica, q.topic, q.partition
+            )));
+        }
+        // The log's own end (the watch lags appends until they are published).
+        let end = shared::sys::lock(part.log()).log_end_offset();
+        if q.offset > end {
+            // The follower has more than this leader: it must truncate (by epochs) first;
+            // its offset must not count toward the high watermark.
+            return Err(BrokerError::PastLogEnd {
+                offset: q.offset,
+                end,
+            });
+        }
+        part.follower_fetched(q.replica, q.offset);
+        let mut end = part.watch_log_end();
+        if *end.borrow() <= q.offset {
+            let wait = self.fetch_wait(q.max_wait_ms);
+            let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > q.offset)).await;
+        }
+        let max = self.fetch_bytes(q.max_bytes);
+        let p = part.clone();
+        let offset = q.offset;
+        let r = tokio::task::spawn_blocking(move || p.read_for_replica(offset, max))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        Ok(ReplicaRead {
+            bytes: r.bytes,
+            high_watermark: part.high_watermark(),
+        })
+    }
+
+    /// Where this leader's log ends for the largest leader epoch `<= q.epoch` (KIP-279);
+    /// a follower truncates to it before fetching.
+    pub async fn epoch_end(&self, q: &EpochEndQuery) -> Result<EpochEnd, BrokerError> {
+        check_topic(&q.topic)?;
+        let (part, _) = self.leader_partition(&q.topic, q.partition, false).await?;
+        let l = shared::sys::lock(part.log());
+        // No epoch at or below the follower's: nothing of its log is known to agree.
+        let (epoch, end_offset) = l
+            .end_offset_for_epoch(q.epoch)
+            .unwrap_or((-1, l.log_start_offset()));
+        Ok(EpochEnd { epoch, end_offset })
+    }
+
+    /// CRC-32C of this broker's copy of a partition's batches below `q.upto`.
+    pub async fn checksum(&self, q: &ChecksumQuery) -> Result<Checksum, BrokerError> {
+        check_topic(&q.topic)?;
+        let tp = TopicPartition::new(&q.topic, q.partition);
+        let log = self
+            .logs
+            .get(&tp)
+            .ok_or_else(|| BrokerError::NoLocalReplica(tp.dir_name()))?;
+        let upto = q.upto;
+        let (crc32c, from, to) =
+            tokio::task::spawn_blocking(move || shared::sys::lock(&log).checksum(upto))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))?
+                .map_err(|e| match e {
+                    StorageError::Batch(b) => BrokerError::CorruptBatch(b.to_string()),
+                    other => other.into(),
+                })?;
+        Ok(Checksum { crc32c, from, to })
+    }
+}

@@ -1,0 +1,345 @@
+//! The node: a collector's lifecycle around its broker and front ends.
+//!
+//! Start order: recover storage, start the controller, build the broker and group
+//! services, serve the HTTP front end, register this broker in the background (`/health`
+//! says `starting` until then), then heartbeat. Shutdown: stop heartbeating, move
+//! leaderships away (controlled shutdown), stop accepting, finish in-flight requests, flush
+//! and checkpoint, close every log and write the clean-shutdown markers, stop the
+//! controller. Timers: flush interval, checkpoints, retention, group session expiry.
+//!
+//! Invariant: owns no request handling; it wires the services to the front ends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::sync::Semaphore;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::controller::state::{CommandResult, MetadataCommand};
+use crate::controller::{Controller, ControllerConfig};
+use crate::groups::GroupService;
+use crate::metrics::Metrics;
+use crate::server::AppState;
+use crate::storage::{FlushPolicy, LogManager};
+
+/// How long a controlled shutdown waits for its leaderships to move.
+const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a new learner waits to see a controller leader before proposing through it.
+const LEARNER_CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often that wait looks.
+const LEARNER_CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("controller: {0}")]
+    Controller(#[from] crate::controller::ControllerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs a collector until `shutdown` resolves. `on_listening` is called with the bound
+/// address (useful with port 0).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), ServerError> {
+    // 1. Recover storage.
+    let dirs = config.data_dirs.clone();
+    let log_config = config.log.clone();
+    let open_files = config.limits.open_segment_files_max;
+    let create = config.create_data_dirs;
+    let logs = tokio::task::spawn_blocking(move || {
+        crate::storage::disk::prepare_data_dirs(&dirs, create)?;
+        LogManager::open(&dirs, log_config, open_files)
+    })
+    .await
+    .map_err(|e| ServerError::Other(e.to_string()))??;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let mut config = config;
+    if config.listen.port() == 0 {
+        // Port chosen by the OS: advertise what was bound.
+        config.advertise = local.to_string();
+        if config.voters.len() == 1 && config.voters[0].0 == config.node_id {
+            config.voters[0].1 = local.to_string();
+        }
+    }
+    // 2. Start the controller (its Raft log lives beside the first data directory's data).
+    let controller = Controller::start(ControllerConfig {
+        node_id: config.node_id,
+        advertise: config.advertise.clone(),
+        voters: config.voters.clone(),
+        dir: config.data_dirs[0].join("__controller"),
+        broker_session_timeout: config.broker_session_timeout,
+    })
+    .await?;
+    let metrics = Arc::new(Metrics::new());
+    let broker = Arc::new(
+        Broker::new(config.clone(), logs, controller.clone(), metrics.clone())
+            .map_err(|e| ServerError::Other(e.to_string()))?,
+    );
+    let groups = Arc::new(GroupService::new(broker.clone()));
+    let state = Arc::new(AppState {
+        broker: broker.clone(),
+        groups: groups.clone(),
+        metrics,
+        inflight_bytes: Arc::new(Semaphore::new(
+            config
+                .limits
+                .max_in_flight_bytes
+                .min(u64::from(u32::MAX) / 2) as usize,
+        )),
+        registered: Arc::new(AtomicBool::new(false)),
+    });
+    let registered = state.registered.clone();
+    let app = crate::server::router(state).merge(controller.router());
+    // Background work: flush timer, checkpoints, retention.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Heartbeats stop first on shutdown, so they do not undo the controlled shutdown.
+    let (hb_stop_tx, hb_stop_rx) = tokio::sync::watch::channel(false);
+    // Registration needs a controller quorum, which in a cluster needs the other nodes'
+    // Raft routes: serve first, register in the background (`/health` says "starting").
+    let membership = tokio::spawn(membership(
+        controller.clone(),
+        config.clone(),
+        registered,
+        hb_stop_rx,
+    ));
+    let background = tokio::spawn(background(broker.clone(), groups, stop_rx.clone()));
+    let replicas = tokio::spawn(crate::broker::replica::run(broker.clone(), stop_rx.clone()));
+    // 3. Serve.
+    tracing::info!(%local, node_id = config.node_id, "collector listening");
+    on_listening(local);
+    // Controlled shutdown: before it stops serving, the broker hands its leaderships to
+    // other ISR members, so clients only see `not_leader` and follow the metadata.
+    let controlled = {
+        let (controller, node_id) = (controller.clone(), config.node_id);
+        async move {
+            shutdown.await;
+            let _ = hb_stop_tx.send(true);
+            controlled_shutdown(&controller, node_id).await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(controlled)
+        .await
+        .map_err(|e| ServerError::Other(format!("server: {e}")))?;
+    tracing::info!("stopping: flushing and closing logs");
+    let _ = stop_tx.send(true);
+    let _ = background.await;
+    let _ = membership.await;
+    let _ = replicas.await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.close())
+        .await
+        .map_err(|e| ServerError::Other(e.to_string()))??;
+    controller.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Asks the controller to move this broker's leaderships (the same transition as fencing:
+/// a new leader from the rest of each ISR, with a new leader epoch) and waits, at most 15 s,
+/// until the metadata shows it leads nothing that has another in-sync replica.
+async fn controlled_shutdown(controller: &Controller, node_id: u64) {
+    let others = controller.metadata().brokers.len() > 1;
+    if !others {
+        return;
+    }
+    tracing::info!("controlled shutdown: moving leaderships to other in-sync replicas");
+    let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT;
+    match tokio::time::timeout_at(
+        deadline,
+        controller.propose(MetadataCommand::FenceBroker { id: node_id }),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "controlled shutdown: the controller refused; stopping anyway");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("controlled shutdown: the controller did not answer; stopping anyway");
+            return;
+        }
+    }
+    let mut meta = controller.subscribe();
+    loop {
+        let still_leading = meta.borrow().topics.values().any(|t| {
+            t.partitions
+                .iter()
+                .any(|p| p.leader == node_id && p.isr.len() > 1)
+        });
+        if !still_leading {
+            tracing::info!("controlled shutdown: leaderships moved");
+            return;
+        }
+        if tokio::time::timeout_at(deadline, meta.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("controlled shutdown: leaderships did not all move within 15 s");
+            return;
+        }
+    }
+}
+
+/// Registers this broker, retrying with backoff until the controller has a quorum.
+async fn membership(
+    controller: Arc<Controller>,
+    config: Config,
+    registered: Arc<AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut delays = client::RetryPolicy::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    )
+    .delays();
+    let mut attempts = 0u32;
+    loop {
+        match register(&controller, &config).await {
+            Ok(()) => {
+                registered.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(node_id = config.node_id, "registered with the controller");
+                break;
+            }
+            Err(e) => {
+                attempts += 1;
+                if attempts == 1 || attempts.is_power_of_two() {
+                    tracing::warn!(error = %e, attempts, "cannot register with the controller yet; retrying");
+                }
+            }
+        }
+        let delay = delays.next().unwrap_or(std::time::Duration::from_secs(2));
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    // Heartbeats keep this broker alive (unfenced) in the active controller's eyes.
+    let mut tick = tokio::time::interval(config.broker_heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = controller.broker_heartbeat(config.node_id).await {
+                    tracing::debug!(error = %e, "broker heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// Registers this broker with the controller (idempotent; updates a changed address).
+async fn register(controller: &Controller, config: &Config) -> Result<(), ServerError> {
+    // A broker that is not a voter first joins the metadata log as a learner.
+    let voter = config.voters.iter().any(|(id, _)| *id == config.node_id);
+    if !voter && !controller.is_member() {
+        controller
+            .join_as_learner(&config.voters, &config.advertise)
+            .await?;
+        // Wait for the metadata log to reach this node before proposing through it.
+        let deadline = tokio::time::Instant::now() + LEARNER_CATCH_UP_TIMEOUT;
+        while controller.leader().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(LEARNER_CATCH_UP_POLL).await;
+        }
+    }
+    let known = controller
+        .metadata()
+        .brokers
+        .get(&config.node_id)
+        .map(|b| b.address.clone());
+    if known.as_deref() != Some(config.advertise.as_str()) {
+        let r = controller
+            .propose(MetadataCommand::RegisterBroker {
+                id: config.node_id,
+                address: config.advertise.clone(),
+            })
+            .await?;
+        if let CommandResult::Refused(e) = r {
+            return Err(ServerError::Other(format!("registering broker: {e}")));
+        }
+    }
+    Ok(())
+}
+
+async fn background(
+    broker: Arc<Broker>,
+    groups: Arc<GroupService>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let cfg = broker.config.clone();
+    let flush_every = match cfg.log.flush {
+        FlushPolicy::Interval(d) => Some(d),
+        _ => None,
+    };
+    let mut flush_tick =
+        tokio::time::interval(flush_every.unwrap_or(std::time::Duration::from_secs(3600)));
+    let mut checkpoint_tick = tokio::time::interval(cfg.recovery_point_interval);
+    let mut retention_tick = tokio::time::interval(cfg.retention_check_interval);
+    // Session expiry is checked this often (a tenth of the session timeout, at least 100 ms).
+    let mut groups_tick = tokio::time::interval(std::time::Duration::from_millis(
+        (cfg.groups.session_timeout_ms / 10).max(100),
+    ));
+    for t in [
+        &mut flush_tick,
+        &mut checkpoint_tick,
+        &mut retention_tick,
+        &mut groups_tick,
+    ] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = flush_tick.tick(), if flush_every.is_some() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for p in b.open_partitions() {
+                        if let Err(e) = p.flush_now() {
+                            tracing::warn!(partition = %p.tp.dir_name(), error = %e, "flush failed");
+                            b.logs.report_error(&p.tp, &e);
+                        }
+                    }
+                }).await;
+            }
+            _ = groups_tick.tick() => groups.sweep().await,
+            _ = checkpoint_tick.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.checkpoint_all()).await;
+            }
+            _ = retention_tick.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let n = b.logs.apply_retention(shared::sys::now_ms());
+                    if n > 0 {
+                        tracing::info!(segments = n, "retention deleted segments");
+                    }
+                }).await;
+            }
+        }
+    }
+}

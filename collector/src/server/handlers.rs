@@ -1,0 +1,346 @@
+//! Route handlers: parse the request into `api` types, call the broker or group service,
+//! and answer with its `api` reply or its error mapped to a status and envelope
+//! ([`super::error`]). No logic of their own beyond that translation.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use super::error::{ApiError, ErrorTag};
+use crate::broker::{Broker, BrokerError};
+use crate::groups::GroupService;
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+    pub groups: Arc<GroupService>,
+    pub metrics: Arc<Metrics>,
+    /// Request-body bytes held at once, across all requests.
+    pub inflight_bytes: Arc<Semaphore>,
+    /// Set once this broker is registered with the controller.
+    pub registered: Arc<AtomicBool>,
+}
+
+type S = State<Arc<AppState>>;
+
+/// Reads a request body of at most `max_request_bytes`, holding in-flight-byte permits for
+/// it. A declared length over the limit is refused before reading anything.
+async fn read_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let max = s.broker.config.limits.max_request_bytes;
+    let too_large = |n: String| {
+        ApiError::new(
+            api::ErrorCode::RequestTooLarge,
+            format!("request body of {n} bytes exceeds max_request_bytes {max}"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > max
+    {
+        return Err(too_large(n.to_string()));
+    }
+    let permits = declared.unwrap_or(max).clamp(1, u64::from(u32::MAX)) as u32;
+    let permit = s
+        .inflight_bytes
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| ApiError::from(BrokerError::ShuttingDown))?;
+    let bytes = axum::body::to_bytes(body, max as usize)
+        .await
+        .map_err(|e| {
+            let limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if limit {
+                too_large(format!("more than {max}"))
+            } else {
+                ApiError::new(
+                    api::ErrorCode::BadBody,
+                    format!("reading the request body failed: {e}"),
+                )
+            }
+        })?;
+    Ok((bytes, permit))
+}
+
+/// A JSON body of type `T`, read within the request limits.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let (bytes, _permit) = read_body(s, headers, body).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(api::ErrorCode::InvalidJson, e.to_string()))
+}
+
+fn acks(q: &api::ProduceQuery) -> Result<api::Acks, ApiError> {
+    q.acks()
+        .map_err(|e| ApiError::new(api::ErrorCode::InvalidAcks, e))
+}
+
+fn forwarded(headers: &HeaderMap) -> bool {
+    headers.contains_key(api::FORWARDED_HEADER)
+}
+
+/// A reply of batches, with the partition's offsets in headers.
+fn batches_reply(bytes: Vec<u8>, hw: u64, log_start: Option<u64>) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(api::BATCHES_CONTENT_TYPE),
+    );
+    h.insert(api::HW_HEADER, HeaderValue::from(hw));
+    if let Some(start) = log_start {
+        h.insert(api::LOG_START_HEADER, HeaderValue::from(start));
+    }
+    resp
+}
+
+pub async fn health(State(s): S) -> Response {
+    let h = s.broker.health(&s.registered);
+    if h.status == "starting" {
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response();
+        resp.extensions_mut().insert(ErrorTag("starting"));
+        resp
+    } else {
+        Json(h).into_response()
+    }
+}
+
+pub async fn metrics(State(s): S) -> Response {
+    s.metrics.refresh(&s.broker, &s.groups);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub async fn metadata(State(s): S) -> Json<api::Metadata> {
+    Json(s.broker.metadata_view())
+}
+
+pub async fn cluster(State(s): S) -> Json<api::ClusterStatus> {
+    Json(s.broker.cluster_status())
+}
+
+pub async fn list_topics(State(s): S) -> Json<api::TopicList> {
+    Json(s.broker.topic_list())
+}
+
+pub async fn create_topic(
+    State(s): S,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: api::CreateTopic = json_body(&s, &headers, body).await?;
+    let t = s.broker.create_topic_from(req).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+pub async fn describe_topic(
+    State(s): S,
+    Path(topic): Path<String>,
+) -> Result<Json<api::TopicDescription>, ApiError> {
+    Ok(Json(s.broker.describe_topic(&topic)?))
+}
+
+pub async fn delete_topic(State(s): S, Path(topic): Path<String>) -> Result<StatusCode, ApiError> {
+    shared::names::validate_topic(&topic)
+        .map_err(|e| ApiError::from(BrokerError::InvalidTopic(e.to_string())))?;
+    s.broker.delete_topic(&topic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn allocate_producer(State(s): S) -> Result<Json<api::ProducerId>, ApiError> {
+    let producer_id = s.broker.allocate_producer_id().await?;
+    Ok(Json(api::ProducerId {
+        producer_id,
+        producer_epoch: 0,
+    }))
+}
+
+pub async fn producer_state(
+    State(s): S,
+    Path(id): Path<i64>,
+) -> Result<Json<api::ProducerState>, ApiError> {
+    Ok(Json(s.broker.producer_state(id).await))
+}
+
+pub async fn produce(
+    State(s): S,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<api::ProduceQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<api::ProduceReply>, ApiError> {
+    shared::names::validate_topic(&topic)
+        .map_err(|e| ApiError::from(BrokerError::InvalidTopic(e.to_string())))?;
+    let acks = acks(&q)?;
+    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    // Zero-copy when the body buffer is not shared.
+    let batches = s
+        .broker
+        .produce(&topic, partition, Vec::from(bytes), acks)
+        .await?;
+    Ok(Json(api::ProduceReply { batches }))
+}
+
+pub async fn fetch(
+    State(s): S,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<api::FetchQuery>,
+) -> Result<Response, ApiError> {
+    let r = s.broker.fetch(&topic, partition, &q).await?;
+    Ok(batches_reply(
+        r.bytes,
+        r.high_watermark,
+        Some(r.log_start_offset),
+    ))
+}
+
+pub async fn produce_json(
+    State(s): S,
+    Path(topic): Path<String>,
+    Query(q): Query<api::ProduceQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<api::JsonProduceReply>, ApiError> {
+    shared::names::validate_topic(&topic)
+        .map_err(|e| ApiError::from(BrokerError::InvalidTopic(e.to_string())))?;
+    let acks = acks(&q)?;
+    let req: api::JsonProduce = json_body(&s, &headers, body).await?;
+    let reply = s
+        .broker
+        .produce_json(&topic, req, acks, forwarded(&headers))
+        .await?;
+    Ok(Json(reply))
+}
+
+pub async fn fetch_json(
+    State(s): S,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<api::JsonFetchQuery>,
+) -> Result<Json<api::JsonFetchReply>, ApiError> {
+    Ok(Json(s.broker.fetch_records(&topic, partition, &q).await?))
+}
+
+// ---- consumer groups (any node: the service relays to the coordinator) ----
+
+pub async fn list_groups(
+    State(s): S,
+    headers: HeaderMap,
+) -> Result<Json<api::GroupList>, ApiError> {
+    Ok(Json(s.groups.list_routed(forwarded(&headers)).await?))
+}
+
+pub async fn describe_group(
+    State(s): S,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<api::GroupView>, ApiError> {
+    Ok(Json(
+        s.groups
+            .describe_routed(&group, forwarded(&headers))
+            .await?,
+    ))
+}
+
+pub async fn heartbeat(
+    State(s): S,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<api::HeartbeatReply>, ApiError> {
+    let req: api::HeartbeatRequest = json_body(&s, &headers, body).await?;
+    Ok(Json(
+        s.groups
+            .heartbeat_routed(&group, &req, forwarded(&headers))
+            .await?,
+    ))
+}
+
+pub async fn commit_offsets(
+    State(s): S,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<api::CommitReply>, ApiError> {
+    let req: api::CommitRequest = json_body(&s, &headers, body).await?;
+    Ok(Json(
+        s.groups
+            .commit_routed(&group, req, forwarded(&headers))
+            .await?,
+    ))
+}
+
+pub async fn group_offsets(
+    State(s): S,
+    Path(group): Path<String>,
+) -> Result<Json<api::GroupOffsetsReply>, ApiError> {
+    Ok(Json(s.groups.offsets_reply(&group)?))
+}
+
+pub async fn reset_offsets(
+    State(s): S,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<api::GroupOffsetsReply>, ApiError> {
+    let req: api::ResetRequest = json_body(&s, &headers, body).await?;
+    Ok(Json(
+        s.groups
+            .reset_routed(&group, req, forwarded(&headers))
+            .await?,
+    ))
+}
+
+// ---- between brokers ----
+
+pub async fn partition_offsets(
+    State(s): S,
+    Query(q): Query<api::PartitionQuery>,
+) -> Result<Json<api::PartitionOffsets>, ApiError> {
+    Ok(Json(s.broker.leader_offsets(&q.topic, q.partition).await?))
+}
+
+pub async fn replica_fetch(
+    State(s): S,
+    Query(q): Query<api::ReplicaFetchQuery>,
+) -> Result<Response, ApiError> {
+    let r = s.broker.replica_fetch(&q).await?;
+    Ok(batches_reply(r.bytes, r.high_watermark, None))
+}
+
+pub async fn replica_epoch_end(
+    State(s): S,
+    Query(q): Query<api::EpochEndQuery>,
+) -> Result<Json<api::EpochEnd>, ApiError> {
+    Ok(Json(s.broker.epoch_end(&q).await?))
+}
+
+pub async fn replica_checksum(
+    State(s): S,
+    Query(q): Query<api::ChecksumQuery>,
+) -> Result<Json<api::Checksum>, ApiError> {
+    Ok(Json(s.broker.checksum(&q).await?))
+}
