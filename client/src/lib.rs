@@ -407,6 +407,46 @@ impl CollectorClient {
             .collect())
     }
 
+    /// `partition -> offsets` of every partition of `topic` with a known leader, each as its
+    /// leader sees it (public routes only: each leader describes the topic, and its own
+    /// partitions are taken from its answer).
+    pub async fn log_offsets(
+        &self,
+        topic: &str,
+    ) -> Result<std::collections::BTreeMap<u32, api::PartitionOffsets>, ClientError> {
+        let meta = self.metadata().await?;
+        self.learn_leaders(&meta);
+        let t = meta.topic(topic).ok_or_else(|| ClientError::Api {
+            address: self.bootstrap_base().to_owned(),
+            status: ErrorCode::UnknownTopic.status(),
+            error: ErrorBody {
+                code: ErrorCode::UnknownTopic,
+                message: format!("topic {topic} does not exist"),
+                retriable: false,
+                leader: None,
+            },
+        })?;
+        let leaders: std::collections::BTreeSet<u64> =
+            t.partitions.iter().map(|p| p.leader).collect();
+        let mut out = std::collections::BTreeMap::new();
+        for id in leaders {
+            let Some(b) = meta.broker(id) else { continue };
+            let d: api::TopicDescription = self
+                .get(Some(&base_url(&b.address)), api::routes::topic(topic))
+                .await?;
+            for p in d.partitions.iter().filter(|p| p.leader == id) {
+                out.insert(
+                    p.partition,
+                    api::PartitionOffsets {
+                        high_watermark: p.high_watermark,
+                        log_start_offset: p.log_start_offset,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Drops a partition's cached leader when `result` says it may have moved.
     fn forget_leader_on<T>(&self, topic: &str, partition: u32, result: &Result<T, ClientError>) {
         if let Err(e) = result

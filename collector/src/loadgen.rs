@@ -16,22 +16,19 @@ use shared::{
 };
 use tokio::sync::Mutex;
 
-/// A small deterministic PRNG (xorshift64*): the load must be reproducible, not secure.
+/// A seeded generator (`rand`'s small RNG): the load must be reproducible, not secure.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(rand::rngs::SmallRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Self(rand::SeedableRng::seed_from_u64(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        rand::RngCore::next_u64(&mut self.0)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        rand::Rng::random_range(&mut self.0, 0..n.max(1))
     }
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[self.below(xs.len() as u64) as usize]
@@ -331,9 +328,11 @@ pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json:
     let client = CollectorClient::new(&[collector.to_owned()], ClientConfig::default())?;
     // (partition, log start offset, high watermark, leader): each leader knows its own.
     let mut parts: Vec<(u32, u64, u64, String)> = Vec::new();
-    for (p, base) in client.topic_leaders(topic).await? {
-        let o = client.partition_offsets_at(&base, topic, p).await?;
-        parts.push((p, o.log_start_offset, o.high_watermark, base));
+    let leaders = client.topic_leaders(topic).await?;
+    for (p, o) in client.log_offsets(topic).await? {
+        if let Some(base) = leaders.get(&p) {
+            parts.push((p, o.log_start_offset, o.high_watermark, base.clone()));
+        }
     }
     let limits = BatchLimits::default();
     let start = Instant::now();

@@ -105,17 +105,17 @@ impl std::fmt::Display for ApiErr {
     }
 }
 
-/// `partition -> (log start, high watermark)` of a topic, asked of each leader.
+/// `partition -> (log start, high watermark)` of a topic, as each leader sees it.
 async fn partition_offsets(
     api: &CollectorClient,
     topic: &str,
 ) -> Result<BTreeMap<u32, (u64, u64)>, ApiErr> {
-    let mut out = BTreeMap::new();
-    for (p, base) in api.topic_leaders(topic).await? {
-        let o = api.partition_offsets_at(&base, topic, p).await?;
-        out.insert(p, (o.log_start_offset, o.high_watermark));
-    }
-    Ok(out)
+    Ok(api
+        .log_offsets(topic)
+        .await?
+        .into_iter()
+        .map(|(p, o)| (p, (o.log_start_offset, o.high_watermark)))
+        .collect())
 }
 
 /// What the fetchers send the writer.

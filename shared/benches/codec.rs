@@ -19,19 +19,15 @@ use shared::{BatchBuilder, BatchEncoder, BatchLimits, Compression, DecodedRecord
 const BATCH_BYTES: usize = 1 << 20;
 const ZSTD_LEVEL: i32 = 3;
 
-/// SplitMix64: tiny, deterministic, good enough to vary log lines.
-struct Rng(u64);
+/// Seeded (`rand`'s small RNG): deterministic, good enough to vary log lines.
+struct Rng(rand::rngs::SmallRng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        rand::RngCore::next_u64(&mut self.0)
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        rand::Rng::random_range(&mut self.0, 0..n.max(1))
     }
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len() as u64) as usize]
@@ -148,7 +144,7 @@ struct Line {
 }
 
 fn lines(count: usize) -> Vec<Line> {
-    let mut rng = Rng(0x7472_6962_7574_6172);
+    let mut rng = Rng(rand::SeedableRng::seed_from_u64(0x7472_6962_7574_6172));
     let mut t = 1_717_000_000_000u64;
     (0..count)
         .map(|_| {

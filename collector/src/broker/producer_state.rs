@@ -254,7 +254,10 @@ pub fn write_snapshot(
 /// `(log_start, empty)` when there is none. A snapshot that fails to parse is skipped (the
 /// log is the truth; the snapshot only saves work).
 pub fn load_snapshot(dir: &Path, log_start: u64, log_end: u64) -> (u64, ProducerTable) {
-    let offsets = snapshot_offsets(dir).unwrap_or_default();
+    let offsets = snapshot_offsets(dir).unwrap_or_else(|e| {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot list producer snapshots; rebuilding from the log");
+        Vec::new()
+    });
     for &o in offsets.iter().rev() {
         if o > log_end || o < log_start {
             continue;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::BasicNode;
@@ -219,8 +220,11 @@ impl Controller {
                     })?;
                 let resp = self
                     .http
-                    .post(format!("http://{addr}/internal/controller/heartbeat"))
-                    .json(&serde_json::json!({"id": id}))
+                    .post(format!(
+                        "http://{addr}{}",
+                        api::routes::CONTROLLER_HEARTBEAT
+                    ))
+                    .json(&api::BrokerHeartbeat { id })
                     .send()
                     .await
                     .map_err(|e| {
@@ -278,7 +282,7 @@ impl Controller {
     ) -> Result<CommandResult, ControllerError> {
         let resp = self
             .http
-            .post(format!("http://{addr}/internal/controller/propose"))
+            .post(format!("http://{addr}{}", api::routes::CONTROLLER_PROPOSE))
             .json(cmd)
             .send()
             .await
@@ -339,8 +343,14 @@ impl Controller {
         for (_, addr) in voters {
             let r = self
                 .http
-                .post(format!("http://{addr}/internal/controller/add-learner"))
-                .json(&serde_json::json!({"id": self.node_id, "address": address}))
+                .post(format!(
+                    "http://{addr}{}",
+                    api::routes::CONTROLLER_ADD_LEARNER
+                ))
+                .json(&api::AddLearner {
+                    id: self.node_id,
+                    address: address.to_owned(),
+                })
                 .send()
                 .await;
             match r {
@@ -381,8 +391,14 @@ impl Controller {
         })?;
         let resp = self
             .http
-            .post(format!("http://{addr}/internal/controller/add-learner"))
-            .json(&serde_json::json!({"id": id, "address": address}))
+            .post(format!(
+                "http://{addr}{}",
+                api::routes::CONTROLLER_ADD_LEARNER
+            ))
+            .json(&api::AddLearner {
+                id,
+                address: address.to_owned(),
+            })
             .send()
             .await
             .map_err(|e| ControllerError::Unavailable(format!("{addr}: {e}")))?;
@@ -423,12 +439,12 @@ impl Controller {
     /// Internal routes: Raft RPCs and forwarded proposals.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/internal/raft/append", post(append))
-            .route("/internal/raft/vote", post(vote))
-            .route("/internal/raft/snapshot", post(snapshot))
-            .route("/internal/controller/propose", post(forwarded))
-            .route("/internal/controller/heartbeat", post(heartbeat))
-            .route("/internal/controller/add-learner", post(add_learner))
+            .route(api::routes::RAFT_APPEND, post(append))
+            .route(api::routes::RAFT_VOTE, post(vote))
+            .route(api::routes::RAFT_SNAPSHOT, post(snapshot))
+            .route(api::routes::CONTROLLER_PROPOSE, post(forwarded))
+            .route(api::routes::CONTROLLER_HEARTBEAT, post(heartbeat))
+            .route(api::routes::CONTROLLER_ADD_LEARNER, post(add_learner))
             .with_state(self.clone())
     }
 
@@ -446,22 +462,23 @@ type C = State<Arc<Controller>>;
 async fn append(
     State(c): C,
     Json(req): Json<openraft::raft::AppendEntriesRequest<TypeConfig>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(c.raft.append_entries(req).await).unwrap_or_default())
+) -> impl IntoResponse {
+    // Serialised by axum: a reply that cannot be serialised is a 500, never `null`.
+    Json(c.raft.append_entries(req).await)
 }
 
 async fn vote(
     State(c): C,
     Json(req): Json<openraft::raft::VoteRequest<NodeId>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(c.raft.vote(req).await).unwrap_or_default())
+) -> impl IntoResponse {
+    Json(c.raft.vote(req).await)
 }
 
 async fn snapshot(
     State(c): C,
     Json(req): Json<openraft::raft::InstallSnapshotRequest<TypeConfig>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(c.raft.install_snapshot(req).await).unwrap_or_default())
+) -> impl IntoResponse {
+    Json(c.raft.install_snapshot(req).await)
 }
 
 async fn forwarded(
@@ -471,13 +488,7 @@ async fn forwarded(
     Json(c.propose(cmd).await.map_err(|e| e.to_string()))
 }
 
-#[derive(serde::Deserialize)]
-struct LearnerBody {
-    id: NodeId,
-    address: String,
-}
-
-async fn add_learner(State(c): C, Json(b): Json<LearnerBody>) -> Json<Result<(), String>> {
+async fn add_learner(State(c): C, Json(b): Json<api::AddLearner>) -> Json<Result<(), String>> {
     Json(
         c.add_learner(b.id, b.address)
             .await
@@ -485,12 +496,7 @@ async fn add_learner(State(c): C, Json(b): Json<LearnerBody>) -> Json<Result<(),
     )
 }
 
-#[derive(serde::Deserialize)]
-struct HeartbeatBody {
-    id: NodeId,
-}
-
-async fn heartbeat(State(c): C, Json(b): Json<HeartbeatBody>) -> Json<Result<(), String>> {
+async fn heartbeat(State(c): C, Json(b): Json<api::BrokerHeartbeat>) -> Json<Result<(), String>> {
     Json(c.broker_heartbeat(b.id).await.map_err(|e| e.to_string()))
 }
 
