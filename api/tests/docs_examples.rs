@@ -117,3 +117,23 @@ fn every_example_in_the_api_docs_round_trips() {
         );
     }
 }
+
+/// Every error code the API can answer with is in the table of `docs/api.md`, under its
+/// status.
+#[test]
+fn every_error_code_is_documented_under_its_status() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md");
+    let text = std::fs::read_to_string(path).expect("reading docs/api.md");
+    for code in api::ErrorCode::ALL {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", code.status())))
+            .unwrap_or_else(|| panic!("no row for status {} in docs/api.md", code.status()));
+        assert!(
+            row.contains(&format!("`{}`", code.as_str())),
+            "{} is not documented in the {} row of docs/api.md",
+            code.as_str(),
+            code.status()
+        );
+    }
+}
