@@ -188,6 +188,10 @@ fn stamp(t: &Template, producer_id: i64, seq: i32) -> Vec<u8> {
     b
 }
 
+/// A producer's pause after a failed request (it then sends the next batch).
+const ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// How often the progress bar updates.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes asked per fetch by `bench consume`.
 const CONSUME_FETCH_BYTES: u64 = 8 << 20;
 
@@ -281,7 +285,7 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
                     }
                     Some(c) => {
                         *errors.lock().await.entry(c).or_default() += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(ERROR_PAUSE).await;
                     }
                 }
             }
@@ -290,7 +294,7 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
     }
     if let Some(bar) = &bar {
         while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(PROGRESS_INTERVAL).await;
             let secs = start.elapsed().as_secs_f64().max(0.001);
             bar.set_position(start.elapsed().as_secs().min(opts.duration.as_secs()));
             bar.set_message(format!(

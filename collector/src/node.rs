@@ -31,6 +31,11 @@ const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::fr
 const LEARNER_CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often that wait looks.
 const LEARNER_CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Pauses between registration attempts while the controller has no quorum.
+const REGISTER_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(100);
+const REGISTER_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// The flush timer's period when the flush policy has no interval (it then never fires).
+const NO_FLUSH_TIMER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -212,11 +217,7 @@ async fn membership(
     registered: Arc<AtomicBool>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut delays = client::RetryPolicy::new(
-        std::time::Duration::from_millis(100),
-        std::time::Duration::from_secs(2),
-    )
-    .delays();
+    let mut delays = client::RetryPolicy::new(REGISTER_RETRY_INITIAL, REGISTER_RETRY_MAX).delays();
     let mut attempts = 0u32;
     loop {
         match register(&controller, &config).await {
@@ -232,7 +233,7 @@ async fn membership(
                 }
             }
         }
-        let delay = delays.next().unwrap_or(std::time::Duration::from_secs(2));
+        let delay = delays.next().unwrap_or(REGISTER_RETRY_MAX);
         tokio::select! {
             _ = stop.changed() => return,
             () = tokio::time::sleep(delay) => {}
@@ -296,8 +297,7 @@ async fn background(
         FlushPolicy::Interval(d) => Some(d),
         _ => None,
     };
-    let mut flush_tick =
-        tokio::time::interval(flush_every.unwrap_or(std::time::Duration::from_secs(3600)));
+    let mut flush_tick = tokio::time::interval(flush_every.unwrap_or(NO_FLUSH_TIMER));
     let mut checkpoint_tick = tokio::time::interval(cfg.recovery_point_interval);
     let mut retention_tick = tokio::time::interval(cfg.retention_check_interval);
     // Session expiry is checked this often (a tenth of the session timeout, at least 100 ms).

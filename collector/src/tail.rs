@@ -443,6 +443,10 @@ async fn fetcher(
 /// Pauses between a fetcher's failed rounds, and between failed heartbeats.
 const FETCH_RETRY_INITIAL: Duration = Duration::from_millis(100);
 const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Heartbeat period until the coordinator names one.
+const FIRST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Heartbeat period while partitions are still moving (the assignment is not stable).
+const UNSTABLE_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 /// How often `--stats` prints.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -760,7 +764,7 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
         committed: BTreeMap::new(),
         next_generation: 0,
         stable: false,
-        heartbeat_interval: Duration::from_secs(1),
+        heartbeat_interval: FIRST_HEARTBEAT_INTERVAL,
         client: format!("{host}/{}", std::process::id()),
     };
     let mut next_beat = tokio::time::Instant::now();
@@ -784,7 +788,7 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
                     Ok(()) => {
                         beat_delays = beat_retry.delays();
                         // While partitions are still moving, ask again soon.
-                        let wait = if m.stable { m.heartbeat_interval } else { m.heartbeat_interval.min(Duration::from_millis(200)) };
+                        let wait = if m.stable { m.heartbeat_interval } else { m.heartbeat_interval.min(UNSTABLE_HEARTBEAT_INTERVAL) };
                         next_beat = tokio::time::Instant::now() + wait;
                     }
                     Err(e) => {

@@ -20,6 +20,8 @@ use crate::storage::{LogConfig, ValidatedBatches};
 
 /// Bytes a follower asks for per fetch.
 const REPLICA_FETCH_BYTES: u64 = 8 << 20;
+/// How often a leader reviews its partitions' ISR.
+const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// First and longest pause between a follower's failed fetch rounds.
 const FOLLOW_RETRY_INITIAL: Duration = Duration::from_millis(100);
 const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -37,7 +39,7 @@ struct Following {
 pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut meta = broker.controller.subscribe();
     let mut following: HashMap<TopicPartition, Following> = HashMap::new();
-    let mut isr_tick = tokio::time::interval(Duration::from_millis(500));
+    let mut isr_tick = tokio::time::interval(ISR_CHECK_INTERVAL);
     isr_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         reconcile(&broker, &mut following);

@@ -33,6 +33,11 @@ use self::state::{CommandResult, MetadataCommand, MetadataState, NodeId};
 
 /// How long a proposal waits for a leader to exist or to answer.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pauses between attempts of a proposal (no leader yet, leader moving).
+const PROPOSE_RETRY_INITIAL: Duration = Duration::from_millis(20);
+const PROPOSE_RETRY_MAX: Duration = Duration::from_millis(500);
+/// How often the active controller looks for brokers silent past their session.
+const FENCE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -247,7 +252,8 @@ impl Controller {
     /// proposal is forwarded to the leader.
     pub async fn propose(&self, cmd: MetadataCommand) -> Result<CommandResult, ControllerError> {
         let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
-        let mut backoff = Duration::from_millis(20);
+        let mut delays =
+            client::RetryPolicy::new(PROPOSE_RETRY_INITIAL, PROPOSE_RETRY_MAX).delays();
         loop {
             let err = match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => return Ok(resp.data),
@@ -267,11 +273,11 @@ impl Controller {
                 }
                 Err(e) => ControllerError::Unavailable(e.to_string()),
             };
+            let backoff = delays.next().unwrap_or(PROPOSE_RETRY_MAX);
             if tokio::time::Instant::now() + backoff >= deadline {
                 return Err(err);
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -506,7 +512,7 @@ async fn fence_silent_brokers(
     c: std::sync::Weak<Controller>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let tick = Duration::from_millis(250);
+    let tick = FENCE_CHECK_INTERVAL;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
