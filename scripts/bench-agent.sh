@@ -19,6 +19,7 @@ rm -rf "$work" && mkdir -p "$work/data"
 work=$(cd "$work" && pwd)
 cat >"$work/collector.yaml" <<EOF
 listen: 127.0.0.1:$port
+kafka_listen: null
 data_dirs: [$work/data]
 EOF
 "$bin/collector" serve --config "$work/collector.yaml" >"$work/collector.log" 2>&1 &

@@ -19,6 +19,7 @@ for i in 1 2 3; do
   cat >"$work/n$i.yaml" <<CFG
 node_id: $i
 listen: 127.0.0.1:760$i
+kafka_listen: 127.0.0.1:919$i
 data_dirs: [$work/d$i]
 controller:
   voters:

@@ -35,7 +35,7 @@ def run(rate, linger_ms, seconds):
     url = f"http://127.0.0.1:{PORT}"
     os.makedirs(os.path.join(work, "data"))
     with open(os.path.join(work, "collector.yaml"), "w") as f:
-        f.write(f"listen: 127.0.0.1:{PORT}\ndata_dirs: [{work}/data]\n")
+        f.write(f"listen: 127.0.0.1:{PORT}\nkafka_listen: null\ndata_dirs: [{work}/data]\n")
     logs = os.path.join(work, "logs")
     os.makedirs(logs)
     path = os.path.join(logs, "app.log")

@@ -178,7 +178,7 @@ def run_once(seed, seconds):
     base = f"http://127.0.0.1:{port}"
     os.makedirs(os.path.join(tmp, "data"))
     with open(os.path.join(tmp, "collector.yaml"), "w") as f:
-        f.write(f"listen: 127.0.0.1:{port}\ndata_dirs: [{tmp}/data]\n")
+        f.write(f"listen: 127.0.0.1:{port}\nkafka_listen: null\ndata_dirs: [{tmp}/data]\n")
     with open(os.path.join(tmp, "agent.yaml"), "w") as f:
         f.write(
             f"state_dir: {tmp}/state\n"

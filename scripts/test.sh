@@ -6,7 +6,8 @@
 # is there; otherwise the runner reports them as skipped (never as passed):
 #   - the two disk-full tests need their own small filesystems: as root this script mounts
 #     two 8 MiB tmpfs (TRIBUTARY_SMALL_FS_STORAGE, TRIBUTARY_SMALL_FS_SERVER);
-#   - the unit-file test needs systemd-analyze (Debian package systemd).
+#   - the unit-file test needs systemd-analyze (Debian package systemd);
+#   - the Kafka tests need kcat (Debian package) and confluent-kafka (PyPI).
 # With CI=true a missing prerequisite fails the run instead.
 # Extra arguments go to `cargo nextest run`.
 set -euo pipefail
@@ -36,6 +37,11 @@ done
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   missing+=("systemd-analyze (apt-get install systemd)")
   skip+=("test(systemd_units_verify)")
+fi
+# The Kafka listener is tested with real clients.
+if ! command -v kcat >/dev/null 2>&1 || ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  missing+=("kcat and the Python package confluent-kafka (apt-get install kcat; pip install confluent-kafka)")
+  skip+=("binary(kafka)")
 fi
 
 filter=()

@@ -87,6 +87,9 @@ pub struct BrokerInfo {
     /// `host:port` it advertises.
     pub address: String,
     pub alive: bool,
+    /// `host:port` of its Kafka listener, when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

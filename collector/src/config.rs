@@ -169,6 +169,14 @@ pub struct RawConfig {
     pub advertise: Option<String>,
     /// Listening on a non-loopback address must be asked for explicitly.
     pub allow_non_loopback: bool,
+    /// The Kafka protocol listener (`null` turns it off).
+    pub kafka_listen: Option<String>,
+    /// `host:port` Kafka clients are told to use for this broker (default: `kafka_listen`).
+    pub kafka_advertise: Option<String>,
+    /// Largest Kafka request frame accepted; a larger one closes the connection.
+    pub kafka_request_bytes_max: u64,
+    /// Kafka client connections served at once; more wait to be accepted.
+    pub kafka_connections_max: usize,
     pub data_dirs: Vec<PathBuf>,
     /// Create data directories that do not exist. Off by default when `data_dirs` is set:
     /// a missing directory usually means a disk that is not mounted, and creating it would
@@ -202,6 +210,10 @@ impl Default for RawConfig {
             listen: "127.0.0.1:7400".into(),
             advertise: None,
             allow_non_loopback: false,
+            kafka_listen: Some("127.0.0.1:9092".into()),
+            kafka_advertise: None,
+            kafka_request_bytes_max: 100 << 20,
+            kafka_connections_max: 1_000,
             data_dirs: vec![PathBuf::from("./data")],
             create_data_dirs: None,
             controller: ControllerSection::default(),
@@ -220,12 +232,24 @@ impl Default for RawConfig {
     }
 }
 
+/// The Kafka listener's settings.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub listen: SocketAddr,
+    /// What Metadata tells clients; `None`: the bound address.
+    pub advertise: Option<String>,
+    pub request_bytes_max: u64,
+    pub connections_max: usize,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: NodeId,
     pub listen: SocketAddr,
     pub advertise: String,
+    /// The Kafka listener, when on.
+    pub kafka: Option<KafkaConfig>,
     pub data_dirs: Vec<PathBuf>,
     /// Whether missing data directories are created (else the collector refuses to start).
     pub create_data_dirs: bool,
@@ -288,6 +312,35 @@ impl Config {
             ));
         }
         let advertise = raw.advertise.clone().unwrap_or_else(|| listen.to_string());
+        let kafka = match &raw.kafka_listen {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|e| {
+                    invalid("kafka_listen", format!("{text:?} is not host:port: {e}"))
+                })?;
+                if !addr.ip().is_loopback() && !raw.allow_non_loopback {
+                    return Err(invalid(
+                        "kafka_listen",
+                        format!(
+                            "{addr} is not a loopback address; there is no TLS or auth yet, so \
+                             set allow_non_loopback: true to expose the Kafka listener on purpose"
+                        ),
+                    ));
+                }
+                if raw.kafka_request_bytes_max < 1024 {
+                    return Err(invalid("kafka_request_bytes_max", "at least 1024"));
+                }
+                if raw.kafka_connections_max == 0 {
+                    return Err(invalid("kafka_connections_max", "at least 1"));
+                }
+                Some(KafkaConfig {
+                    listen: addr,
+                    advertise: raw.kafka_advertise.clone(),
+                    request_bytes_max: raw.kafka_request_bytes_max,
+                    connections_max: raw.kafka_connections_max,
+                })
+            }
+        };
         if raw.data_dirs.is_empty() {
             return Err(invalid("data_dirs", "at least one directory is needed"));
         }
@@ -407,6 +460,7 @@ impl Config {
             node_id: raw.node_id,
             listen,
             advertise,
+            kafka,
             create_data_dirs: raw
                 .create_data_dirs
                 .unwrap_or(raw.data_dirs == [PathBuf::from("./data")]),

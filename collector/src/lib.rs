@@ -20,6 +20,7 @@ pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod groups;
+pub mod kafka;
 pub mod loadgen;
 pub mod metrics;
 pub mod node;

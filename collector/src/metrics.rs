@@ -31,6 +31,20 @@ pub struct LagLabels {
     pub partition: u32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KafkaLabels {
+    /// The API's name (`Produce`, `Fetch`, …).
+    pub api: String,
+    pub version: i16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KafkaErrorLabels {
+    pub api: String,
+    /// Kafka's error name (`NotLeaderOrFollower`, …).
+    pub error: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +61,12 @@ pub struct Metrics {
     pub data_dirs_offline: Gauge,
     /// High watermark minus committed offset, per group and partition (set on scrape).
     pub group_lag: Family<LagLabels, Gauge>,
+    /// Kafka requests by API and version.
+    pub kafka_requests: Family<KafkaLabels, Counter>,
+    /// Kafka error codes answered, by API and error.
+    pub kafka_errors: Family<KafkaErrorLabels, Counter>,
+    /// Kafka client connections open now.
+    pub kafka_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -77,6 +97,9 @@ impl Metrics {
             producers: Gauge::default(),
             data_dirs_offline: Gauge::default(),
             group_lag: Family::default(),
+            kafka_requests: Family::default(),
+            kafka_errors: Family::default(),
+            kafka_connections: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -133,6 +156,21 @@ impl Metrics {
             "data_dirs_offline",
             "Data directories offline after I/O errors",
             m.data_dirs_offline.clone(),
+        );
+        registry.register(
+            "kafka_requests",
+            "Kafka protocol requests by API and version",
+            m.kafka_requests.clone(),
+        );
+        registry.register(
+            "kafka_errors",
+            "Kafka protocol error codes answered, by API and error",
+            m.kafka_errors.clone(),
+        );
+        registry.register(
+            "kafka_connections",
+            "Kafka client connections open",
+            m.kafka_connections.clone(),
         );
         registry.register(
             "group_lag_records",

@@ -89,6 +89,28 @@ pub async fn run(
             config.voters[0].1 = local.to_string();
         }
     }
+    // The Kafka listener binds now too, so a port in use fails the start, and a port chosen
+    // by the OS is known before registering.
+    let kafka_listener = match &mut config.kafka {
+        Some(k) => {
+            let l = tokio::net::TcpListener::bind(k.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: k.listen,
+                    source,
+                })?;
+            let bound = l.local_addr().map_err(|source| ServerError::Bind {
+                addr: k.listen,
+                source,
+            })?;
+            if k.advertise.is_none() {
+                k.advertise = Some(bound.to_string());
+            }
+            tracing::info!(%bound, "Kafka listener bound");
+            Some(l)
+        }
+        None => None,
+    };
     // 2. Start the controller (its Raft log lives beside the first data directory's data).
     let controller = Controller::start(ControllerConfig {
         node_id: config.node_id,
@@ -130,8 +152,23 @@ pub async fn run(
         registered,
         hb_stop_rx,
     ));
-    let background = tokio::spawn(background(broker.clone(), groups, stop_rx.clone()));
+    let background = tokio::spawn(background(broker.clone(), groups.clone(), stop_rx.clone()));
     let replicas = tokio::spawn(crate::broker::replica::run(broker.clone(), stop_rx.clone()));
+    let kafka = match (kafka_listener, config.kafka.clone()) {
+        (Some(l), Some(k)) => {
+            let server = Arc::new(crate::kafka::KafkaServer {
+                broker: broker.clone(),
+                groups: groups.clone(),
+                config: k,
+            });
+            Some(tokio::spawn(crate::kafka::serve(
+                l,
+                server,
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     // 3. Serve.
     tracing::info!(%local, node_id = config.node_id, "collector listening");
     on_listening(local);
@@ -154,6 +191,9 @@ pub async fn run(
     let _ = background.await;
     let _ = membership.await;
     let _ = replicas.await;
+    if let Some(k) = kafka {
+        let _ = k.await;
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
@@ -268,16 +308,18 @@ async fn register(controller: &Controller, config: &Config) -> Result<(), Server
             tokio::time::sleep(LEARNER_CATCH_UP_POLL).await;
         }
     }
+    let kafka_address = config.kafka.as_ref().and_then(|k| k.advertise.clone());
     let known = controller
         .metadata()
         .brokers
         .get(&config.node_id)
-        .map(|b| b.address.clone());
-    if known.as_deref() != Some(config.advertise.as_str()) {
+        .map(|b| (b.address.clone(), b.kafka_address.clone()));
+    if known != Some((config.advertise.clone(), kafka_address.clone())) {
         let r = controller
             .propose(MetadataCommand::RegisterBroker {
                 id: config.node_id,
                 address: config.advertise.clone(),
+                kafka_address,
             })
             .await?;
         if let CommandResult::Refused(e) = r {

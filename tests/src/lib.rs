@@ -59,7 +59,7 @@ impl Collector {
         std::fs::create_dir_all(data).unwrap();
         let config = data.with_extension("yaml");
         let yaml = format!(
-            "listen: 127.0.0.1:0\ndata_dirs: [{}]\n{extra}",
+            "listen: 127.0.0.1:0\nkafka_listen: 127.0.0.1:0\ndata_dirs: [{}]\n{extra}",
             data.display()
         );
         std::fs::write(&config, yaml).unwrap();
@@ -109,6 +109,24 @@ impl Collector {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The `host:port` of this collector's Kafka listener, as its metadata advertises it.
+    pub fn kafka_address(&self) -> String {
+        let meta: serde_json::Value = client()
+            .get(self.url("/v1/metadata"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        meta["brokers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["address"] == self.addr.as_str())
+            .and_then(|b| b["kafka_address"].as_str())
+            .unwrap_or_else(|| panic!("no Kafka address for {} in {meta}", self.addr))
+            .to_owned()
+    }
+
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -151,11 +169,18 @@ impl Collector {
         let data = self.data.clone();
         let config = self.config.clone();
         let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(
-            &config,
-            text.replace("listen: 127.0.0.1:0\n", &format!("listen: {}\n", self.addr)),
-        )
-        .unwrap();
+        // Only the HTTP `listen:` line (a `kafka_listen:` line keeps its own setting).
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l == "listen: 127.0.0.1:0" {
+                    format!("listen: {}\n", self.addr)
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&config, text).unwrap();
         let _ = self.child.kill();
         let _ = self.child.wait();
         *self = Self::start_with(&data, &config);
@@ -205,7 +230,7 @@ impl Cluster {
                 std::fs::write(
                     &config,
                     format!(
-                        "node_id: {}\nlisten: 127.0.0.1:{p}\ndata_dirs: [{}]\ncontroller:\n  voters:\n{voters}{extra}",
+                        "node_id: {}\nlisten: 127.0.0.1:{p}\nkafka_listen: 127.0.0.1:0\ndata_dirs: [{}]\ncontroller:\n  voters:\n{voters}{extra}",
                         i + 1,
                         data.display()
                     ),

@@ -85,7 +85,7 @@ fn agent_is_ready_without_collectors_and_delivers_once_they_come() {
     std::fs::write(
         &ccfg,
         format!(
-            "listen: 127.0.0.1:{port}\ndata_dirs: [{}]\n",
+            "listen: 127.0.0.1:{port}\nkafka_listen: 127.0.0.1:0\ndata_dirs: [{}]\n",
             data.display()
         ),
     )
@@ -198,7 +198,10 @@ fn missing_data_dir_is_refused_not_created() {
     let config = tmp.path().join("collector.yaml");
     std::fs::write(
         &config,
-        format!("listen: 127.0.0.1:0\ndata_dirs: [{}]\n", dir.display()),
+        format!(
+            "listen: 127.0.0.1:0\nkafka_listen: 127.0.0.1:0\ndata_dirs: [{}]\n",
+            dir.display()
+        ),
     )
     .unwrap();
     let out = std::process::Command::new(tributary_tests::binary("collector"))
@@ -220,7 +223,7 @@ fn missing_data_dir_is_refused_not_created() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\ndata_dirs: [{}]\ncreate_data_dirs: true\n",
+            "listen: 127.0.0.1:0\nkafka_listen: 127.0.0.1:0\ndata_dirs: [{}]\ncreate_data_dirs: true\n",
             dir.display()
         ),
     )
@@ -474,7 +477,7 @@ fn a_voter_waiting_for_its_peers_logs_no_errors() {
     std::fs::write(
         &config,
         format!(
-            "node_id: 1\nlisten: 127.0.0.1:{}\ndata_dirs: [{}]\ncontroller:\n  voters:\n{}",
+            "node_id: 1\nlisten: 127.0.0.1:{}\nkafka_listen: 127.0.0.1:0\ndata_dirs: [{}]\ncontroller:\n  voters:\n{}",
             ports[0],
             data.display(),
             ports

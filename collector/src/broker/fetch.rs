@@ -263,3 +263,152 @@ impl Broker {
         Ok(Checksum { crc32c, from, to })
     }
 }
+
+/// One partition of a multi-partition fetch.
+#[derive(Debug, Clone)]
+pub struct PartitionFetch {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub max_bytes: usize,
+}
+
+/// What `list_offset` looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// The first record with a timestamp at or after this (ms).
+    Timestamp(i64),
+}
+
+impl Broker {
+    /// A fetch of several partitions this broker leads (the Kafka Fetch request): whole
+    /// batches below each high watermark, at most `max_bytes` in all (the first non-empty
+    /// partition's first batch always whole), waiting up to `max_wait` until `min_bytes`
+    /// are there. Each partition answers on its own (an error in one does not fail the
+    /// others); an error ends the wait.
+    pub async fn fetch_many(
+        &self,
+        reqs: &[PartitionFetch],
+        max_wait: Duration,
+        min_bytes: usize,
+        max_bytes: usize,
+    ) -> Vec<Result<ReadResult, BrokerError>> {
+        let max_wait = max_wait.min(self.fetch_wait(Some(u64::MAX)));
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut parts = Vec::with_capacity(reqs.len());
+        let mut errors: Vec<Option<BrokerError>> = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let p = match check_topic(&r.topic) {
+                Ok(()) => self.leader_partition(&r.topic, r.partition, false).await,
+                Err(e) => Err(e),
+            };
+            match p {
+                Ok((part, _)) => {
+                    parts.push(Some(part));
+                    errors.push(None);
+                }
+                Err(e) => {
+                    parts.push(None);
+                    errors.push(Some(e));
+                }
+            }
+        }
+        // A partition that cannot be read ends the wait: its error goes back at once.
+        let failed_lookup = errors.iter().any(Option::is_some);
+        loop {
+            let mut out: Vec<Result<ReadResult, BrokerError>> = Vec::with_capacity(reqs.len());
+            let mut budget = max_bytes.max(1);
+            let mut total = 0usize;
+            let mut failed = failed_lookup;
+            for (i, r) in reqs.iter().enumerate() {
+                let Some(part) = &parts[i] else {
+                    out.push(Err(errors[i].take().unwrap_or_else(|| {
+                        BrokerError::Internal("lookup failed".into())
+                    })));
+                    continue;
+                };
+                // Once something is taken, later partitions only get what is left.
+                let limit = if total == 0 {
+                    r.max_bytes.max(1)
+                } else {
+                    r.max_bytes.min(budget)
+                };
+                let rr = self
+                    .read_waiting(part, r.offset, limit.max(1), Duration::ZERO)
+                    .await
+                    .map(|mut rr| {
+                        if limit == 0 {
+                            rr.bytes.clear();
+                        }
+                        rr
+                    });
+                match &rr {
+                    Ok(rr) => {
+                        total += rr.bytes.len();
+                        budget = budget.saturating_sub(rr.bytes.len());
+                    }
+                    Err(_) => failed = true,
+                }
+                out.push(rr);
+            }
+            if failed || total >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
+                self.metrics.fetched_bytes.inc_by(total as u64);
+                return out;
+            }
+            // Sleep until any partition's high watermark moves past its fetch offset.
+            let mut watches: Vec<_> = reqs
+                .iter()
+                .zip(&parts)
+                .filter_map(|(r, p)| {
+                    let part = p.as_ref()?;
+                    let mut w = part.watch_high_watermark();
+                    let offset = r.offset;
+                    Some(Box::pin(async move {
+                        let _ = w.wait_for(|h| *h > offset).await;
+                    }))
+                })
+                .collect();
+            if watches.is_empty() {
+                return out;
+            }
+            let any = futures::future::select_all(watches.drain(..));
+            if tokio::time::timeout_at(deadline, any).await.is_err() {
+                self.metrics.fetched_bytes.inc_by(total as u64);
+                return out;
+            }
+        }
+    }
+
+    /// An offset of a partition this broker leads, and the timestamp of the record found
+    /// (`-1` when there is none): `(offset, timestamp, leader epoch)`.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<(u64, i64, i32), BrokerError> {
+        check_topic(topic)?;
+        let (part, epoch) = self.leader_partition(topic, partition, false).await?;
+        let limits = self.config.batch_limits();
+        let p = part.clone();
+        let found = tokio::task::spawn_blocking(move || -> Result<(u64, i64), StorageError> {
+            let l = shared::sys::lock(p.log());
+            let hw = p.high_watermark();
+            Ok(match spec {
+                OffsetSpec::Earliest => (l.log_start_offset(), -1),
+                OffsetSpec::Latest => (hw, -1),
+                OffsetSpec::Timestamp(ts) => match l.offset_for_timestamp(ts, &limits)? {
+                    Some(o) if o < hw => (o, ts),
+                    _ => (hw, -1),
+                },
+            })
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        Ok((found.0, found.1, epoch))
+    }
+}

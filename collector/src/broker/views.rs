@@ -57,6 +57,7 @@ impl Broker {
                     id: b.id,
                     address: b.address.clone(),
                     alive: !b.fenced,
+                    kafka_address: b.kafka_address.clone(),
                 })
                 .collect(),
             controller: self.controller.leader(),

@@ -21,6 +21,9 @@ pub struct BrokerMeta {
     /// controller took over): not alive until it heartbeats again.
     #[serde(default)]
     pub fenced: bool,
+    /// Its Kafka listener's advertised `host:port`, when it serves one.
+    #[serde(default)]
+    pub kafka_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +63,9 @@ pub enum MetadataCommand {
     RegisterBroker {
         id: NodeId,
         address: String,
+        /// Its Kafka listener's advertised `host:port`, when it serves one.
+        #[serde(default)]
+        kafka_address: Option<String>,
     },
     /// The active controller stopped hearing from a broker.
     FenceBroker {
@@ -179,12 +185,17 @@ pub struct MetadataState {
 impl MetadataState {
     pub fn apply(&mut self, cmd: &MetadataCommand) -> CommandResult {
         match cmd {
-            MetadataCommand::RegisterBroker { id, address } => {
+            MetadataCommand::RegisterBroker {
+                id,
+                address,
+                kafka_address,
+            } => {
                 self.brokers.insert(
                     *id,
                     BrokerMeta {
                         id: *id,
                         address: address.clone(),
+                        kafka_address: kafka_address.clone(),
                         fenced: false,
                     },
                 );
@@ -461,6 +472,7 @@ mod tests {
             s.apply(&MetadataCommand::RegisterBroker {
                 id,
                 address: format!("127.0.0.1:{}", 7400 + id),
+                kafka_address: None,
             });
         }
         s

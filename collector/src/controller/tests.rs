@@ -55,6 +55,7 @@ async fn metadata_survives_restart_and_ids_are_not_reused() {
     c.propose(MetadataCommand::RegisterBroker {
         id: 1,
         address: "127.0.0.1:1".into(),
+        kafka_address: None,
     })
     .await
     .unwrap();

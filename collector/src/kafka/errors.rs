@@ -1,0 +1,62 @@
+//! Service errors as Kafka error codes (one mapping, used by every API).
+
+use kafka_protocol::error::ResponseError as E;
+
+use crate::broker::BrokerError;
+use crate::broker::ProduceError;
+use crate::broker::producer_state::ProducerError;
+use crate::controller::state::MetadataError;
+use crate::storage::StorageError;
+
+/// The Kafka error code for a failed service call.
+pub fn code(e: &BrokerError) -> i16 {
+    let kind = match e {
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+            E::UnknownTopicOrPartition
+        }
+        BrokerError::NoLocalReplica(_) => E::UnknownTopicOrPartition,
+        BrokerError::NotLeader { .. } => E::NotLeaderOrFollower,
+        BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
+        BrokerError::NotEnoughReplicasAfterAppend(_) => E::NotEnoughReplicasAfterAppend,
+        BrokerError::RequestTimedOut(_) => E::RequestTimedOut,
+        BrokerError::InvalidBatch(_) | BrokerError::CorruptBatch(_) => E::CorruptMessage,
+        BrokerError::InvalidRecord(_) => E::InvalidRecord,
+        BrokerError::InvalidTopic(_) => E::InvalidTopicException,
+        BrokerError::InvalidRequest(_) => E::InvalidRequest,
+        BrokerError::Produce(ProduceError::Producer(ProducerError::OutOfOrder { .. })) => {
+            E::OutOfOrderSequenceNumber
+        }
+        BrokerError::Produce(ProduceError::Producer(ProducerError::Fenced { .. })) => {
+            E::InvalidProducerEpoch
+        }
+        BrokerError::Produce(ProduceError::Storage(s)) | BrokerError::Storage(s) => storage(s),
+        BrokerError::Metadata(MetadataError::TopicExists(_)) => E::TopicAlreadyExists,
+        BrokerError::Metadata(MetadataError::UnknownTopic(_)) => E::UnknownTopicOrPartition,
+        BrokerError::Metadata(MetadataError::InvalidTopic(_)) => E::InvalidTopicException,
+        BrokerError::Metadata(MetadataError::NotEnoughBrokers { .. }) => {
+            E::InvalidReplicationFactor
+        }
+        BrokerError::Metadata(_) => E::InvalidRequest,
+        BrokerError::Controller(_) => E::LeaderNotAvailable,
+        BrokerError::PastLogEnd { .. } => E::OffsetOutOfRange,
+        BrokerError::ShuttingDown
+        | BrokerError::PeerUnavailable(_)
+        | BrokerError::LeaderUnavailable(_) => E::LeaderNotAvailable,
+        BrokerError::NotAReplica(_) => E::NotLeaderOrFollower,
+        BrokerError::Relayed(_) | BrokerError::Internal(_) => E::UnknownServerError,
+    };
+    kind.code()
+}
+
+fn storage(s: &StorageError) -> E {
+    match s {
+        StorageError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        StorageError::Batch(_) => E::CorruptMessage,
+        StorageError::Config { .. } => E::InvalidConfig,
+        StorageError::DiskFull { .. }
+        | StorageError::Offline { .. }
+        | StorageError::Io { .. }
+        | StorageError::Corrupt { .. } => E::KafkaStorageError,
+        StorageError::NonContiguous { .. } => E::UnknownServerError,
+    }
+}

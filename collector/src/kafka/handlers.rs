@@ -1,0 +1,390 @@
+//! One function per Kafka API: decode, call the broker services, encode.
+
+use std::time::Duration;
+
+use api::Acks;
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Close, KafkaServer, Req, errors, versions};
+use crate::broker::BrokerError;
+use crate::broker::fetch::{OffsetSpec, PartitionFetch};
+
+/// What Metadata calls the cluster.
+const CLUSTER_ID: &str = "tributary";
+
+pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Option<Bytes>, Close> {
+    match req.key {
+        ApiKey::ApiVersions => {
+            let _: ApiVersionsRequest = req.decode(&mut buf)?;
+            req.reply(&versions::reply()).map(Some)
+        }
+        ApiKey::Metadata => {
+            let r: MetadataRequest = req.decode(&mut buf)?;
+            req.reply(&metadata(s, req, r).await).map(Some)
+        }
+        ApiKey::Produce => {
+            let r: ProduceRequest = req.decode(&mut buf)?;
+            let acks = r.acks;
+            let reply = produce(s, r).await;
+            if acks == 0 {
+                return Ok(None);
+            }
+            req.reply(&reply).map(Some)
+        }
+        ApiKey::Fetch => {
+            let r: FetchRequest = req.decode(&mut buf)?;
+            req.reply(&fetch(s, req, r).await).map(Some)
+        }
+        ApiKey::ListOffsets => {
+            let r: ListOffsetsRequest = req.decode(&mut buf)?;
+            req.reply(&list_offsets(s, req, r).await).map(Some)
+        }
+        ApiKey::InitProducerId => {
+            let r: InitProducerIdRequest = req.decode(&mut buf)?;
+            req.reply(&init_producer_id(s, r).await).map(Some)
+        }
+        other => Err(Close::NotServed(other)),
+    }
+}
+
+fn name(t: &TopicName) -> String {
+    t.0.to_string()
+}
+
+fn topic_name(t: &str) -> TopicName {
+    TopicName(StrBytes::from_string(t.to_owned()))
+}
+
+/// `host:port` split for Metadata.
+fn host_port(address: &str) -> Option<(String, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+}
+
+fn broker_id(id: u64) -> BrokerId {
+    BrokerId(i32::try_from(id).unwrap_or(-1))
+}
+
+async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResponse {
+    // Before v4 every Metadata request may create topics.
+    let auto = (req.version < 4 || r.allow_auto_topic_creation)
+        && s.broker.config.topics.auto_create_topics;
+    let wanted: Option<Vec<String>> = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .filter_map(|t| t.name.as_ref().map(name))
+            .collect()
+    });
+    let mut created_errors = std::collections::HashMap::new();
+    if let Some(names) = &wanted {
+        for n in names {
+            if s.broker.controller.metadata().topics.contains_key(n) {
+                continue;
+            }
+            match s.broker.topic(n, auto).await {
+                Ok(_) => {}
+                Err(e) => {
+                    created_errors.insert(n.clone(), errors::code(&e));
+                }
+            }
+        }
+    }
+    let meta = s.broker.controller.metadata();
+    let live = |id: u64| {
+        meta.brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && b.kafka_address.is_some())
+    };
+    let brokers = meta
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let (host, port) = host_port(b.kafka_address.as_deref()?)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker_id(b.id))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port),
+            )
+        })
+        .collect();
+    let names: Vec<String> = wanted.unwrap_or_else(|| meta.topics.keys().cloned().collect());
+    let topics = names
+        .into_iter()
+        .map(|n| {
+            let Some(t) = meta.topics.get(&n) else {
+                let code = created_errors
+                    .get(&n)
+                    .copied()
+                    .unwrap_or(E::UnknownTopicOrPartition.code());
+                return MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(&n)))
+                    .with_error_code(code);
+            };
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let up = live(p.leader);
+                    MetadataResponsePartition::default()
+                        .with_error_code(if up { 0 } else { E::LeaderNotAvailable.code() })
+                        .with_partition_index(p.partition as i32)
+                        .with_leader_id(if up {
+                            broker_id(p.leader)
+                        } else {
+                            BrokerId(-1)
+                        })
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_replica_nodes(p.replicas.iter().map(|r| broker_id(*r)).collect())
+                        .with_isr_nodes(p.isr.iter().map(|r| broker_id(*r)).collect())
+                        .with_offline_replicas(
+                            p.replicas
+                                .iter()
+                                .filter(|r| !live(**r))
+                                .map(|r| broker_id(*r))
+                                .collect(),
+                        )
+                })
+                .collect();
+            MetadataResponseTopic::default()
+                .with_name(Some(topic_name(&n)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
+        .with_controller_id(s.broker.controller.leader().map_or(BrokerId(-1), broker_id))
+        .with_topics(topics)
+}
+
+async fn produce(s: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
+    let acks = match r.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    };
+    let mut calls = Vec::new();
+    for t in &r.topic_data {
+        let topic = name(&t.name);
+        for p in &t.partition_data {
+            let (topic, index, records) = (topic.clone(), p.index, p.records.clone());
+            calls.push(async move {
+                let result = match (acks, u32::try_from(index), records) {
+                    (None, _, _) => Err(E::InvalidRequiredAcks.code()),
+                    (_, Err(_), _) => Err(E::UnknownTopicOrPartition.code()),
+                    (_, _, None) => Err(E::CorruptMessage.code()),
+                    (Some(acks), Ok(partition), Some(bytes)) => s
+                        .broker
+                        .produce(&topic, partition, bytes.to_vec(), acks)
+                        .await
+                        .map_err(|e| {
+                            log_error("Produce", &topic, index, &e);
+                            errors::code(&e)
+                        }),
+                };
+                (topic, index, result)
+            });
+        }
+    }
+    let results = futures::future::join_all(calls).await;
+    let mut responses: Vec<TopicProduceResponse> = Vec::new();
+    for (topic, index, result) in results {
+        let mut pr = PartitionProduceResponse::default().with_index(index);
+        match result {
+            Ok(acked) => {
+                let base = acked.first().map_or(-1, |a| a.base_offset as i64);
+                let start =
+                    u32::try_from(index).map_or(-1, |p| s.broker.local_offsets(&topic, p).1 as i64);
+                pr = pr
+                    .with_base_offset(base)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(start);
+            }
+            Err(code) => {
+                s.count_error(ApiKey::Produce, code);
+                pr = pr.with_error_code(code).with_base_offset(-1);
+            }
+        }
+        match responses.iter_mut().find(|t| name(&t.name) == topic) {
+            Some(t) => t.partition_responses.push(pr),
+            None => responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic_name(&topic))
+                    .with_partition_responses(vec![pr]),
+            ),
+        }
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+fn log_error(api: &str, topic: &str, partition: i32, e: &BrokerError) {
+    match e {
+        // Routine: clients refresh metadata and retry.
+        BrokerError::NotLeader { .. } | BrokerError::UnknownTopic(_) => {
+            tracing::debug!(api, topic, partition, error = %e, "Kafka request refused");
+        }
+        _ => tracing::info!(api, topic, partition, error = %e, "Kafka request refused"),
+    }
+}
+
+async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
+    let limits = &s.broker.config.limits;
+    let clamp = |n: i32| (n.max(0) as u64).min(limits.max_fetch_bytes) as usize;
+    let max_bytes = if req.version >= 3 {
+        clamp(r.max_bytes)
+    } else {
+        limits.max_fetch_bytes as usize
+    };
+    let mut wanted = Vec::new();
+    let mut slots = Vec::new();
+    for t in &r.topics {
+        let topic = name(&t.topic);
+        for p in &t.partitions {
+            match (u32::try_from(p.partition), u64::try_from(p.fetch_offset)) {
+                (Ok(partition), Ok(offset)) => {
+                    slots.push((topic.clone(), p.partition, Some(wanted.len())));
+                    wanted.push(PartitionFetch {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                        max_bytes: clamp(p.partition_max_bytes),
+                    });
+                }
+                _ => slots.push((topic.clone(), p.partition, None)),
+            }
+        }
+    }
+    let wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
+    let mut results: Vec<Option<_>> = s
+        .broker
+        .fetch_many(&wanted, wait, r.min_bytes.max(0) as usize, max_bytes)
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    for (topic, index, slot) in slots {
+        let base = PartitionData::default()
+            .with_partition_index(index)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_aborted_transactions(Some(Vec::new()))
+            .with_records(Some(Bytes::new()));
+        let pd = match slot.and_then(|i| results[i].take()) {
+            Some(Ok(rr)) => base
+                .with_high_watermark(rr.high_watermark as i64)
+                .with_last_stable_offset(rr.high_watermark as i64)
+                .with_log_start_offset(rr.log_start_offset as i64)
+                .with_records(Some(Bytes::from(rr.bytes))),
+            Some(Err(e)) => {
+                log_error("Fetch", &topic, index, &e);
+                let code = errors::code(&e);
+                s.count_error(ApiKey::Fetch, code);
+                base.with_error_code(code)
+            }
+            None => base.with_error_code(E::OffsetOutOfRange.code()),
+        };
+        match responses.iter_mut().find(|t| name(&t.topic) == topic) {
+            Some(t) => t.partitions.push(pd),
+            None => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(topic_name(&topic))
+                    .with_partitions(vec![pd]),
+            ),
+        }
+    }
+    // No fetch sessions (KIP-227): session id 0 tells clients to send full requests.
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}
+
+async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::new();
+    for t in &r.topics {
+        let topic = name(&t.name);
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let spec = match p.timestamp {
+                -1 => Some(OffsetSpec::Latest),
+                -2 => Some(OffsetSpec::Earliest),
+                ts if ts >= 0 => Some(OffsetSpec::Timestamp(ts)),
+                _ => None,
+            };
+            let base = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            let pr = match (spec, u32::try_from(p.partition_index)) {
+                (Some(spec), Ok(partition)) => {
+                    match s.broker.list_offset(&topic, partition, spec).await {
+                        Ok((offset, ts, epoch)) => base
+                            .with_offset(offset as i64)
+                            .with_timestamp(ts)
+                            // The field exists from v4 on.
+                            .with_leader_epoch(if req.version >= 4 { epoch } else { -1 }),
+                        Err(e) => {
+                            log_error("ListOffsets", &topic, p.partition_index, &e);
+                            let code = errors::code(&e);
+                            s.count_error(ApiKey::ListOffsets, code);
+                            base.with_error_code(code)
+                        }
+                    }
+                }
+                _ => base.with_error_code(E::InvalidRequest.code()),
+            };
+            partitions.push(pr);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+async fn init_producer_id(s: &KafkaServer, r: InitProducerIdRequest) -> InitProducerIdResponse {
+    let reply = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if r.transactional_id.is_some() {
+        // Transactions are not served: only idempotent producers get ids.
+        tracing::info!("Kafka InitProducerId with a transactional id refused (no transactions)");
+        s.count_error(ApiKey::InitProducerId, E::InvalidRequest.code());
+        return reply.with_error_code(E::InvalidRequest.code());
+    }
+    match s.broker.allocate_producer_id().await {
+        Ok(id) => reply
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            let code = errors::code(&e);
+            s.count_error(ApiKey::InitProducerId, code);
+            reply.with_error_code(code)
+        }
+    }
+}

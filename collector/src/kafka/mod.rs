@@ -1,0 +1,294 @@
+//! The Kafka protocol front end: existing Kafka clients produce to and consume from the
+//! collector. A second listener over the same broker services as the HTTP API — it
+//! translates Kafka requests to service calls and `BrokerError`s to Kafka error codes, and
+//! never re-implements a service. Record batches pass through as the bytes clients sent
+//! and the bytes stored (no re-encoding).
+//!
+//! - [`serve`]: the accept loop (at most `kafka_connections_max` connections) and one task
+//!   per connection: size-prefixed frames of at most `kafka_request_bytes_max`, handled one
+//!   at a time, so replies leave in request order (as Kafka brokers do).
+//! - [`versions`]: the APIs and versions served, advertised by ApiVersions.
+//! - [`handlers`]: one function per API.
+//!
+//! Invariant: a frame that cannot be decoded, an unknown API key or an unsupported version
+//! closes the connection with a log line naming it (ApiVersions excepted: a too-new
+//! version is answered in v0 framing, as clients expect); nothing here panics on bytes
+//! from the network.
+
+mod errors;
+mod handlers;
+pub mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::broker::Broker;
+use crate::config::KafkaConfig;
+use crate::groups::GroupService;
+use crate::metrics::{KafkaErrorLabels, KafkaLabels};
+
+/// What the Kafka front end needs: the services, and its own address for Metadata.
+#[derive(Debug)]
+pub struct KafkaServer {
+    pub broker: Arc<Broker>,
+    pub groups: Arc<GroupService>,
+    pub config: KafkaConfig,
+}
+
+/// Why a connection is closed instead of answered.
+#[derive(Debug, thiserror::Error)]
+pub enum Close {
+    #[error("frame of {0} bytes is shorter than a request header")]
+    Short(usize),
+    #[error("unknown API key {0}")]
+    UnknownKey(i16),
+    #[error("API {0:?} is not served")]
+    NotServed(ApiKey),
+    #[error("{key:?} version {version} is not served (served: {min}..={max})")]
+    Version {
+        key: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("cannot decode {key:?} v{version}: {message}")]
+    Decode {
+        key: ApiKey,
+        version: i16,
+        message: String,
+    },
+    #[error("cannot encode the {key:?} v{version} reply: {message}")]
+    Encode {
+        key: ApiKey,
+        version: i16,
+        message: String,
+    },
+}
+
+/// A decoded request's context.
+#[derive(Debug, Clone, Copy)]
+pub struct Req {
+    pub key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+}
+
+impl Req {
+    /// Encodes `body` as this request's reply frame (header + body).
+    pub fn reply<R: Encodable>(&self, body: &R) -> Result<Bytes, Close> {
+        encode_reply(
+            self.correlation_id,
+            self.key.response_header_version(self.version),
+            body,
+            self.version,
+        )
+        .map_err(|message| Close::Encode {
+            key: self.key,
+            version: self.version,
+            message,
+        })
+    }
+
+    pub fn decode<T: Decodable>(&self, buf: &mut Bytes) -> Result<T, Close> {
+        T::decode(buf, self.version).map_err(|e| Close::Decode {
+            key: self.key,
+            version: self.version,
+            message: e.to_string(),
+        })
+    }
+}
+
+fn encode_reply<R: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &R,
+    version: i16,
+) -> Result<Bytes, String> {
+    let mut out = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, header_version)
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut out, version).map_err(|e| e.to_string())?;
+    Ok(out.freeze())
+}
+
+impl KafkaServer {
+    /// Counts an error code answered for `api`.
+    pub fn count_error(&self, api: ApiKey, code: i16) {
+        if code == 0 {
+            return;
+        }
+        let error = kafka_protocol::error::ResponseError::try_from_code(code)
+            .map_or_else(|| code.to_string(), |e| format!("{e:?}"));
+        self.broker
+            .metrics
+            .kafka_errors
+            .get_or_create(&KafkaErrorLabels {
+                api: format!("{api:?}"),
+                error,
+            })
+            .inc();
+    }
+
+    /// Handles one frame: `Ok(Some(reply))`, `Ok(None)` (acks=0 produce: no reply), or a
+    /// reason to close the connection.
+    async fn handle(&self, frame: Bytes) -> Result<Option<Bytes>, Close> {
+        if frame.len() < 8 {
+            return Err(Close::Short(frame.len()));
+        }
+        let mut peek = &frame[..8];
+        let key = peek.get_i16();
+        let version = peek.get_i16();
+        let correlation_id = peek.get_i32();
+        if key == ApiKey::ApiVersions as i16 && !versions::served(ApiKey::ApiVersions, version) {
+            // A version too new to decode: answered in v0 framing with the ranges served,
+            // so the client retries with one it shares.
+            return encode_reply(correlation_id, 0, &versions::unsupported_reply(), 0)
+                .map(Some)
+                .map_err(|message| Close::Encode {
+                    key: ApiKey::ApiVersions,
+                    version: 0,
+                    message,
+                });
+        }
+        let api = ApiKey::try_from(key).map_err(|()| Close::UnknownKey(key))?;
+        let Some(range) = versions::range(api) else {
+            return Err(Close::NotServed(api));
+        };
+        if version < range.0 || version > range.1 {
+            return Err(Close::Version {
+                key: api,
+                version,
+                min: range.0,
+                max: range.1,
+            });
+        }
+        self.broker
+            .metrics
+            .kafka_requests
+            .get_or_create(&KafkaLabels {
+                api: format!("{api:?}"),
+                version,
+            })
+            .inc();
+        let mut buf = frame;
+        let header_version = api.request_header_version(version);
+        RequestHeader::decode(&mut buf, header_version).map_err(|e| Close::Decode {
+            key: api,
+            version,
+            message: format!("request header: {e}"),
+        })?;
+        let req = Req {
+            key: api,
+            version,
+            correlation_id,
+        };
+        handlers::dispatch(self, req, buf).await
+    }
+}
+
+/// Serves Kafka clients on `listener` until `stop` changes.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<KafkaServer>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(server.config.connections_max));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (server, stop) = (server.clone(), stop.clone());
+                conns.spawn(async move {
+                    let _permit = permit;
+                    connection(stream, peer, &server, stop).await;
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: report, pause, go on.
+                tracing::warn!(error = %e, "Kafka listener: accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+        while conns.try_join_next().is_some() {}
+    }
+    conns.abort_all();
+}
+
+/// After a failed accept, before the next.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: &KafkaServer,
+    mut stop: watch::Receiver<bool>,
+) {
+    let gauge = &server.broker.metrics.kafka_connections;
+    gauge.inc();
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut wr = BufWriter::new(wr);
+    let max = server.config.request_bytes_max;
+    loop {
+        let size = tokio::select! {
+            _ = stop.changed() => break,
+            r = rd.read_i32() => match r {
+                Ok(n) => n,
+                Err(_) => break, // closed by the client
+            },
+        };
+        if size < 0 || size as u64 > max {
+            tracing::warn!(%peer, size, max, "Kafka frame size out of range (kafka_request_bytes_max); closing the connection");
+            break;
+        }
+        // Read as the bytes arrive: a length prefix alone reserves nothing.
+        let mut frame = Vec::new();
+        match (&mut rd).take(size as u64).read_to_end(&mut frame).await {
+            Ok(n) if n == size as usize => {}
+            _ => {
+                tracing::debug!(%peer, size, "Kafka connection closed mid-frame");
+                break;
+            }
+        }
+        match server.handle(Bytes::from(frame)).await {
+            Ok(Some(reply)) => {
+                let len = i32::try_from(reply.len()).unwrap_or(i32::MAX);
+                let sent = async {
+                    wr.write_i32(len).await?;
+                    wr.write_all(&reply).await?;
+                    wr.flush().await
+                };
+                if sent.await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                tracing::warn!(%peer, reason = %why, "closing Kafka connection");
+                break;
+            }
+        }
+    }
+    gauge.dec();
+}

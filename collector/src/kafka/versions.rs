@@ -1,0 +1,66 @@
+//! The Kafka APIs served and their versions. The maxima are those of Apache Kafka 2.8 for
+//! each API served (clients infer what a broker can do from them); the minima are the
+//! oldest versions the `kafka-protocol` crate (Kafka 4.1 schemas) still decodes.
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
+
+/// `(api, min, max)` of every API served.
+pub const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 1, 11),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// The versions served of `api`, if it is served.
+pub fn range(api: ApiKey) -> Option<(i16, i16)> {
+    SERVED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+pub fn served(api: ApiKey, version: i16) -> bool {
+    range(api).is_some_and(|(min, max)| (min..=max).contains(&version))
+}
+
+fn api_keys() -> Vec<ApiVersion> {
+    SERVED
+        .iter()
+        .map(|(k, min, max)| {
+            ApiVersion::default()
+                .with_api_key(*k as i16)
+                .with_min_version(*min)
+                .with_max_version(*max)
+        })
+        .collect()
+}
+
+/// The ApiVersions reply.
+pub fn reply() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(api_keys())
+}
+
+/// The reply to an ApiVersions request of a version not served (sent in v0 framing).
+pub fn unsupported_reply() -> ApiVersionsResponse {
+    reply().with_error_code(kafka_protocol::error::ResponseError::UnsupportedVersion.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_versions_are_ones_the_crate_decodes() {
+        for (k, min, max) in SERVED {
+            let v = k.valid_versions();
+            assert!(
+                v.min <= *min && *max <= v.max,
+                "{k:?} {min}..={max} vs {v:?}"
+            );
+        }
+    }
+}

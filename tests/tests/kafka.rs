@@ -1,0 +1,337 @@
+//! The Kafka listener with real, unmodified clients: kcat (librdkafka) and confluent-kafka
+//! (Python, librdkafka 2.x), against a real collector process. Needs `kcat` and the Python
+//! package `confluent_kafka` (scripts/test.sh skips these tests without them, and fails
+//! under CI=true; .ci/run installs them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use shared::ProducerStamp;
+use tributary_tests::{Collector, client, read_topic, scrape};
+
+fn kcat(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (apt-get install kcat)");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn python_client(args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn kcat_produces_and_consumes_and_records_cross_between_kafka_and_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let c = client();
+
+    // Kafka in, HTTP out: 1000 lines through kcat's idempotent producer.
+    let lines: String = (0..1000).map(|i| format!("kcat line {i}\n")).collect();
+    let (ok, _, err) = kcat(
+        &[
+            "-b",
+            &kafka,
+            "-P",
+            "-t",
+            "from-kafka",
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            "acks=all",
+        ],
+        Some(&lines),
+    );
+    assert!(ok, "kcat produce failed: {err}");
+    let records = read_topic(&c, &col.url(""), "from-kafka");
+    let mut values: Vec<String> = records
+        .iter()
+        .map(|(_, _, _, v)| String::from_utf8(v.clone()).unwrap())
+        .collect();
+    values.sort_by_key(|v| v[10..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..1000).map(|i| format!("kcat line {i}")).collect();
+    assert_eq!(values, expected, "every line once, nothing else");
+
+    // HTTP in, Kafka out.
+    let body = serde_json::json!({"records": (0..50).map(|i| serde_json::json!({"value": format!("http {i}")})).collect::<Vec<_>>(), "partition": 0});
+    let r = c
+        .post(col.url("/v1/topics/from-http/records"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let (ok, out, err) = kcat(
+        &[
+            "-b",
+            &kafka,
+            "-C",
+            "-t",
+            "from-http",
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        None,
+    );
+    assert!(ok, "kcat consume failed: {err}");
+    let got: Vec<&str> = out.lines().collect();
+    let want: Vec<String> = (0..50).map(|i| format!("http {i}")).collect();
+    assert_eq!(got, want, "in order, each once");
+
+    // Metadata names this broker's Kafka address and the topics.
+    let (ok, out, err) = kcat(&["-b", &kafka, "-L"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("broker 1 at {kafka}")), "{out}");
+    assert!(out.contains("topic \"from-kafka\""), "{out}");
+    // Requests are counted by API.
+    let metrics = c.get(col.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.contains("tributary_kafka_requests_total{api=\"Produce\""),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn confluent_kafka_idempotent_zstd_producer_and_consumer_see_every_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let n = 20_000;
+    let p = python_client(&["confluent-produce", &kafka, "ck", &n.to_string()]);
+    assert_eq!(p["delivered"], n, "{p}");
+    assert_eq!(p["error_count"], 0, "{p}");
+    assert_eq!(p["distinct_offsets"], n, "{p}");
+    let r = python_client(&["confluent-read", &kafka, "ck", &n.to_string()]);
+    assert_eq!(r["read"], n, "{r}");
+    assert_eq!(r["distinct"], n, "{r}");
+    assert_eq!(r["out_of_order"], 0, "{r}");
+    assert_eq!(r["hosts"], serde_json::json!(["kafka-test"]), "{r}");
+    // The same records over HTTP: each once, headers kept, values as sent.
+    let records = read_topic(&client(), &col.url(""), "ck");
+    assert_eq!(records.len(), n);
+    let mut distinct: Vec<&[u8]> = records.iter().map(|(_, _, _, v)| v.as_slice()).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), n);
+    assert!(
+        records.iter().all(|(_, _, h, v)| v.len() == 200
+            && h.contains(&("host".to_owned(), "kafka-test".to_owned())))
+    );
+}
+
+/// Writes one frame; returns the reply frame, or `None` when the server closed the
+/// connection.
+fn exchange(stream: &mut TcpStream, frame: &[u8]) -> Option<Vec<u8>> {
+    stream.write_all(frame).ok()?;
+    let mut len = [0u8; 4];
+    if let Err(e) = stream.read_exact(&mut len) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "no reply and the connection stayed open"
+        );
+        return None;
+    }
+    let mut reply = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).ok()?;
+    Some(reply)
+}
+
+fn sized(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as i32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+/// Whether the server closed the connection (EOF or reset) — a read timing out means it
+/// kept it open.
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match stream.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A Produce v3 frame carrying `batch` for `topic`-0.
+fn produce_frame(topic: &str, batch: Vec<u8>) -> Vec<u8> {
+    let version = 3;
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+        .unwrap();
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(batch))),
+                ]),
+        ])
+        .encode(&mut buf, version)
+        .unwrap();
+    sized(&buf)
+}
+
+#[test]
+fn bad_kafka_frames_are_refused_and_nothing_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A small decompression limit, so a small bomb exceeds it.
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        "limits:\n  max_uncompressed_batch_bytes: 1048576\n",
+    );
+    let kafka = col.kafka_address();
+    let c = client();
+    c.post(col.url("/v1/topics"))
+        .json(&serde_json::json!({"name": "bad", "partitions": 1}))
+        .send()
+        .unwrap();
+
+    // A 2 GiB length prefix: closed without reading (or reserving) anything.
+    let mut s = connect(&kafka);
+    s.write_all(&i32::MAX.to_be_bytes()).unwrap();
+    assert!(closed(&mut s), "2 GiB frame accepted");
+
+    // A negative length.
+    let mut s = connect(&kafka);
+    s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(closed(&mut s));
+
+    // Garbage after a valid-looking header.
+    let mut s = connect(&kafka);
+    let mut g = Vec::new();
+    g.put_i16(ApiKey::Metadata as i16);
+    g.put_i16(9);
+    g.put_i32(1);
+    g.extend_from_slice(&[0xff; 40]);
+    assert!(exchange(&mut s, &sized(&g)).is_none(), "garbage answered");
+
+    // An unknown API key.
+    let mut s = connect(&kafka);
+    let mut u = Vec::new();
+    u.put_i16(999);
+    u.put_i16(0);
+    u.put_i32(2);
+    u.put_i16(-1);
+    assert!(
+        exchange(&mut s, &sized(&u)).is_none(),
+        "unknown key answered"
+    );
+
+    // A truncated frame: the client goes away mid-frame.
+    let mut s = connect(&kafka);
+    s.write_all(&100i32.to_be_bytes()).unwrap();
+    s.write_all(&[0u8; 10]).unwrap();
+    drop(s);
+
+    // ApiVersions newer than served: answered in v0 framing with UNSUPPORTED_VERSION (35)
+    // and the ranges served.
+    let mut s = connect(&kafka);
+    let mut a = Vec::new();
+    a.put_i16(ApiKey::ApiVersions as i16);
+    a.put_i16(99);
+    a.put_i32(42);
+    a.put_i16(-1);
+    let reply = exchange(&mut s, &sized(&a)).expect("ApiVersions v99 answered");
+    let mut r = Bytes::from(reply);
+    let header = ResponseHeader::decode(&mut r, 0).unwrap();
+    assert_eq!(header.correlation_id, 42);
+    assert_eq!(r.get_i16(), 35, "UNSUPPORTED_VERSION");
+    assert!(r.get_i32() >= 5, "the served ranges are listed");
+
+    // A batch with a broken CRC: CORRUPT_MESSAGE, nothing stored.
+    let mut batch = tributary_tests::batch(&["v".repeat(50)], ProducerStamp::NONE, false);
+    let last = batch.len() - 1;
+    batch[last] ^= 0xff;
+    let mut s = connect(&kafka);
+    let reply = exchange(&mut s, &produce_frame("bad", batch)).expect("produce answered");
+    let mut r = Bytes::from(reply);
+    ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(3)).unwrap();
+    let resp = ProduceResponse::decode(&mut r, 3).unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 2, "CORRUPT_MESSAGE: {resp:?}");
+
+    // A zstd bomb (8 MiB of one byte, a few KiB compressed) past the limit: refused before
+    // anything is written.
+    let big = vec!["a".repeat(1 << 20); 8];
+    let bomb = tributary_tests::batch(&big, ProducerStamp::NONE, true);
+    let reply = exchange(&mut s, &produce_frame("bad", bomb)).expect("produce answered");
+    let mut r = Bytes::from(reply);
+    ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(3)).unwrap();
+    let resp = ProduceResponse::decode(&mut r, 3).unwrap();
+    assert_ne!(
+        resp.responses[0].partition_responses[0].error_code, 0,
+        "{resp:?}"
+    );
+
+    // Nothing stored, and the server is healthy and still serves Kafka clients.
+    assert!(read_topic(&c, &col.url(""), "bad").is_empty());
+    col.wait_healthy();
+    let (ok, out, err) = kcat(&["-b", &kafka, "-L"], None);
+    assert!(ok && out.contains("topic \"bad\""), "{out}{err}");
+    assert!(scrape(&col.url("/metrics"), "tributary_kafka_connections").is_some());
+}
