@@ -325,6 +325,9 @@ pub struct Core {
     state: AgentState,
     queues: BTreeMap<TopicPartition, PartitionQueue>,
     topic_partitions: HashMap<String, u32>,
+    /// Read positions of the files being tailed (by id): where the next bytes taken start.
+    /// Not durable: after a restart a file resumes at its `taken_end`.
+    reading: HashMap<String, u64>,
     /// Bytes taken but not acknowledged.
     buffered: u64,
     /// State changed (acknowledgements, files) since the last store began.
@@ -369,6 +372,7 @@ impl Core {
             state,
             queues: BTreeMap::new(),
             topic_partitions,
+            reading: HashMap::new(),
             buffered: 0,
             dirty: false,
             journal_dirty: false,
@@ -460,11 +464,10 @@ impl Core {
     /// offset, its journaled ranges and the ranges pending in unjournaled batches. A file
     /// identity picked up again continues here, never before.
     pub fn taken_end(&self, id: &str) -> u64 {
-        let acked = self
-            .state
-            .files
-            .get(id)
-            .map_or(0, |(_, st)| st.acked_offset);
+        let Some((key, st)) = self.state.files.get(id) else {
+            return 0;
+        };
+        let acked = st.acked_offset;
         let journaled = self.state.journal.iter().flat_map(|e| e.ranges.iter());
         let pending = self
             .queues
@@ -473,7 +476,7 @@ impl Core {
             .flat_map(|p| p.ranges.iter());
         journaled
             .chain(pending)
-            .filter(|(k, _, _)| file_id(k) == id)
+            .filter(|(k, _, _)| k == key)
             .map(|(_, _, end)| *end)
             .fold(acked, u64::max)
     }
@@ -540,14 +543,33 @@ impl Core {
         id
     }
 
-    /// A known identity is tailed again through `(dev, inode)` at `path`.
-    pub fn resume_file(&mut self, id: &str, dev: u64, inode: u64, path: String) {
-        if let Some((_, st)) = self.state.files.get_mut(id) {
-            st.dev = dev;
-            st.inode = inode;
-            st.last_path = path;
-        }
+    /// A known identity is tailed (again) through `(dev, inode)` at `path`, reading from
+    /// `offset`: its `taken_end` when it is picked up again (a rename, a restart), the exact
+    /// read position when it moves to the copy of a copy-truncate, its start when new.
+    pub fn open_file(&mut self, id: &str, dev: u64, inode: u64, path: String, offset: u64) {
+        let Some((_, st)) = self.state.files.get_mut(id) else {
+            return;
+        };
+        st.dev = dev;
+        st.inode = inode;
+        st.last_path = path;
+        self.reading.insert(id.to_owned(), offset);
         self.dirty = true;
+    }
+
+    /// A file stops being tailed (closed, drained, truncated, no longer matched).
+    pub fn close_file(&mut self, id: &str) {
+        self.reading.remove(id);
+    }
+
+    /// Where the next bytes taken from a tailed file start.
+    pub fn read_offset(&self, id: &str) -> Option<u64> {
+        self.reading.get(id).copied()
+    }
+
+    /// Whether a file is being tailed.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.reading.contains_key(id)
     }
 
     /// Marks known files found again (by inode) as seen at `wall_ms`; forgets files not
@@ -556,7 +578,6 @@ impl Core {
     pub fn forget_gone(
         &mut self,
         here: &HashSet<(u64, u64)>,
-        open: impl Fn(&str) -> bool,
         wall_ms: i64,
         limit_ms: i64,
     ) -> usize {
@@ -572,7 +593,9 @@ impl Core {
                 st.last_seen_ms = wall_ms;
                 return true;
             }
-            let keep = open(id) || journaled.contains(id) || wall_ms - st.last_seen_ms < limit_ms;
+            let keep = self.reading.contains_key(id)
+                || journaled.contains(id)
+                || wall_ms - st.last_seen_ms < limit_ms;
             if !keep {
                 forgotten += 1;
             }
@@ -586,20 +609,16 @@ impl Core {
 
     // ---- Records and batches. ----
 
-    /// Takes the whole records of `data`, read from file `id` at `offset`, into the file's
-    /// partition batch (cutting it when full). With `flush`, a multiline record whose end
-    /// is still unknown at the end of `data` ends there (the timeout) and its range ends
-    /// with it. Returns how much was consumed.
-    pub fn take(
-        &mut self,
-        id: &str,
-        data: &[u8],
-        offset: u64,
-        flush: bool,
-        now: Instant,
-        wall_ms: i64,
-    ) -> Took {
+    /// Takes the whole records of `data`, read from the tailed file `id` at its
+    /// [`Core::read_offset`], into the file's partition batch (cutting it when full), and
+    /// moves the read position past them. With `flush`, a multiline record whose end is
+    /// still unknown at the end of `data` ends there (the timeout) and its range ends with
+    /// it. Returns how much was consumed.
+    pub fn take(&mut self, id: &str, data: &[u8], flush: bool, now: Instant, wall_ms: i64) -> Took {
         let mut took = Took::default();
+        let Some(offset) = self.reading.get(id).copied() else {
+            return took;
+        };
         let Some((key, st)) = self.state.files.get(id) else {
             return took;
         };
@@ -654,6 +673,7 @@ impl Core {
             full_batches.push(q.pending.take());
         }
         took.consumed = pos;
+        self.reading.insert(id.to_owned(), offset + pos as u64);
         for p in full_batches.into_iter().flatten() {
             self.journal_batch(&tp, p);
         }
@@ -1013,5 +1033,133 @@ impl Core {
             }
         }
         self.dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bytes(Vec<u8>);
+
+    impl FileSource for Bytes {
+        fn read_range(
+            &mut self,
+            _key: &FileKey,
+            _st: &FileState,
+            start: u64,
+            end: u64,
+        ) -> Result<Vec<u8>, String> {
+            Ok(self.0[start as usize..end as usize].to_vec())
+        }
+    }
+
+    fn settings(multiline: bool) -> Settings {
+        Settings {
+            host: "h".into(),
+            inputs: vec![InputRules {
+                topic: "t".into(),
+                labels: vec![(b"k".to_vec(), b"v".to_vec())],
+                multiline: multiline.then(|| Multiline {
+                    start: Some(regex::bytes::Regex::new("^[a-z]").expect("regex")),
+                    continuation: None,
+                    max_lines: 10,
+                    timeout: Duration::from_millis(100),
+                }),
+            }],
+            max_line_bytes: 8,
+            batch_bytes_max: 1 << 20,
+            linger: Duration::from_millis(10),
+            in_flight_max: 5,
+        }
+    }
+
+    fn online(settings: Settings, t0: Instant) -> (Core, String) {
+        let mut core = Core::new(AgentState::default(), settings, t0);
+        core.on_connected(Connected {
+            producer: (1, 0),
+            partitions: vec![("t".into(), 1)],
+            last_sequences: None,
+        });
+        let id = core.add_file(9, 1, 2, "/p".into(), 0, 0, 0);
+        core.open_file(&id, 1, 2, "/p".into(), 0);
+        (core, id)
+    }
+
+    fn encoded(b: &BatchBuilder) -> Vec<u8> {
+        let stamp = ProducerStamp {
+            producer_id: 1,
+            producer_epoch: 0,
+            base_sequence: 0,
+        };
+        shared::BatchEncoder::new(shared::Compression::None, 0)
+            .and_then(|mut e| e.encode(b, stamp))
+            .expect("encode")
+    }
+
+    /// A batch rebuilt from the journal is the batch first sent, byte for byte: a range that
+    /// ends after a long-line piece, and a multiline record ended by the timeout.
+    #[test]
+    fn rebuilt_batches_equal_first_sends() {
+        for (multiline, data) in [
+            (false, &b"short\nABCDEFGHIJKLMNOP"[..]),
+            (true, &b"a\n b\n c\nd\n e\n"[..]),
+        ] {
+            let t0 = Instant::now();
+            let (mut core, id) = online(settings(multiline), t0);
+            let took = core.take(&id, data, multiline, t0, 5);
+            assert!(took.consumed > 0);
+            let rest = &data[took.consumed..];
+            let more = core.take(&id, rest, true, t0, 5);
+            assert_eq!(
+                core.read_offset(&id),
+                Some((took.consumed + more.consumed) as u64)
+            );
+            core.cut_due(t0 + Duration::from_secs(1));
+            let job = core.poll_store(t0).expect("store");
+            core.on_stored(job.generation);
+            let mut jobs = core.poll_encode(&mut Bytes(data.to_vec())).expect("encode");
+            assert_eq!(jobs.len(), 1);
+            let first = jobs.remove(0);
+            let entry = core.state().journal[0].clone();
+            let rebuilt = core
+                .rebuild(&entry, &mut Bytes(data.to_vec()))
+                .expect("rebuild");
+            assert_eq!(encoded(&first.builder), encoded(&rebuilt));
+        }
+    }
+
+    /// A duplicated acknowledgement does not take the next batch with it.
+    #[test]
+    fn a_duplicated_ack_is_ignored() {
+        let t0 = Instant::now();
+        let mut s = settings(false);
+        s.batch_bytes_max = 1;
+        let (mut core, id) = online(s, t0);
+        core.take(&id, b"one\ntwo\n", false, t0, 5);
+        core.cut_due(t0 + Duration::from_secs(1));
+        let job = core.poll_store(t0).expect("store");
+        core.on_stored(job.generation);
+        for j in core.poll_encode(&mut Bytes(Vec::new())).expect("encode") {
+            core.on_encoded(&j.tp, j.base_sequence, Some(Arc::from(&b"x"[..])));
+        }
+        let sent = core.poll_send(t0);
+        assert_eq!(sent.len(), 1);
+        let (tp, seq) = (sent[0].tp.clone(), sent[0].base_sequence);
+        assert_eq!(
+            core.on_ack(&tp, seq, Delivery::Acked, t0),
+            AckOutcome::Acked
+        );
+        assert_eq!(
+            core.on_ack(&tp, seq, Delivery::Acked, t0),
+            AckOutcome::Ignored
+        );
+        assert_eq!(
+            core.state().journal.len(),
+            1,
+            "the second batch is still journaled"
+        );
+        assert_eq!(core.files()[&id].1.acked_offset, 4);
+        assert_eq!(tp.to_string(), "t/0");
     }
 }

@@ -246,7 +246,10 @@ impl Agent {
                 None => unmatched.push(id.clone()),
             }
         }
-        let stopped = unmatched.iter().filter(|id| self.tailer.stop(id)).count();
+        let stopped = unmatched
+            .iter()
+            .filter(|id| self.tailer.stop(&mut self.core, id))
+            .count();
         tracing::info!(
             inputs = self.cfg.inputs.len(),
             stopped,
@@ -342,7 +345,7 @@ impl Agent {
             journal::spawn_store(job, self.cfg.state_dir.clone(), self.store_tx.clone());
         }
         self.send_ready(now)?;
-        self.tailer.close_drained();
+        self.tailer.close_drained(&mut self.core);
         let m = &self.metrics;
         m.files_open.set(self.tailer.open_files() as i64);
         m.files_known.set(self.core.files().len() as i64);

@@ -36,13 +36,12 @@ struct Tailed {
     file: File,
     dev: u64,
     inode: u64,
-    read_offset: u64,
     /// Size at the last discovery (a change makes discovery check the first line again).
     seen_size: u64,
     last_growth: Instant,
     /// Seen at a matching path in the last discovery.
     present: bool,
-    /// Since when bytes after `read_offset` have waited for their record to end (a multiline
+    /// Since when bytes after the read offset have waited for their record to end (a multiline
     /// record waits for its next line, at most the input's timeout).
     waiting_since: Option<Instant>,
 }
@@ -98,8 +97,14 @@ impl Tailer {
     }
 
     /// Stops reading a file (no input matches it any more after a reload).
-    pub fn stop(&mut self, id: &str) -> bool {
+    pub fn stop(&mut self, core: &mut Core, id: &str) -> bool {
+        core.close_file(id);
         self.tailed.remove(id).is_some()
+    }
+
+    fn close(&mut self, core: &mut Core, id: &str) -> Option<Tailed> {
+        core.close_file(id);
+        self.tailed.remove(id)
     }
 
     /// Discovers (when `rescan`) and reads; a read that found a file truncated under it
@@ -146,9 +151,10 @@ impl Tailer {
                         // continues this identity exactly where reading stopped; this inode
                         // starts over as a new file.
                         tracing::info!(path = %f.path.display(), "file truncated; following the copy and the new content");
-                        if let Some(t) = self.tailed.remove(&id) {
-                            let unread = t.seen_size.saturating_sub(t.read_offset);
-                            self.follow_copy(core, t.id, t.read_offset, unread, &f);
+                        let offset = core.read_offset(&id).unwrap_or(0);
+                        if let Some(t) = self.close(core, &id) {
+                            let unread = t.seen_size.saturating_sub(offset);
+                            self.follow_copy(core, t.id, offset, unread, &f);
                         }
                         unknown.push(f);
                     } else if let Some(t) = self.tailed.get_mut(&id) {
@@ -222,7 +228,7 @@ impl Tailer {
     fn forget_gone(&mut self, core: &mut Core, cfg: &Config, found: &[Found]) {
         let here: HashSet<(u64, u64)> = found.iter().map(|f| (f.dev, f.inode)).collect();
         let limit = cfg.forget_files_after.as_millis() as i64;
-        let forgotten = core.forget_gone(&here, |id| self.tailed.contains_key(id), now_ms(), limit);
+        let forgotten = core.forget_gone(&here, now_ms(), limit);
         if forgotten > 0 {
             tracing::info!(
                 files = forgotten,
@@ -298,7 +304,7 @@ impl Tailer {
         let Some(t) = self.tailed.get(id) else {
             return false;
         };
-        if f.size < t.read_offset {
+        if f.size < core.read_offset(id).unwrap_or(0) {
             return true;
         }
         if f.size == t.seen_size {
@@ -321,7 +327,13 @@ impl Tailer {
         offset: u64,
         present: bool,
     ) {
-        core.resume_file(&id, f.dev, f.inode, f.path.to_string_lossy().into_owned());
+        core.open_file(
+            &id,
+            f.dev,
+            f.inode,
+            f.path.to_string_lossy().into_owned(),
+            offset,
+        );
         self.twins.remove(&(f.dev, f.inode));
         self.tailed.insert(
             id.clone(),
@@ -330,7 +342,6 @@ impl Tailer {
                 file,
                 dev: f.dev,
                 inode: f.inode,
-                read_offset: offset,
                 seen_size: f.size,
                 last_growth: Instant::now(),
                 present,
@@ -558,7 +569,9 @@ impl Tailer {
             let Some(t) = self.tailed.get(id) else {
                 break Read::Drained;
             };
-            let offset = t.read_offset;
+            let Some(offset) = core.read_offset(id) else {
+                break Read::Drained;
+            };
             // The multiline timeout ends a record that waited long enough for its next line.
             let flush = match (timeout, t.waiting_since) {
                 (Some(limit), Some(since)) => since.elapsed() >= limit,
@@ -589,7 +602,7 @@ impl Tailer {
                     break Read::Drained;
                 }
             }
-            let took = core.take(id, &buf[..n], offset, flush, Instant::now(), now_ms());
+            let took = core.take(id, &buf[..n], flush, Instant::now(), now_ms());
             m.records_read.inc_by(took.records);
             m.bytes_read.inc_by(took.consumed as u64);
             m.long_line_pieces.inc_by(took.long_pieces);
@@ -617,7 +630,6 @@ impl Tailer {
                     Read::More
                 };
             }
-            t.read_offset += consumed as u64;
             t.last_growth = Instant::now();
             t.waiting_since = (consumed < n).then(Instant::now);
             want = chunk;
@@ -643,44 +655,39 @@ impl Tailer {
     /// Closes up to `n` open files that are fully read and fully acknowledged, least recently
     /// active first. They are found again by the next discovery when they grow, and resume
     /// at their acknowledged offset (which is where reading stopped).
-    fn close_least_active(&mut self, core: &Core, n: usize) {
+    fn close_least_active(&mut self, core: &mut Core, n: usize) {
         let mut idle: Vec<(Instant, String)> = self
             .tailed
             .values()
             .filter(|t| {
                 let acked = core.file(&t.id).map(|(_, st)| st.acked_offset);
-                acked == Some(t.read_offset)
-                    && t.file
-                        .metadata()
-                        .map(|m| m.len() <= t.read_offset)
-                        .unwrap_or(false)
+                let read = core.read_offset(&t.id).unwrap_or(0);
+                acked == Some(read) && t.file.metadata().map(|m| m.len() <= read).unwrap_or(false)
             })
             .map(|t| (t.last_growth, t.id.clone()))
             .collect();
         idle.sort();
         for (_, id) in idle.into_iter().take(n) {
             tracing::debug!(file = %id, "closing the least recently active file (max_open_files)");
-            self.tailed.remove(&id);
+            self.close(core, &id);
         }
     }
 
     /// Closes files that are gone from every matching path, fully read and idle.
-    pub fn close_drained(&mut self) {
+    pub fn close_drained(&mut self, core: &mut Core) {
         let drained: Vec<String> = self
             .tailed
             .values()
             .filter(|t| !t.present && t.last_growth.elapsed() >= DRAIN_IDLE)
             .filter(|t| {
-                t.file
-                    .metadata()
-                    .map(|m| m.len() <= t.read_offset)
-                    .unwrap_or(true)
+                let read = core.read_offset(&t.id).unwrap_or(0);
+                t.file.metadata().map(|m| m.len() <= read).unwrap_or(true)
             })
             .map(|t| t.id.clone())
             .collect();
         for id in drained {
             tracing::info!(file = %id, "closing a drained file");
-            self.tailed.remove(&id);
+            self.close(core, &id);
         }
     }
 }

@@ -283,14 +283,15 @@ impl Model {
             .filter(|id| core.file(id).is_some());
         let (id, offset) = match known {
             Some(id) => {
+                // Picked up again where its lines were taken, never before.
                 let offset = core.taken_end(&id);
-                core.resume_file(&id, DEV, inode, path);
+                core.open_file(&id, DEV, inode, path, offset);
                 (id, offset)
             }
             None => {
                 let first_inode = key.as_ref().map_or(inode, |k| k.inode);
                 let id = core.add_file(fp, DEV, first_inode, path.clone(), input, 0, wall);
-                core.resume_file(&id, DEV, inode, path);
+                core.open_file(&id, DEV, inode, path, 0);
                 (id, 0)
             }
         };
@@ -320,7 +321,17 @@ impl Model {
         let end = (offset + most).min(len);
         let data = self.streams[i].content[offset as usize..end as usize].to_vec();
         let (now, wall) = (self.now(), self.wall_ms());
-        let took = self.core().take(&id, &data, offset, flush, now, wall);
+        let core = self.core();
+        assert_eq!(
+            core.read_offset(&id),
+            Some(offset),
+            "the core's read position"
+        );
+        assert!(
+            offset >= core.taken_end(&id),
+            "stream {i}: reading at {offset}, below what was taken already"
+        );
+        let took = core.take(&id, &data, flush, now, wall);
         self.streams[i].read_offset = Some(offset + took.consumed as u64);
     }
 
@@ -333,8 +344,16 @@ impl Model {
         self.streams[i].inode = copy_inode;
         if let (Some(key), Some(core)) = (self.streams[i].key.clone(), self.core.as_mut()) {
             let id = file_id(&key);
-            if core.file(&id).is_some() {
-                core.resume_file(&id, DEV, copy_inode, format!("/var/log/copy{copy_inode}"));
+            if let Some(offset) = core.read_offset(&id) {
+                // The copy continues at exactly the read position.
+                core.close_file(&id);
+                core.open_file(
+                    &id,
+                    DEV,
+                    copy_inode,
+                    format!("/var/log/copy{copy_inode}"),
+                    offset,
+                );
             }
         }
         let input = self.streams[i].input;
