@@ -360,6 +360,30 @@ impl Model {
         self.new_stream(input, old_inode);
     }
 
+    /// The tailer lets go of a file (closed, renamed away, drained) and picks it up again
+    /// later: it resumes where its lines were taken, whatever is pending or journaled.
+    fn reopen(&mut self, i: usize) {
+        let Some(key) = self.streams[i].key.clone() else {
+            return;
+        };
+        let id = file_id(&key);
+        let (inode, path) = (self.streams[i].inode, self.streams[i].path.clone());
+        let core = self.core.as_mut().expect("core");
+        if core.read_offset(&id).is_none() {
+            return;
+        }
+        core.close_file(&id);
+        let offset = core.taken_end(&id);
+        core.open_file(&id, DEV, inode, path, offset);
+        // Everything read was taken: an open file's read position is its taken_end.
+        assert_eq!(
+            Some(offset),
+            self.streams[i].read_offset,
+            "stream {i}: taken_end is not the read position"
+        );
+        self.streams[i].read_offset = Some(offset);
+    }
+
     fn rename(&mut self, i: usize) {
         if let (Some(key), Some(core)) = (self.streams[i].key.clone(), self.core.as_mut()) {
             let id = file_id(&key);
@@ -629,7 +653,11 @@ impl Model {
             }
             44..45 if n > 0 => {
                 let i = self.rng.below(n as u64) as usize;
-                self.rename(i);
+                if self.rng.chance(50) {
+                    self.rename(i);
+                } else {
+                    self.reopen(i);
+                }
             }
             45..55 => {
                 self.t += if self.rng.chance(10) {
