@@ -481,6 +481,31 @@ impl Core {
             .fold(acked, u64::max)
     }
 
+    /// The known identity a found file (first line `fingerprint`, `size` bytes) continues,
+    /// with where: one with this fingerprint, not being read, whose lines taken so far fit
+    /// the file — the same inode first, then the one taken furthest. It resumes at its
+    /// `taken_end` (acknowledged, journaled or still pending), never before: those lines
+    /// are on their way already.
+    pub fn resume_candidate(
+        &self,
+        fingerprint: u64,
+        dev: u64,
+        inode: u64,
+        size: u64,
+    ) -> Option<(String, u64)> {
+        self.state
+            .files
+            .iter()
+            .filter(|(id, (k, _))| k.fingerprint == fingerprint && !self.reading.contains_key(*id))
+            .map(|(id, (_, st))| {
+                let same_inode = st.dev == dev && st.inode == inode;
+                (id, self.taken_end(id), same_inode)
+            })
+            .filter(|(_, offset, _)| *offset <= size)
+            .min_by_key(|(_, off, same_inode)| (!*same_inode, std::cmp::Reverse(*off)))
+            .map(|(id, offset, _)| (id.clone(), offset))
+    }
+
     /// Registers a newly found file: a new identity (the next generation of this inode with
     /// this first line), its partition if the topic's count is known, its discovery order.
     /// Returns its id.
@@ -673,7 +698,9 @@ impl Core {
             full_batches.push(q.pending.take());
         }
         took.consumed = pos;
-        self.reading.insert(id.to_owned(), offset + pos as u64);
+        if let Some(read) = self.reading.get_mut(id) {
+            *read = offset + pos as u64;
+        }
         for p in full_batches.into_iter().flatten() {
             self.journal_batch(&tp, p);
         }

@@ -249,24 +249,7 @@ impl Tailer {
             .tailed
             .keys()
             .any(|id| core.file(id).is_some_and(|(k, _)| k.fingerprint == fp));
-        // A known identity with this fingerprint, not being read, whose data fits the file.
-        // It resumes where its lines were taken into batches (acknowledged, journaled or
-        // still pending), never before: those lines are on their way already.
-        let mut candidates: Vec<(String, u64, bool)> = core
-            .files()
-            .iter()
-            .filter(|(id, (k, _))| k.fingerprint == fp && !self.tailed.contains_key(*id))
-            .map(|(id, (_, st))| {
-                (
-                    id.clone(),
-                    core.taken_end(id),
-                    st.dev == f.dev && st.inode == f.inode,
-                )
-            })
-            .filter(|(_, offset, _)| *offset <= f.size)
-            .collect();
-        candidates.sort_by_key(|(_, off, same_inode)| (!*same_inode, std::cmp::Reverse(*off)));
-        if let Some((id, offset, _)) = candidates.into_iter().next() {
+        if let Some((id, offset)) = core.resume_candidate(fp, f.dev, f.inode, f.size) {
             if let Some((_, st)) = core.files_mut().get_mut(&id) {
                 st.input = f.input;
             }
