@@ -1156,6 +1156,48 @@ mod tests {
         }
     }
 
+    /// A state file written before the core existed loads and goes on: sequences keyed
+    /// `topic/partition`, journaled batches queued ahead of new ones.
+    #[test]
+    fn an_existing_state_file_loads_and_continues() {
+        let fp = 9u64;
+        let id = file_id(&FileKey {
+            fingerprint: fp,
+            dev: 1,
+            inode: 2,
+            generation: 0,
+        });
+        let json = format!(
+            r#"{{"version":1,"producer_id":3,"producer_epoch":0,"next_sequence":{{"t/0":7}},
+            "files":{{"{id}":[{{"fingerprint":{fp},"dev":1,"inode":2,"generation":0}},
+            {{"path":"/p","input":0,"last_seen_ms":1,"topic":"t","partition":0,"acked_offset":4,
+            "last_path":"/p","dev":1,"inode":2,"seq":0}}]}},
+            "journal":[{{"topic":"t","partition":0,"base_sequence":5,"record_count":2,
+            "timestamp_ms":1,"ranges":[[{{"fingerprint":{fp},"dev":1,"inode":2,"generation":0}},4,12]]}}],
+            "topic_partitions":{{"t":1}},"next_file_seq":1}}"#
+        );
+        let state: AgentState = serde_json::from_str(&json).expect("old state parses");
+        let t0 = Instant::now();
+        let mut core = Core::new(state, settings(false), t0);
+        assert_eq!(core.taken_end(&id), 12);
+        assert_eq!(core.resume_candidate(fp, 1, 2, 20), Some((id.clone(), 12)));
+        core.open_file(&id, 1, 2, "/p".into(), 12);
+        core.take(&id, b"three\n", false, t0, 5);
+        core.cut_due(t0 + Duration::from_secs(1));
+        let journal = &core.state().journal;
+        assert_eq!(journal.len(), 2);
+        assert_eq!((journal[1].base_sequence, journal[1].record_count), (7, 1));
+        assert_eq!(core.state().next_sequence.get("t/0"), Some(&8));
+        core.on_connected(Connected {
+            producer: (3, 0),
+            partitions: vec![],
+            last_sequences: Some(HashMap::from([(TopicPartition::new("t", 0), (0, 6))])),
+        });
+        // The journaled batch is delivered already; the new one is next.
+        assert_eq!(core.state().journal.len(), 1);
+        assert_eq!(core.files()[&id].1.acked_offset, 12);
+    }
+
     /// A duplicated acknowledgement does not take the next batch with it.
     #[test]
     fn a_duplicated_ack_is_ignored() {
