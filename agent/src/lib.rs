@@ -7,13 +7,21 @@
 //! - [`state`]: the durable state file — producer id, sequences, file checkpoints, and the
 //!   journal of sent-but-unacknowledged batches that makes delivery exactly-once.
 //! - [`client`]: the collector API client with failover and capped, jittered retries.
-//! - [`run`]: the main loop: discover, read, cut, journal, send, acknowledge.
+//! - [`core`]: the exactly-once state machine without I/O: records, batches, journal
+//!   generations, acknowledgements, file checkpoints and resume points.
+//! - [`tailer`], [`journal`], [`sender`]: the shells doing its I/O (discovery and reads,
+//!   state stores, encoding and produce requests).
+//! - [`run`]: the event loop wiring them.
 //! - [`metrics`]: `/metrics` and `/health` on `metrics_listen`.
 
 pub mod client;
 pub mod config;
+pub mod core;
 pub mod files;
+pub mod journal;
 pub mod lines;
 pub mod metrics;
 pub mod run;
+pub mod sender;
 pub mod state;
+pub mod tailer;

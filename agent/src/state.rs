@@ -78,7 +78,8 @@ pub struct AgentState {
     pub version: u32,
     pub producer_id: Option<i64>,
     pub producer_epoch: i16,
-    /// Next sequence per `topic/partition`.
+    /// Next sequence per partition, keyed `topic/partition` on disk (`TopicPartition`'s
+    /// `Display` in the agent).
     pub next_sequence: BTreeMap<String, i32>,
     pub files: BTreeMap<String, (FileKey, FileState)>,
     pub journal: Vec<JournalEntry>,
@@ -114,10 +115,6 @@ pub enum StateError {
 /// `FileState::partition` of a file found before the collectors told the topic's partition
 /// count: it is held open but not read until then.
 pub const UNASSIGNED: u32 = u32::MAX;
-
-pub fn partition_key(topic: &str, partition: u32) -> String {
-    format!("{topic}/{partition}")
-}
 
 pub fn file_id(key: &FileKey) -> String {
     format!(
