@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::{BatchBuilder, ProducerStamp};
@@ -225,7 +224,7 @@ struct Pending {
 enum Encoded {
     No,
     Running,
-    Done(Arc<[u8]>),
+    Done(bytes::Bytes),
 }
 
 /// A journaled batch on its way: encoded ahead while the one before it is in flight, sent in
@@ -287,7 +286,7 @@ pub struct EncodeJob {
 pub struct SendJob {
     pub tp: TopicPartition,
     pub base_sequence: i32,
-    pub batch: Arc<[u8]>,
+    pub batch: bytes::Bytes,
 }
 
 /// How a send ended, as the sender saw it.
@@ -970,7 +969,7 @@ impl Core {
 
     /// An encode handed out by [`Core::poll_encode`] finished; `None`: it failed (not
     /// expected), and the batch is rebuilt from the files and encoded again.
-    pub fn on_encoded(&mut self, tp: &TopicPartition, seq: i32, batch: Option<Arc<[u8]>>) {
+    pub fn on_encoded(&mut self, tp: &TopicPartition, seq: i32, batch: Option<bytes::Bytes>) {
         let Some(r) = self
             .queues
             .get_mut(tp)
@@ -1210,7 +1209,11 @@ mod tests {
         let job = core.poll_store(t0).expect("store");
         core.on_stored(job.generation);
         for j in core.poll_encode(&mut Bytes(Vec::new())).expect("encode") {
-            core.on_encoded(&j.tp, j.base_sequence, Some(Arc::from(&b"x"[..])));
+            core.on_encoded(
+                &j.tp,
+                j.base_sequence,
+                Some(bytes::Bytes::from_static(b"x")),
+            );
         }
         let sent = core.poll_send(t0);
         assert_eq!(sent.len(), 1);

@@ -123,20 +123,14 @@ impl AgentMetrics {
 
     /// Records the input patterns that match no file (shown by `/health`).
     pub fn set_unmatched(&self, patterns: &[String]) {
-        let mut g = self
-            .unmatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = shared::sys::lock(&self.unmatched);
         if *g != patterns {
             *g = patterns.to_vec();
         }
     }
 
     fn unmatched(&self) -> Vec<String> {
-        self.unmatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        shared::sys::lock(&self.unmatched).clone()
     }
 
     pub fn encode(&self) -> String {

@@ -20,7 +20,7 @@ pub enum EncodeError {
 }
 
 /// An encode finished: the batch bytes, shared by every send of it.
-pub type Encoded = (TopicPartition, i32, Result<Arc<[u8]>, EncodeError>);
+pub type Encoded = (TopicPartition, i32, Result<bytes::Bytes, EncodeError>);
 /// A send finished (after the client's own retries of retriable errors).
 pub type Sent = (TopicPartition, i32, Result<(), ClientError>);
 
@@ -65,7 +65,7 @@ pub fn spawn_encode(
             .await
             .map_err(|e| EncodeError::Task(e.to_string()))
             .and_then(|r| r)
-            .map(Arc::<[u8]>::from);
+            .map(bytes::Bytes::from);
         let _ = done.send((tp, base_sequence, result)).await;
     });
 }
@@ -79,11 +79,10 @@ pub fn spawn_send(job: SendJob, client: Arc<Client>, acks: &'static str, done: m
             base_sequence,
             batch,
         } = job;
-        // `Client::produce` takes the body by value: each attempt gets its own copy of the
-        // shared bytes (the queue keeps one `Arc` for resends after a refusal).
+        // Every attempt sends the same shared buffer (a `Bytes` clone copies nothing).
         let result = client
             .retry("produce", || {
-                client.produce(&tp.topic, tp.partition, acks, batch.to_vec())
+                client.produce(&tp.topic, tp.partition, acks, batch.clone())
             })
             .await;
         tracing::debug!(

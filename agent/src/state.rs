@@ -9,19 +9,13 @@
 //! the same sequences.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "agent.state";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use shared::sys::now_ms;
 const STATE_VERSION: u32 = 1;
 
 /// Identity of a tailed file: a checksum of its first bytes plus the inode it had when first
@@ -170,21 +164,9 @@ impl AgentState {
             source,
         };
         let body = serde_json::to_vec(self).map_err(|e| w(std::io::Error::other(e)))?;
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(w)?;
-            f.write_all(format!("{:08x}\n", crc32c::crc32c(&body)).as_bytes())
-                .map_err(w)?;
-            f.write_all(&body).map_err(w)?;
-            f.sync_all().map_err(w)?;
-        }
-        std::fs::rename(&tmp, dir.join(STATE_FILE)).map_err(w)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(w)
+        let mut contents = format!("{:08x}\n", crc32c::crc32c(&body)).into_bytes();
+        contents.extend_from_slice(&body);
+        shared::sys::write_atomic(&dir.join(STATE_FILE), &contents).map_err(w)
     }
 }
 

@@ -24,11 +24,7 @@ pub const DRAIN_IDLE: Duration = Duration::from_secs(5);
 /// How often input patterns that still match nothing are logged again.
 const UNMATCHED_REPEAT: Duration = Duration::from_secs(300);
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use shared::sys::now_ms;
 
 #[derive(Debug)]
 struct Tailed {

@@ -13,7 +13,6 @@
 //! and after a final healing phase every complete line written is in the log.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::config::Multiline;
@@ -439,7 +438,7 @@ impl Model {
             let fail = self.rng.chance(3);
             let batch = (!fail).then(|| {
                 let mut enc = BatchEncoder::new(Compression::None, 0).expect("encoder");
-                Arc::<[u8]>::from(enc.encode(&job.builder, job.stamp).expect("encode"))
+                bytes::Bytes::from(enc.encode(&job.builder, job.stamp).expect("encode"))
             });
             self.core
                 .as_mut()

@@ -196,12 +196,10 @@ impl Broker {
     pub fn local_offsets(&self, topic: &str, partition: u32) -> (u64, u64) {
         self.logs
             .get(&TopicPartition::new(topic, partition))
-            .and_then(|log| {
-                log.lock()
-                    .ok()
-                    .map(|l| (l.high_watermark(), l.log_start_offset()))
+            .map_or((0, 0), |log| {
+                let l = shared::sys::lock(&log);
+                (l.high_watermark(), l.log_start_offset())
             })
-            .unwrap_or((0, 0))
     }
 
     /// `(high watermark, log start)` of any partition: from the local log when this broker
@@ -324,7 +322,7 @@ impl Broker {
 
     fn drop_local_topic(&self, name: &str) -> Result<(), BrokerError> {
         let doomed: Vec<TopicPartition> = {
-            let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            let mut parts = shared::sys::write(&self.partitions);
             let doomed: Vec<_> = parts
                 .keys()
                 .filter(|tp| tp.topic == name)
@@ -406,12 +404,7 @@ impl Broker {
             });
         }
         let tp = TopicPartition::new(topic, partition);
-        if let Some(p) = self
-            .partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&tp)
-        {
+        if let Some(p) = shared::sys::read(&self.partitions).get(&tp) {
             p.set_isr(self.config.node_id, &pm.isr);
             return Ok((p.clone(), pm.leader_epoch));
         }
@@ -425,7 +418,7 @@ impl Broker {
                 pm.replicas.len() > 1,
             )?))
         })?;
-        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let mut parts = shared::sys::write(&self.partitions);
         let p = parts.entry(tp).or_insert(opened).clone();
         drop(parts);
         p.set_isr(self.config.node_id, &pm.isr);
@@ -435,11 +428,7 @@ impl Broker {
     /// Forgets the leader state (producer table, followers) of a partition this broker no
     /// longer leads; its log stays. Leading it again rebuilds the state from the log.
     pub fn forget_leadership(&self, tp: &TopicPartition) {
-        let removed = self
-            .partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(tp);
+        let removed = shared::sys::write(&self.partitions).remove(tp);
         if let Some(p) = removed {
             tracing::info!(partition = %tp.dir_name(), "no longer the leader");
             p.depose();
@@ -463,9 +452,7 @@ impl Broker {
 
     /// Every open partition.
     pub fn open_partitions(&self) -> Vec<PartitionRef> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        shared::sys::read(&self.partitions)
             .values()
             .cloned()
             .collect()
@@ -499,10 +486,7 @@ impl Broker {
     /// Clean shutdown of storage: snapshots, then every log closed and marked clean.
     pub fn close(&self) -> Result<(), StorageError> {
         self.checkpoint_all();
-        self.partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        shared::sys::write(&self.partitions).clear();
         self.logs.close()
     }
 }

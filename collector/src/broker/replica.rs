@@ -138,12 +138,11 @@ async fn maintain_isr(broker: &Arc<Broker>) {
             .filter(|r| meta.brokers.get(r).is_some_and(|b| !b.fenced))
             .collect();
         // A follower joins only with everything since this leader's epoch began.
-        let epoch_start = part
-            .log()
-            .lock()
-            .ok()
-            .and_then(|l| l.leader_epochs().entries().last().map(|(_, start)| *start))
-            .unwrap_or(0);
+        let epoch_start = shared::sys::lock(part.log())
+            .leader_epochs()
+            .entries()
+            .last()
+            .map_or(0, |(_, start)| *start);
         let Some(isr) = part.wanted_isr(&candidates, broker.config.replica_lag_max, epoch_start)
         else {
             continue;
@@ -204,9 +203,7 @@ async fn restart_at_leader_start(
         .log_start_offset;
     if start > offset {
         tracing::warn!(partition = %tp.dir_name(), from = offset, to = start, "the leader's log starts past this replica's end: starting over there");
-        log.lock()
-            .map_err(|_| FollowError::Http("log lock poisoned".into()))?
-            .truncate_fully_and_start_at(start, shared::sys::now_ms())?;
+        shared::sys::lock(log).truncate_fully_and_start_at(start, shared::sys::now_ms())?;
     }
     Ok(())
 }
@@ -243,9 +240,7 @@ async fn follow_once(
     //    here too, and ask again, until both name the same epoch.
     for _round in 0..16 {
         let (latest, leo) = {
-            let l = log
-                .lock()
-                .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
+            let l = shared::sys::lock(&log);
             (l.leader_epochs().latest_epoch(), l.log_end_offset())
         };
         let Some(epoch) = latest else { break };
@@ -260,9 +255,7 @@ async fn follow_once(
             .await
             .map_err(|e| FollowError::Http(e.to_string()))?;
         let (leader_epoch, leader_end) = (i64::from(reply.epoch), reply.end_offset);
-        let mut l = log
-            .lock()
-            .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
+        let mut l = shared::sys::lock(&log);
         let target = if leader_epoch == i64::from(epoch) {
             leader_end.min(leo)
         } else {
@@ -285,10 +278,7 @@ async fn follow_once(
     // 2. Fetch and append.
     let limits = crate::storage::segment::scan_limits();
     loop {
-        let offset = log
-            .lock()
-            .map_err(|_| FollowError::Http("log lock poisoned".into()))?
-            .log_end_offset();
+        let offset = shared::sys::lock(&log).log_end_offset();
         let q = api::ReplicaFetchQuery {
             topic: tp.topic.clone(),
             partition: tp.partition,
@@ -312,9 +302,7 @@ async fn follow_once(
         let (hw, bytes) = (reply.high_watermark, reply.bytes);
         let log2 = log.clone();
         tokio::task::spawn_blocking(move || -> Result<(), FollowError> {
-            let mut l = log2
-                .lock()
-                .map_err(|_| FollowError::Http("log lock poisoned".into()))?;
+            let mut l = shared::sys::lock(&log2);
             if !bytes.is_empty() {
                 let batches = ValidatedBatches::new(bytes.to_vec(), &limits)?;
                 l.append_replica(batches, shared::sys::now_ms())?;

@@ -166,7 +166,7 @@ impl Controller {
     }
 
     fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
-        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+        shared::sys::lock(&self.liveness)
     }
 
     /// On the active controller: how long ago each broker last heartbeated (a broker not

@@ -73,7 +73,7 @@ impl Connection {
             .await
             .map_err(|e| {
                 if e.is_connect() {
-                    let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut warned = shared::sys::lock(&self.warned);
                     let last = warned.get(&self.addr).copied();
                     if last.is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY) {
                         warned.insert(self.addr.clone(), std::time::Instant::now());

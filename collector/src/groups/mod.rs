@@ -389,9 +389,7 @@ impl GroupService {
             return Ok(None);
         };
         let limits = self.broker.config.batch_limits();
-        let l = log
-            .lock()
-            .map_err(|_| BrokerError::Internal(format!("log {topic}-{partition} lock poisoned")))?;
+        let l = shared::sys::lock(&log);
         l.offset_for_timestamp(ts, &limits)
             .map_err(|e| BrokerError::from(e).into())
     }

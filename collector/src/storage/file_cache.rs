@@ -32,7 +32,7 @@ impl FileCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<PathBuf, Arc<File>>> {
         // A panic while holding this lock cannot leave the map inconsistent (each operation
         // is a single LruCache call), so a poisoned lock is still usable.
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
+        shared::sys::lock(&self.files)
     }
 
     /// Returns an open handle for `path`, opening it (read-only) on a miss.
