@@ -17,7 +17,6 @@
 //! always give the same records with the same headers.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use shared::{BatchBuilder, ProducerStamp};
@@ -31,35 +30,16 @@ pub const REFUSED_RETRY: Duration = Duration::from_secs(5);
 /// How often dirty state (acknowledgements) is written when nothing else writes it.
 pub const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A partition of a topic: the unit of batching, sequencing and ordering.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: u32,
+pub use shared::names::TopicPartition;
+
+/// The partition a journal entry belongs to.
+pub fn partition_of(e: &JournalEntry) -> TopicPartition {
+    TopicPartition::new(e.topic.clone(), e.partition)
 }
 
-impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-
-    pub fn of_entry(e: &JournalEntry) -> Self {
-        Self::new(e.topic.clone(), e.partition)
-    }
-
-    /// The key of `AgentState::next_sequence` (the on-disk format keeps `topic/partition`).
-    fn state_key(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.topic, self.partition)
-    }
+/// The key of `AgentState::next_sequence` (the on-disk format keeps `topic/partition`).
+fn state_key(tp: &TopicPartition) -> String {
+    format!("{}/{}", tp.topic, tp.partition)
 }
 
 /// What the core needs of one input: its topic, labels and multiline rule.
@@ -385,7 +365,7 @@ impl Core {
         for entry in core.state.journal.clone() {
             core.buffered += range_bytes(&entry);
             core.queues
-                .entry(TopicPartition::of_entry(&entry))
+                .entry(partition_of(&entry))
                 .or_default()
                 .ready
                 .push_back(Ready {
@@ -741,7 +721,7 @@ impl Core {
             // Nothing was added (the data held no whole record): no batch, no sequence.
             return;
         }
-        let seq = self.state.next_sequence.entry(tp.state_key()).or_insert(0);
+        let seq = self.state.next_sequence.entry(state_key(tp)).or_insert(0);
         let entry = JournalEntry {
             topic: tp.topic.clone(),
             partition: tp.partition,
@@ -777,7 +757,7 @@ impl Core {
         entry: &JournalEntry,
         source: &mut dyn FileSource,
     ) -> Result<BatchBuilder, RebuildError> {
-        let tp = || TopicPartition::of_entry(entry);
+        let tp = || partition_of(entry);
         let mut b = BatchBuilder::new();
         for (key, start, end) in &entry.ranges {
             let id = file_id(key);
@@ -1232,6 +1212,6 @@ mod tests {
             "the second batch is still journaled"
         );
         assert_eq!(core.files()[&id].1.acked_offset, 4);
-        assert_eq!(tp.to_string(), "t/0");
+        assert_eq!(state_key(&tp), "t/0", "the on-disk sequence key");
     }
 }

@@ -612,7 +612,7 @@ impl Model {
         self.recovered_seqs = loaded
             .journal
             .iter()
-            .map(|e| (TopicPartition::of_entry(e), e.base_sequence))
+            .map(|e| (agent::core::partition_of(e), e.base_sequence))
             .collect();
         self.core = Some(Core::new(loaded, self.settings.clone(), self.now()));
         for s in &mut self.streams {

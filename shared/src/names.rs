@@ -55,3 +55,37 @@ mod tests {
         assert!(validate_topic(&"x".repeat(250)).is_err());
     }
 }
+
+/// A partition of a topic: the unit of storage, replication, batching and ordering.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    /// The partition's directory name, `<topic>-<partition>`.
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+
+    /// Parses a directory name; the topic is everything before the last `-`.
+    pub fn parse_dir_name(name: &str) -> Option<Self> {
+        let (topic, p) = name.rsplit_once('-')?;
+        validate_topic(topic).ok()?;
+        Some(Self::new(topic, p.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}

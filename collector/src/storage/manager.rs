@@ -22,33 +22,7 @@ use super::log::PartitionLog;
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 pub const LOCK_FILE: &str = ".lock";
 
-/// A topic-partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: u32,
-}
-
-impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-
-    /// The partition's directory name, `<topic>-<partition>`.
-    pub fn dir_name(&self) -> String {
-        format!("{}-{}", self.topic, self.partition)
-    }
-
-    /// Parses a directory name; the topic is everything before the last `-`.
-    pub fn parse_dir_name(name: &str) -> Option<Self> {
-        let (topic, p) = name.rsplit_once('-')?;
-        shared::names::validate_topic(topic).ok()?;
-        Some(Self::new(topic, p.parse().ok()?))
-    }
-}
+pub use shared::names::TopicPartition;
 
 /// One data directory.
 #[derive(Debug)]
