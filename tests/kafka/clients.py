@@ -2,15 +2,21 @@
 """Real Kafka clients driven by the test suite (tests/tests/kafka.rs).
 
 Each subcommand prints one JSON object on stdout; the Rust test checks it.
-  confluent-produce BOOTSTRAP TOPIC N   idempotent, acks=all, zstd, 200-byte values
+  confluent-produce BOOTSTRAP TOPIC N [START]   idempotent, acks=all, zstd, 200-byte
+                                        values numbered from START
   confluent-read BOOTSTRAP TOPIC N      assign every partition from the start, read N
+  confluent-commit BOOTSTRAP TOPIC N GROUP   assign from the group's committed offsets (or
+                                        the start), read N, commit synchronously
+  commit-offset BOOTSTRAP TOPIC GROUP PARTITION OFFSET   one synchronous commit
+  admin-create BOOTSTRAP TOPIC PARTITIONS    AdminClient.create_topics
+  admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
 """
 import json
 import sys
 import time
 
 
-def confluent_produce(bootstrap, topic, n):
+def confluent_produce(bootstrap, topic, n, start=0):
     from confluent_kafka import Producer
 
     p = Producer({
@@ -28,7 +34,7 @@ def confluent_produce(bootstrap, topic, n):
         else:
             delivered.append((msg.partition(), msg.offset()))
 
-    for i in range(n):
+    for i in range(start, start + n):
         value = f"record-{i:08d}-".encode() + b"x" * 184
         p.produce(topic, value=value, key=f"k{i % 13}".encode(),
                   headers={"host": b"kafka-test"}, on_delivery=done)
@@ -67,6 +73,93 @@ def confluent_read(bootstrap, topic, n):
                       "out_of_order": out_of_order, "errors": errors[:5]}))
 
 
+def confluent_commit(bootstrap, topic, n, group):
+    from confluent_kafka import OFFSET_STORED, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, OFFSET_STORED) for p in md.topics[topic].partitions])
+    values, errors = [], []
+    deadline = time.time() + 60
+    while len(values) < n and time.time() < deadline:
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            errors.append(str(m.error()))
+            continue
+        values.append(m.value().decode())
+    committed = c.commit(asynchronous=False)
+    commit_errors = [str(tp.error) for tp in committed if tp.error]
+    # Nothing more is there: a short poll must return nothing.
+    extra = 0
+    end = time.time() + 2
+    while time.time() < end:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            extra += 1
+    c.close()
+    print(json.dumps({"read": len(values), "values": sorted(values), "extra": extra,
+                      "errors": errors[:5], "commit_errors": commit_errors}))
+
+
+def commit_offset(bootstrap, topic, group, partition, offset):
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "enable.auto.commit": False})
+    errors = []
+    try:
+        done = c.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+        errors = [str(tp.error) for tp in done if tp.error]
+    except KafkaException as e:
+        errors.append(str(e))
+    c.close()
+    print(json.dumps({"errors": errors}))
+
+
+def admin_create(bootstrap, topic, partitions):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    futures = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    errors = []
+    for f in futures.values():
+        try:
+            f.result(timeout=30)
+        except Exception as e:  # the test prints what failed
+            errors.append(str(e))
+    print(json.dumps({"errors": errors}))
+
+
+def admin_delete(bootstrap, topic):
+    from confluent_kafka.admin import AdminClient
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    errors = []
+    for f in a.delete_topics([topic]).values():
+        try:
+            f.result(timeout=30)
+        except Exception as e:
+            errors.append(str(e))
+    print(json.dumps({"errors": errors}))
+
+
 if __name__ == "__main__":
-    cmd, bootstrap, topic, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    {"confluent-produce": confluent_produce, "confluent-read": confluent_read}[cmd](bootstrap, topic, n)
+    cmd, bootstrap, topic = sys.argv[1], sys.argv[2], sys.argv[3]
+    if cmd == "confluent-produce":
+        confluent_produce(bootstrap, topic, int(sys.argv[4]),
+                          int(sys.argv[5]) if len(sys.argv) > 5 else 0)
+    elif cmd == "confluent-read":
+        confluent_read(bootstrap, topic, int(sys.argv[4]))
+    elif cmd == "confluent-commit":
+        confluent_commit(bootstrap, topic, int(sys.argv[4]), sys.argv[5])
+    elif cmd == "commit-offset":
+        commit_offset(bootstrap, topic, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
+    elif cmd == "admin-create":
+        admin_create(bootstrap, topic, int(sys.argv[4]))
+    elif cmd == "admin-delete":
+        admin_delete(bootstrap, topic)
+    else:
+        sys.exit(f"unknown command {cmd}")

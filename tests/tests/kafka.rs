@@ -335,3 +335,112 @@ fn bad_kafka_frames_are_refused_and_nothing_is_stored() {
     assert!(ok && out.contains("topic \"bad\""), "{out}{err}");
     assert!(scrape(&col.url("/metrics"), "tributary_kafka_connections").is_some());
 }
+
+#[test]
+fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let c = client();
+
+    let r = python_client(&["admin-create", &kafka, "adm", "4"]);
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let t: serde_json::Value = c
+        .get(col.url("/v1/topics/adm"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(t["partitions"].as_array().unwrap().len(), 4, "{t}");
+    // Creating it again is refused with TOPIC_ALREADY_EXISTS.
+    let again = python_client(&["admin-create", &kafka, "adm", "4"]);
+    assert!(
+        again["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("TOPIC_ALREADY_EXISTS"),
+        "{again}"
+    );
+
+    let p = python_client(&["confluent-produce", &kafka, "adm", "1000"]);
+    assert_eq!(p["delivered"], 1000, "{p}");
+    // A consumer with assign(): reads everything, commits its positions into the group.
+    let first = python_client(&["confluent-commit", &kafka, "adm", "1000", "kgroup"]);
+    assert_eq!(first["read"], 1000, "{first}");
+    assert_eq!(first["extra"], 0, "{first}");
+    assert_eq!(first["commit_errors"], serde_json::json!([]), "{first}");
+    // The commit is the group's, as the HTTP API and `collector groups` see it.
+    let o: serde_json::Value = c
+        .get(col.url("/v1/groups/kgroup/offsets"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let total: u64 = o["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1000, "{o}");
+
+    // More records; a new consumer of the group resumes from the committed offsets.
+    let p = python_client(&["confluent-produce", &kafka, "adm", "500", "1000"]);
+    assert_eq!(p["delivered"], 500, "{p}");
+    let second = python_client(&["confluent-commit", &kafka, "adm", "500", "kgroup"]);
+    assert_eq!(second["read"], 500, "{second}");
+    assert_eq!(second["extra"], 0, "{second}");
+    let firsts: std::collections::BTreeSet<&str> = first["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(firsts.len(), 1000);
+    let seconds: std::collections::BTreeSet<&str> = second["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(seconds.len(), 500);
+    assert!(
+        seconds
+            .iter()
+            .all(|v| v[7..15].parse::<u32>().unwrap() >= 1000),
+        "the resumed consumer reads only the new records"
+    );
+
+    // A group with members (a `collector tail` member) refuses a standalone commit.
+    let hb = c
+        .post(col.url("/v1/groups/kgroup/heartbeat"))
+        .json(&serde_json::json!({"member_epoch": 0, "topics": ["adm"]}))
+        .send()
+        .unwrap();
+    assert!(hb.status().is_success());
+    let refused = python_client(&["commit-offset", &kafka, "adm", "kgroup", "0", "1"]);
+    assert!(
+        refused["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("ILLEGAL_GENERATION")),
+        "{refused}"
+    );
+    let after: serde_json::Value = c
+        .get(col.url("/v1/groups/kgroup/offsets"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let total: u64 = after["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1500, "the refused commit moved nothing: {after}");
+
+    let d = python_client(&["admin-delete", &kafka, "adm"]);
+    assert_eq!(d["errors"], serde_json::json!([]), "{d}");
+    let gone = c.get(col.url("/v1/topics/adm")).send().unwrap();
+    assert_eq!(gone.status(), 404);
+}

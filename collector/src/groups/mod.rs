@@ -150,11 +150,11 @@ impl GroupService {
         Ok(reply)
     }
 
-    pub async fn commit(&self, group: &str, req: CommitRequest) -> Result<(), GroupsError> {
-        validate_group(group)?;
+    /// Checks commit offsets: known partitions, each once, none above its high watermark.
+    async fn check_offsets(&self, offsets: &[OffsetEntry]) -> Result<BTreeSet<Tp>, GroupsError> {
         let meta = self.broker.controller.metadata();
         let mut tps: BTreeSet<Tp> = BTreeSet::new();
-        for e in &req.offsets {
+        for e in offsets {
             let count = meta
                 .topics
                 .get(&e.topic)
@@ -184,6 +184,46 @@ impl GroupService {
                 });
             }
         }
+        Ok(tps)
+    }
+
+    /// A commit by a consumer outside any membership (a Kafka consumer using `assign()`,
+    /// which commits with generation -1): allowed only while the group has no members,
+    /// so it cannot move offsets under members that own the partitions.
+    pub async fn commit_standalone(
+        &self,
+        group: &str,
+        offsets: Vec<OffsetEntry>,
+    ) -> Result<(), GroupsError> {
+        validate_group(group)?;
+        self.check_offsets(&offsets).await?;
+        if let Some(g) = lock(&self.coordinator).group(group)
+            && !g.members.is_empty()
+        {
+            return Err(GroupsError::NotEmpty {
+                group: group.to_owned(),
+                members: g.members.len(),
+            });
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.propose(MetadataCommand::CommitOffsets {
+            group: group.to_owned(),
+            offsets,
+            now_ms: now_ms(),
+        })
+        .await
+    }
+
+    /// Whether this node coordinates groups (the active controller).
+    pub fn is_coordinator(&self) -> bool {
+        self.broker.controller.is_leader()
+    }
+
+    pub async fn commit(&self, group: &str, req: CommitRequest) -> Result<(), GroupsError> {
+        validate_group(group)?;
+        let tps = self.check_offsets(&req.offsets).await?;
         lock(&self.coordinator).check_commit(group, &req.member_id, req.member_epoch, &tps)?;
         if req.offsets.is_empty() {
             return Ok(());

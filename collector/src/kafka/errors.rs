@@ -60,3 +60,25 @@ fn storage(s: &StorageError) -> E {
         StorageError::NonContiguous { .. } => E::UnknownServerError,
     }
 }
+
+/// The Kafka error code for a failed group call.
+pub fn group_code(e: &crate::groups::GroupsError) -> i16 {
+    use crate::groups::{GroupError, GroupsError as G};
+    let kind = match e {
+        G::InvalidGroup(_) => E::InvalidGroupId,
+        // Offsets a standalone consumer may not move: the group has members.
+        G::NotEmpty { .. } => E::IllegalGeneration,
+        G::AboveHighWatermark { .. } => E::OffsetOutOfRange,
+        G::UnknownGroup(_) => E::GroupIdNotFound,
+        G::Invalid(_) | G::InvalidReset(_) => E::InvalidRequest,
+        G::Member(GroupError::UnknownMember { .. }) => E::UnknownMemberId,
+        G::Member(GroupError::FencedEpoch { .. }) => E::FencedMemberEpoch,
+        G::Member(_) => E::IllegalGeneration,
+        G::CoordinatorMoving | G::NoController | G::CoordinatorUnavailable { .. } => {
+            E::CoordinatorNotAvailable
+        }
+        G::Relayed(_) => E::UnknownServerError,
+        G::Broker(b) => return code(b),
+    };
+    kind.code()
+}

@@ -5,6 +5,12 @@ use std::time::Duration;
 use api::Acks;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicResult, CreateTopicsResponse,
+};
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
 use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
@@ -14,13 +20,20 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
 use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId,
-    TopicName,
+    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -61,6 +74,26 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         ApiKey::InitProducerId => {
             let r: InitProducerIdRequest = req.decode(&mut buf)?;
             req.reply(&init_producer_id(s, r).await).map(Some)
+        }
+        ApiKey::FindCoordinator => {
+            let r: FindCoordinatorRequest = req.decode(&mut buf)?;
+            req.reply(&find_coordinator(s, r)).map(Some)
+        }
+        ApiKey::OffsetCommit => {
+            let r: OffsetCommitRequest = req.decode(&mut buf)?;
+            req.reply(&offset_commit(s, r).await).map(Some)
+        }
+        ApiKey::OffsetFetch => {
+            let r: OffsetFetchRequest = req.decode(&mut buf)?;
+            req.reply(&offset_fetch(s, req, r)).map(Some)
+        }
+        ApiKey::CreateTopics => {
+            let r: CreateTopicsRequest = req.decode(&mut buf)?;
+            req.reply(&create_topics(s, r).await).map(Some)
+        }
+        ApiKey::DeleteTopics => {
+            let r: DeleteTopicsRequest = req.decode(&mut buf)?;
+            req.reply(&delete_topics(s, req, r).await).map(Some)
         }
         other => Err(Close::NotServed(other)),
     }
@@ -387,4 +420,218 @@ async fn init_producer_id(s: &KafkaServer, r: InitProducerIdRequest) -> InitProd
             reply.with_error_code(code)
         }
     }
+}
+
+/// Group requests go to the node that coordinates groups: the active controller.
+fn find_coordinator(s: &KafkaServer, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let reply = FindCoordinatorResponse::default()
+        .with_node_id(BrokerId(-1))
+        .with_host(StrBytes::from_static_str(""))
+        .with_port(-1);
+    if r.key_type != 0 {
+        // Transaction coordinators: no transactions.
+        s.count_error(ApiKey::FindCoordinator, E::InvalidRequest.code());
+        return reply.with_error_code(E::InvalidRequest.code());
+    }
+    let meta = s.broker.controller.metadata();
+    let found = s.broker.controller.leader().and_then(|id| {
+        let b = meta.brokers.get(&id).filter(|b| !b.fenced)?;
+        let (host, port) = host_port(b.kafka_address.as_deref()?)?;
+        Some((id, host, port))
+    });
+    match found {
+        Some((id, host, port)) => reply
+            .with_node_id(broker_id(id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port),
+        None => {
+            s.count_error(ApiKey::FindCoordinator, E::CoordinatorNotAvailable.code());
+            reply.with_error_code(E::CoordinatorNotAvailable.code())
+        }
+    }
+}
+
+/// Commits of consumers outside a membership (generation -1, no member id: `assign()`
+/// consumers), into the same Raft-stored offsets `collector tail` groups use. Kafka
+/// group membership (JoinGroup, ConsumerGroupHeartbeat) is not served yet, so any other
+/// generation is unknown.
+async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = r.group_id.0.to_string();
+    let mut offsets = Vec::new();
+    let mut bad_partition = false;
+    for t in &r.topics {
+        for p in &t.partitions {
+            match (
+                u32::try_from(p.partition_index),
+                u64::try_from(p.committed_offset),
+            ) {
+                (Ok(partition), Ok(offset)) => offsets.push(api::OffsetEntry {
+                    topic: name(&t.name),
+                    partition,
+                    offset,
+                }),
+                _ => bad_partition = true,
+            }
+        }
+    }
+    let code = if !s.groups.is_coordinator() {
+        E::NotCoordinator.code()
+    } else if r.generation_id_or_member_epoch != -1 || !r.member_id.is_empty() {
+        E::UnknownMemberId.code()
+    } else if bad_partition {
+        E::InvalidCommitOffsetSize.code()
+    } else {
+        match s.groups.commit_standalone(&group, offsets).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::info!(group, error = %e, "Kafka offset commit refused");
+                errors::group_code(&e)
+            }
+        }
+    };
+    s.count_error(ApiKey::OffsetCommit, code);
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// A group's committed offsets (the Raft state is on every node: any node answers).
+fn offset_fetch(s: &KafkaServer, req: Req, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    let group = r.group_id.0.to_string();
+    let committed = match s.groups.offsets(&group) {
+        Ok(o) => o,
+        Err(e) => {
+            let code = errors::group_code(&e);
+            s.count_error(ApiKey::OffsetFetch, code);
+            return if req.version >= 2 {
+                OffsetFetchResponse::default().with_error_code(code)
+            } else {
+                OffsetFetchResponse::default()
+            };
+        }
+    };
+    let wanted: Vec<(String, Vec<i32>)> = match &r.topics {
+        Some(ts) => ts
+            .iter()
+            .map(|t| (name(&t.name), t.partition_indexes.clone()))
+            .collect(),
+        // All the group's committed partitions.
+        None => committed
+            .offsets
+            .iter()
+            .map(|(t, ps)| (t.clone(), ps.keys().map(|p| *p as i32).collect()))
+            .collect(),
+    };
+    let topics = wanted
+        .into_iter()
+        .map(|(topic, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|p| {
+                    let off = u32::try_from(p)
+                        .ok()
+                        .and_then(|p| committed.get(&topic, p))
+                        .map_or(-1, |o| o as i64);
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(off)
+                        .with_metadata(Some(StrBytes::from_static_str("")))
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+async fn create_topics(s: &KafkaServer, r: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::new();
+    for t in &r.topics {
+        let topic = name(&t.name);
+        let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        let partitions = (t.num_partitions > 0).then_some(t.num_partitions as u32);
+        let rf = (t.replication_factor > 0).then_some(t.replication_factor as u16);
+        let code = if !t.assignments.is_empty() || !t.configs.is_empty() {
+            // Manual replica assignment and topic configs at creation are not served here
+            // (`collector topics create --config` sets configs).
+            E::InvalidRequest.code()
+        } else if r.validate_only {
+            0
+        } else {
+            match s
+                .broker
+                .create_topic_from(api::CreateTopic {
+                    name: topic.clone(),
+                    partitions,
+                    replication_factor: rf,
+                    configs: api::TopicConfigs::default(),
+                })
+                .await
+            {
+                Ok(d) => {
+                    result = result
+                        .with_num_partitions(d.partitions.len() as i32)
+                        .with_replication_factor(d.replication_factor as i16);
+                    0
+                }
+                Err(e) => {
+                    log_error("CreateTopics", &topic, -1, &e);
+                    errors::code(&e)
+                }
+            }
+        };
+        s.count_error(ApiKey::CreateTopics, code);
+        results.push(result.with_error_code(code));
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn delete_topics(s: &KafkaServer, req: Req, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // v6 names topics in `topics` (by name or id), older versions in `topic_names`.
+    let names: Vec<Option<TopicName>> = if req.version >= 6 {
+        r.topics.iter().map(|t| t.name.clone()).collect()
+    } else {
+        r.topic_names.iter().cloned().map(Some).collect()
+    };
+    let mut results = Vec::new();
+    for n in names {
+        let Some(n) = n else {
+            // Deleting by topic id: topic ids are not served.
+            results.push(DeletableTopicResult::default().with_error_code(E::UnknownTopicId.code()));
+            continue;
+        };
+        let topic = name(&n);
+        let code = match s.broker.delete_topic(&topic).await {
+            Ok(()) => 0,
+            Err(e) => {
+                log_error("DeleteTopics", &topic, -1, &e);
+                errors::code(&e)
+            }
+        };
+        s.count_error(ApiKey::DeleteTopics, code);
+        results.push(
+            DeletableTopicResult::default()
+                .with_name(Some(n))
+                .with_error_code(code),
+        );
+    }
+    DeleteTopicsResponse::default().with_responses(results)
 }

@@ -13,6 +13,11 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 1, 11),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
 ];
 
 /// The versions served of `api`, if it is served.
