@@ -444,3 +444,127 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
     let gone = c.get(col.url("/v1/topics/adm")).send().unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+#[test]
+fn a_kafka_client_on_a_three_node_cluster_follows_leaders_and_reads_what_it_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = tributary_tests::Cluster::start(tmp.path(), 3, "");
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&serde_json::json!({"name": "rep", "partitions": 3, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    // Every broker advertises its own Kafka address; a client bootstrapped from one node
+    // produces to each partition's leader (two of three live on other nodes).
+    let kafka: Vec<String> = (1..=3).map(|i| cl.node(i).kafka_address()).collect();
+    assert_eq!(
+        kafka
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
+    let p = python_client(&["confluent-produce", &kafka[0], "rep", "3000"]);
+    assert_eq!(p["delivered"], 3000, "{p}");
+    assert_eq!(p["error_count"], 0, "{p}");
+    let r = python_client(&["confluent-read", &kafka[2], "rep", "3000"]);
+    assert_eq!(r["read"], 3000, "{r}");
+    assert_eq!(r["distinct"], 3000, "{r}");
+    // Metadata lists the three brokers and the partitions' leaders, replicas and ISR.
+    let (ok, out, err) = kcat(&["-b", &kafka[1], "-L", "-t", "rep"], None);
+    assert!(ok, "{err}");
+    for k in &kafka {
+        assert!(out.contains(k.as_str()), "{k} missing in {out}");
+    }
+    assert_eq!(
+        out.matches("replicas: 1,2,3").count()
+            + out.matches("replicas: 2,3,1").count()
+            + out.matches("replicas: 3,1,2").count(),
+        3,
+        "{out}"
+    );
+    // Produce on a node that does not lead the partition: NOT_LEADER_OR_FOLLOWER (6).
+    let meta: serde_json::Value = c
+        .get(cl.node(1).url("/v1/metadata"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let leader0 = meta["topics"][0]["partitions"][0]["leader"]
+        .as_u64()
+        .unwrap();
+    let other = (1..=3u64).find(|i| *i != leader0).unwrap();
+    let mut s = connect(&cl.node(other).kafka_address());
+    let batch = tributary_tests::batch(&["x".into()], ProducerStamp::NONE, false);
+    let reply = exchange(&mut s, &produce_frame("rep", batch)).expect("produce answered");
+    let mut r = Bytes::from(reply);
+    ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(3)).unwrap();
+    let resp = ProduceResponse::decode(&mut r, 3).unwrap();
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 6,
+        "{resp:?}"
+    );
+}
+
+#[test]
+fn lines_shipped_by_the_agent_are_read_by_a_kafka_consumer_with_their_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let text: String = (0..300).map(|i| format!("agent line {i}\n")).collect();
+    std::fs::write(logs.join("app.log"), &text).unwrap();
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\n    topic: shipped\noutput:\n  collectors: [\"{}\"]\n  linger_ms: 20\n",
+            tmp.path().join("state").display(),
+            logs.display(),
+            col.url("")
+        ),
+    )
+    .unwrap();
+    let _agent = tributary_tests::AgentProc::start(&config);
+    tributary_tests::wait_for(Duration::from_secs(30), "300 lines shipped", || {
+        (read_topic(&client(), &col.url(""), "shipped").len() == 300).then_some(())
+    });
+    let (ok, out, err) = kcat(
+        &[
+            "-b",
+            &kafka,
+            "-C",
+            "-t",
+            "shipped",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%h|%s\\n",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 300, "{out}");
+    let path = logs.join("app.log");
+    for row in &rows {
+        let (headers, value) = row.split_once('|').unwrap();
+        assert!(value.starts_with("agent line "), "{row}");
+        assert!(headers.contains("host="), "{row}");
+        assert!(
+            headers.contains(&format!("path={}", path.display())),
+            "{row}"
+        );
+    }
+    let mut values: Vec<u32> = rows
+        .iter()
+        .map(|r| r.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..300).collect::<Vec<_>>(), "each line once");
+}
