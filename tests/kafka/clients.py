@@ -8,6 +8,7 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   confluent-commit BOOTSTRAP TOPIC N GROUP   assign from the group's committed offsets (or
                                         the start), read N, commit synchronously
   commit-offset BOOTSTRAP TOPIC GROUP PARTITION OFFSET   one synchronous commit
+  group-consume BOOTSTRAP TOPIC GROUP WORKDIR NAME IDLE_S   subscribe() in a classic group
   admin-create BOOTSTRAP TOPIC PARTITIONS    AdminClient.create_topics
   admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
 """
@@ -119,6 +120,47 @@ def commit_offset(bootstrap, topic, group, partition, offset):
     print(json.dumps({"errors": errors}))
 
 
+def group_consume(bootstrap, topic, group, workdir, name, idle_s):
+    """subscribe() in a classic group; writes its assignment to WORKDIR/NAME.assign on each
+    change; reads until nothing new came for IDLE_S seconds after the first record (or
+    60 s), commits synchronously, leaves, prints what it read."""
+    import os
+    from confluent_kafka import Consumer
+
+    def write_assignment(parts):
+        path = os.path.join(workdir, name + ".assign")
+        with open(path + ".tmp", "w") as f:
+            json.dump(sorted(p.partition for p in parts), f)
+        os.replace(path + ".tmp", path)
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "group.protocol": "classic", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                  "heartbeat.interval.ms": 500})
+    c.subscribe([topic], on_assign=lambda c, parts: write_assignment(parts),
+                on_revoke=lambda c, parts: write_assignment([]))
+    values, errors = [], []
+    start = time.time()
+    last = None
+    while time.time() - start < 90:
+        m = c.poll(0.5)
+        if m is None:
+            if last is not None and time.time() - last > idle_s:
+                break
+            continue
+        if m.error():
+            errors.append(str(m.error()))
+            continue
+        values.append(m.value().decode())
+        last = time.time()
+        if len(values) % 500 == 0:
+            c.commit(asynchronous=False)
+    if values:
+        c.commit(asynchronous=False)
+    c.close()
+    print(json.dumps({"values": values, "errors": errors[:5]}))
+
+
 def admin_create(bootstrap, topic, partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -155,6 +197,8 @@ if __name__ == "__main__":
         confluent_read(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "confluent-commit":
         confluent_commit(bootstrap, topic, int(sys.argv[4]), sys.argv[5])
+    elif cmd == "group-consume":
+        group_consume(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7]))
     elif cmd == "commit-offset":
         commit_offset(bootstrap, topic, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     elif cmd == "admin-create":

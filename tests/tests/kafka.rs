@@ -568,3 +568,109 @@ fn lines_shipped_by_the_agent_are_read_by_a_kafka_consumer_with_their_headers() 
     values.sort_unstable();
     assert_eq!(values, (0..300).collect::<Vec<_>>(), "each line once");
 }
+
+/// Runs `clients.py group-consume` in the background.
+fn spawn_member(
+    kafka: &str,
+    topic: &str,
+    group: &str,
+    dir: &std::path::Path,
+    name: &str,
+) -> std::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
+    Command::new("python3")
+        .arg(script)
+        .args(["group-consume", kafka, topic, group])
+        .arg(dir)
+        .args([name, "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn member_values(child: std::process::Child) -> Vec<String> {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let c = client();
+    let r = c
+        .post(col.url("/v1/topics"))
+        .json(&serde_json::json!({"name": "grp", "partitions": 6}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let dir = tmp.path().join("members");
+    std::fs::create_dir_all(&dir).unwrap();
+    let members: Vec<_> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| spawn_member(&kafka, "grp", "kg", &dir, n))
+        .collect();
+    // Wait until the three hold disjoint, non-empty shares covering all six partitions.
+    tributary_tests::wait_for(Duration::from_secs(60), "a stable 3-way assignment", || {
+        let shares: Vec<Vec<u64>> = ["m1", "m2", "m3"]
+            .iter()
+            .map(|n| {
+                std::fs::read(dir.join(format!("{n}.assign")))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut all: Vec<u64> = shares.iter().flatten().copied().collect();
+        all.sort_unstable();
+        (shares.iter().all(|s| !s.is_empty()) && all == (0..6).collect::<Vec<_>>()).then_some(())
+    });
+    let p = python_client(&["confluent-produce", &kafka, "grp", "6000"]);
+    assert_eq!(p["delivered"], 6000, "{p}");
+    let mut seen: Vec<String> = Vec::new();
+    for m in members {
+        let got = member_values(m);
+        assert!(!got.is_empty(), "every member read something");
+        seen.extend(got);
+    }
+    let total = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(total, 6000, "no record read twice");
+    assert_eq!(seen.len(), 6000, "none missed");
+    // The commits are the group's offsets.
+    let o: serde_json::Value = c
+        .get(col.url("/v1/groups/kg/offsets"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let committed: u64 = o["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, 6000, "{o}");
+    // A new member resumes from them and reads only what came after.
+    let p = python_client(&["confluent-produce", &kafka, "grp", "600", "6000"]);
+    assert_eq!(p["delivered"], 600, "{p}");
+    let later = member_values(spawn_member(&kafka, "grp", "kg", &dir, "m4"));
+    assert_eq!(later.len(), 600);
+    assert!(
+        later
+            .iter()
+            .all(|v| v[7..15].parse::<u32>().unwrap() >= 6000),
+        "only new records after the resume"
+    );
+}

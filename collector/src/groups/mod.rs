@@ -11,6 +11,7 @@
 //! explicit way back, refused while the group has members).
 
 pub mod assignor;
+pub mod classic;
 pub mod coordinator;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -57,6 +58,9 @@ pub enum GroupsError {
     NoController,
     #[error("forwarding to the group coordinator at {address}: {message}")]
     CoordinatorUnavailable { address: String, message: String },
+    /// A Kafka classic-protocol member's request refused.
+    #[error("{0}")]
+    Classic(#[from] classic::ClassicError),
     /// The coordinator's own refusal of a relayed request.
     #[error("{}", .0.message)]
     Relayed(api::ErrorBody),
@@ -86,6 +90,8 @@ pub struct GroupService {
     /// Wall-clock ms a group last had a member (for offsets retention).
     last_active_ms: Mutex<HashMap<String, i64>>,
     offsets_retention_ms: i64,
+    /// Kafka's classic group protocol (JoinGroup/SyncGroup), for Kafka clients.
+    pub classic: classic::ClassicGroups,
 }
 
 use shared::sys::lock;
@@ -115,6 +121,7 @@ impl GroupService {
             started_wall_ms: wall,
             last_active_ms: Mutex::new(HashMap::new()),
             offsets_retention_ms,
+            classic: classic::ClassicGroups::default(),
         }
     }
 
@@ -144,6 +151,11 @@ impl GroupService {
         req: &HeartbeatRequest,
     ) -> Result<HeartbeatReply, GroupsError> {
         validate_group(group)?;
+        if self.classic.has_members(group) {
+            return Err(GroupsError::Invalid(format!(
+                "group {group} has Kafka (classic protocol) members; a group is of one type at a time"
+            )));
+        }
         let parts = self.partition_counts();
         let reply = lock(&self.coordinator).heartbeat(group, req, self.mono_ms(), &parts)?;
         lock(&self.last_active_ms).insert(group.to_owned(), now_ms());
@@ -205,6 +217,35 @@ impl GroupService {
                 members: g.members.len(),
             });
         }
+        if let Some((members, _)) = self.classic.describe(group)
+            && members > 0
+        {
+            return Err(GroupsError::NotEmpty {
+                group: group.to_owned(),
+                members,
+            });
+        }
+        self.commit_unchecked(group, offsets).await
+    }
+
+    /// A commit by a current member of a classic (Kafka JoinGroup) group.
+    pub async fn commit_classic(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<OffsetEntry>,
+    ) -> Result<(), GroupsError> {
+        self.classic.check_commit(group, member_id, generation)?;
+        self.check_offsets(&offsets).await?;
+        self.commit_unchecked(group, offsets).await
+    }
+
+    async fn commit_unchecked(
+        &self,
+        group: &str,
+        offsets: Vec<OffsetEntry>,
+    ) -> Result<(), GroupsError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -214,6 +255,13 @@ impl GroupService {
             now_ms: now_ms(),
         })
         .await
+    }
+
+    /// Whether the server-side coordinator (`collector tail` members) holds `group`.
+    pub fn has_server_side_members(&self, group: &str) -> bool {
+        lock(&self.coordinator)
+            .group(group)
+            .is_some_and(|g| !g.members.is_empty())
     }
 
     /// Whether this node coordinates groups (the active controller).
@@ -437,12 +485,15 @@ impl GroupService {
     /// Removes members whose session expired and offsets of groups idle past
     /// `offsets_retention_ms`. Called periodically.
     pub async fn sweep(&self) {
+        self.classic.sweep();
         let parts = self.partition_counts();
-        let (live, expired): (BTreeSet<String>, usize) = {
+        let (mut live, expired): (BTreeSet<String>, usize) = {
             let mut c = lock(&self.coordinator);
             let n = c.expire(self.mono_ms(), &parts);
             (c.group_names().into_iter().collect(), n)
         };
+        // Groups with Kafka classic-protocol members are active too.
+        live.extend(self.classic.group_names());
         if expired > 0 {
             tracing::info!(members = expired, "expired group members");
         }

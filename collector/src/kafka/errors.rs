@@ -78,7 +78,21 @@ pub fn group_code(e: &crate::groups::GroupsError) -> i16 {
             E::CoordinatorNotAvailable
         }
         G::Relayed(_) => E::UnknownServerError,
+        G::Classic(c) => return classic_code(*c),
         G::Broker(b) => return code(b),
     };
     kind.code()
+}
+
+/// The Kafka error code for a refused classic-protocol call.
+pub fn classic_code(e: crate::groups::classic::ClassicError) -> i16 {
+    use crate::groups::classic::ClassicError as C;
+    match e {
+        C::UnknownMemberId => E::UnknownMemberId,
+        C::IllegalGeneration => E::IllegalGeneration,
+        C::RebalanceInProgress => E::RebalanceInProgress,
+        C::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+        C::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+    }
+    .code()
 }

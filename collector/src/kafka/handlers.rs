@@ -14,6 +14,8 @@ use kafka_protocol::messages::delete_topics_response::{
 use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
+use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
+use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
@@ -31,9 +33,10 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    ProducerId, TopicName,
+    ProducerId, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -86,6 +89,22 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         ApiKey::OffsetFetch => {
             let r: OffsetFetchRequest = req.decode(&mut buf)?;
             req.reply(&offset_fetch(s, req, r)).map(Some)
+        }
+        ApiKey::JoinGroup => {
+            let r: JoinGroupRequest = req.decode(&mut buf)?;
+            req.reply(&join_group(s, req, r).await).map(Some)
+        }
+        ApiKey::SyncGroup => {
+            let r: SyncGroupRequest = req.decode(&mut buf)?;
+            req.reply(&sync_group(s, r).await).map(Some)
+        }
+        ApiKey::Heartbeat => {
+            let r: HeartbeatRequest = req.decode(&mut buf)?;
+            req.reply(&heartbeat(s, r)).map(Some)
+        }
+        ApiKey::LeaveGroup => {
+            let r: LeaveGroupRequest = req.decode(&mut buf)?;
+            req.reply(&leave_group(s, req, r)).map(Some)
         }
         ApiKey::CreateTopics => {
             let r: CreateTopicsRequest = req.decode(&mut buf)?;
@@ -474,14 +493,25 @@ async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitR
             }
         }
     }
+    let standalone = r.generation_id_or_member_epoch == -1 && r.member_id.is_empty();
     let code = if !s.groups.is_coordinator() {
         E::NotCoordinator.code()
-    } else if r.generation_id_or_member_epoch != -1 || !r.member_id.is_empty() {
-        E::UnknownMemberId.code()
     } else if bad_partition {
         E::InvalidCommitOffsetSize.code()
     } else {
-        match s.groups.commit_standalone(&group, offsets).await {
+        let done = if standalone {
+            s.groups.commit_standalone(&group, offsets).await
+        } else {
+            s.groups
+                .commit_classic(
+                    &group,
+                    &r.member_id,
+                    r.generation_id_or_member_epoch,
+                    offsets,
+                )
+                .await
+        };
+        match done {
             Ok(()) => 0,
             Err(e) => {
                 tracing::info!(group, error = %e, "Kafka offset commit refused");
@@ -634,4 +664,170 @@ async fn delete_topics(s: &KafkaServer, req: Req, r: DeleteTopicsRequest) -> Del
         );
     }
     DeleteTopicsResponse::default().with_responses(results)
+}
+
+fn not_coordinator(s: &KafkaServer, api: ApiKey) -> Option<i16> {
+    if s.groups.is_coordinator() {
+        return None;
+    }
+    s.count_error(api, E::NotCoordinator.code());
+    Some(E::NotCoordinator.code())
+}
+
+/// A classic-protocol join: waits for the round to complete (the connection's next request
+/// waits with it, as on a Kafka broker).
+async fn join_group(s: &KafkaServer, req: Req, r: JoinGroupRequest) -> JoinGroupResponse {
+    let blank = || {
+        JoinGroupResponse::default()
+            .with_generation_id(-1)
+            .with_protocol_name(Some(StrBytes::from_static_str("")))
+            .with_leader(StrBytes::from_static_str(""))
+            .with_member_id(r.member_id.clone())
+    };
+    if let Some(code) = not_coordinator(s, ApiKey::JoinGroup) {
+        return blank().with_error_code(code);
+    }
+    let group = r.group_id.0.to_string();
+    if let Err(e) = crate::groups::validate_group(&group) {
+        let code = errors::group_code(&e);
+        s.count_error(ApiKey::JoinGroup, code);
+        return blank().with_error_code(code);
+    }
+    if s.groups.has_server_side_members(&group) {
+        // `collector tail` members hold this group: one type at a time.
+        let code = E::InconsistentGroupProtocol.code();
+        s.count_error(ApiKey::JoinGroup, code);
+        return blank().with_error_code(code);
+    }
+    let session = Duration::from_millis(r.session_timeout_ms.max(1) as u64);
+    let rebalance = if req.version >= 1 {
+        Duration::from_millis(r.rebalance_timeout_ms.max(1) as u64)
+    } else {
+        session
+    };
+    let join = crate::groups::classic::JoinRequest {
+        member_id: r.member_id.to_string(),
+        client_id: String::new(),
+        protocol_type: r.protocol_type.to_string(),
+        protocols: r
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        session,
+        rebalance,
+        require_known_member_id: req.version >= 4,
+    };
+    match s.groups.classic.join(&group, join).await {
+        Ok(crate::groups::classic::JoinOutcome::NeedsMemberId(id)) => {
+            s.count_error(ApiKey::JoinGroup, E::MemberIdRequired.code());
+            blank()
+                .with_error_code(E::MemberIdRequired.code())
+                .with_member_id(StrBytes::from_string(id))
+        }
+        Ok(crate::groups::classic::JoinOutcome::Joined(j)) => {
+            let mut reply = JoinGroupResponse::default()
+                .with_generation_id(j.generation)
+                .with_protocol_name(Some(StrBytes::from_string(j.protocol.unwrap_or_default())))
+                .with_leader(StrBytes::from_string(j.leader))
+                .with_member_id(StrBytes::from_string(j.member_id))
+                .with_members(
+                    j.members
+                        .into_iter()
+                        .map(|(id, meta)| {
+                            JoinGroupResponseMember::default()
+                                .with_member_id(StrBytes::from_string(id))
+                                .with_metadata(meta)
+                        })
+                        .collect(),
+                );
+            if req.version >= 7 {
+                reply = reply.with_protocol_type(Some(StrBytes::from_string(j.protocol_type)));
+            }
+            reply
+        }
+        Err(e) => {
+            let code = errors::classic_code(e);
+            s.count_error(ApiKey::JoinGroup, code);
+            blank().with_error_code(code)
+        }
+    }
+}
+
+async fn sync_group(s: &KafkaServer, r: SyncGroupRequest) -> SyncGroupResponse {
+    if let Some(code) = not_coordinator(s, ApiKey::SyncGroup) {
+        return SyncGroupResponse::default().with_error_code(code);
+    }
+    let group = r.group_id.0.to_string();
+    let assignments = r
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    match s
+        .groups
+        .classic
+        .sync(&group, &r.member_id, r.generation_id, assignments)
+        .await
+    {
+        Ok(assignment) => SyncGroupResponse::default()
+            .with_protocol_type(r.protocol_type.clone())
+            .with_protocol_name(r.protocol_name.clone())
+            .with_assignment(assignment),
+        Err(e) => {
+            let code = errors::classic_code(e);
+            s.count_error(ApiKey::SyncGroup, code);
+            SyncGroupResponse::default().with_error_code(code)
+        }
+    }
+}
+
+fn heartbeat(s: &KafkaServer, r: HeartbeatRequest) -> HeartbeatResponse {
+    if let Some(code) = not_coordinator(s, ApiKey::Heartbeat) {
+        return HeartbeatResponse::default().with_error_code(code);
+    }
+    let group = r.group_id.0.to_string();
+    let code = match s
+        .groups
+        .classic
+        .heartbeat(&group, &r.member_id, r.generation_id)
+    {
+        Ok(()) => 0,
+        Err(e) => errors::classic_code(e),
+    };
+    s.count_error(ApiKey::Heartbeat, code);
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+fn leave_group(s: &KafkaServer, req: Req, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    if let Some(code) = not_coordinator(s, ApiKey::LeaveGroup) {
+        return LeaveGroupResponse::default().with_error_code(code);
+    }
+    let group = r.group_id.0.to_string();
+    let ids: Vec<String> = if req.version >= 3 {
+        r.members.iter().map(|m| m.member_id.to_string()).collect()
+    } else {
+        vec![r.member_id.to_string()]
+    };
+    let results = s.groups.classic.leave(&group, &ids);
+    if req.version >= 3 {
+        let members = ids
+            .iter()
+            .zip(&results)
+            .map(|(id, res)| {
+                MemberResponse::default()
+                    .with_member_id(StrBytes::from_string(id.clone()))
+                    .with_error_code(res.map_or_else(errors::classic_code, |()| 0))
+            })
+            .collect();
+        LeaveGroupResponse::default().with_members(members)
+    } else {
+        let code = results
+            .first()
+            .copied()
+            .unwrap_or(Ok(()))
+            .map_or_else(errors::classic_code, |()| 0);
+        s.count_error(ApiKey::LeaveGroup, code);
+        LeaveGroupResponse::default().with_error_code(code)
+    }
 }

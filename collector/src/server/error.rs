@@ -177,6 +177,8 @@ impl From<GroupsError> for ApiError {
                 Self::new(Code::CoordinatorUnavailable, e.to_string())
             }
             GroupsError::Relayed(body) => Self::relayed(api::ErrorEnvelope { error: body }),
+            // Only the Kafka listener makes classic-protocol calls.
+            GroupsError::Classic(_) => Self::new(Code::InvalidRequest, e.to_string()),
             GroupsError::InvalidGroup(_) => Self::new(Code::InvalidGroup, e.to_string()),
             GroupsError::Invalid(_) => Self::new(Code::InvalidRequest, e.to_string()),
             GroupsError::Broker(b) => b.into(),
