@@ -9,6 +9,7 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
                                         the start), read N, commit synchronously
   commit-offset BOOTSTRAP TOPIC GROUP PARTITION OFFSET   one synchronous commit
   group-consume BOOTSTRAP TOPIC GROUP WORKDIR NAME IDLE_S   subscribe() in a classic group
+  produce-paced BOOTSTRAP TOPIC N PER_S PROGRESS   paced idempotent producer, progress file
   admin-create BOOTSTRAP TOPIC PARTITIONS    AdminClient.create_topics
   admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
 """
@@ -161,6 +162,46 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s):
     print(json.dumps({"values": values, "errors": errors[:5]}))
 
 
+def produce_paced(bootstrap, topic, n, per_s, progress):
+    """Idempotent acks=all producer of N records at PER_S records/s; writes the count
+    acknowledged so far to PROGRESS; prints the acknowledged values in delivery order."""
+    import os
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 5, "message.timeout.ms": 120000})
+    acked, errors = [], []
+
+    def done(err, msg):
+        if err:
+            errors.append(str(err))
+        else:
+            acked.append(msg.value().decode())
+
+    def report():
+        with open(progress + ".tmp", "w") as f:
+            f.write(str(len(acked)))
+        os.replace(progress + ".tmp", progress)
+
+    start = time.time()
+    last_write = 0
+    for i in range(n):
+        while time.time() < start + i / per_s:
+            p.poll(0.005)
+        p.produce(topic, value=f"fo-{i:08d}".encode(), on_delivery=done)
+        p.poll(0)
+        if time.time() - last_write > 0.1:
+            report()
+            last_write = time.time()
+    deadline = time.time() + 150
+    left = len(p)
+    while left and time.time() < deadline:
+        left = p.flush(0.2)
+        report()
+    print(json.dumps({"acked": acked, "errors": errors[:5], "error_count": len(errors),
+                      "unflushed": left}))
+
+
 def admin_create(bootstrap, topic, partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -197,6 +238,8 @@ if __name__ == "__main__":
         confluent_read(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "confluent-commit":
         confluent_commit(bootstrap, topic, int(sys.argv[4]), sys.argv[5])
+    elif cmd == "produce-paced":
+        produce_paced(bootstrap, topic, int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
     elif cmd == "group-consume":
         group_consume(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7]))
     elif cmd == "commit-offset":

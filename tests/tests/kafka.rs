@@ -674,3 +674,101 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
         "only new records after the resume"
     );
 }
+
+/// The leader of `topic`-0 and the HTTP base URLs of the nodes, from node `ask`'s metadata.
+fn partition_leader(c: &reqwest::blocking::Client, base: &str, topic: &str) -> Option<u64> {
+    let v: serde_json::Value = c
+        .get(format!("{base}/v1/metadata"))
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    v["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == topic)?["partitions"][0]["leader"]
+        .as_u64()
+}
+
+#[test]
+fn a_kafka_producer_keeps_every_acknowledged_record_through_two_leader_kills_in_a_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = tributary_tests::Cluster::start(tmp.path(), 3, "");
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&serde_json::json!({"name": "fo", "partitions": 1, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let bootstrap: Vec<String> = (1..=3).map(|i| cl.node(i).kafka_address()).collect();
+    let bootstrap = bootstrap.join(",");
+    let progress = tmp.path().join("progress");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
+    let n = 6000;
+    let producer = Command::new("python3")
+        .arg(script)
+        .args(["produce-paced", &bootstrap, "fo", &n.to_string(), "600"])
+        .arg(&progress)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let acked = || {
+        std::fs::read_to_string(&progress)
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    // Kill the leader twice while records are being acknowledged; the first victim comes
+    // back before the second kill (min_insync_replicas 2 of 3).
+    let mut killed = Vec::new();
+    for at in [n / 4, n / 2] {
+        tributary_tests::wait_for(Duration::from_secs(60), "records acknowledged", || {
+            (acked() >= at).then_some(())
+        });
+        let survivor = (1..=3u64).find(|i| !killed.contains(i)).unwrap();
+        let base = cl.node(survivor).url("");
+        let leader = partition_leader(&c, &base, "fo").expect("a leader");
+        cl.node(leader).kill9();
+        if let Some(prev) = killed.pop() {
+            cl.node(prev).restart();
+        }
+        killed.push(leader);
+    }
+    for id in killed {
+        cl.node(id).restart();
+    }
+    let out = producer.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["unflushed"], 0, "{}", v["errors"]);
+    let acked: Vec<String> = v["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        acked.len() >= n * 9 / 10,
+        "most records acknowledged: {}",
+        acked.len()
+    );
+    // Every acknowledged record is in the log exactly once, in the order produced.
+    let base = cl.node(1).url("");
+    let log: Vec<String> = tributary_tests::read_topic(&c, &base, "fo")
+        .into_iter()
+        .map(|(_, _, _, v)| String::from_utf8(v).unwrap())
+        .collect();
+    let mut sorted = log.clone();
+    sorted.sort();
+    assert_eq!(log, sorted, "in order");
+    sorted.dedup();
+    assert_eq!(sorted.len(), log.len(), "no record twice");
+    let in_log: std::collections::BTreeSet<&String> = log.iter().collect();
+    let lost: Vec<&String> = acked.iter().filter(|a| !in_log.contains(a)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost: {:?}",
+        &lost[..lost.len().min(5)]
+    );
+}
