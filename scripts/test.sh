@@ -7,7 +7,7 @@
 #   - the two disk-full tests need their own small filesystems: as root this script mounts
 #     two 8 MiB tmpfs (TRIBUTARY_SMALL_FS_STORAGE, TRIBUTARY_SMALL_FS_SERVER);
 #   - the unit-file test needs systemd-analyze (Debian package systemd);
-#   - the Kafka tests need kcat (Debian package) and confluent-kafka (PyPI).
+#   - the Kafka tests need kcat (Debian package), confluent-kafka and kafka-python (PyPI).
 # With CI=true a missing prerequisite fails the run instead.
 # Extra arguments go to `cargo nextest run`.
 set -euo pipefail
@@ -39,8 +39,8 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   skip+=("test(systemd_units_verify)")
 fi
 # The Kafka listener is tested with real clients.
-if ! command -v kcat >/dev/null 2>&1 || ! python3 -c 'import confluent_kafka' 2>/dev/null; then
-  missing+=("kcat and the Python package confluent-kafka (apt-get install kcat; pip install confluent-kafka)")
+if ! command -v kcat >/dev/null 2>&1 || ! python3 -c 'import confluent_kafka, kafka' 2>/dev/null; then
+  missing+=("kcat and the Python packages confluent-kafka and kafka-python (apt-get install kcat; pip install confluent-kafka kafka-python)")
   skip+=("binary(kafka)")
 fi
 

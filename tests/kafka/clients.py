@@ -10,6 +10,8 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   commit-offset BOOTSTRAP TOPIC GROUP PARTITION OFFSET   one synchronous commit
   group-consume BOOTSTRAP TOPIC GROUP WORKDIR NAME IDLE_S   subscribe() in a classic group
   produce-paced BOOTSTRAP TOPIC N PER_S PROGRESS   paced idempotent producer, progress file
+  kafka-python BOOTSTRAP TOPIC GROUP    kafka-python admin, producer and consumer group
+  kafka-python-delete BOOTSTRAP TOPIC   kafka-python admin delete
   admin-create BOOTSTRAP TOPIC PARTITIONS    AdminClient.create_topics
   admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
 """
@@ -202,6 +204,36 @@ def produce_paced(bootstrap, topic, n, per_s, progress):
                       "unflushed": left}))
 
 
+def kafka_python(bootstrap, topic, group):
+    """kafka-python: admin create, producer (acks=all), a consumer group (subscribe) that
+    reads everything and commits, admin delete."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic
+
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    created = topic in a.list_topics()
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(300):
+        p.send(topic, f"kp-{i}".encode(), headers=[("origin", b"kafka-python")])
+    p.flush()
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                      auto_offset_reset="earliest", enable_auto_commit=False,
+                      consumer_timeout_ms=8000)
+    values = [m.value.decode() for m in c]
+    c.commit()
+    c.close()
+    print(json.dumps({"created": created, "values": values}))
+
+
+def kafka_python_delete(bootstrap, topic):
+    from kafka import KafkaAdminClient
+
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    a.delete_topics([topic])
+    print(json.dumps({"listed": topic in a.list_topics()}))
+
+
 def admin_create(bootstrap, topic, partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -238,6 +270,10 @@ if __name__ == "__main__":
         confluent_read(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "confluent-commit":
         confluent_commit(bootstrap, topic, int(sys.argv[4]), sys.argv[5])
+    elif cmd == "kafka-python":
+        kafka_python(bootstrap, topic, sys.argv[4])
+    elif cmd == "kafka-python-delete":
+        kafka_python_delete(bootstrap, topic)
     elif cmd == "produce-paced":
         produce_paced(bootstrap, topic, int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
     elif cmd == "group-consume":

@@ -1,7 +1,8 @@
-//! The Kafka listener with real, unmodified clients: kcat (librdkafka) and confluent-kafka
-//! (Python, librdkafka 2.x), against a real collector process. Needs `kcat` and the Python
-//! package `confluent_kafka` (scripts/test.sh skips these tests without them, and fails
-//! under CI=true; .ci/run installs them).
+//! The Kafka listener with real, unmodified clients: kcat (librdkafka), confluent-kafka
+//! (Python, librdkafka 2.x) and kafka-python (a pure-Python client), against real collector
+//! processes. Needs `kcat` and the Python packages `confluent_kafka` and `kafka`
+//! (scripts/test.sh skips these tests without them, and fails under CI=true; .ci/run
+//! installs them). The clients are driven by `tests/kafka/clients.py`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -770,5 +771,53 @@ fn a_kafka_producer_keeps_every_acknowledged_record_through_two_leader_kills_in_
         lost.is_empty(),
         "acknowledged but lost: {:?}",
         &lost[..lost.len().min(5)]
+    );
+}
+
+#[test]
+fn kafka_python_creates_produces_consumes_in_a_group_commits_and_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let c = client();
+    let v = python_client(&["kafka-python", &kafka, "kp", "kpg"]);
+    assert_eq!(v["created"], true, "{v}");
+    let mut values: Vec<String> = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    values.sort_by_key(|s| s[3..].parse::<u32>().unwrap());
+    assert_eq!(
+        values,
+        (0..300).map(|i| format!("kp-{i}")).collect::<Vec<_>>()
+    );
+    // Headers and values as sent, over HTTP too; the group's commit is the group's offsets.
+    let records = read_topic(&c, &col.url(""), "kp");
+    assert_eq!(records.len(), 300);
+    assert!(
+        records
+            .iter()
+            .all(|(_, _, h, _)| h.contains(&("origin".to_owned(), "kafka-python".to_owned())))
+    );
+    let o: serde_json::Value = c
+        .get(col.url("/v1/groups/kpg/offsets"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let committed: u64 = o["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, 300, "{o}");
+    let d = python_client(&["kafka-python-delete", &kafka, "kp"]);
+    assert_eq!(d["listed"], false, "{d}");
+    assert_eq!(
+        c.get(col.url("/v1/topics/kp")).send().unwrap().status(),
+        404
     );
 }
