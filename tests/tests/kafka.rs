@@ -821,3 +821,99 @@ fn kafka_python_creates_produces_consumes_in_a_group_commits_and_deletes() {
         404
     );
 }
+
+/// Sends one request of `version` and decodes the reply body.
+fn call<Q: Encodable, R: Decodable>(
+    stream: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    body: &Q,
+) -> R {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(11)
+        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let reply = exchange(stream, &sized(&buf)).expect("answered");
+    let mut r = Bytes::from(reply);
+    let h = ResponseHeader::decode(&mut r, key.response_header_version(version)).unwrap();
+    assert_eq!(h.correlation_id, 11);
+    R::decode(&mut r, version).unwrap()
+}
+
+#[test]
+fn leader_epochs_are_checked_and_epoch_ends_are_served() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let mut s = connect(&kafka);
+    // Ten records in epoch 0.
+    let batch = tributary_tests::batch(
+        &(0..10).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+        ProducerStamp::NONE,
+        false,
+    );
+    let resp: ProduceResponse = {
+        let reply = exchange(&mut s, &produce_frame("ep", batch)).expect("produce answered");
+        let mut r = Bytes::from(reply);
+        ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(3)).unwrap();
+        ProduceResponse::decode(&mut r, 3).unwrap()
+    };
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let fetch = |epoch: i32| {
+        FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("ep")))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(epoch)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ])
+    };
+    let code = |r: &FetchResponse| r.responses[0].partitions[0].error_code;
+    let ok: FetchResponse = call(&mut s, ApiKey::Fetch, 11, &fetch(0));
+    assert_eq!(code(&ok), 0, "{ok:?}");
+    assert_eq!(ok.responses[0].partitions[0].high_watermark, 10);
+    let newer: FetchResponse = call(&mut s, ApiKey::Fetch, 11, &fetch(3));
+    assert_eq!(code(&newer), 75, "UNKNOWN_LEADER_EPOCH");
+    let unknown: FetchResponse = call(&mut s, ApiKey::Fetch, 11, &fetch(-1));
+    assert_eq!(code(&unknown), 0, "-1: no check");
+    // Where epoch 0 ends: the log end.
+    let q = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("ep")))
+                .with_partitions(vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(0)
+                        .with_leader_epoch(0),
+                ]),
+        ]);
+    let r: OffsetForLeaderEpochResponse = call(&mut s, ApiKey::OffsetForLeaderEpoch, 4, &q);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.leader_epoch, p.end_offset),
+        (0, 0, 10),
+        "{r:?}"
+    );
+}

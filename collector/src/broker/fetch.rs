@@ -271,6 +271,8 @@ pub struct PartitionFetch {
     pub partition: u32,
     pub offset: u64,
     pub max_bytes: usize,
+    /// The leader epoch the client knows (KIP-320), checked against the current one.
+    pub leader_epoch: Option<i32>,
 }
 
 /// What `list_offset` looks up.
@@ -306,6 +308,15 @@ impl Broker {
                 Ok(()) => self.leader_partition(&r.topic, r.partition, false).await,
                 Err(e) => Err(e),
             };
+            let p = p.and_then(|(part, epoch)| match r.leader_epoch {
+                Some(asked) if asked != epoch => Err(BrokerError::LeaderEpoch {
+                    topic: r.topic.clone(),
+                    partition: r.partition,
+                    asked,
+                    current: epoch,
+                }),
+                _ => Ok((part, epoch)),
+            });
             match p {
                 Ok((part, _)) => {
                     parts.push(Some(part));

@@ -92,6 +92,15 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("no local replica of {0}")]
     NoLocalReplica(String),
+    /// A client named a leader epoch other than the partition's current one (KIP-320):
+    /// older means it missed a leader change, newer means this broker has not seen it yet.
+    #[error("{topic}-{partition}: leader epoch {asked} asked, the current one is {current}")]
+    LeaderEpoch {
+        topic: String,
+        partition: u32,
+        asked: i32,
+        current: i32,
+    },
     /// A relayed request's target could not be reached.
     #[error("{0}")]
     PeerUnavailable(String),

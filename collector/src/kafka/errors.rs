@@ -43,6 +43,13 @@ pub fn code(e: &BrokerError) -> i16 {
         | BrokerError::PeerUnavailable(_)
         | BrokerError::LeaderUnavailable(_) => E::LeaderNotAvailable,
         BrokerError::NotAReplica(_) => E::NotLeaderOrFollower,
+        BrokerError::LeaderEpoch { asked, current, .. } => {
+            if asked < current {
+                E::FencedLeaderEpoch
+            } else {
+                E::UnknownLeaderEpoch
+            }
+        }
         BrokerError::Relayed(_) | BrokerError::Internal(_) => E::UnknownServerError,
     };
     kind.code()

@@ -28,6 +28,9 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponse, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
@@ -35,8 +38,9 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    ProducerId, SyncGroupRequest, SyncGroupResponse, TopicName,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, SyncGroupRequest, SyncGroupResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -105,6 +109,10 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         ApiKey::LeaveGroup => {
             let r: LeaveGroupRequest = req.decode(&mut buf)?;
             req.reply(&leave_group(s, req, r)).map(Some)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let r: OffsetForLeaderEpochRequest = req.decode(&mut buf)?;
+            req.reply(&offset_for_leader_epoch(s, r).await).map(Some)
         }
         ApiKey::CreateTopics => {
             let r: CreateTopicsRequest = req.decode(&mut buf)?;
@@ -321,6 +329,9 @@ async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
                         partition,
                         offset,
                         max_bytes: clamp(p.partition_max_bytes),
+                        // -1: the client does not know it (or the version has no field).
+                        leader_epoch: (p.current_leader_epoch >= 0)
+                            .then_some(p.current_leader_epoch),
                     });
                 }
                 _ => slots.push((topic.clone(), p.partition, None)),
@@ -392,7 +403,22 @@ async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListO
                 .with_offset(-1);
             let pr = match (spec, u32::try_from(p.partition_index)) {
                 (Some(spec), Ok(partition)) => {
-                    match s.broker.list_offset(&topic, partition, spec).await {
+                    let looked_up = s
+                        .broker
+                        .list_offset(&topic, partition, spec)
+                        .await
+                        .and_then(|found| match p.current_leader_epoch {
+                            asked if asked >= 0 && asked != found.2 => {
+                                Err(BrokerError::LeaderEpoch {
+                                    topic: topic.clone(),
+                                    partition,
+                                    asked,
+                                    current: found.2,
+                                })
+                            }
+                            _ => Ok(found),
+                        });
+                    match looked_up {
                         Ok((offset, ts, epoch)) => base
                             .with_offset(offset as i64)
                             .with_timestamp(ts)
@@ -830,4 +856,75 @@ fn leave_group(s: &KafkaServer, req: Req, r: LeaveGroupRequest) -> LeaveGroupRes
         s.count_error(ApiKey::LeaveGroup, code);
         LeaveGroupResponse::default().with_error_code(code)
     }
+}
+
+/// Where the leader's log ends for each asked epoch (KIP-279): clients compare it with
+/// what they fetched to detect a log truncated by a leader change.
+async fn offset_for_leader_epoch(
+    s: &KafkaServer,
+    r: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut topics = Vec::new();
+    for t in &r.topics {
+        let topic = name(&t.topic);
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let base = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            let result = match u32::try_from(p.partition) {
+                Err(_) => Err(E::UnknownTopicOrPartition.code()),
+                Ok(partition) => {
+                    let current = match p.current_leader_epoch {
+                        -1 => Ok(()),
+                        asked => s
+                            .broker
+                            .list_offset(&topic, partition, OffsetSpec::Latest)
+                            .await
+                            .and_then(|(_, _, epoch)| {
+                                if asked == epoch {
+                                    Ok(())
+                                } else {
+                                    Err(BrokerError::LeaderEpoch {
+                                        topic: topic.clone(),
+                                        partition,
+                                        asked,
+                                        current: epoch,
+                                    })
+                                }
+                            }),
+                    };
+                    match current {
+                        Err(e) => Err(errors::code(&e)),
+                        Ok(()) => s
+                            .broker
+                            .epoch_end(&api::EpochEndQuery {
+                                topic: topic.clone(),
+                                partition,
+                                epoch: p.leader_epoch,
+                            })
+                            .await
+                            .map_err(|e| errors::code(&e)),
+                    }
+                }
+            };
+            let pr = match result {
+                Ok(end) => base
+                    .with_leader_epoch(end.epoch)
+                    .with_end_offset(end.end_offset as i64),
+                Err(code) => {
+                    s.count_error(ApiKey::OffsetForLeaderEpoch, code);
+                    base.with_error_code(code)
+                }
+            };
+            partitions.push(pr);
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic_name(&topic))
+                .with_partitions(partitions),
+        );
+    }
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }

@@ -22,6 +22,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The versions served of `api`, if it is served.

@@ -142,6 +142,8 @@ impl From<BrokerError> for ApiError {
             BrokerError::PastLogEnd { .. } => Self::new(Code::OffsetOutOfRange, e.to_string()),
             BrokerError::ShuttingDown => Self::new(Code::ShuttingDown, e.to_string()),
             BrokerError::NoLocalReplica(_) => Self::new(Code::UnknownPartition, e.to_string()),
+            // Only Kafka requests name a leader epoch; for HTTP it would mean "moved".
+            BrokerError::LeaderEpoch { .. } => Self::new(Code::NotLeader, e.to_string()),
             BrokerError::PeerUnavailable(m) => Self::new(Code::CoordinatorUnavailable, m),
             BrokerError::LeaderUnavailable(m) => Self::new(Code::LeaderUnavailable, m),
             BrokerError::Relayed(body) => Self::relayed(api::ErrorEnvelope { error: body }),
