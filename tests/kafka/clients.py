@@ -14,6 +14,7 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   kafka-python-delete BOOTSTRAP TOPIC   kafka-python admin delete
   admin-create BOOTSTRAP TOPIC PARTITIONS    AdminClient.create_topics
   admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
+  admin-describe BOOTSTRAP TOPIC GROUP       AdminClient list/describe groups, configs, cluster
 """
 import json
 import sys
@@ -234,6 +235,26 @@ def kafka_python_delete(bootstrap, topic):
     print(json.dumps({"listed": topic in a.list_topics()}))
 
 
+def admin_describe(bootstrap, topic, group):
+    """AdminClient views: groups listed, one group described, a topic's configs, the
+    cluster."""
+    from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: F401 (API present)
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    listed = a.list_consumer_groups(request_timeout=10).result()
+    groups = sorted(g.group_id for g in listed.valid)
+    desc = a.describe_consumer_groups([group], request_timeout=10)[group].result()
+    members = sorted(len(m.assignment.topic_partitions) for m in desc.members)
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    configs = a.describe_configs([res])[res].result()
+    cluster = a.describe_cluster(request_timeout=10).result()
+    print(json.dumps({"groups": groups, "state": str(desc.state), "members": members,
+                      "protocol": desc.partition_assignor,
+                      "retention_ms": configs["retention.ms"].value,
+                      "brokers": len(cluster.nodes)}))
+
+
 def admin_create(bootstrap, topic, partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -280,6 +301,8 @@ if __name__ == "__main__":
         group_consume(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7]))
     elif cmd == "commit-offset":
         commit_offset(bootstrap, topic, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
+    elif cmd == "admin-describe":
+        admin_describe(bootstrap, topic, sys.argv[4])
     elif cmd == "admin-create":
         admin_create(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "admin-delete":

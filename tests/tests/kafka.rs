@@ -636,6 +636,13 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
         all.sort_unstable();
         (shares.iter().all(|s| !s.is_empty()) && all == (0..6).collect::<Vec<_>>()).then_some(())
     });
+    // Kafka's admin views see the group, its three members and their assignment.
+    let d = python_client(&["admin-describe", &kafka, "grp", "kg"]);
+    assert_eq!(d["groups"], serde_json::json!(["kg"]), "{d}");
+    assert!(d["state"].as_str().unwrap().contains("STABLE"), "{d}");
+    assert_eq!(d["members"], serde_json::json!([2, 2, 2]), "{d}");
+    assert_eq!(d["retention_ms"], "604800000", "{d}");
+    assert_eq!(d["brokers"], 1, "{d}");
     let p = python_client(&["confluent-produce", &kafka, "grp", "6000"]);
     assert_eq!(p["delivered"], 6000, "{p}");
     let mut seen: Vec<String> = Vec::new();

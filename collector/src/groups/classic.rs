@@ -56,6 +56,36 @@ enum Phase {
     Stable,
 }
 
+impl Phase {
+    /// The state names Kafka's admin APIs use.
+    fn kafka_name(self) -> &'static str {
+        match self {
+            Phase::Empty => "Empty",
+            Phase::Joining { .. } => "PreparingRebalance",
+            Phase::Syncing => "CompletingRebalance",
+            Phase::Stable => "Stable",
+        }
+    }
+}
+
+/// One member in [`ClassicView`].
+#[derive(Debug, Clone)]
+pub struct ClassicMember {
+    pub member_id: String,
+    pub client_id: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A classic group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct ClassicView {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<ClassicMember>,
+}
+
 #[derive(Debug)]
 struct Member {
     client_id: String,
@@ -250,6 +280,41 @@ impl ClassicGroups {
         lock(&self.groups)
             .get(group)
             .map(|g| (g.members.len(), g.generation))
+    }
+
+    /// A group as Kafka's DescribeGroups shows it, if this node knows it.
+    pub fn view(&self, group: &str) -> Option<ClassicView> {
+        let groups = lock(&self.groups);
+        let g = groups.get(group)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(ClassicView {
+            state: g.phase.kafka_name(),
+            protocol_type: g.protocol_type.clone(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| ClassicMember {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                    assignment: g.assignments.get(id).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
+    /// `(group, state)` of every group this node knows.
+    pub fn list(&self) -> Vec<(String, &'static str)> {
+        lock(&self.groups)
+            .iter()
+            .map(|(n, g)| (n.clone(), g.phase.kafka_name()))
+            .collect()
     }
 
     /// Groups that have members.

@@ -318,13 +318,21 @@ impl GroupService {
         let coord = lock(&self.coordinator);
         let mut names: BTreeSet<String> = meta.groups.keys().cloned().collect();
         names.extend(coord.group_names());
+        names.extend(self.classic.group_names());
         names
             .into_iter()
             .map(|name| {
                 let g = coord.group(&name);
+                // A group of Kafka (classic protocol) members shows their state and count.
+                let kafka = self.classic.view(&name).filter(|v| !v.members.is_empty());
                 GroupSummary {
-                    state: g.map_or("empty", coordinator::Group::state).to_owned(),
-                    members: g.map_or(0, |g| g.members.len()),
+                    state: match &kafka {
+                        Some(v) => format!("kafka:{}", v.state),
+                        None => g.map_or("empty", coordinator::Group::state).to_owned(),
+                    },
+                    members: kafka
+                        .as_ref()
+                        .map_or_else(|| g.map_or(0, |g| g.members.len()), |v| v.members.len()),
                     partitions_committed: meta
                         .groups
                         .get(&name)

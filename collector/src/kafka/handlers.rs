@@ -11,11 +11,21 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::delete_topics_response::{
     DeletableTopicResult, DeleteTopicsResponse,
 };
+use kafka_protocol::messages::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+};
+use kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
 use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
 use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
+use kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedGroup};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
@@ -35,12 +45,13 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
     InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, SyncGroupRequest, SyncGroupResponse,
-    TopicName,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -113,6 +124,22 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         ApiKey::OffsetForLeaderEpoch => {
             let r: OffsetForLeaderEpochRequest = req.decode(&mut buf)?;
             req.reply(&offset_for_leader_epoch(s, r).await).map(Some)
+        }
+        ApiKey::ListGroups => {
+            let _: ListGroupsRequest = req.decode(&mut buf)?;
+            req.reply(&list_groups(s)).map(Some)
+        }
+        ApiKey::DescribeGroups => {
+            let r: DescribeGroupsRequest = req.decode(&mut buf)?;
+            req.reply(&describe_groups(s, r)).map(Some)
+        }
+        ApiKey::DescribeCluster => {
+            let _: DescribeClusterRequest = req.decode(&mut buf)?;
+            req.reply(&describe_cluster(s)).map(Some)
+        }
+        ApiKey::DescribeConfigs => {
+            let r: DescribeConfigsRequest = req.decode(&mut buf)?;
+            req.reply(&describe_configs(s, r)).map(Some)
         }
         ApiKey::CreateTopics => {
             let r: CreateTopicsRequest = req.decode(&mut buf)?;
@@ -927,4 +954,164 @@ async fn offset_for_leader_epoch(
         );
     }
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// The groups this node coordinates (on other nodes: none, as each Kafka broker lists
+/// only its own).
+fn list_groups(s: &KafkaServer) -> ListGroupsResponse {
+    if !s.groups.is_coordinator() {
+        return ListGroupsResponse::default();
+    }
+    let groups = s
+        .groups
+        .list()
+        .into_iter()
+        .map(|g| {
+            let kafka = s.groups.classic.view(&g.group);
+            let (protocol_type, state) = match &kafka {
+                Some(v) if !v.members.is_empty() => (v.protocol_type.clone(), v.state.to_owned()),
+                _ if g.members > 0 => (String::new(), "Stable".to_owned()),
+                _ => (String::new(), "Empty".to_owned()),
+            };
+            ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.group)))
+                .with_protocol_type(StrBytes::from_string(protocol_type))
+                .with_group_state(StrBytes::from_string(state))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+fn describe_groups(s: &KafkaServer, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let coordinator = s.groups.is_coordinator();
+    let groups = r
+        .groups
+        .iter()
+        .map(|id| {
+            let base = DescribedGroup::default().with_group_id(id.clone());
+            if !coordinator {
+                return base.with_error_code(E::NotCoordinator.code());
+            }
+            match s.groups.classic.view(&id.0) {
+                Some(v) => base
+                    .with_group_state(StrBytes::from_static_str(v.state))
+                    .with_protocol_type(StrBytes::from_string(v.protocol_type))
+                    .with_protocol_data(StrBytes::from_string(v.protocol))
+                    .with_members(
+                        v.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(StrBytes::from_string(m.member_id))
+                                    .with_client_id(StrBytes::from_string(m.client_id))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    ),
+                // A group only known by its committed offsets (or by `collector tail`
+                // members, which Kafka's classic view cannot show): Empty; none: Dead.
+                None if s.groups.offsets(&id.0).is_ok_and(|o| !o.offsets.is_empty()) => {
+                    base.with_group_state(StrBytes::from_static_str("Empty"))
+                }
+                None => base.with_group_state(StrBytes::from_static_str("Dead")),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+fn describe_cluster(s: &KafkaServer) -> DescribeClusterResponse {
+    let meta = s.broker.controller.metadata();
+    let brokers = meta
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let (host, port) = host_port(b.kafka_address.as_deref()?)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(broker_id(b.id))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port),
+            )
+        })
+        .collect();
+    DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
+        .with_controller_id(s.broker.controller.leader().map_or(BrokerId(-1), broker_id))
+        .with_brokers(brokers)
+}
+
+/// Topic configs under Kafka's names (read-only; `collector topics` changes them).
+fn describe_configs(s: &KafkaServer, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    const TOPIC: i8 = 2;
+    const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    const DEFAULT_CONFIG: i8 = 5;
+    let meta = s.broker.controller.metadata();
+    let results = r
+        .resources
+        .iter()
+        .map(|res| {
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            if res.resource_type != TOPIC {
+                // Broker configs: nothing to show under Kafka's names.
+                return base;
+            }
+            let Some(t) = meta.topics.get(res.resource_name.as_str()) else {
+                return base.with_error_code(E::UnknownTopicOrPartition.code());
+            };
+            let eff = s.broker.log_config(&t.configs);
+            let c = &t.configs;
+            let min_isr = s.broker.min_insync(t) as i64;
+            let entries: Vec<(&str, String, bool)> = vec![
+                (
+                    "retention.ms",
+                    eff.retention_ms.unwrap_or(-1).to_string(),
+                    c.retention_ms.is_some(),
+                ),
+                (
+                    "retention.bytes",
+                    eff.retention_bytes.map_or(-1, |b| b as i64).to_string(),
+                    c.retention_bytes.is_some(),
+                ),
+                (
+                    "segment.bytes",
+                    eff.segment_bytes.to_string(),
+                    c.segment_bytes.is_some(),
+                ),
+                (
+                    "segment.ms",
+                    eff.segment_ms.to_string(),
+                    c.segment_ms.is_some(),
+                ),
+                (
+                    "min.insync.replicas",
+                    min_isr.to_string(),
+                    c.min_insync_replicas.is_some(),
+                ),
+                ("cleanup.policy", "delete".to_owned(), false),
+            ];
+            let wanted = res.configuration_keys.as_ref();
+            let configs = entries
+                .into_iter()
+                .filter(|(k, _, _)| wanted.is_none_or(|w| w.iter().any(|x| x.as_str() == *k)))
+                .map(|(k, v, set)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(StrBytes::from_static_str(k))
+                        .with_value(Some(StrBytes::from_string(v)))
+                        .with_read_only(true)
+                        .with_config_source(if set {
+                            DYNAMIC_TOPIC_CONFIG
+                        } else {
+                            DEFAULT_CONFIG
+                        })
+                })
+                .collect();
+            base.with_configs(configs)
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
 }
