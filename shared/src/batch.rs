@@ -61,14 +61,20 @@ const _: () = assert!(CRC_OFFSET + 4 == ATTRIBUTES_OFFSET);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
+    Gzip,
+    Snappy,
+    Lz4,
     Zstd,
 }
 
 impl Compression {
-    /// The attribute bits Kafka assigns: none = 0, zstd = 4.
+    /// The attribute bits Kafka assigns: none = 0, gzip = 1, snappy = 2, lz4 = 3, zstd = 4.
     pub fn attribute_bits(self) -> i16 {
         match self {
             Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
             Compression::Zstd => 4,
         }
     }
@@ -181,6 +187,9 @@ impl BatchHeader {
     pub fn compression(&self) -> Result<Compression, BatchError> {
         match (self.attributes & ATTR_COMPRESSION_MASK) as u8 {
             0 => Ok(Compression::None),
+            1 => Ok(Compression::Gzip),
+            2 => Ok(Compression::Snappy),
+            3 => Ok(Compression::Lz4),
             4 => Ok(Compression::Zstd),
             codec => Err(BatchError::UnsupportedCompression { codec }),
         }

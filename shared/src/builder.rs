@@ -215,6 +215,7 @@ impl BatchEncoder {
                     })?;
                 out.truncate(start + RECORDS_OFFSET + n);
             }
+            other => out.extend_from_slice(&crate::compression::compress(other, &builder.block)?),
         }
         let batch = &mut out[start..];
         let length = (batch.len() - LOG_OVERHEAD) as i32;

@@ -35,7 +35,7 @@ pub enum BatchError {
         computed: u32,
     },
     /// The attributes name a compression codec Tributary does not speak.
-    #[error("unsupported compression codec {codec} (only none=0 and zstd=4)")]
+    #[error("unsupported compression codec {codec} (none=0, gzip=1, snappy=2, lz4=3, zstd=4)")]
     UnsupportedCompression { codec: u8 },
     /// Attribute bits we refuse (transactional or control batches).
     #[error("unsupported batch attributes {attributes:#06x}")]
@@ -66,6 +66,9 @@ pub enum BatchError {
     /// zstd refused the data.
     #[error("zstd: {message}")]
     Zstd { message: String },
+    /// gzip, snappy or lz4 refused the data.
+    #[error("compression codec {codec}: {message}")]
+    Codec { codec: u8, message: String },
     /// An empty batch (no records) where records are required.
     #[error("batch holds no records")]
     Empty,

@@ -16,6 +16,7 @@
 
 pub mod batch;
 pub mod builder;
+pub mod compression;
 pub mod error;
 pub mod names;
 pub mod records;

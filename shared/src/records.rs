@@ -111,6 +111,11 @@ impl<'a> DecodedRecords<'a> {
         let block = match header.compression()? {
             Compression::None => Block::Borrowed(raw),
             Compression::Zstd => Block::Owned(decompress_zstd(raw, limits.uncompressed_bytes_max)?),
+            other => Block::Owned(crate::compression::decompress(
+                other,
+                raw,
+                limits.uncompressed_bytes_max,
+            )?),
         };
         let decoded = Self { header, block };
         decoded.check()?;

@@ -626,8 +626,8 @@ fn other_header_errors() {
     ));
 
     for (attributes, expected) in [
-        (1i16, BatchError::UnsupportedCompression { codec: 1 }), // gzip
-        (3, BatchError::UnsupportedCompression { codec: 3 }),    // lz4
+        (5i16, BatchError::UnsupportedCompression { codec: 5 }), // no such codec
+        (7, BatchError::UnsupportedCompression { codec: 7 }),
         (0x10, BatchError::UnsupportedAttributes { attributes: 0x10 }), // transactional
         (0x20, BatchError::UnsupportedAttributes { attributes: 0x20 }), // control
         (0x40, BatchError::UnsupportedAttributes { attributes: 0x40 }),
