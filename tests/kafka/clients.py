@@ -15,6 +15,7 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   admin-create BOOTSTRAP TOPIC PARTITIONS    AdminClient.create_topics
   admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
   admin-describe BOOTSTRAP TOPIC GROUP       AdminClient list/describe groups, configs, cluster
+  admin-delete-group BOOTSTRAP GROUP         AdminClient.delete_consumer_groups
 """
 import json
 import sys
@@ -255,6 +256,19 @@ def admin_describe(bootstrap, topic, group):
                       "brokers": len(cluster.nodes)}))
 
 
+def admin_delete_group(bootstrap, group):
+    from confluent_kafka.admin import AdminClient
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    errors = []
+    for f in a.delete_consumer_groups([group], request_timeout=10).values():
+        try:
+            f.result()
+        except Exception as e:
+            errors.append(str(e))
+    print(json.dumps({"errors": errors}))
+
+
 def admin_create(bootstrap, topic, partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -303,6 +317,8 @@ if __name__ == "__main__":
         commit_offset(bootstrap, topic, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     elif cmd == "admin-describe":
         admin_describe(bootstrap, topic, sys.argv[4])
+    elif cmd == "admin-delete-group":
+        admin_delete_group(bootstrap, topic)
     elif cmd == "admin-create":
         admin_create(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "admin-delete":

@@ -150,6 +150,32 @@ fn confluent_kafka_idempotent_zstd_producer_and_consumer_see_every_record_once()
     assert_eq!(r["distinct"], n, "{r}");
     assert_eq!(r["out_of_order"], 0, "{r}");
     assert_eq!(r["hosts"], serde_json::json!(["kafka-test"]), "{r}");
+    // KIP-664: the idempotent producer's last sequences, per partition.
+    {
+        use kafka_protocol::messages::describe_producers_request::TopicRequest;
+        use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse};
+        let mut s = connect(&kafka);
+        let q = DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("ck")))
+                .with_partition_indexes(vec![0, 1, 2]),
+        ]);
+        let resp: DescribeProducersResponse = call(&mut s, ApiKey::DescribeProducers, 0, &q);
+        let parts = &resp.topics[0].partitions;
+        assert_eq!(parts.len(), 3);
+        let last: i64 = parts
+            .iter()
+            .map(|p| {
+                assert_eq!(p.error_code, 0, "{resp:?}");
+                assert_eq!(p.active_producers.len(), 1, "one producer: {resp:?}");
+                i64::from(p.active_producers[0].last_sequence) + 1
+            })
+            .sum();
+        assert_eq!(
+            last, n as i64,
+            "sequences account for every record: {resp:?}"
+        );
+    }
     // The same records over HTTP: each once, headers kept, values as sent.
     let records = read_topic(&client(), &col.url(""), "ck");
     assert_eq!(records.len(), n);
@@ -681,6 +707,16 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
             .all(|v| v[7..15].parse::<u32>().unwrap() >= 6000),
         "only new records after the resume"
     );
+    // With every member gone, the group can be deleted: its offsets go with it.
+    let d = python_client(&["admin-delete-group", &kafka, "kg"]);
+    assert_eq!(d["errors"], serde_json::json!([]), "{d}");
+    let o: serde_json::Value = c
+        .get(col.url("/v1/groups/kg/offsets"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(o["offsets"], serde_json::json!([]), "{o}");
 }
 
 /// The leader of `topic`-0 and the HTTP base URLs of the nodes, from node `ask`'s metadata.

@@ -470,6 +470,12 @@ impl Partition {
     pub fn producer_count(&self) -> usize {
         lock(&self.producers).len()
     }
+
+    /// Producers whose last durable batch is below the high watermark.
+    pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        let hw = self.high_watermark();
+        lock(&self.producers).active(hw)
+    }
 }
 
 /// Shared handle.

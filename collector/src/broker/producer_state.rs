@@ -183,6 +183,21 @@ impl ProducerTable {
         self.entries.retain(|_, e| !e.batches.is_empty());
     }
 
+    /// Every producer with a batch wholly below `upper`: `(id, epoch, last sequence, last
+    /// append time)` (KIP-664's view).
+    pub fn active(&self, upper: u64) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<_> = self
+            .entries
+            .iter()
+            .filter_map(|(id, e)| {
+                let b = e.batches.iter().rev().find(|b| b.last_offset < upper)?;
+                Some((*id, e.epoch, b.last_seq, b.append_time_ms))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// `(epoch, last sequence)` of the producer's last batch that lies wholly below `upper`
     /// (the offsets that are durable and visible).
     pub fn last_persisted(&self, producer_id: i64, upper: u64) -> Option<(i16, i32, u64)> {

@@ -257,6 +257,30 @@ impl GroupService {
         .await
     }
 
+    /// Deletes a group's committed offsets; refused while it has members of either kind.
+    pub async fn delete_group(&self, group: &str) -> Result<(), GroupsError> {
+        validate_group(group)?;
+        let members = lock(&self.coordinator)
+            .group(group)
+            .map_or(0, |g| g.members.len())
+            + self.classic.describe(group).map_or(0, |(m, _)| m);
+        if members > 0 {
+            return Err(GroupsError::NotEmpty {
+                group: group.to_owned(),
+                members,
+            });
+        }
+        if !self.broker.controller.metadata().groups.contains_key(group) {
+            return Err(GroupsError::UnknownGroup(group.to_owned()));
+        }
+        self.propose(MetadataCommand::DeleteGroupOffsets {
+            group: group.to_owned(),
+        })
+        .await?;
+        lock(&self.last_active_ms).remove(group);
+        Ok(())
+    }
+
     /// Whether the server-side coordinator (`collector tail` members) holds `group`.
     pub fn has_server_side_members(&self, group: &str) -> bool {
         lock(&self.coordinator)

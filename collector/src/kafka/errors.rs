@@ -73,8 +73,9 @@ pub fn group_code(e: &crate::groups::GroupsError) -> i16 {
     use crate::groups::{GroupError, GroupsError as G};
     let kind = match e {
         G::InvalidGroup(_) => E::InvalidGroupId,
-        // Offsets a standalone consumer may not move: the group has members.
-        G::NotEmpty { .. } => E::IllegalGeneration,
+        // Offsets a standalone consumer may not move, a group that cannot be deleted: it
+        // has members.
+        G::NotEmpty { .. } => E::NonEmptyGroup,
         G::AboveHighWatermark { .. } => E::OffsetOutOfRange,
         G::UnknownGroup(_) => E::GroupIdNotFound,
         G::Invalid(_) | G::InvalidReset(_) => E::InvalidRequest,

@@ -8,6 +8,9 @@ use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicResult, CreateTopicsResponse,
 };
+use kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
 use kafka_protocol::messages::delete_topics_response::{
     DeletableTopicResult, DeleteTopicsResponse,
 };
@@ -19,6 +22,9 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::describe_groups_response::{
     DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use kafka_protocol::messages::describe_producers_response::{
+    DescribeProducersResponse, PartitionResponse, ProducerState, TopicResponse,
 };
 use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
@@ -45,13 +51,13 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
-    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, SyncGroupRequest,
-    SyncGroupResponse, TopicName,
+    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeProducersRequest, FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    ProducerId, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -140,6 +146,14 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         ApiKey::DescribeConfigs => {
             let r: DescribeConfigsRequest = req.decode(&mut buf)?;
             req.reply(&describe_configs(s, r)).map(Some)
+        }
+        ApiKey::DeleteGroups => {
+            let r: DeleteGroupsRequest = req.decode(&mut buf)?;
+            req.reply(&delete_groups(s, r).await).map(Some)
+        }
+        ApiKey::DescribeProducers => {
+            let r: DescribeProducersRequest = req.decode(&mut buf)?;
+            req.reply(&describe_producers(s, r).await).map(Some)
         }
         ApiKey::CreateTopics => {
             let r: CreateTopicsRequest = req.decode(&mut buf)?;
@@ -568,7 +582,11 @@ async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitR
             Ok(()) => 0,
             Err(e) => {
                 tracing::info!(group, error = %e, "Kafka offset commit refused");
-                errors::group_code(&e)
+                match e {
+                    // A standalone commit while the group has members (Kafka's answer).
+                    crate::groups::GroupsError::NotEmpty { .. } => E::IllegalGeneration.code(),
+                    other => errors::group_code(&other),
+                }
             }
         }
     };
@@ -1114,4 +1132,74 @@ fn describe_configs(s: &KafkaServer, r: DescribeConfigsRequest) -> DescribeConfi
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Deletes groups' committed offsets (refused with `NON_EMPTY_GROUP` while they have
+/// members).
+async fn delete_groups(s: &KafkaServer, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::new();
+    for id in &r.groups_names {
+        let code = if !s.groups.is_coordinator() {
+            E::NotCoordinator.code()
+        } else {
+            match s.groups.delete_group(&id.0).await {
+                Ok(()) => 0,
+                Err(e) => errors::group_code(&e),
+            }
+        };
+        s.count_error(ApiKey::DeleteGroups, code);
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id.clone())
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// KIP-664: each producer's last durable sequence per partition this broker leads.
+async fn describe_producers(
+    s: &KafkaServer,
+    r: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let mut topics = Vec::new();
+    for t in &r.topics {
+        let topic = name(&t.name);
+        let mut partitions = Vec::new();
+        for &index in &t.partition_indexes {
+            let base = PartitionResponse::default().with_partition_index(index);
+            let part = match u32::try_from(index) {
+                Ok(p) => s.broker.leader_partition(&topic, p, false).await,
+                Err(_) => Err(BrokerError::InvalidRequest(format!("partition {index}"))),
+            };
+            let pr = match part {
+                Ok((part, _)) => base.with_active_producers(
+                    part.active_producers()
+                        .into_iter()
+                        .map(|(id, epoch, seq, ts)| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(id))
+                                .with_producer_epoch(i32::from(epoch))
+                                .with_last_sequence(seq)
+                                .with_last_timestamp(ts)
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(-1)
+                        })
+                        .collect(),
+                ),
+                Err(e) => {
+                    let code = errors::code(&e);
+                    s.count_error(ApiKey::DescribeProducers, code);
+                    base.with_error_code(code)
+                }
+            };
+            partitions.push(pr);
+        }
+        topics.push(
+            TopicResponse::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions),
+        );
+    }
+    DescribeProducersResponse::default().with_topics(topics)
 }

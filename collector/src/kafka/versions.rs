@@ -27,6 +27,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 0),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The versions served of `api`, if it is served.
