@@ -750,6 +750,18 @@ fn a_kafka_producer_keeps_every_acknowledged_record_through_two_leader_kills_in_
     let progress = tmp.path().join("progress");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
     let n = 6000;
+    // A group member reads along through the failovers (its coordinator may move too).
+    let members = tmp.path().join("members");
+    std::fs::create_dir_all(&members).unwrap();
+    let reader = Command::new("python3")
+        .arg(script)
+        .args(["group-consume", &bootstrap, "fo", "fog"])
+        .arg(&members)
+        .args(["r1", "15"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let producer = Command::new("python3")
         .arg(script)
         .args(["produce-paced", &bootstrap, "fo", &n.to_string(), "600"])
