@@ -125,6 +125,20 @@ def commit_offset(bootstrap, topic, group, partition, offset):
     print(json.dumps({"errors": errors}))
 
 
+def commit(c):
+    """A synchronous commit; one refused while the group rebalances or its coordinator
+    moves is retried once, then left to the next commit."""
+    from confluent_kafka import KafkaException
+
+    for _ in range(2):
+        try:
+            c.commit(asynchronous=False)
+            return
+        except KafkaException as e:
+            print(f"commit: {e}", file=sys.stderr)
+            time.sleep(0.5)
+
+
 def group_consume(bootstrap, topic, group, workdir, name, idle_s):
     """subscribe() in a classic group; writes its assignment to WORKDIR/NAME.assign on each
     change; reads until nothing new came for IDLE_S seconds after the first record (or
@@ -159,9 +173,9 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s):
         values.append(m.value().decode())
         last = time.time()
         if len(values) % 500 == 0:
-            c.commit(asynchronous=False)
+            commit(c)
     if values:
-        c.commit(asynchronous=False)
+        commit(c)
     c.close()
     print(json.dumps({"values": values, "errors": errors[:5]}))
 
