@@ -366,7 +366,8 @@ impl Broker {
                 }
                 out.push(rr);
             }
-            if failed || total >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
+            // `min_bytes` 0 answers at once, as Kafka does.
+            if failed || total >= min_bytes || tokio::time::Instant::now() >= deadline {
                 self.metrics.fetched_bytes.inc_by(total as u64);
                 return out;
             }

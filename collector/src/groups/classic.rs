@@ -409,7 +409,9 @@ impl ClassicGroups {
                         if !g.members.contains_key(&member_id) {
                             return Err(ClassicError::UnknownMemberId);
                         }
-                        until.min(not_before.max(now))
+                        // Before `not_before` the round cannot complete; after it, only
+                        // a join (a change) or the deadline completes it.
+                        if now < not_before { not_before } else { until }
                     }
                     Phase::Syncing | Phase::Stable => {
                         if !g.members.contains_key(&member_id) {
