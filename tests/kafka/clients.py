@@ -16,6 +16,7 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
   admin-describe BOOTSTRAP TOPIC GROUP       AdminClient list/describe groups, configs, cluster
   admin-delete-group BOOTSTRAP GROUP         AdminClient.delete_consumer_groups
+  admin-grow BOOTSTRAP TOPIC PARTITIONS      AdminClient.create_partitions
 """
 import json
 import sys
@@ -283,6 +284,19 @@ def admin_delete_group(bootstrap, group):
     print(json.dumps({"errors": errors}))
 
 
+def admin_grow(bootstrap, topic, partitions):
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    errors = []
+    for f in a.create_partitions([NewPartitions(topic, partitions)]).values():
+        try:
+            f.result(timeout=30)
+        except Exception as e:
+            errors.append(str(e))
+    print(json.dumps({"errors": errors}))
+
+
 def admin_create(bootstrap, topic, partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -333,6 +347,8 @@ if __name__ == "__main__":
         admin_describe(bootstrap, topic, sys.argv[4])
     elif cmd == "admin-delete-group":
         admin_delete_group(bootstrap, topic)
+    elif cmd == "admin-grow":
+        admin_grow(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "admin-create":
         admin_create(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "admin-delete":

@@ -389,6 +389,25 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
         "{again}"
     );
 
+    // Growing it: 4 -> 6 partitions; shrinking is refused.
+    let grow = python_client(&["admin-grow", &kafka, "adm", "6"]);
+    assert_eq!(grow["errors"], serde_json::json!([]), "{grow}");
+    let t: serde_json::Value = c
+        .get(col.url("/v1/topics/adm"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(t["partitions"].as_array().unwrap().len(), 6, "{t}");
+    let shrink = python_client(&["admin-grow", &kafka, "adm", "3"]);
+    assert!(
+        shrink["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("INVALID_PARTITIONS"),
+        "{shrink}"
+    );
+
     let p = python_client(&["confluent-produce", &kafka, "adm", "1000"]);
     assert_eq!(p["delivered"], 1000, "{p}");
     // A consumer with assign(): reads everything, commits its positions into the group.

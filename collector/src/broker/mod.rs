@@ -309,6 +309,24 @@ impl Broker {
         }
     }
 
+    /// Grows a topic to `partitions` partitions through the controller.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<(), BrokerError> {
+        match self
+            .controller
+            .propose(MetadataCommand::AddPartitions {
+                name: name.to_owned(),
+                partitions,
+            })
+            .await?
+        {
+            CommandResult::Done => Ok(()),
+            CommandResult::Refused(e) => Err(e.into()),
+            other => Err(BrokerError::Internal(format!(
+                "unexpected controller reply {other:?}"
+            ))),
+        }
+    }
+
     /// Deletes a topic through the controller, then its local partitions.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         match self

@@ -94,6 +94,12 @@ pub enum MetadataCommand {
     DeleteTopic {
         name: String,
     },
+    /// Grow a topic to `partitions` partitions (a topic never shrinks); the new ones are
+    /// assigned like a new topic's, over the live brokers.
+    AddPartitions {
+        name: String,
+        partitions: u32,
+    },
     /// Allocate `count` fresh producer ids (never reused).
     AllocateProducerIds {
         count: u32,
@@ -240,6 +246,12 @@ impl MetadataState {
                 Ok(t) => CommandResult::TopicCreated(t),
                 Err(e) => CommandResult::Refused(e),
             },
+            MetadataCommand::AddPartitions { name, partitions } => {
+                match self.add_partitions(name, *partitions) {
+                    Ok(()) => CommandResult::Done,
+                    Err(e) => CommandResult::Refused(e),
+                }
+            }
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.remove(name).is_some() {
                     // A topic created later under the same name starts with no offsets.
@@ -405,6 +417,42 @@ impl MetadataState {
         CommandResult::Done
     }
 
+    fn add_partitions(&mut self, name: &str, partitions: u32) -> Result<(), MetadataError> {
+        let brokers = self.live_brokers();
+        let t = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))?;
+        let have = t.partitions.len() as u32;
+        if partitions <= have || partitions > TOPIC_PARTITIONS_MAX {
+            return Err(MetadataError::Invalid(format!(
+                "{name} has {have} partitions; it can only grow, up to {TOPIC_PARTITIONS_MAX} \
+                 (asked {partitions})"
+            )));
+        }
+        let rf = usize::from(t.replication_factor);
+        if rf == 0 || rf > brokers.len() {
+            return Err(MetadataError::NotEnoughBrokers {
+                requested: t.replication_factor,
+                available: brokers.len(),
+            });
+        }
+        let n = brokers.len();
+        for p in have..partitions {
+            let first = p as usize % n;
+            let replicas: Vec<NodeId> = (0..rf).map(|r| brokers[(first + r) % n]).collect();
+            t.partitions.push(PartitionMeta {
+                partition: p,
+                leader: replicas[0],
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+                partition_epoch: 0,
+            });
+        }
+        Ok(())
+    }
+
     fn create_topic(
         &mut self,
         name: &str,
@@ -476,6 +524,46 @@ mod tests {
             });
         }
         s
+    }
+
+    #[test]
+    fn a_topic_grows_but_never_shrinks() {
+        let mut s = with_brokers(3);
+        s.apply(&MetadataCommand::CreateTopic {
+            name: "logs".into(),
+            partitions: 2,
+            replication_factor: 2,
+            configs: TopicConfigs::default(),
+        });
+        let grow = |s: &mut MetadataState, n| {
+            s.apply(&MetadataCommand::AddPartitions {
+                name: "logs".into(),
+                partitions: n,
+            })
+        };
+        assert_eq!(grow(&mut s, 5), CommandResult::Done);
+        let t = &s.topics["logs"];
+        assert_eq!(t.partitions.len(), 5);
+        for (i, p) in t.partitions.iter().enumerate() {
+            assert_eq!(p.partition, i as u32);
+            assert_eq!(p.replicas.len(), 2);
+            assert_eq!(p.isr, p.replicas);
+        }
+        assert!(matches!(
+            grow(&mut s, 5),
+            CommandResult::Refused(MetadataError::Invalid(_))
+        ));
+        assert!(matches!(
+            grow(&mut s, 3),
+            CommandResult::Refused(MetadataError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.apply(&MetadataCommand::AddPartitions {
+                name: "nope".into(),
+                partitions: 9
+            }),
+            CommandResult::Refused(MetadataError::UnknownTopic(_))
+        ));
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::time::Duration;
 use api::Acks;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicResult, CreateTopicsResponse,
 };
@@ -51,13 +54,14 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeProducersRequest, FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse,
-    GroupId, HeartbeatRequest, HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    ProducerId, SyncGroupRequest, SyncGroupResponse, TopicName,
+    ApiKey, ApiVersionsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeProducersRequest, FetchRequest, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, InitProducerIdRequest,
+    InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, SyncGroupRequest, SyncGroupResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -154,6 +158,10 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         ApiKey::DescribeProducers => {
             let r: DescribeProducersRequest = req.decode(&mut buf)?;
             req.reply(&describe_producers(s, r).await).map(Some)
+        }
+        ApiKey::CreatePartitions => {
+            let r: CreatePartitionsRequest = req.decode(&mut buf)?;
+            req.reply(&create_partitions(s, r).await).map(Some)
         }
         ApiKey::CreateTopics => {
             let r: CreateTopicsRequest = req.decode(&mut buf)?;
@@ -1202,4 +1210,41 @@ async fn describe_producers(
         );
     }
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// Grows topics (replica assignments chosen by the controller; explicit ones are refused).
+async fn create_partitions(
+    s: &KafkaServer,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    for t in &r.topics {
+        let topic = name(&t.name);
+        let code = if t.assignments.is_some() {
+            E::InvalidReplicaAssignment.code()
+        } else if t.count <= 0 {
+            E::InvalidPartitions.code()
+        } else if r.validate_only {
+            0
+        } else {
+            match s.broker.add_partitions(&topic, t.count as u32).await {
+                Ok(()) => 0,
+                Err(BrokerError::Metadata(crate::controller::state::MetadataError::Invalid(m))) => {
+                    tracing::info!(topic, reason = %m, "Kafka CreatePartitions refused");
+                    E::InvalidPartitions.code()
+                }
+                Err(e) => {
+                    log_error("CreatePartitions", &topic, -1, &e);
+                    errors::code(&e)
+                }
+            }
+        };
+        s.count_error(ApiKey::CreatePartitions, code);
+        results.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code),
+        );
+    }
+    CreatePartitionsResponse::default().with_results(results)
 }

@@ -29,6 +29,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 0),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The versions served of `api`, if it is served.
