@@ -297,6 +297,33 @@ fn bad_kafka_frames_are_refused_and_nothing_is_stored() {
     g.extend_from_slice(&[0xff; 40]);
     assert!(exchange(&mut s, &sized(&g)).is_none(), "garbage answered");
 
+    // Array counts far beyond the frame (2^31 topics in 14 bytes; a compact array claiming
+    // 2^32 - 2 in a flexible version): refused without reserving memory for them.
+    let mut s = connect(&kafka);
+    let mut m = Vec::new();
+    m.put_i16(ApiKey::Metadata as i16);
+    m.put_i16(1);
+    m.put_i32(3);
+    m.put_i16(-1);
+    m.put_i32(i32::MAX);
+    assert!(
+        exchange(&mut s, &sized(&m)).is_none(),
+        "huge array answered"
+    );
+    let mut s = connect(&kafka);
+    let mut m = Vec::new();
+    m.put_i16(ApiKey::Metadata as i16);
+    m.put_i16(9);
+    m.put_i32(4);
+    m.put_i16(-1); // client id (a nullable string, not compact, in header v2)
+    m.put_u8(0); // header tagged fields
+    m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // varint 2^32 - 1
+    assert!(
+        exchange(&mut s, &sized(&m)).is_none(),
+        "huge compact array answered"
+    );
+    col.wait_healthy();
+
     // An unknown API key.
     let mut s = connect(&kafka);
     let mut u = Vec::new();
