@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 /// How many replicas must have a batch before a produce is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Acks {
-    /// Reply before the batch is even appended.
+    /// No acknowledgement: the reply (empty) says nothing of the outcome and does not wait
+    /// for any replica; the leader still appends before taking the connection's next
+    /// request (backpressure, and one partition's batches keep their order).
     None,
     /// The leader has it (and, with flush `always`, fsynced it).
     Leader,

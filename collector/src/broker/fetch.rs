@@ -300,6 +300,8 @@ impl Broker {
         max_bytes: usize,
     ) -> Vec<Result<ReadResult, BrokerError>> {
         let max_wait = max_wait.min(self.fetch_wait(Some(u64::MAX)));
+        // More than a reply may hold can never be waited for.
+        let min_bytes = min_bytes.min(max_bytes.max(1));
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut parts = Vec::with_capacity(reqs.len());
         let mut errors: Vec<Option<BrokerError>> = Vec::with_capacity(reqs.len());
@@ -371,16 +373,23 @@ impl Broker {
                 self.metrics.fetched_bytes.inc_by(total as u64);
                 return out;
             }
-            // Sleep until any partition's high watermark moves past its fetch offset.
+            // Sleep until any partition's high watermark moves past what this round saw
+            // (past the fetch offset is not enough: with less than `min_bytes` there, it
+            // already is, and the loop would spin).
+            let seen: Vec<Option<u64>> = out
+                .iter()
+                .map(|r| r.as_ref().ok().map(|rr| rr.high_watermark))
+                .collect();
             let mut watches: Vec<_> = reqs
                 .iter()
                 .zip(&parts)
-                .filter_map(|(r, p)| {
+                .zip(seen)
+                .filter_map(|((r, p), seen)| {
                     let part = p.as_ref()?;
                     let mut w = part.watch_high_watermark();
-                    let offset = r.offset;
+                    let past = seen.unwrap_or(r.offset).max(r.offset);
                     Some(Box::pin(async move {
-                        let _ = w.wait_for(|h| *h > offset).await;
+                        let _ = w.wait_for(|h| *h > past).await;
                     }))
                 })
                 .collect();
@@ -395,32 +404,35 @@ impl Broker {
         }
     }
 
-    /// An offset of a partition this broker leads, and the timestamp of the record found
-    /// (`-1` when there is none): `(offset, timestamp, leader epoch)`.
+    /// An offset of a partition this broker leads: `(offset, timestamp, leader epoch)` —
+    /// `None` when no record is at or after a timestamp asked for; the timestamp is the one
+    /// asked for when a record was found by it, else -1.
     pub async fn list_offset(
         &self,
         topic: &str,
         partition: u32,
         spec: OffsetSpec,
-    ) -> Result<(u64, i64, i32), BrokerError> {
+    ) -> Result<(Option<u64>, i64, i32), BrokerError> {
         check_topic(topic)?;
         let (part, epoch) = self.leader_partition(topic, partition, false).await?;
         let limits = self.config.batch_limits();
         let p = part.clone();
-        let found = tokio::task::spawn_blocking(move || -> Result<(u64, i64), StorageError> {
-            let l = shared::sys::lock(p.log());
-            let hw = p.high_watermark();
-            Ok(match spec {
-                OffsetSpec::Earliest => (l.log_start_offset(), -1),
-                OffsetSpec::Latest => (hw, -1),
-                OffsetSpec::Timestamp(ts) => match l.offset_for_timestamp(ts, &limits)? {
-                    Some(o) if o < hw => (o, ts),
-                    _ => (hw, -1),
-                },
+        let found =
+            tokio::task::spawn_blocking(move || -> Result<Option<(u64, i64)>, StorageError> {
+                let l = shared::sys::lock(p.log());
+                let hw = p.high_watermark();
+                Ok(Some(match spec {
+                    OffsetSpec::Earliest => (l.log_start_offset(), -1),
+                    OffsetSpec::Latest => (hw, -1),
+                    // Kafka answers (-1, -1) when no record is that recent.
+                    OffsetSpec::Timestamp(ts) => match l.offset_for_timestamp(ts, &limits)? {
+                        Some(o) if o < hw => (o, ts),
+                        _ => return Ok(None),
+                    },
+                }))
             })
-        })
-        .await
-        .map_err(|e| BrokerError::Internal(e.to_string()))??;
-        Ok((found.0, found.1, epoch))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        Ok(found.map_or((None, -1, epoch), |(o, ts)| (Some(o), ts, epoch)))
     }
 }

@@ -86,12 +86,12 @@ impl Broker {
             validate_and_append(&part, bytes, limits, epoch, &metrics)
         });
         if acks == Acks::None {
-            // Fire and forget: the append runs on; its outcome is logged, not returned.
-            tokio::spawn(async move {
-                if let Ok(Err(e)) = task.await {
-                    tracing::debug!(error = %e, "acks=0 produce failed");
-                }
-            });
+            // No acknowledgement, but the append is still waited for: the connection's next
+            // request (and its memory) waits behind it, and batches of one partition keep
+            // their order. Its outcome is logged, not returned.
+            if let Ok(Err(e)) = task.await {
+                tracing::debug!(error = %e, "acks=0 produce failed");
+            }
             return Ok(Vec::new());
         }
         let acked = task

@@ -166,6 +166,11 @@ impl Group {
             return;
         }
         self.members.retain(|_, m| m.joined);
+        // Everyone who made the round starts a fresh session now (it may have waited in
+        // JoinGroup longer than its session for slower members).
+        for m in self.members.values_mut() {
+            m.last_seen = now;
+        }
         if self.members.is_empty() {
             self.phase = Phase::Empty;
             self.leader = None;
@@ -356,8 +361,17 @@ impl ClassicGroups {
             let mut groups = lock(&self.groups);
             let g = groups.entry(group.to_owned()).or_insert_with(Group::new);
             g.expire(now);
+            // A joiner must share the protocol type and at least one assignor with every
+            // other member (else the round could pick no protocol).
+            let others_share = |name: &str| {
+                g.members
+                    .iter()
+                    .filter(|(id, _)| **id != req.member_id)
+                    .all(|(_, m)| m.protocols.iter().any(|(p, _)| p == name))
+            };
             if req.protocols.is_empty()
                 || (!g.members.is_empty() && g.protocol_type != req.protocol_type)
+                || !req.protocols.iter().any(|(p, _)| others_share(p))
             {
                 return Err(ClassicError::InconsistentGroupProtocol);
             }
@@ -541,7 +555,7 @@ impl ClassicGroups {
                 .map(|_| Err(ClassicError::UnknownMemberId))
                 .collect();
         };
-        let out = member_ids
+        let out: Vec<Result<(), ClassicError>> = member_ids
             .iter()
             .map(|id| {
                 g.members
@@ -550,7 +564,9 @@ impl ClassicGroups {
                     .ok_or(ClassicError::UnknownMemberId)
             })
             .collect();
-        if g.members.is_empty() {
+        if out.iter().all(Result::is_err) {
+            // Nobody left (an expired member saying goodbye): no rebalance for the rest.
+        } else if g.members.is_empty() {
             g.phase = Phase::Empty;
             g.leader = None;
             g.notify();

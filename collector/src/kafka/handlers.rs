@@ -469,7 +469,7 @@ async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListO
                         });
                     match looked_up {
                         Ok((offset, ts, epoch)) => base
-                            .with_offset(offset as i64)
+                            .with_offset(offset.map_or(-1, |o| o as i64))
                             .with_timestamp(ts)
                             // The field exists from v4 on.
                             .with_leader_epoch(if req.version >= 4 { epoch } else { -1 }),
