@@ -236,6 +236,11 @@ pub async fn serve(
 
 /// After a failed accept, before the next.
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// A connection silent this long between requests is closed (Kafka's
+/// `connections.max.idle.ms` default), so dead clients do not hold connection slots.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Longest time one frame may take to arrive once its length is read.
+const FRAME_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn connection(
     stream: TcpStream,
@@ -253,9 +258,13 @@ async fn connection(
     loop {
         let size = tokio::select! {
             _ = stop.changed() => break,
-            r = rd.read_i32() => match r {
-                Ok(n) => n,
-                Err(_) => break, // closed by the client
+            r = tokio::time::timeout(IDLE_TIMEOUT, rd.read_i32()) => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => break, // closed by the client
+                Err(_) => {
+                    tracing::debug!(%peer, "Kafka connection idle past {IDLE_TIMEOUT:?}; closing");
+                    break;
+                }
             },
         };
         if size < 0 || size as u64 > max {
@@ -264,8 +273,9 @@ async fn connection(
         }
         // Read as the bytes arrive: a length prefix alone reserves nothing.
         let mut frame = Vec::new();
-        match (&mut rd).take(size as u64).read_to_end(&mut frame).await {
-            Ok(n) if n == size as usize => {}
+        let mut body = (&mut rd).take(size as u64);
+        match tokio::time::timeout(FRAME_READ_TIMEOUT, body.read_to_end(&mut frame)).await {
+            Ok(Ok(n)) if n == size as usize => {}
             _ => {
                 tracing::debug!(%peer, size, "Kafka connection closed mid-frame");
                 break;
