@@ -189,6 +189,27 @@ fn confluent_kafka_idempotent_zstd_producer_and_consumer_see_every_record_once()
     );
 }
 
+/// The sum of a group's committed offsets (over HTTP), and the reply it came from.
+fn committed_total(
+    c: &reqwest::blocking::Client,
+    col: &Collector,
+    group: &str,
+) -> (u64, serde_json::Value) {
+    let o: serde_json::Value = c
+        .get(col.url(&format!("/v1/groups/{group}/offsets")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let total = o["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .sum();
+    (total, o)
+}
+
 /// Writes one frame; returns the reply frame, or `None` when the server closed the
 /// connection.
 fn exchange(stream: &mut TcpStream, frame: &[u8]) -> Option<Vec<u8>> {
@@ -443,18 +464,7 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
     assert_eq!(first["extra"], 0, "{first}");
     assert_eq!(first["commit_errors"], serde_json::json!([]), "{first}");
     // The commit is the group's, as the HTTP API and `collector groups` see it.
-    let o: serde_json::Value = c
-        .get(col.url("/v1/groups/kgroup/offsets"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let total: u64 = o["offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["offset"].as_u64().unwrap())
-        .sum();
+    let (total, o) = committed_total(&c, &col, "kgroup");
     assert_eq!(total, 1000, "{o}");
 
     // More records; a new consumer of the group resumes from the committed offsets.
@@ -498,18 +508,7 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
             .is_some_and(|e| e.contains("ILLEGAL_GENERATION")),
         "{refused}"
     );
-    let after: serde_json::Value = c
-        .get(col.url("/v1/groups/kgroup/offsets"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let total: u64 = after["offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["offset"].as_u64().unwrap())
-        .sum();
+    let (total, after) = committed_total(&c, &col, "kgroup");
     assert_eq!(total, 1500, "the refused commit moved nothing: {after}");
 
     let d = python_client(&["admin-delete", &kafka, "adm"]);
@@ -729,18 +728,7 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
     assert_eq!(total, 6000, "no record read twice");
     assert_eq!(seen.len(), 6000, "none missed");
     // The commits are the group's offsets.
-    let o: serde_json::Value = c
-        .get(col.url("/v1/groups/kg/offsets"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let committed: u64 = o["offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["offset"].as_u64().unwrap())
-        .sum();
+    let (committed, o) = committed_total(&c, &col, "kg");
     assert_eq!(committed, 6000, "{o}");
     // A new member resumes from them and reads only what came after.
     let p = python_client(&["confluent-produce", &kafka, "grp", "600", "6000"]);
@@ -925,18 +913,7 @@ fn kafka_python_creates_produces_consumes_in_a_group_commits_and_deletes() {
             .iter()
             .all(|(_, _, h, _)| h.contains(&("origin".to_owned(), "kafka-python".to_owned())))
     );
-    let o: serde_json::Value = c
-        .get(col.url("/v1/groups/kpg/offsets"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let committed: u64 = o["offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["offset"].as_u64().unwrap())
-        .sum();
+    let (committed, o) = committed_total(&c, &col, "kpg");
     assert_eq!(committed, 300, "{o}");
     let d = python_client(&["kafka-python-delete", &kafka, "kp"]);
     assert_eq!(d["listed"], false, "{d}");

@@ -40,6 +40,23 @@ pub struct PartitionMeta {
 }
 
 impl PartitionMeta {
+    /// A new partition whose `rf` replicas are the brokers from position `first` on (mod
+    /// their count), the first of them leading, all in sync, at epoch 0. Callers check
+    /// `1 <= rf <= brokers.len()` first.
+    fn assigned(partition: u32, brokers: &[NodeId], first: usize, rf: usize) -> Self {
+        let replicas: Vec<NodeId> = (0..rf)
+            .map(|r| brokers[(first + r) % brokers.len()])
+            .collect();
+        Self {
+            partition,
+            leader: replicas[0],
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+            partition_epoch: 0,
+        }
+    }
+
     /// Moves leadership to `to`: a new leader epoch.
     fn elect(&mut self, to: NodeId) {
         self.leader = to;
@@ -437,18 +454,9 @@ impl MetadataState {
                 available: brokers.len(),
             });
         }
-        let n = brokers.len();
         for p in have..partitions {
-            let first = p as usize % n;
-            let replicas: Vec<NodeId> = (0..rf).map(|r| brokers[(first + r) % n]).collect();
-            t.partitions.push(PartitionMeta {
-                partition: p,
-                leader: replicas[0],
-                leader_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-                partition_epoch: 0,
-            });
+            t.partitions
+                .push(PartitionMeta::assigned(p, &brokers, p as usize, rf));
         }
         Ok(())
     }
@@ -480,22 +488,15 @@ impl MetadataState {
         }
         // DESIGN §1: partition p starts at broker (start + p) mod n; the next replicas follow
         // in broker order, so leaders spread evenly.
-        let n = brokers.len();
-        let start = (self.topics_created % n as u64) as usize;
+        let start = (self.topics_created % brokers.len() as u64) as usize;
         let parts = (0..partitions)
             .map(|p| {
-                let first = (start + p as usize) % n;
-                let replicas: Vec<NodeId> = (0..usize::from(replication_factor))
-                    .map(|r| brokers[(first + r) % n])
-                    .collect();
-                PartitionMeta {
-                    partition: p,
-                    leader: replicas[0],
-                    leader_epoch: 0,
-                    isr: replicas.clone(),
-                    replicas,
-                    partition_epoch: 0,
-                }
+                PartitionMeta::assigned(
+                    p,
+                    &brokers,
+                    start + p as usize,
+                    usize::from(replication_factor),
+                )
             })
             .collect();
         let topic = TopicMeta {
