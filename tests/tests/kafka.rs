@@ -398,9 +398,9 @@ fn bad_kafka_frames_are_refused_and_nothing_is_stored() {
     let mut r = Bytes::from(reply);
     ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(3)).unwrap();
     let resp = ProduceResponse::decode(&mut r, 3).unwrap();
-    assert_ne!(
-        resp.responses[0].partition_responses[0].error_code, 0,
-        "{resp:?}"
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 10,
+        "MESSAGE_TOO_LARGE (not retriable, unlike CORRUPT_MESSAGE): {resp:?}"
     );
 
     // Nothing stored, and the server is healthy and still serves Kafka clients.

@@ -58,8 +58,9 @@ pub enum BrokerError {
     Internal(String),
     #[error(transparent)]
     Produce(#[from] ProduceError),
+    /// A produced batch that is refused before anything is written.
     #[error("{0}")]
-    InvalidBatch(String),
+    InvalidBatch(shared::BatchError),
     #[error("{0}")]
     InvalidRecord(String),
     #[error("{0}")]

@@ -26,11 +26,10 @@ fn validate_and_append(
     leader_epoch: i32,
     metrics: &Metrics,
 ) -> Result<Vec<BatchAck>, BrokerError> {
-    let batches = ValidatedBatches::new(bytes, &limits)
-        .map_err(|e| BrokerError::InvalidBatch(e.to_string()))?;
+    let batches = ValidatedBatches::new(bytes, &limits).map_err(BrokerError::InvalidBatch)?;
     for (h, at) in batches.headers() {
         DecodedRecords::from_validated(&batches.bytes()[*at..*at + h.size()], *h, &limits)
-            .map_err(|e| BrokerError::InvalidBatch(e.to_string()))?;
+            .map_err(BrokerError::InvalidBatch)?;
     }
     let records = batches.record_count();
     let size = batches.len() as u64;

@@ -2,6 +2,8 @@
 
 use kafka_protocol::error::ResponseError as E;
 
+use shared::BatchError;
+
 use crate::broker::BrokerError;
 use crate::broker::ProduceError;
 use crate::broker::producer_state::ProducerError;
@@ -19,7 +21,19 @@ pub fn code(e: &BrokerError) -> i16 {
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
         BrokerError::NotEnoughReplicasAfterAppend(_) => E::NotEnoughReplicasAfterAppend,
         BrokerError::RequestTimedOut(_) => E::RequestTimedOut,
-        BrokerError::InvalidBatch(_) | BrokerError::CorruptBatch(_) => E::CorruptMessage,
+        // Refusals a retry cannot fix get their own (non-retriable) codes; a bad CRC or a
+        // malformed batch stays CORRUPT_MESSAGE, which clients retry.
+        BrokerError::InvalidBatch(b) => match b {
+            BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => {
+                E::MessageTooLarge
+            }
+            BatchError::UnsupportedCompression { .. } => E::UnsupportedCompressionType,
+            BatchError::BadMagic { .. } | BatchError::UnsupportedAttributes { .. } => {
+                E::UnsupportedForMessageFormat
+            }
+            _ => E::CorruptMessage,
+        },
+        BrokerError::CorruptBatch(_) => E::CorruptMessage,
         BrokerError::InvalidRecord(_) => E::InvalidRecord,
         BrokerError::InvalidTopic(_) => E::InvalidTopicException,
         BrokerError::InvalidRequest(_) => E::InvalidRequest,

@@ -126,7 +126,7 @@ impl From<BrokerError> for ApiError {
                 err
             }
             BrokerError::Produce(p) => p.into(),
-            BrokerError::InvalidBatch(m) => Self::new(Code::InvalidBatch, m),
+            BrokerError::InvalidBatch(_) => Self::new(Code::InvalidBatch, e.to_string()),
             BrokerError::InvalidRecord(m) => Self::new(Code::InvalidRecord, m),
             BrokerError::InvalidRequest(m) => Self::new(Code::InvalidRequest, m),
             BrokerError::InvalidTopic(m) => Self::new(Code::InvalidTopic, m),
