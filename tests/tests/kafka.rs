@@ -189,18 +189,27 @@ fn confluent_kafka_idempotent_zstd_producer_and_consumer_see_every_record_once()
     );
 }
 
+/// GETs a JSON reply.
+fn get_json(c: &reqwest::blocking::Client, url: &str) -> serde_json::Value {
+    c.get(url).send().unwrap().json().unwrap()
+}
+
+/// A JSON array of strings.
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The sum of a group's committed offsets (over HTTP), and the reply it came from.
 fn committed_total(
     c: &reqwest::blocking::Client,
     col: &Collector,
     group: &str,
 ) -> (u64, serde_json::Value) {
-    let o: serde_json::Value = c
-        .get(col.url(&format!("/v1/groups/{group}/offsets")))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let o = get_json(c, &col.url(&format!("/v1/groups/{group}/offsets")));
     let total = o["offsets"]
         .as_array()
         .unwrap()
@@ -420,12 +429,7 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
 
     let r = python_client(&["admin-create", &kafka, "adm", "4"]);
     assert_eq!(r["errors"], serde_json::json!([]), "{r}");
-    let t: serde_json::Value = c
-        .get(col.url("/v1/topics/adm"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let t = get_json(&c, &col.url("/v1/topics/adm"));
     assert_eq!(t["partitions"].as_array().unwrap().len(), 4, "{t}");
     // Creating it again is refused with TOPIC_ALREADY_EXISTS.
     let again = python_client(&["admin-create", &kafka, "adm", "4"]);
@@ -440,12 +444,7 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
     // Growing it: 4 -> 6 partitions; shrinking is refused.
     let grow = python_client(&["admin-grow", &kafka, "adm", "6"]);
     assert_eq!(grow["errors"], serde_json::json!([]), "{grow}");
-    let t: serde_json::Value = c
-        .get(col.url("/v1/topics/adm"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let t = get_json(&c, &col.url("/v1/topics/adm"));
     assert_eq!(t["partitions"].as_array().unwrap().len(), 6, "{t}");
     let shrink = python_client(&["admin-grow", &kafka, "adm", "3"]);
     assert!(
@@ -558,12 +557,7 @@ fn a_kafka_client_on_a_three_node_cluster_follows_leaders_and_reads_what_it_wrot
         "{out}"
     );
     // Produce on a node that does not lead the partition: NOT_LEADER_OR_FOLLOWER (6).
-    let meta: serde_json::Value = c
-        .get(cl.node(1).url("/v1/metadata"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let meta = get_json(&c, &cl.node(1).url("/v1/metadata"));
     let leader0 = meta["topics"][0]["partitions"][0]["leader"]
         .as_u64()
         .unwrap();
@@ -666,12 +660,7 @@ fn member_values(child: std::process::Child) -> Vec<String> {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["errors"], serde_json::json!([]), "{v}");
-    v["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect()
+    strings(&v["values"])
 }
 
 #[test]
@@ -744,12 +733,7 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
     // With every member gone, the group can be deleted: its offsets go with it.
     let d = python_client(&["admin-delete-group", &kafka, "kg"]);
     assert_eq!(d["errors"], serde_json::json!([]), "{d}");
-    let o: serde_json::Value = c
-        .get(col.url("/v1/groups/kg/offsets"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let o = get_json(&c, &col.url("/v1/groups/kg/offsets"));
     assert_eq!(o["offsets"], serde_json::json!([]), "{o}");
 }
 
@@ -832,12 +816,7 @@ fn a_kafka_producer_keeps_every_acknowledged_record_through_two_leader_kills_in_
     let out = producer.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["unflushed"], 0, "{}", v["errors"]);
-    let acked: Vec<String> = v["acked"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect();
+    let acked: Vec<String> = strings(&v["acked"]);
     assert!(
         acked.len() >= n * 9 / 10,
         "most records acknowledged: {}",
@@ -894,12 +873,7 @@ fn kafka_python_creates_produces_consumes_in_a_group_commits_and_deletes() {
     let c = client();
     let v = python_client(&["kafka-python", &kafka, "kp", "kpg"]);
     assert_eq!(v["created"], true, "{v}");
-    let mut values: Vec<String> = v["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect();
+    let mut values: Vec<String> = strings(&v["values"]);
     values.sort_by_key(|s| s[3..].parse::<u32>().unwrap());
     assert_eq!(
         values,
