@@ -8,7 +8,9 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   confluent-commit BOOTSTRAP TOPIC N GROUP   assign from the group's committed offsets (or
                                         the start), read N, commit synchronously
   commit-offset BOOTSTRAP TOPIC GROUP PARTITION OFFSET   one synchronous commit
-  group-consume BOOTSTRAP TOPIC GROUP WORKDIR NAME IDLE_S   subscribe() in a classic group
+  group-consume BOOTSTRAP TOPIC GROUP WORKDIR NAME IDLE_S [PROTOCOL]   subscribe() in a
+                                        group of PROTOCOL: classic (default) or consumer
+                                        (KIP-848)
   produce-paced BOOTSTRAP TOPIC N PER_S PROGRESS   paced idempotent producer, progress file
   kafka-python BOOTSTRAP TOPIC GROUP    kafka-python admin, producer and consumer group
   kafka-python-delete BOOTSTRAP TOPIC   kafka-python admin delete
@@ -140,32 +142,51 @@ def commit(c):
             time.sleep(0.5)
 
 
-def group_consume(bootstrap, topic, group, workdir, name, idle_s):
-    """subscribe() in a classic group; writes its assignment to WORKDIR/NAME.assign on each
+def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="classic"):
+    """subscribe() in a PROTOCOL group; writes its assignment to WORKDIR/NAME.assign on each
     change; reads until nothing new came for IDLE_S seconds after the first record (or
     60 s), commits synchronously, leaves, prints what it read."""
     import os
     from confluent_kafka import Consumer
 
-    def write_assignment(parts):
+    # What the member holds: eager (classic) rebalances revoke and assign everything,
+    # incremental ones (KIP-848) only what changes; both are tracked the same way.
+    owned = set()
+
+    def write_assignment(added, revoked):
+        owned.difference_update(p.partition for p in revoked)
+        owned.update(p.partition for p in added)
         path = os.path.join(workdir, name + ".assign")
         with open(path + ".tmp", "w") as f:
-            json.dump(sorted(p.partition for p in parts), f)
+            json.dump(sorted(owned), f)
         os.replace(path + ".tmp", path)
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                  "group.protocol": "classic", "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
-                  "heartbeat.interval.ms": 500})
-    c.subscribe([topic], on_assign=lambda c, parts: write_assignment(parts),
-                on_revoke=lambda c, parts: write_assignment([]))
+    conf = {"bootstrap.servers": bootstrap, "group.id": group, "client.id": name,
+            "group.protocol": protocol, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest"}
+    if protocol == "classic":
+        # With KIP-848 the coordinator sets session and heartbeat timing.
+        conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    c = Consumer(conf)
+    c.subscribe([topic], on_assign=lambda c, parts: write_assignment(parts, []),
+                on_revoke=lambda c, parts: write_assignment([], parts),
+                on_lost=lambda c, parts: write_assignment([], parts))
     values, errors = [], []
     start = time.time()
     last = None
+    dirty = False
     while time.time() - start < 90:
         m = c.poll(0.5)
         if m is None:
-            if last is not None and time.time() - last > idle_s:
+            if last is None:
+                continue
+            # Commit once things are quiet (1 s), well before leaving (IDLE_S): a
+            # member's leave starts a rebalance, and a classic group refuses commits
+            # during one.
+            if dirty and time.time() - last > 1:
+                commit(c)
+                dirty = False
+            if time.time() - last > idle_s:
                 break
             continue
         if m.error():
@@ -173,9 +194,10 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s):
             continue
         values.append(m.value().decode())
         last = time.time()
+        dirty = True
         if len(values) % 500 == 0:
             commit(c)
-    if values:
+    if dirty:
         commit(c)
     c.close()
     print(json.dumps({"values": values, "errors": errors[:5]}))
@@ -266,6 +288,7 @@ def admin_describe(bootstrap, topic, group):
     configs = a.describe_configs([res])[res].result()
     cluster = a.describe_cluster(request_timeout=10).result()
     print(json.dumps({"groups": groups, "state": str(desc.state), "members": members,
+                      "type": str(getattr(desc, "type", "")),
                       "protocol": desc.partition_assignor,
                       "retention_ms": configs["retention.ms"].value,
                       "brokers": len(cluster.nodes)}))
@@ -340,7 +363,8 @@ if __name__ == "__main__":
     elif cmd == "produce-paced":
         produce_paced(bootstrap, topic, int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
     elif cmd == "group-consume":
-        group_consume(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7]))
+        group_consume(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7]),
+                      sys.argv[8] if len(sys.argv) > 8 else "classic")
     elif cmd == "commit-offset":
         commit_offset(bootstrap, topic, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     elif cmd == "admin-describe":

@@ -493,7 +493,8 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
         "the resumed consumer reads only the new records"
     );
 
-    // A group with members (a `collector tail` member) refuses a standalone commit.
+    // A group with members (a `collector tail` member) refuses a standalone commit, as
+    // Kafka does: the member "" is unknown.
     let hb = c
         .post(col.url("/v1/groups/kgroup/heartbeat"))
         .json(&serde_json::json!({"member_epoch": 0, "topics": ["adm"]}))
@@ -504,7 +505,7 @@ fn kafka_admin_creates_topics_and_assign_consumers_commit_into_the_group_offsets
     assert!(
         refused["errors"][0]
             .as_str()
-            .is_some_and(|e| e.contains("ILLEGAL_GENERATION")),
+            .is_some_and(|e| e.contains("UNKNOWN_MEMBER_ID")),
         "{refused}"
     );
     let (total, after) = committed_total(&c, &col, "kgroup");
@@ -635,20 +636,22 @@ fn lines_shipped_by_the_agent_are_read_by_a_kafka_consumer_with_their_headers() 
     assert_eq!(values, (0..300).collect::<Vec<_>>(), "each line once");
 }
 
-/// Runs `clients.py group-consume` in the background.
+/// Runs `clients.py group-consume` in the background, in a group of `protocol` (`classic`
+/// or `consumer`, KIP-848).
 fn spawn_member(
     kafka: &str,
     topic: &str,
     group: &str,
     dir: &std::path::Path,
     name: &str,
+    protocol: &str,
 ) -> std::process::Child {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
     Command::new("python3")
         .arg(script)
         .args(["group-consume", kafka, topic, group])
         .arg(dir)
-        .args([name, "4"])
+        .args([name, "4", protocol])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -664,7 +667,18 @@ fn member_values(child: std::process::Child) -> Vec<String> {
 }
 
 #[test]
-fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits() {
+fn three_classic_group_members_share_six_partitions_and_resume_from_their_commits() {
+    three_members_share_six_partitions("classic");
+}
+
+#[test]
+fn three_kip848_group_members_share_six_partitions_and_resume_from_their_commits() {
+    three_members_share_six_partitions("consumer");
+}
+
+/// Three confluent-kafka members of a `protocol` group read six partitions: each record
+/// once, offsets committed, a later member resumes from them, the empty group is deleted.
+fn three_members_share_six_partitions(protocol: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let col = Collector::start(&tmp.path().join("data"), "");
     let kafka = col.kafka_address();
@@ -679,7 +693,7 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
     std::fs::create_dir_all(&dir).unwrap();
     let members: Vec<_> = ["m1", "m2", "m3"]
         .iter()
-        .map(|n| spawn_member(&kafka, "grp", "kg", &dir, n))
+        .map(|n| spawn_member(&kafka, "grp", "kg", &dir, n, protocol))
         .collect();
     // Wait until the three hold disjoint, non-empty shares covering all six partitions.
     tributary_tests::wait_for(Duration::from_secs(60), "a stable 3-way assignment", || {
@@ -700,6 +714,12 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
     let d = python_client(&["admin-describe", &kafka, "grp", "kg"]);
     assert_eq!(d["groups"], serde_json::json!(["kg"]), "{d}");
     assert!(d["state"].as_str().unwrap().contains("STABLE"), "{d}");
+    let kind = if protocol == "consumer" {
+        "CONSUMER"
+    } else {
+        "CLASSIC"
+    };
+    assert!(d["type"].as_str().unwrap().contains(kind), "{d}");
     assert_eq!(d["members"], serde_json::json!([2, 2, 2]), "{d}");
     assert_eq!(d["retention_ms"], "604800000", "{d}");
     assert_eq!(d["brokers"], 1, "{d}");
@@ -722,7 +742,7 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
     // A new member resumes from them and reads only what came after.
     let p = python_client(&["confluent-produce", &kafka, "grp", "600", "6000"]);
     assert_eq!(p["delivered"], 600, "{p}");
-    let later = member_values(spawn_member(&kafka, "grp", "kg", &dir, "m4"));
+    let later = member_values(spawn_member(&kafka, "grp", "kg", &dir, "m4", protocol));
     assert_eq!(later.len(), 600);
     assert!(
         later
@@ -735,6 +755,95 @@ fn three_kafka_group_members_share_six_partitions_and_resume_from_their_commits(
     assert_eq!(d["errors"], serde_json::json!([]), "{d}");
     let o = get_json(&c, &col.url("/v1/groups/kg/offsets"));
     assert_eq!(o["offsets"], serde_json::json!([]), "{o}");
+}
+
+#[test]
+fn a_tail_member_and_a_kip848_consumer_share_one_group_and_its_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let kafka = col.kafka_address();
+    let c = client();
+    let r = c
+        .post(col.url("/v1/topics"))
+        .json(&serde_json::json!({"name": "mix", "partitions": 4}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let base = col.url("");
+    let mut tail = tributary_tests::TailProc::start(
+        &base,
+        &[
+            "--group",
+            "mixed",
+            "--topic",
+            "mix",
+            "--commit-interval-ms",
+            "200",
+        ],
+    );
+    let dir = tmp.path().join("members");
+    std::fs::create_dir_all(&dir).unwrap();
+    let member = spawn_member(&kafka, "mix", "mixed", &dir, "k1", "consumer");
+    // One group, two kinds of member: two partitions each, disjoint.
+    let owners = tributary_tests::wait_for(Duration::from_secs(60), "a stable 2-way split", || {
+        let d = get_json(&c, &col.url("/v1/groups/mixed"));
+        if d["state"] != "stable" || d["members"].as_array()?.len() != 2 {
+            return None;
+        }
+        let kafka_share: Vec<u64> = std::fs::read(dir.join("k1.assign"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())?;
+        (kafka_share.len() == 2).then_some((d, kafka_share))
+    });
+    let (d, kafka_share) = owners;
+    // The group's view (HTTP) shows the Kafka member, by its client id, holding what the
+    // client itself says it holds.
+    let kafka_member = d["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("kafka:k1/"))
+        })
+        .unwrap_or_else(|| panic!("no Kafka member in {d}"));
+    let held: Vec<u64> = kafka_member["assignment"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(held, kafka_share, "{d}");
+    let p = python_client(&["confluent-produce", &kafka, "mix", "2000"]);
+    assert_eq!(p["delivered"], 2000, "{p}");
+    // The Kafka member reads its two partitions, commits, and leaves after 4 s idle; the
+    // tail member then takes them over from those commits.
+    let from_kafka = member_values(member);
+    assert!(!from_kafka.is_empty(), "the Kafka member read its share");
+    let expected_tail = 2000 - from_kafka.len();
+    tributary_tests::wait_for(Duration::from_secs(60), "tail reads the rest", || {
+        (tail.line_count() >= expected_tail).then_some(())
+    });
+    // Give a duplicate time to show up before counting.
+    std::thread::sleep(Duration::from_millis(1500));
+    tail.terminate();
+    let from_tail = tail.lines();
+    let mut all: Vec<String> = from_kafka.iter().chain(&from_tail).cloned().collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        total,
+        2000,
+        "no record read twice ({} by tail)",
+        from_tail.len()
+    );
+    assert_eq!(all.len(), 2000, "none missed");
+    assert!(!from_tail.is_empty(), "the tail member read its share");
+    // Both members committed into the one group: everything is committed.
+    let (committed, o) = committed_total(&c, &col, "mixed");
+    assert_eq!(committed, 2000, "{o}");
 }
 
 /// The leader of `topic`-0 and the HTTP base URLs of the nodes, from node `ask`'s metadata.

@@ -284,6 +284,8 @@ pub enum OffsetSpec {
     Latest,
     /// The first record with a timestamp at or after this (ms).
     Timestamp(i64),
+    /// The first record with the largest timestamp.
+    MaxTimestamp,
 }
 
 impl Broker {
@@ -424,9 +426,14 @@ impl Broker {
                 Ok(Some(match spec {
                     OffsetSpec::Earliest => (l.log_start_offset(), -1),
                     OffsetSpec::Latest => (hw, -1),
-                    // Kafka answers (-1, -1) when no record is that recent.
-                    OffsetSpec::Timestamp(ts) => match l.offset_for_timestamp(ts, &limits)? {
-                        Some(o) if o < hw => (o, ts),
+                    // Kafka answers (-1, -1) when no record is that recent; otherwise
+                    // the record's own timestamp.
+                    OffsetSpec::Timestamp(ts) => match l.record_at_timestamp(ts, &limits)? {
+                        Some((o, ts)) if o < hw => (o, ts),
+                        _ => return Ok(None),
+                    },
+                    OffsetSpec::MaxTimestamp => match l.max_timestamp_record(&limits)? {
+                        Some((o, ts)) if o < hw => (o, ts),
                         _ => return Ok(None),
                     },
                 }))

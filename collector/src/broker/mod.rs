@@ -297,6 +297,7 @@ impl Broker {
             .unwrap_or_else(|| live.min(3) as u16);
         let cmd = MetadataCommand::CreateTopic {
             name: name.to_owned(),
+            id: Some(crate::controller::state::new_topic_id()),
             partitions: partitions.unwrap_or(self.config.topics.default_partitions),
             replication_factor,
             configs,

@@ -68,6 +68,11 @@ impl PartitionMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
     pub name: String,
+    /// Kafka's topic id: chosen when the topic is created, never reused (a topic deleted
+    /// and created again under its name gets a new one). Nil only in state written before
+    /// topics had ids; [`TopicMeta::topic_id`] derives a stable one for those.
+    #[serde(default)]
+    pub id: uuid::Uuid,
     pub partitions: Vec<PartitionMeta>,
     pub replication_factor: u16,
     pub configs: TopicConfigs,
@@ -104,6 +109,10 @@ pub enum MetadataCommand {
     /// Create a topic, assigning replicas round-robin over the registered brokers.
     CreateTopic {
         name: String,
+        /// Chosen (at random) by the proposer; absent in entries written before topics had
+        /// ids, which get one derived from the name and the creation count.
+        #[serde(default)]
+        id: Option<uuid::Uuid>,
         partitions: u32,
         replication_factor: u16,
         configs: TopicConfigs,
@@ -205,7 +214,39 @@ pub struct MetadataState {
     pub groups: BTreeMap<String, GroupOffsets>,
 }
 
+impl TopicMeta {
+    /// The topic's Kafka id (never nil).
+    pub fn topic_id(&self) -> uuid::Uuid {
+        if self.id.is_nil() {
+            derived_topic_id(&self.name, 0)
+        } else {
+            self.id
+        }
+    }
+}
+
+/// A topic id for state written before topics had ids: the same on every node (a hash of
+/// the name and the creation count), never nil.
+fn derived_topic_id(name: &str, serial: u64) -> uuid::Uuid {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    uuid::Uuid::from_u64_pair(h, serial.wrapping_add(1))
+}
+
+/// A new random topic id (what a proposer puts in `CreateTopic`).
+pub fn new_topic_id() -> uuid::Uuid {
+    uuid::Uuid::new_v4()
+}
+
 impl MetadataState {
+    /// The topic with Kafka id `id`.
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| t.topic_id() == id)
+    }
+
     pub fn apply(&mut self, cmd: &MetadataCommand) -> CommandResult {
         match cmd {
             MetadataCommand::RegisterBroker {
@@ -256,10 +297,11 @@ impl MetadataState {
             ),
             MetadataCommand::CreateTopic {
                 name,
+                id,
                 partitions,
                 replication_factor,
                 configs,
-            } => match self.create_topic(name, *partitions, *replication_factor, configs) {
+            } => match self.create_topic(name, *id, *partitions, *replication_factor, configs) {
                 Ok(t) => CommandResult::TopicCreated(t),
                 Err(e) => CommandResult::Refused(e),
             },
@@ -464,6 +506,7 @@ impl MetadataState {
     fn create_topic(
         &mut self,
         name: &str,
+        id: Option<uuid::Uuid>,
         partitions: u32,
         replication_factor: u16,
         configs: &TopicConfigs,
@@ -499,8 +542,12 @@ impl MetadataState {
                 )
             })
             .collect();
+        let id = id
+            .filter(|id| !id.is_nil())
+            .unwrap_or_else(|| derived_topic_id(name, self.topics_created));
         let topic = TopicMeta {
             name: name.to_owned(),
+            id,
             partitions: parts,
             replication_factor,
             configs: configs.clone(),
@@ -532,6 +579,7 @@ mod tests {
         let mut s = with_brokers(3);
         s.apply(&MetadataCommand::CreateTopic {
             name: "logs".into(),
+            id: None,
             partitions: 2,
             replication_factor: 2,
             configs: TopicConfigs::default(),
@@ -572,6 +620,7 @@ mod tests {
         let mut s = with_brokers(3);
         let r = s.apply(&MetadataCommand::CreateTopic {
             name: "logs".into(),
+            id: None,
             partitions: 6,
             replication_factor: 3,
             configs: TopicConfigs::default(),
@@ -595,6 +644,7 @@ mod tests {
         let mut s = with_brokers(1);
         let create = |name: &str, rf| MetadataCommand::CreateTopic {
             name: name.into(),
+            id: None,
             partitions: 1,
             replication_factor: rf,
             configs: TopicConfigs::default(),
@@ -622,6 +672,7 @@ mod tests {
         let mut s = with_brokers(1);
         s.apply(&MetadataCommand::CreateTopic {
             name: "logs".into(),
+            id: None,
             partitions: 2,
             replication_factor: 1,
             configs: TopicConfigs::default(),
@@ -676,6 +727,7 @@ mod tests {
         let mut s = with_brokers(3);
         s.apply(&MetadataCommand::CreateTopic {
             name: "t".into(),
+            id: None,
             partitions: 1,
             replication_factor: 3,
             configs: TopicConfigs::default(),

@@ -62,6 +62,7 @@ async fn metadata_survives_restart_and_ids_are_not_reused() {
     let r = c
         .propose(MetadataCommand::CreateTopic {
             name: "logs".into(),
+            id: None,
             partitions: 3,
             replication_factor: 1,
             configs: TopicConfigs::default(),

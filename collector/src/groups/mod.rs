@@ -80,6 +80,28 @@ impl GroupsError {
 
 pub use api::{CommitRequest, GroupSummary, GroupView, MemberView, PartitionView, ResetTo};
 
+/// A server-side group as Kafka's ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupView {
+    /// Bumped whenever the target assignment is recomputed.
+    pub epoch: i32,
+    /// `stable`, `reconciling` (or `empty`).
+    pub state: &'static str,
+    pub members: Vec<ConsumerMemberView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerMemberView {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub client: String,
+    pub topics: Vec<String>,
+    /// What it may read now.
+    pub assigned: BTreeSet<Tp>,
+    /// What the assignor wants it to have.
+    pub target: BTreeSet<Tp>,
+}
+
 #[derive(Debug)]
 pub struct GroupService {
     broker: Arc<Broker>,
@@ -286,6 +308,46 @@ impl GroupService {
         lock(&self.coordinator)
             .group(group)
             .is_some_and(|g| !g.members.is_empty())
+    }
+
+    /// Checks that `member_id` is a current member of `group` at `member_epoch` (a KIP-848
+    /// member fetching its offsets).
+    pub fn check_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i32,
+    ) -> Result<(), GroupsError> {
+        lock(&self.coordinator).check_commit(group, member_id, member_epoch, &BTreeSet::new())?;
+        Ok(())
+    }
+
+    /// A server-side group's members, assignments and targets (for Kafka's
+    /// ConsumerGroupDescribe); `None` when it has no members.
+    pub fn consumer_view(&self, group: &str) -> Option<ConsumerGroupView> {
+        let coord = lock(&self.coordinator);
+        let g = coord.group(group).filter(|g| !g.members.is_empty())?;
+        Some(ConsumerGroupView {
+            epoch: g.epoch,
+            state: g.state(),
+            members: g
+                .members
+                .values()
+                .map(|m| ConsumerMemberView {
+                    member_id: m.id.clone(),
+                    member_epoch: m.epoch,
+                    client: m.client.clone(),
+                    topics: m.topics.iter().cloned().collect(),
+                    assigned: m.assigned.clone(),
+                    target: g
+                        .target
+                        .iter()
+                        .filter(|(_, owner)| **owner == m.id)
+                        .map(|(tp, _)| tp.clone())
+                        .collect(),
+                })
+                .collect(),
+        })
     }
 
     /// Whether this node coordinates groups (the active controller).

@@ -65,14 +65,19 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Close, KafkaServer, Req, errors, versions};
+use super::{Close, KafkaServer, Req, Who, consumer_groups, errors, versions};
 use crate::broker::BrokerError;
 use crate::broker::fetch::{OffsetSpec, PartitionFetch};
 
 /// What Metadata calls the cluster.
 const CLUSTER_ID: &str = "tributary";
 
-pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Option<Bytes>, Close> {
+pub async fn dispatch(
+    s: &KafkaServer,
+    req: Req,
+    who: &Who,
+    mut buf: Bytes,
+) -> Result<Option<Bytes>, Close> {
     match req.key {
         ApiKey::ApiVersions => {
             let _: ApiVersionsRequest = req.decode(&mut buf)?;
@@ -85,7 +90,7 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         ApiKey::Produce => {
             let r: ProduceRequest = req.decode(&mut buf)?;
             let acks = r.acks;
-            let reply = produce(s, r).await;
+            let reply = produce(s, req, r).await;
             if acks == 0 {
                 return Ok(None);
             }
@@ -105,7 +110,7 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         }
         ApiKey::FindCoordinator => {
             let r: FindCoordinatorRequest = req.decode(&mut buf)?;
-            req.reply(&find_coordinator(s, r)).map(Some)
+            req.reply(&find_coordinator(s, req, r)).map(Some)
         }
         ApiKey::OffsetCommit => {
             let r: OffsetCommitRequest = req.decode(&mut buf)?;
@@ -117,7 +122,7 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
         }
         ApiKey::JoinGroup => {
             let r: JoinGroupRequest = req.decode(&mut buf)?;
-            req.reply(&join_group(s, req, r).await).map(Some)
+            req.reply(&join_group(s, req, who, r).await).map(Some)
         }
         ApiKey::SyncGroup => {
             let r: SyncGroupRequest = req.decode(&mut buf)?;
@@ -136,16 +141,16 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
             req.reply(&offset_for_leader_epoch(s, r).await).map(Some)
         }
         ApiKey::ListGroups => {
-            let _: ListGroupsRequest = req.decode(&mut buf)?;
-            req.reply(&list_groups(s)).map(Some)
+            let r: ListGroupsRequest = req.decode(&mut buf)?;
+            req.reply(&list_groups(s, r)).map(Some)
         }
         ApiKey::DescribeGroups => {
             let r: DescribeGroupsRequest = req.decode(&mut buf)?;
             req.reply(&describe_groups(s, r)).map(Some)
         }
         ApiKey::DescribeCluster => {
-            let _: DescribeClusterRequest = req.decode(&mut buf)?;
-            req.reply(&describe_cluster(s)).map(Some)
+            let r: DescribeClusterRequest = req.decode(&mut buf)?;
+            req.reply(&describe_cluster(s, req, r)).map(Some)
         }
         ApiKey::DescribeConfigs => {
             let r: DescribeConfigsRequest = req.decode(&mut buf)?;
@@ -171,15 +176,24 @@ pub async fn dispatch(s: &KafkaServer, req: Req, mut buf: Bytes) -> Result<Optio
             let r: DeleteTopicsRequest = req.decode(&mut buf)?;
             req.reply(&delete_topics(s, req, r).await).map(Some)
         }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let r = req.decode(&mut buf)?;
+            req.reply(&consumer_groups::heartbeat(s, req, who, r))
+                .map(Some)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let r = req.decode(&mut buf)?;
+            req.reply(&consumer_groups::describe(s, r)).map(Some)
+        }
         other => Err(Close::NotServed(other)),
     }
 }
 
-fn name(t: &TopicName) -> String {
+pub(super) fn name(t: &TopicName) -> String {
     t.0.to_string()
 }
 
-fn topic_name(t: &str) -> TopicName {
+pub(super) fn topic_name(t: &str) -> TopicName {
     TopicName(StrBytes::from_string(t.to_owned()))
 }
 
@@ -193,27 +207,32 @@ fn broker_id(id: u64) -> BrokerId {
     BrokerId(i32::try_from(id).unwrap_or(-1))
 }
 
+/// One topic a Metadata request names: by name, or (v12+) by topic id alone.
+enum Wanted {
+    Name(String),
+    Id(uuid::Uuid),
+}
+
 async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResponse {
     // Before v4 every Metadata request may create topics.
     let auto = (req.version < 4 || r.allow_auto_topic_creation)
         && s.broker.config.topics.auto_create_topics;
-    let wanted: Option<Vec<String>> = r.topics.as_ref().map(|ts| {
+    let wanted: Option<Vec<Wanted>> = r.topics.as_ref().map(|ts| {
         ts.iter()
-            .filter_map(|t| t.name.as_ref().map(name))
+            .map(|t| match &t.name {
+                Some(n) => Wanted::Name(name(n)),
+                None => Wanted::Id(t.topic_id),
+            })
             .collect()
     });
     let mut created_errors = std::collections::HashMap::new();
-    if let Some(names) = &wanted {
-        for n in names {
-            if s.broker.controller.metadata().topics.contains_key(n) {
-                continue;
-            }
-            match s.broker.topic(n, auto).await {
-                Ok(_) => {}
-                Err(e) => {
-                    created_errors.insert(n.clone(), errors::code(&e));
-                }
-            }
+    for w in wanted.iter().flatten() {
+        let Wanted::Name(n) = w else { continue };
+        if s.broker.controller.metadata().topics.contains_key(n) {
+            continue;
+        }
+        if let Err(e) = s.broker.topic(n, auto).await {
+            created_errors.insert(n.clone(), errors::code(&e));
         }
     }
     let meta = s.broker.controller.metadata();
@@ -236,18 +255,28 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
             )
         })
         .collect();
-    let names: Vec<String> = wanted.unwrap_or_else(|| meta.topics.keys().cloned().collect());
-    let topics = names
+    let wanted = wanted.unwrap_or_else(|| meta.topics.keys().cloned().map(Wanted::Name).collect());
+    let topics = wanted
         .into_iter()
-        .map(|n| {
-            let Some(t) = meta.topics.get(&n) else {
-                let code = created_errors
-                    .get(&n)
-                    .copied()
-                    .unwrap_or(E::UnknownTopicOrPartition.code());
-                return MetadataResponseTopic::default()
-                    .with_name(Some(topic_name(&n)))
-                    .with_error_code(code);
+        .map(|w| {
+            let found = match &w {
+                Wanted::Name(n) => meta.topics.get(n),
+                Wanted::Id(id) => meta.topic_by_id(*id),
+            };
+            let Some(t) = found else {
+                return match w {
+                    Wanted::Name(n) => MetadataResponseTopic::default()
+                        .with_error_code(
+                            created_errors
+                                .get(&n)
+                                .copied()
+                                .unwrap_or(E::UnknownTopicOrPartition.code()),
+                        )
+                        .with_name(Some(topic_name(&n))),
+                    Wanted::Id(id) => MetadataResponseTopic::default()
+                        .with_error_code(E::UnknownTopicId.code())
+                        .with_topic_id(id),
+                };
             };
             let partitions = t
                 .partitions
@@ -275,7 +304,8 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
                 })
                 .collect();
             MetadataResponseTopic::default()
-                .with_name(Some(topic_name(&n)))
+                .with_name(Some(topic_name(&t.name)))
+                .with_topic_id(t.topic_id())
                 .with_partitions(partitions)
         })
         .collect();
@@ -286,7 +316,7 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
         .with_topics(topics)
 }
 
-async fn produce(s: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
+async fn produce(s: &KafkaServer, req: Req, r: ProduceRequest) -> ProduceResponse {
     let acks = match r.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -317,6 +347,7 @@ async fn produce(s: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
         }
     }
     let results = futures::future::join_all(calls).await;
+    let mut endpoints = std::collections::BTreeMap::new();
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
     for (topic, index, result) in results {
         let mut pr = PartitionProduceResponse::default().with_index(index);
@@ -333,6 +364,20 @@ async fn produce(s: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
             Err(code) => {
                 s.count_error(ApiKey::Produce, code);
                 pr = pr.with_error_code(code).with_base_offset(-1);
+                // KIP-951 (v10+): where the leader is now.
+                if req.version >= 10
+                    && leader_moved(code)
+                    && let Some(h) = leader_hint(s, &topic, index)
+                {
+                    pr = pr.with_current_leader(
+                        kafka_protocol::messages::produce_response::LeaderIdAndEpoch::default()
+                            .with_leader_id(h.leader)
+                            .with_leader_epoch(h.epoch),
+                    );
+                    if let Some(ep) = h.endpoint {
+                        endpoints.insert(h.leader, ep);
+                    }
+                }
             }
         }
         match responses.iter_mut().find(|t| name(&t.name) == topic) {
@@ -344,7 +389,21 @@ async fn produce(s: &KafkaServer, r: ProduceRequest) -> ProduceResponse {
             ),
         }
     }
-    ProduceResponse::default().with_responses(responses)
+    let mut reply = ProduceResponse::default().with_responses(responses);
+    if req.version >= 10 {
+        reply = reply.with_node_endpoints(
+            endpoints
+                .into_iter()
+                .map(|(id, (host, port))| {
+                    kafka_protocol::messages::produce_response::NodeEndpoint::default()
+                        .with_node_id(id)
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                })
+                .collect(),
+        );
+    }
+    reply
 }
 
 fn log_error(api: &str, topic: &str, partition: i32, e: &BrokerError) {
@@ -357,6 +416,35 @@ fn log_error(api: &str, topic: &str, partition: i32, e: &BrokerError) {
     }
 }
 
+/// Where a partition's leader is now, for clients told NOT_LEADER_OR_FOLLOWER or
+/// FENCED_LEADER_EPOCH (KIP-951: they go there without a Metadata round trip).
+struct LeaderHint {
+    leader: BrokerId,
+    epoch: i32,
+    /// The leader's advertised Kafka `(host, port)`.
+    endpoint: Option<(String, i32)>,
+}
+
+fn leader_hint(s: &KafkaServer, topic: &str, partition: i32) -> Option<LeaderHint> {
+    let meta = s.broker.controller.metadata();
+    let p = meta
+        .topics
+        .get(topic)?
+        .partitions
+        .get(usize::try_from(partition).ok()?)?;
+    let b = meta.brokers.get(&p.leader).filter(|b| !b.fenced)?;
+    Some(LeaderHint {
+        leader: broker_id(p.leader),
+        epoch: p.leader_epoch,
+        endpoint: b.kafka_address.as_deref().and_then(host_port),
+    })
+}
+
+/// Whether a partition error deserves a [`LeaderHint`].
+fn leader_moved(code: i16) -> bool {
+    code == E::NotLeaderOrFollower.code() || code == E::FencedLeaderEpoch.code()
+}
+
 async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
     let limits = &s.broker.config.limits;
     let clamp = |n: i32| (n.max(0) as u64).min(limits.max_fetch_bytes) as usize;
@@ -365,14 +453,34 @@ async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
     } else {
         limits.max_fetch_bytes as usize
     };
+    // v13+ names topics by id only.
+    let by_id = req.version >= 13;
+    let names: Vec<Option<String>> = {
+        let meta = s.broker.controller.metadata();
+        r.topics
+            .iter()
+            .map(|t| {
+                if by_id {
+                    meta.topic_by_id(t.topic_id).map(|m| m.name.clone())
+                } else {
+                    Some(name(&t.topic))
+                }
+            })
+            .collect()
+    };
     let mut wanted = Vec::new();
-    let mut slots = Vec::new();
-    for t in &r.topics {
-        let topic = name(&t.topic);
+    // Per request topic, per partition: its index in `wanted`, or the error to answer.
+    let mut slots: Vec<Vec<(i32, Result<usize, i16>)>> = Vec::new();
+    for (t, topic) in r.topics.iter().zip(&names) {
+        let mut row = Vec::new();
         for p in &t.partitions {
-            match (u32::try_from(p.partition), u64::try_from(p.fetch_offset)) {
-                (Ok(partition), Ok(offset)) => {
-                    slots.push((topic.clone(), p.partition, Some(wanted.len())));
+            let slot = match (
+                topic,
+                u32::try_from(p.partition),
+                u64::try_from(p.fetch_offset),
+            ) {
+                (None, _, _) => Err(E::UnknownTopicId.code()),
+                (Some(topic), Ok(partition), Ok(offset)) => {
                     wanted.push(PartitionFetch {
                         topic: topic.clone(),
                         partition,
@@ -382,10 +490,13 @@ async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
                         leader_epoch: (p.current_leader_epoch >= 0)
                             .then_some(p.current_leader_epoch),
                     });
+                    Ok(wanted.len() - 1)
                 }
-                _ => slots.push((topic.clone(), p.partition, None)),
-            }
+                (Some(_), _, _) => Err(E::OffsetOutOfRange.code()),
+            };
+            row.push((p.partition, slot));
         }
+        slots.push(row);
     }
     let wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let mut results: Vec<Option<_>> = s
@@ -395,43 +506,81 @@ async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
         .into_iter()
         .map(Some)
         .collect();
+    let mut endpoints = std::collections::BTreeMap::new();
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
-    for (topic, index, slot) in slots {
-        let base = PartitionData::default()
-            .with_partition_index(index)
-            .with_high_watermark(-1)
-            .with_last_stable_offset(-1)
-            .with_log_start_offset(-1)
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_aborted_transactions(Some(Vec::new()))
-            .with_records(Some(Bytes::new()));
-        let pd = match slot.and_then(|i| results[i].take()) {
-            Some(Ok(rr)) => base
-                .with_high_watermark(rr.high_watermark as i64)
-                .with_last_stable_offset(rr.high_watermark as i64)
-                .with_log_start_offset(rr.log_start_offset as i64)
-                .with_records(Some(Bytes::from(rr.bytes))),
-            Some(Err(e)) => {
-                log_error("Fetch", &topic, index, &e);
-                let code = errors::code(&e);
-                s.count_error(ApiKey::Fetch, code);
-                base.with_error_code(code)
+    for ((t, topic), row) in r.topics.iter().zip(&names).zip(slots) {
+        let topic = topic.as_deref().unwrap_or("");
+        let mut partitions = Vec::new();
+        for (index, slot) in row {
+            let base = PartitionData::default()
+                .with_partition_index(index)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(Some(Vec::new()))
+                .with_records(Some(Bytes::new()));
+            let code = match slot.map(|i| results[i].take()) {
+                Ok(Some(Ok(rr))) => {
+                    partitions.push(
+                        base.with_high_watermark(rr.high_watermark as i64)
+                            .with_last_stable_offset(rr.high_watermark as i64)
+                            .with_log_start_offset(rr.log_start_offset as i64)
+                            .with_records(Some(Bytes::from(rr.bytes))),
+                    );
+                    continue;
+                }
+                Ok(Some(Err(e))) => {
+                    log_error("Fetch", topic, index, &e);
+                    errors::code(&e)
+                }
+                Ok(None) => E::UnknownServerError.code(),
+                Err(code) => code,
+            };
+            s.count_error(ApiKey::Fetch, code);
+            let mut pd = base.with_error_code(code);
+            // The current leader: a tagged field from v12, its endpoint from v16.
+            if req.version >= 12
+                && leader_moved(code)
+                && let Some(h) = leader_hint(s, topic, index)
+            {
+                pd = pd.with_current_leader(
+                    kafka_protocol::messages::fetch_response::LeaderIdAndEpoch::default()
+                        .with_leader_id(h.leader)
+                        .with_leader_epoch(h.epoch),
+                );
+                if let Some(ep) = h.endpoint {
+                    endpoints.insert(h.leader, ep);
+                }
             }
-            None => base.with_error_code(E::OffsetOutOfRange.code()),
-        };
-        match responses.iter_mut().find(|t| name(&t.topic) == topic) {
-            Some(t) => t.partitions.push(pd),
-            None => responses.push(
-                FetchableTopicResponse::default()
-                    .with_topic(topic_name(&topic))
-                    .with_partitions(vec![pd]),
-            ),
+            partitions.push(pd);
         }
+        let mut tr = FetchableTopicResponse::default().with_partitions(partitions);
+        tr = if by_id {
+            tr.with_topic_id(t.topic_id)
+        } else {
+            tr.with_topic(t.topic.clone())
+        };
+        responses.push(tr);
     }
-    // No fetch sessions (KIP-227): session id 0 tells clients to send full requests.
-    FetchResponse::default()
+    let mut reply = FetchResponse::default()
+        // No fetch sessions (KIP-227): session id 0 tells clients to send full requests.
         .with_session_id(0)
-        .with_responses(responses)
+        .with_responses(responses);
+    if req.version >= 16 {
+        reply = reply.with_node_endpoints(
+            endpoints
+                .into_iter()
+                .map(|(id, (host, port))| {
+                    kafka_protocol::messages::fetch_response::NodeEndpoint::default()
+                        .with_node_id(id)
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                })
+                .collect(),
+        );
+    }
+    reply
 }
 
 async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -440,9 +589,14 @@ async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListO
         let topic = name(&t.name);
         let mut partitions = Vec::new();
         for p in &t.partitions {
+            // -3 (max timestamp) from v7, -4 (earliest local) from v8, -5 (latest tiered)
+            // from v9. Every segment is local and none tiered: -4 is the log start and -5
+            // finds no offset.
             let spec = match p.timestamp {
                 -1 => Some(OffsetSpec::Latest),
                 -2 => Some(OffsetSpec::Earliest),
+                -3 if req.version >= 7 => Some(OffsetSpec::MaxTimestamp),
+                -4 if req.version >= 8 => Some(OffsetSpec::Earliest),
                 ts if ts >= 0 => Some(OffsetSpec::Timestamp(ts)),
                 _ => None,
             };
@@ -450,6 +604,10 @@ async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListO
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
+            if p.timestamp == -5 && req.version >= 9 {
+                partitions.push(base);
+                continue;
+            }
             let pr = match (spec, u32::try_from(p.partition_index)) {
                 (Some(spec), Ok(partition)) => {
                     let looked_up = s
@@ -516,39 +674,69 @@ async fn init_producer_id(s: &KafkaServer, r: InitProducerIdRequest) -> InitProd
     }
 }
 
-/// Group requests go to the node that coordinates groups: the active controller.
-fn find_coordinator(s: &KafkaServer, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let reply = FindCoordinatorResponse::default()
-        .with_node_id(BrokerId(-1))
-        .with_host(StrBytes::from_static_str(""))
-        .with_port(-1);
-    if r.key_type != 0 {
-        // Transaction coordinators: no transactions.
-        s.count_error(ApiKey::FindCoordinator, E::InvalidRequest.code());
-        return reply.with_error_code(E::InvalidRequest.code());
-    }
+/// Group requests go to the node that coordinates groups: the active controller. v4+
+/// asks for several keys at once.
+fn find_coordinator(
+    s: &KafkaServer,
+    req: Req,
+    r: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
     let meta = s.broker.controller.metadata();
     let found = s.broker.controller.leader().and_then(|id| {
         let b = meta.brokers.get(&id).filter(|b| !b.fenced)?;
         let (host, port) = host_port(b.kafka_address.as_deref()?)?;
         Some((id, host, port))
     });
-    match found {
-        Some((id, host, port)) => reply
+    // Only group coordinators: no transactions (key type 1) or share groups (2).
+    let answer: Result<(u64, String, i32), i16> = if r.key_type != 0 {
+        tracing::info!(
+            key_type = r.key_type,
+            "Kafka FindCoordinator for a key type not served"
+        );
+        Err(E::InvalidRequest.code())
+    } else {
+        found.ok_or(E::CoordinatorNotAvailable.code())
+    };
+    if let Err(code) = answer {
+        s.count_error(ApiKey::FindCoordinator, code);
+    }
+    if req.version >= 4 {
+        let coordinators = r
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let c = kafka_protocol::messages::find_coordinator_response::Coordinator::default()
+                    .with_key(key.clone());
+                match &answer {
+                    Ok((id, host, port)) => c
+                        .with_node_id(broker_id(*id))
+                        .with_host(StrBytes::from_string(host.clone()))
+                        .with_port(*port),
+                    Err(code) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(*code),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    match answer {
+        Ok((id, host, port)) => FindCoordinatorResponse::default()
             .with_node_id(broker_id(id))
             .with_host(StrBytes::from_string(host))
             .with_port(port),
-        None => {
-            s.count_error(ApiKey::FindCoordinator, E::CoordinatorNotAvailable.code());
-            reply.with_error_code(E::CoordinatorNotAvailable.code())
-        }
+        Err(code) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+            .with_error_code(code),
     }
 }
 
-/// Commits of consumers outside a membership (generation -1, no member id: `assign()`
-/// consumers), into the same Raft-stored offsets `collector tail` groups use. Kafka
-/// group membership (JoinGroup, ConsumerGroupHeartbeat) is not served yet, so any other
-/// generation is unknown.
+/// Commits into the same Raft-stored offsets `collector tail` groups use, fenced by the
+/// group's kind: a consumer outside any membership (generation -1, no member id: `assign()`
+/// consumers) only while the group has no members; a KIP-848 member (v9+) at its member
+/// epoch, holding the partitions; a classic member at its generation.
 async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = r.group_id.0.to_string();
     let mut offsets = Vec::new();
@@ -576,6 +764,17 @@ async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitR
     } else {
         let done = if standalone {
             s.groups.commit_standalone(&group, offsets).await
+        } else if s.groups.has_server_side_members(&group) {
+            s.groups
+                .commit(
+                    &group,
+                    api::CommitRequest {
+                        member_id: r.member_id.to_string(),
+                        member_epoch: r.generation_id_or_member_epoch,
+                        offsets,
+                    },
+                )
+                .await
         } else {
             s.groups
                 .commit_classic(
@@ -590,11 +789,7 @@ async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitR
             Ok(()) => 0,
             Err(e) => {
                 tracing::info!(group, error = %e, "Kafka offset commit refused");
-                match e {
-                    // A standalone commit while the group has members (Kafka's answer).
-                    crate::groups::GroupsError::NotEmpty { .. } => E::IllegalGeneration.code(),
-                    other => errors::group_code(&other),
-                }
+                commit_code(&e)
             }
         }
     };
@@ -620,55 +815,151 @@ async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitR
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// A group's committed offsets (the Raft state is on every node: any node answers).
-fn offset_fetch(s: &KafkaServer, req: Req, r: OffsetFetchRequest) -> OffsetFetchResponse {
-    let group = r.group_id.0.to_string();
-    let committed = match s.groups.offsets(&group) {
-        Ok(o) => o,
-        Err(e) => {
-            let code = errors::group_code(&e);
-            s.count_error(ApiKey::OffsetFetch, code);
-            return if req.version >= 2 {
-                OffsetFetchResponse::default().with_error_code(code)
-            } else {
-                OffsetFetchResponse::default()
-            };
+/// A refused commit or offset fetch as Kafka answers it.
+fn commit_code(e: &crate::groups::GroupsError) -> i16 {
+    use crate::groups::{GroupError, GroupsError as G};
+    match e {
+        // A standalone commit (member "") while the group has members.
+        G::NotEmpty { .. } => E::UnknownMemberId.code(),
+        // A KIP-848 member behind its epoch, or committing what it no longer holds: it
+        // learns its assignment on its next heartbeat and commits again.
+        G::Member(GroupError::FencedEpoch { .. } | GroupError::NotOwner { .. }) => {
+            E::StaleMemberEpoch.code()
         }
-    };
-    let wanted: Vec<(String, Vec<i32>)> = match &r.topics {
-        Some(ts) => ts
-            .iter()
-            .map(|t| (name(&t.name), t.partition_indexes.clone()))
-            .collect(),
-        // All the group's committed partitions.
-        None => committed
+        other => errors::group_code(other),
+    }
+}
+
+/// A group's committed offsets: `(topic, [(partition, offset or -1)])` for the topics asked
+/// (all the group's committed partitions when none are named).
+type Committed = Vec<(String, Vec<(i32, i64)>)>;
+
+fn committed(
+    s: &KafkaServer,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Committed, crate::groups::GroupsError> {
+    let committed = s.groups.offsets(group)?;
+    let wanted = wanted.unwrap_or_else(|| {
+        committed
             .offsets
             .iter()
             .map(|(t, ps)| (t.clone(), ps.keys().map(|p| *p as i32).collect()))
-            .collect(),
-    };
-    let topics = wanted
+            .collect()
+    });
+    Ok(wanted
         .into_iter()
         .map(|(topic, parts)| {
-            let partitions = parts
+            let offsets = parts
                 .into_iter()
                 .map(|p| {
                     let off = u32::try_from(p)
                         .ok()
                         .and_then(|p| committed.get(&topic, p))
                         .map_or(-1, |o| o as i64);
-                    OffsetFetchResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_committed_offset(off)
-                        .with_metadata(Some(StrBytes::from_static_str("")))
+                    (p, off)
                 })
                 .collect();
-            OffsetFetchResponseTopic::default()
-                .with_name(topic_name(&topic))
-                .with_partitions(partitions)
+            (topic, offsets)
         })
-        .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+        .collect())
+}
+
+/// Committed offsets (the Raft state is on every node: any node answers). v8+ asks for
+/// several groups at once; v9 names the asking KIP-848 member, checked like a commit.
+fn offset_fetch(s: &KafkaServer, req: Req, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+    };
+    if req.version >= 8 {
+        let groups = r
+            .groups
+            .iter()
+            .map(|g| {
+                let group = g.group_id.0.to_string();
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (name(&t.name), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let checked = match &g.member_id {
+                    Some(id) if s.groups.has_server_side_members(&group) => {
+                        s.groups.check_member(&group, id, g.member_epoch)
+                    }
+                    _ => Ok(()),
+                };
+                let reply = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                match checked.and_then(|()| committed(s, &group, wanted)) {
+                    Ok(topics) => reply.with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(topic, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(topic_name(&topic))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, off)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(off)
+                                                    .with_committed_leader_epoch(-1)
+                                                    .with_metadata(Some(StrBytes::from_static_str(
+                                                        "",
+                                                    )))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        let code = commit_code(&e);
+                        s.count_error(ApiKey::OffsetFetch, code);
+                        reply.with_error_code(code)
+                    }
+                }
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let group = r.group_id.0.to_string();
+    let wanted = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (name(&t.name), t.partition_indexes.clone()))
+            .collect()
+    });
+    match committed(s, &group, wanted) {
+        Ok(topics) => OffsetFetchResponse::default().with_topics(
+            topics
+                .into_iter()
+                .map(|(topic, parts)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(topic_name(&topic))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, off)| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(off)
+                                        .with_metadata(Some(StrBytes::from_static_str("")))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            let code = errors::group_code(&e);
+            s.count_error(ApiKey::OffsetFetch, code);
+            if req.version >= 2 {
+                OffsetFetchResponse::default().with_error_code(code)
+            } else {
+                OffsetFetchResponse::default()
+            }
+        }
+    }
 }
 
 async fn create_topics(s: &KafkaServer, r: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -696,7 +987,16 @@ async fn create_topics(s: &KafkaServer, r: CreateTopicsRequest) -> CreateTopicsR
                 .await
             {
                 Ok(d) => {
+                    let id = s
+                        .broker
+                        .controller
+                        .metadata()
+                        .topics
+                        .get(&topic)
+                        .map(|t| t.topic_id())
+                        .unwrap_or_default();
                     result = result
+                        .with_topic_id(id)
                         .with_num_partitions(d.partitions.len() as i32)
                         .with_replication_factor(d.replication_factor as i16);
                     0
@@ -715,17 +1015,34 @@ async fn create_topics(s: &KafkaServer, r: CreateTopicsRequest) -> CreateTopicsR
 
 async fn delete_topics(s: &KafkaServer, req: Req, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
     // v6 names topics in `topics` (by name or id), older versions in `topic_names`.
-    let names: Vec<Option<TopicName>> = if req.version >= 6 {
-        r.topics.iter().map(|t| t.name.clone()).collect()
+    let names: Vec<Result<TopicName, uuid::Uuid>> = if req.version >= 6 {
+        let meta = s.broker.controller.metadata();
+        r.topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => Ok(n.clone()),
+                None => meta
+                    .topic_by_id(t.topic_id)
+                    .map(|m| topic_name(&m.name))
+                    .ok_or(t.topic_id),
+            })
+            .collect()
     } else {
-        r.topic_names.iter().cloned().map(Some).collect()
+        r.topic_names.iter().cloned().map(Ok).collect()
     };
     let mut results = Vec::new();
     for n in names {
-        let Some(n) = n else {
-            // Deleting by topic id: topic ids are not served.
-            results.push(DeletableTopicResult::default().with_error_code(E::UnknownTopicId.code()));
-            continue;
+        let n = match n {
+            Ok(n) => n,
+            Err(id) => {
+                s.count_error(ApiKey::DeleteTopics, E::UnknownTopicId.code());
+                results.push(
+                    DeletableTopicResult::default()
+                        .with_topic_id(id)
+                        .with_error_code(E::UnknownTopicId.code()),
+                );
+                continue;
+            }
         };
         let topic = name(&n);
         let code = match s.broker.delete_topic(&topic).await {
@@ -755,7 +1072,12 @@ fn not_coordinator(s: &KafkaServer, api: ApiKey) -> Option<i16> {
 
 /// A classic-protocol join: waits for the round to complete (the connection's next request
 /// waits with it, as on a Kafka broker).
-async fn join_group(s: &KafkaServer, req: Req, r: JoinGroupRequest) -> JoinGroupResponse {
+async fn join_group(
+    s: &KafkaServer,
+    req: Req,
+    who: &Who,
+    r: JoinGroupRequest,
+) -> JoinGroupResponse {
     let blank = || {
         JoinGroupResponse::default()
             .with_generation_id(-1)
@@ -786,7 +1108,7 @@ async fn join_group(s: &KafkaServer, req: Req, r: JoinGroupRequest) -> JoinGroup
     };
     let join = crate::groups::classic::JoinRequest {
         member_id: r.member_id.to_string(),
-        client_id: String::new(),
+        client_id: who.client_id.clone(),
         protocol_type: r.protocol_type.to_string(),
         protocols: r
             .protocols
@@ -983,29 +1305,51 @@ async fn offset_for_leader_epoch(
 }
 
 /// The groups this node coordinates (on other nodes: none, as each Kafka broker lists
-/// only its own).
-fn list_groups(s: &KafkaServer) -> ListGroupsResponse {
+/// only its own), filtered by state and (v5) type.
+fn list_groups(s: &KafkaServer, r: ListGroupsRequest) -> ListGroupsResponse {
     if !s.groups.is_coordinator() {
         return ListGroupsResponse::default();
     }
+    let matches = |filter: &[StrBytes], value: &str| {
+        filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
+    };
     let groups = s
         .groups
         .list()
         .into_iter()
-        .map(|g| {
+        .filter_map(|g| {
             let kafka = s.groups.classic.view(&g.group);
-            let (protocol_type, state) = match &kafka {
-                Some(v) if !v.members.is_empty() => (v.protocol_type.clone(), v.state.to_owned()),
-                _ if g.members > 0 => (String::new(), "Stable".to_owned()),
-                _ => (String::new(), "Empty".to_owned()),
+            let (protocol_type, state, kind) = match &kafka {
+                Some(v) if !v.members.is_empty() => {
+                    (v.protocol_type.clone(), v.state.to_owned(), "classic")
+                }
+                // Server-side members: KIP-848 consumers and `collector tail`.
+                _ if g.members > 0 => (
+                    "consumer".to_owned(),
+                    consumer_group_state(&g.state).to_owned(),
+                    "consumer",
+                ),
+                _ => (String::new(), "Empty".to_owned(), "classic"),
             };
-            ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(g.group)))
-                .with_protocol_type(StrBytes::from_string(protocol_type))
-                .with_group_state(StrBytes::from_string(state))
+            (matches(&r.states_filter, &state) && matches(&r.types_filter, kind)).then(|| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(g.group)))
+                    .with_protocol_type(StrBytes::from_string(protocol_type))
+                    .with_group_state(StrBytes::from_string(state))
+                    .with_group_type(StrBytes::from_static_str(kind))
+            })
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
+}
+
+/// A server-side group's state under Kafka's names for consumer groups.
+fn consumer_group_state(state: &str) -> &'static str {
+    match state {
+        "stable" => "Stable",
+        "reconciling" => "Reconciling",
+        _ => "Empty",
+    }
 }
 
 fn describe_groups(s: &KafkaServer, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
@@ -1047,19 +1391,33 @@ fn describe_groups(s: &KafkaServer, r: DescribeGroupsRequest) -> DescribeGroupsR
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-fn describe_cluster(s: &KafkaServer) -> DescribeClusterResponse {
+/// The brokers (endpoint type 1); v2 may include fenced ones. Controllers (type 2) are
+/// not listed apart: every node runs both roles.
+fn describe_cluster(
+    s: &KafkaServer,
+    req: Req,
+    r: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    if req.version >= 1 && r.endpoint_type != 1 {
+        s.count_error(ApiKey::DescribeCluster, E::UnsupportedEndpointType.code());
+        return DescribeClusterResponse::default()
+            .with_error_code(E::UnsupportedEndpointType.code())
+            .with_endpoint_type(r.endpoint_type);
+    }
+    let fenced_too = req.version >= 2 && r.include_fenced_brokers;
     let meta = s.broker.controller.metadata();
     let brokers = meta
         .brokers
         .values()
-        .filter(|b| !b.fenced)
+        .filter(|b| fenced_too || !b.fenced)
         .filter_map(|b| {
             let (host, port) = host_port(b.kafka_address.as_deref()?)?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(broker_id(b.id))
                     .with_host(StrBytes::from_string(host))
-                    .with_port(port),
+                    .with_port(port)
+                    .with_is_fenced(b.fenced && req.version >= 2),
             )
         })
         .collect();

@@ -9,12 +9,15 @@
 //!   at a time, so replies leave in request order (as Kafka brokers do).
 //! - [`versions`]: the APIs and versions served, advertised by ApiVersions.
 //! - [`handlers`]: one function per API.
+//! - [`consumer_groups`]: KIP-848 ConsumerGroupHeartbeat / ConsumerGroupDescribe over the
+//!   server-side group coordinator `collector tail` members use.
 //!
 //! Invariant: a frame that cannot be decoded, an unknown API key or an unsupported version
 //! closes the connection with a log line naming it (ApiVersions excepted: a too-new
 //! version is answered in v0 framing, as clients expect); nothing here panics on bytes
 //! from the network.
 
+mod consumer_groups;
 mod errors;
 mod handlers;
 pub mod versions;
@@ -80,6 +83,14 @@ pub struct Req {
     pub correlation_id: i32,
 }
 
+/// Who sent a request: the client id from its header and the address it came from (shown
+/// for group members).
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub client_id: String,
+    pub host: String,
+}
+
 impl Req {
     /// Encodes `body` as this request's reply frame (header + body).
     pub fn reply<R: Encodable>(&self, body: &R) -> Result<Bytes, Close> {
@@ -140,7 +151,7 @@ impl KafkaServer {
 
     /// Handles one frame: `Ok(Some(reply))`, `Ok(None)` (acks=0 produce: no reply), or a
     /// reason to close the connection.
-    async fn handle(&self, frame: Bytes) -> Result<Option<Bytes>, Close> {
+    async fn handle(&self, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
         if frame.len() < 8 {
             return Err(Close::Short(frame.len()));
         }
@@ -181,17 +192,22 @@ impl KafkaServer {
             .inc();
         let mut buf = frame;
         let header_version = api.request_header_version(version);
-        RequestHeader::decode(&mut buf, header_version).map_err(|e| Close::Decode {
-            key: api,
-            version,
-            message: format!("request header: {e}"),
-        })?;
+        let header =
+            RequestHeader::decode(&mut buf, header_version).map_err(|e| Close::Decode {
+                key: api,
+                version,
+                message: format!("request header: {e}"),
+            })?;
         let req = Req {
             key: api,
             version,
             correlation_id,
         };
-        handlers::dispatch(self, req, buf).await
+        let who = Who {
+            client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+            host: peer.ip().to_string(),
+        };
+        handlers::dispatch(self, req, &who, buf).await
     }
 }
 
@@ -281,7 +297,7 @@ async fn connection(
                 break;
             }
         }
-        match server.handle(Bytes::from(frame)).await {
+        match server.handle(Bytes::from(frame), peer).await {
             Ok(Some(reply)) => {
                 let len = i32::try_from(reply.len()).unwrap_or(i32::MAX);
                 let sent = async {

@@ -633,6 +633,16 @@ impl PartitionLog {
         timestamp: i64,
         limits: &BatchLimits,
     ) -> Result<Option<u64>, StorageError> {
+        Ok(self.record_at_timestamp(timestamp, limits)?.map(|(o, _)| o))
+    }
+
+    /// The first record with a timestamp `>= timestamp`: its offset and timestamp, or
+    /// `None` when every record is older.
+    pub fn record_at_timestamp(
+        &self,
+        timestamp: i64,
+        limits: &BatchLimits,
+    ) -> Result<Option<(u64, i64)>, StorageError> {
         self.check_online()?;
         for seg in self.segments.values() {
             let Some(loc) = seg.locate_timestamp(timestamp, &self.cache)? else {
@@ -642,13 +652,34 @@ impl PartitionLog {
             let decoded = DecodedRecords::new(&bytes, limits)?;
             let h = decoded.header();
             for r in decoded.iter() {
-                if h.base_timestamp.wrapping_add(r.timestamp_delta) >= timestamp {
+                let ts = h.base_timestamp.wrapping_add(r.timestamp_delta);
+                if ts >= timestamp {
                     let offset = h.base_offset as u64 + r.offset_delta as u64;
-                    return Ok(Some(offset.max(self.log_start_offset)));
+                    return Ok(Some((offset.max(self.log_start_offset), ts)));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// The first record carrying the largest timestamp in the log (Kafka's
+    /// `MAX_TIMESTAMP`): its offset and timestamp, or `None` for an empty log.
+    pub fn max_timestamp_record(
+        &self,
+        limits: &BatchLimits,
+    ) -> Result<Option<(u64, i64)>, StorageError> {
+        self.check_online()?;
+        // The earliest segment holding the maximum (a later one only ties or is below).
+        let mut max: Option<i64> = None;
+        for seg in self.segments.values() {
+            if seg.size() > 0 && max.is_none_or(|m| seg.max_timestamp() > m) {
+                max = Some(seg.max_timestamp());
+            }
+        }
+        match max {
+            Some(ts) => self.record_at_timestamp(ts, limits),
+            None => Ok(None),
+        }
     }
 
     /// Removes every batch at or after `offset` (rounded down to the start of the batch that
