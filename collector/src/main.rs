@@ -221,6 +221,10 @@ enum BenchCommand {
         /// zstd level of the batches (0: no compression).
         #[arg(long, default_value_t = 3)]
         zstd_level: i32,
+        /// Send the batches over the Kafka protocol to this bootstrap host:port instead of
+        /// HTTP (the topic is still created over HTTP).
+        #[arg(long)]
+        kafka: Option<String>,
     },
     /// Write generated log files (the agent benchmark's input) and exit.
     WriteLogs {
@@ -242,6 +246,9 @@ enum BenchCommand {
         /// Topic to read.
         #[arg(long, default_value = "bench")]
         topic: String,
+        /// Fetch over the Kafka protocol from this bootstrap host:port instead of HTTP.
+        #[arg(long)]
+        kafka: Option<String>,
     },
 }
 
@@ -270,6 +277,7 @@ async fn bench(command: BenchCommand, collector: String, output: Output) -> anyh
             duration,
             rate,
             zstd_level,
+            kafka,
         } => {
             let opts = loadgen::ProduceOptions {
                 collector,
@@ -282,10 +290,13 @@ async fn bench(command: BenchCommand, collector: String, output: Output) -> anyh
                 duration,
                 rate,
                 zstd_level,
+                kafka,
             };
             loadgen::produce(opts, output == Output::Table).await?
         }
-        BenchCommand::Consume { topic } => loadgen::consume(&collector, &topic).await?,
+        BenchCommand::Consume { topic, kafka } => {
+            loadgen::consume(&collector, &topic, kafka.as_deref()).await?
+        }
         BenchCommand::WriteLogs {
             dir,
             files,

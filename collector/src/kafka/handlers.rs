@@ -54,17 +54,17 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeProducersRequest, FetchRequest, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, InitProducerIdRequest,
-    InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, SyncGroupRequest, SyncGroupResponse,
-    TopicName,
+    ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeProducersRequest, FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    ProducerId, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::request::Request;
 use super::{Close, KafkaServer, Req, Who, consumer_groups, errors, versions};
 use crate::broker::BrokerError;
 use crate::broker::fetch::{OffsetSpec, PartitionFetch};
@@ -76,19 +76,12 @@ pub async fn dispatch(
     s: &KafkaServer,
     req: Req,
     who: &Who,
-    mut buf: Bytes,
+    body: Request,
 ) -> Result<Option<Bytes>, Close> {
-    match req.key {
-        ApiKey::ApiVersions => {
-            let _: ApiVersionsRequest = req.decode(&mut buf)?;
-            req.reply(&versions::reply()).map(Some)
-        }
-        ApiKey::Metadata => {
-            let r: MetadataRequest = req.decode(&mut buf)?;
-            req.reply(&metadata(s, req, r).await).map(Some)
-        }
-        ApiKey::Produce => {
-            let r: ProduceRequest = req.decode(&mut buf)?;
+    match body {
+        Request::ApiVersions(_) => req.reply(&versions::reply()).map(Some),
+        Request::Metadata(r) => req.reply(&metadata(s, req, r).await).map(Some),
+        Request::Produce(r) => {
             let acks = r.acks;
             let reply = produce(s, req, r).await;
             if acks == 0 {
@@ -96,96 +89,32 @@ pub async fn dispatch(
             }
             req.reply(&reply).map(Some)
         }
-        ApiKey::Fetch => {
-            let r: FetchRequest = req.decode(&mut buf)?;
-            req.reply(&fetch(s, req, r).await).map(Some)
-        }
-        ApiKey::ListOffsets => {
-            let r: ListOffsetsRequest = req.decode(&mut buf)?;
-            req.reply(&list_offsets(s, req, r).await).map(Some)
-        }
-        ApiKey::InitProducerId => {
-            let r: InitProducerIdRequest = req.decode(&mut buf)?;
-            req.reply(&init_producer_id(s, r).await).map(Some)
-        }
-        ApiKey::FindCoordinator => {
-            let r: FindCoordinatorRequest = req.decode(&mut buf)?;
-            req.reply(&find_coordinator(s, req, r)).map(Some)
-        }
-        ApiKey::OffsetCommit => {
-            let r: OffsetCommitRequest = req.decode(&mut buf)?;
-            req.reply(&offset_commit(s, r).await).map(Some)
-        }
-        ApiKey::OffsetFetch => {
-            let r: OffsetFetchRequest = req.decode(&mut buf)?;
-            req.reply(&offset_fetch(s, req, r)).map(Some)
-        }
-        ApiKey::JoinGroup => {
-            let r: JoinGroupRequest = req.decode(&mut buf)?;
-            req.reply(&join_group(s, req, who, r).await).map(Some)
-        }
-        ApiKey::SyncGroup => {
-            let r: SyncGroupRequest = req.decode(&mut buf)?;
-            req.reply(&sync_group(s, r).await).map(Some)
-        }
-        ApiKey::Heartbeat => {
-            let r: HeartbeatRequest = req.decode(&mut buf)?;
-            req.reply(&heartbeat(s, r)).map(Some)
-        }
-        ApiKey::LeaveGroup => {
-            let r: LeaveGroupRequest = req.decode(&mut buf)?;
-            req.reply(&leave_group(s, req, r)).map(Some)
-        }
-        ApiKey::OffsetForLeaderEpoch => {
-            let r: OffsetForLeaderEpochRequest = req.decode(&mut buf)?;
+        Request::Fetch(r) => req.reply(&fetch(s, req, r).await).map(Some),
+        Request::ListOffsets(r) => req.reply(&list_offsets(s, req, r).await).map(Some),
+        Request::InitProducerId(r) => req.reply(&init_producer_id(s, r).await).map(Some),
+        Request::FindCoordinator(r) => req.reply(&find_coordinator(s, req, r)).map(Some),
+        Request::OffsetCommit(r) => req.reply(&offset_commit(s, r).await).map(Some),
+        Request::OffsetFetch(r) => req.reply(&offset_fetch(s, req, r)).map(Some),
+        Request::JoinGroup(r) => req.reply(&join_group(s, req, who, r).await).map(Some),
+        Request::SyncGroup(r) => req.reply(&sync_group(s, r).await).map(Some),
+        Request::Heartbeat(r) => req.reply(&heartbeat(s, r)).map(Some),
+        Request::LeaveGroup(r) => req.reply(&leave_group(s, req, r)).map(Some),
+        Request::OffsetForLeaderEpoch(r) => {
             req.reply(&offset_for_leader_epoch(s, r).await).map(Some)
         }
-        ApiKey::ListGroups => {
-            let r: ListGroupsRequest = req.decode(&mut buf)?;
-            req.reply(&list_groups(s, r)).map(Some)
-        }
-        ApiKey::DescribeGroups => {
-            let r: DescribeGroupsRequest = req.decode(&mut buf)?;
-            req.reply(&describe_groups(s, r)).map(Some)
-        }
-        ApiKey::DescribeCluster => {
-            let r: DescribeClusterRequest = req.decode(&mut buf)?;
-            req.reply(&describe_cluster(s, req, r)).map(Some)
-        }
-        ApiKey::DescribeConfigs => {
-            let r: DescribeConfigsRequest = req.decode(&mut buf)?;
-            req.reply(&describe_configs(s, r)).map(Some)
-        }
-        ApiKey::DeleteGroups => {
-            let r: DeleteGroupsRequest = req.decode(&mut buf)?;
-            req.reply(&delete_groups(s, r).await).map(Some)
-        }
-        ApiKey::DescribeProducers => {
-            let r: DescribeProducersRequest = req.decode(&mut buf)?;
-            req.reply(&describe_producers(s, r).await).map(Some)
-        }
-        ApiKey::CreatePartitions => {
-            let r: CreatePartitionsRequest = req.decode(&mut buf)?;
-            req.reply(&create_partitions(s, r).await).map(Some)
-        }
-        ApiKey::CreateTopics => {
-            let r: CreateTopicsRequest = req.decode(&mut buf)?;
-            req.reply(&create_topics(s, r).await).map(Some)
-        }
-        ApiKey::DeleteTopics => {
-            let r: DeleteTopicsRequest = req.decode(&mut buf)?;
-            req.reply(&delete_topics(s, req, r).await).map(Some)
-        }
-        ApiKey::ConsumerGroupHeartbeat => {
-            let r = req.decode(&mut buf)?;
-            req.reply(&consumer_groups::heartbeat(s, req, who, r))
-                .map(Some)
-        }
-        ApiKey::ConsumerGroupDescribe => {
-            let r = req.decode(&mut buf)?;
-            req.reply(&consumer_groups::describe(s, r)).map(Some)
-        }
-        other => Err(Close::NotServed(other)),
+        Request::ListGroups(r) => req.reply(&list_groups(s, r)).map(Some),
+        Request::DescribeGroups(r) => req.reply(&describe_groups(s, r)).map(Some),
+        Request::DescribeCluster(r) => req.reply(&describe_cluster(s, req, r)).map(Some),
+        Request::DescribeConfigs(r) => req.reply(&describe_configs(s, r)).map(Some),
+        Request::DeleteGroups(r) => req.reply(&delete_groups(s, r).await).map(Some),
+        Request::DescribeProducers(r) => req.reply(&describe_producers(s, r).await).map(Some),
+        Request::CreatePartitions(r) => req.reply(&create_partitions(s, r).await).map(Some),
+        Request::CreateTopics(r) => req.reply(&create_topics(s, r).await).map(Some),
+        Request::DeleteTopics(r) => req.reply(&delete_topics(s, req, r).await).map(Some),
+        Request::ConsumerGroupHeartbeat(r) => req
+            .reply(&consumer_groups::heartbeat(s, req, who, r))
+            .map(Some),
+        Request::ConsumerGroupDescribe(r) => req.reply(&consumer_groups::describe(s, r)).map(Some),
     }
 }
 

@@ -8,6 +8,8 @@
 //!   per connection: size-prefixed frames of at most `kafka_request_bytes_max`, handled one
 //!   at a time, so replies leave in request order (as Kafka brokers do).
 //! - [`versions`]: the APIs and versions served, advertised by ApiVersions.
+//! - [`request`]: a frame checked (key, version) and decoded into a typed request, with no
+//!   server at hand (what the fuzz target drives).
 //! - [`handlers`]: one function per API.
 //! - [`consumer_groups`]: KIP-848 ConsumerGroupHeartbeat / ConsumerGroupDescribe over the
 //!   server-side group coordinator `collector tail` members use.
@@ -20,13 +22,14 @@
 mod consumer_groups;
 mod errors;
 mod handlers;
+pub mod request;
 pub mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -152,62 +155,35 @@ impl KafkaServer {
     /// Handles one frame: `Ok(Some(reply))`, `Ok(None)` (acks=0 produce: no reply), or a
     /// reason to close the connection.
     async fn handle(&self, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
-        if frame.len() < 8 {
-            return Err(Close::Short(frame.len()));
-        }
-        let mut peek = &frame[..8];
-        let key = peek.get_i16();
-        let version = peek.get_i16();
-        let correlation_id = peek.get_i32();
-        if key == ApiKey::ApiVersions as i16 && !versions::served(ApiKey::ApiVersions, version) {
-            // A version too new to decode: answered in v0 framing with the ranges served,
-            // so the client retries with one it shares.
-            return encode_reply(correlation_id, 0, &versions::unsupported_reply(), 0)
-                .map(Some)
-                .map_err(|message| Close::Encode {
-                    key: ApiKey::ApiVersions,
-                    version: 0,
-                    message,
-                });
-        }
-        let api = ApiKey::try_from(key).map_err(|()| Close::UnknownKey(key))?;
-        let Some(range) = versions::range(api) else {
-            return Err(Close::NotServed(api));
+        let (req, client_id, body) = match request::decode_frame(frame)? {
+            request::Frame::TooNewApiVersions { correlation_id } => {
+                return encode_reply(correlation_id, 0, &versions::unsupported_reply(), 0)
+                    .map(Some)
+                    .map_err(|message| Close::Encode {
+                        key: ApiKey::ApiVersions,
+                        version: 0,
+                        message,
+                    });
+            }
+            request::Frame::Request {
+                req,
+                client_id,
+                body,
+            } => (req, client_id, body),
         };
-        if version < range.0 || version > range.1 {
-            return Err(Close::Version {
-                key: api,
-                version,
-                min: range.0,
-                max: range.1,
-            });
-        }
         self.broker
             .metrics
             .kafka_requests
             .get_or_create(&KafkaLabels {
-                api: format!("{api:?}"),
-                version,
+                api: format!("{:?}", req.key),
+                version: req.version,
             })
             .inc();
-        let mut buf = frame;
-        let header_version = api.request_header_version(version);
-        let header =
-            RequestHeader::decode(&mut buf, header_version).map_err(|e| Close::Decode {
-                key: api,
-                version,
-                message: format!("request header: {e}"),
-            })?;
-        let req = Req {
-            key: api,
-            version,
-            correlation_id,
-        };
         let who = Who {
-            client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+            client_id,
             host: peer.ip().to_string(),
         };
-        handlers::dispatch(self, req, &who, buf).await
+        handlers::dispatch(self, req, &who, *body).await
     }
 }
 

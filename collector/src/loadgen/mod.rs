@@ -1,7 +1,10 @@
 //! `collector bench`: the project's own load tool. Produces realistic generated log lines
 //! (varied nginx access and JSON application lines, so compression ratios are honest) as
 //! idempotent zstd batches from several producers, or consumes a topic, and reports
-//! throughput and HDR-histogram latencies.
+//! throughput and HDR-histogram latencies. With `--kafka` the same load goes over the
+//! Kafka protocol ([`kafka`]), to compare the two front ends.
+
+pub mod kafka;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -121,6 +124,9 @@ pub struct ProduceOptions {
     /// Records per second over all producers; `None` = as fast as possible.
     pub rate: Option<u64>,
     pub zstd_level: i32,
+    /// Send over the Kafka protocol to this bootstrap `host:port` (the topic is still
+    /// created over HTTP).
+    pub kafka: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -239,10 +245,27 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
             if tpl.is_empty() {
                 return;
             }
-            let pid = client
-                .allocate_producer()
-                .await
-                .map_or(-1, |p| p.producer_id);
+            let mut kafka = match &opts.kafka {
+                Some(addr) => match kafka::KafkaLoad::connect(addr, &opts.topic).await {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        *errors
+                            .lock()
+                            .await
+                            .entry(format!("kafka: {e}"))
+                            .or_default() += 1;
+                        return;
+                    }
+                },
+                None => None,
+            };
+            let pid = match &mut kafka {
+                Some(k) => k.producer_id().await.unwrap_or(-1),
+                None => client
+                    .allocate_producer()
+                    .await
+                    .map_or(-1, |p| p.producer_id),
+            };
             let mut seqs = vec![0i32; opts.partitions as usize];
             let per_producer_rate = opts.rate.map(|r| r as f64 / opts.producers as f64);
             let mut sent_records = 0u64;
@@ -263,12 +286,18 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
                 let sent = Instant::now();
                 // The client routes to the partition's leader (refreshed on not_leader or
                 // a dead connection).
-                let code = match client
-                    .produce(&opts.topic, p, acks, bytes::Bytes::from(body))
-                    .await
-                {
-                    Ok(_) => None,
-                    Err(e) => Some(e.code().map_or("connection", |c| c.as_str()).to_owned()),
+                let code = match &mut kafka {
+                    Some(k) => k
+                        .produce(p, kafka_acks(acks), bytes::Bytes::from(body))
+                        .await
+                        .err(),
+                    None => match client
+                        .produce(&opts.topic, p, acks, bytes::Bytes::from(body))
+                        .await
+                    {
+                        Ok(_) => None,
+                        Err(e) => Some(e.code().map_or("connection", |c| c.as_str()).to_owned()),
+                    },
                 };
                 let _ = local.record(sent.elapsed().as_micros().max(1) as u64);
                 sent_records += u64::from(t.records);
@@ -327,8 +356,46 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
     }))
 }
 
-/// Reads every partition of a topic from offset 0 to the high watermark seen at start.
-pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json::Value> {
+fn kafka_acks(acks: api::Acks) -> i16 {
+    match acks {
+        api::Acks::None => 0,
+        api::Acks::Leader => 1,
+        api::Acks::All => -1,
+    }
+}
+
+/// Counts the records at or past `offset` in fetched bytes; returns `(records, value
+/// bytes, next offset)`.
+fn count_records(
+    bytes: &[u8],
+    mut offset: u64,
+    limits: &BatchLimits,
+) -> anyhow::Result<(u64, u64, u64)> {
+    let (mut records, mut value_bytes) = (0u64, 0u64);
+    for item in BatchIter::new(bytes, *limits) {
+        let (h, b) = item?;
+        let d = DecodedRecords::new(b, limits)?;
+        for r in d.iter() {
+            if h.base_offset as u64 + r.offset_delta as u64 >= offset {
+                records += 1;
+                value_bytes += r.value.map_or(0, |v| v.len() as u64);
+            }
+        }
+        offset = h.next_offset() as u64;
+    }
+    Ok((records, value_bytes, offset))
+}
+
+/// Reads every partition of a topic from its start to the high watermark seen at start,
+/// over HTTP or (with `kafka`) the Kafka protocol.
+pub async fn consume(
+    collector: &str,
+    topic: &str,
+    kafka: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    if let Some(addr) = kafka {
+        return consume_kafka(addr, topic).await;
+    }
     let client = CollectorClient::new(&[collector.to_owned()], ClientConfig::default())?;
     // (partition, log start offset, high watermark, leader): each leader knows its own.
     let mut parts: Vec<(u32, u64, u64, String)> = Vec::new();
@@ -354,28 +421,52 @@ pub async fn consume(collector: &str, topic: &str) -> anyhow::Result<serde_json:
                 break;
             }
             wire += bytes.len() as u64;
-            for item in BatchIter::new(&bytes, limits) {
-                let (h, b) = item?;
-                let d = DecodedRecords::new(b, &limits)?;
-                for r in d.iter() {
-                    if h.base_offset as u64 + r.offset_delta as u64 >= offset {
-                        records += 1;
-                        value_bytes += r.value.map_or(0, |v| v.len() as u64);
-                    }
-                }
-                offset = h.next_offset() as u64;
-            }
+            let (n, v, next) = count_records(&bytes, offset, &limits)?;
+            records += n;
+            value_bytes += v;
+            offset = next;
         }
     }
+    Ok(consume_report(start, records, value_bytes, wire))
+}
+
+/// `consume` over the Kafka protocol: Fetch from each partition's leader, from offset 0
+/// (the log start, or past it: the broker answers from there) to the high watermark
+/// its first reply shows.
+async fn consume_kafka(addr: &str, topic: &str) -> anyhow::Result<serde_json::Value> {
+    let mut k = kafka::KafkaLoad::connect(addr, topic).await?;
+    let limits = BatchLimits::default();
+    let start = Instant::now();
+    let (mut records, mut value_bytes, mut wire) = (0u64, 0u64, 0u64);
+    let max = i32::try_from(CONSUME_FETCH_BYTES)?;
+    for p in k.partitions() {
+        let (mut offset, mut hw) = (0u64, None);
+        loop {
+            let (bytes, seen_hw) = k.fetch(p, offset, max).await?;
+            let hw = *hw.get_or_insert(seen_hw);
+            if bytes.is_empty() || offset >= hw {
+                break;
+            }
+            wire += bytes.len() as u64;
+            let (n, v, next) = count_records(&bytes, offset, &limits)?;
+            records += n;
+            value_bytes += v;
+            offset = next;
+        }
+    }
+    Ok(consume_report(start, records, value_bytes, wire))
+}
+
+fn consume_report(start: Instant, records: u64, value_bytes: u64, wire: u64) -> serde_json::Value {
     let secs = start.elapsed().as_secs_f64().max(1e-9);
-    Ok(json!({
+    json!({
         "mode": "consume",
         "seconds": secs,
         "records": records,
         "records_per_sec": records as f64 / secs,
         "mb_per_sec_uncompressed": value_bytes as f64 / secs / 1e6,
         "mb_per_sec_wire": wire as f64 / secs / 1e6,
-    }))
+    })
 }
 
 /// Human rendering of a report.
