@@ -1140,3 +1140,132 @@ fn gzip_snappy_and_lz4_batches_from_kafka_clients_are_validated_and_stored_as_se
         assert!(out.lines().all(|l| l.starts_with(codec)), "{codec}");
     }
 }
+
+#[test]
+fn topic_ids_name_topics_in_metadata_and_fetch_and_list_offsets_finds_timestamps() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+        MetadataResponse,
+    };
+    use shared::{BatchBuilder, BatchEncoder, Compression};
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(&tmp.path().join("data"), "");
+    let mut s = connect(&col.kafka_address());
+    // Three records whose timestamps are not in offset order: 1000, 5000, 3000.
+    let mut b = BatchBuilder::new();
+    for (ts, v) in [(1000, "a"), (5000, "b"), (3000, "c")] {
+        b.push(ts, None, Some(v.as_bytes()), &[]);
+    }
+    let batch = BatchEncoder::new(Compression::None, 0)
+        .unwrap()
+        .encode(&b, ProducerStamp::NONE)
+        .unwrap();
+    let reply = exchange(&mut s, &produce_frame("ids", batch)).expect("produce answered");
+    let mut r = Bytes::from(reply);
+    ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(3)).unwrap();
+    let produced = ProduceResponse::decode(&mut r, 3).unwrap();
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+
+    // Metadata by name gives the topic's id; by that id (v12) gives its name back.
+    let by_name: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("ids")))),
+        ])),
+    );
+    let id = by_name.topics[0].topic_id;
+    assert!(!id.is_nil(), "a topic id: {by_name:?}");
+    let by_id: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(None)
+                .with_topic_id(id),
+        ])),
+    );
+    assert_eq!(by_id.topics[0].error_code, 0);
+    assert_eq!(by_id.topics[0].name.as_ref().unwrap().as_str(), "ids");
+    // An unknown id: UNKNOWN_TOPIC_ID (100).
+    let unknown: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(None)
+                .with_topic_id(uuid::Uuid::from_u128(7)),
+        ])),
+    );
+    assert_eq!(unknown.topics[0].error_code, 100);
+
+    // Fetch v13 names the topic by id, in the request and the reply.
+    let fetch = |topic_id| {
+        FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ])
+    };
+    let f: FetchResponse = call(&mut s, ApiKey::Fetch, 13, &fetch(id));
+    assert_eq!(f.responses[0].topic_id, id);
+    let p = &f.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 3), "{p:?}");
+    assert!(p.records.as_ref().is_some_and(|r| !r.is_empty()));
+    let f: FetchResponse = call(&mut s, ApiKey::Fetch, 13, &fetch(uuid::Uuid::from_u128(7)));
+    assert_eq!(f.responses[0].partitions[0].error_code, 100);
+
+    // ListOffsets v10: by timestamp (the first record at or after it, with its own
+    // timestamp), max timestamp (-3), earliest local (-4), latest tiered (-5: none).
+    let mut list = |ts: i64| -> (i16, i64, i64) {
+        let r: ListOffsetsResponse = call(
+            &mut s,
+            ApiKey::ListOffsets,
+            10,
+            &ListOffsetsRequest::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("ids")))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_current_leader_epoch(-1)
+                                .with_timestamp(ts),
+                        ]),
+                ]),
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp)
+    };
+    assert_eq!(list(500), (0, 0, 1000));
+    assert_eq!(
+        list(2000),
+        (0, 1, 5000),
+        "the first record at or after 2000"
+    );
+    assert_eq!(list(5001), (0, -1, -1), "no record that recent");
+    assert_eq!(
+        list(-3),
+        (0, 1, 5000),
+        "the record with the largest timestamp"
+    );
+    assert_eq!(list(-4).1, 0);
+    assert_eq!(list(-5).1, -1);
+    assert_eq!(list(-1).1, 3);
+}
