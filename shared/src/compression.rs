@@ -15,16 +15,42 @@ fn codec_error(codec: Compression, e: impl std::fmt::Display) -> BatchError {
     }
 }
 
-/// Reads `r` to its end, refusing more than `max` bytes.
-fn bounded(codec: Compression, r: impl Read, max: usize) -> Result<Vec<u8>, BatchError> {
-    let mut out = Vec::new();
-    r.take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| codec_error(codec, e))?;
-    if out.len() > max {
-        return Err(BatchError::DecompressedTooLarge { max });
+/// Reads `r` to its end, refusing more than `max` bytes. The buffer grows by doubling but
+/// never past `max + 1` bytes of capacity (one byte past the limit tells a bomb), so a
+/// bomb costs at most that much memory (plus the old buffer while it moves).
+pub(crate) fn bounded_read(mut r: impl Read, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    const FIRST: usize = 8 << 10;
+    let cap = max.saturating_add(1);
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() >= cap {
+                return Ok(None);
+            }
+            let want = out.capacity().saturating_mul(2).max(FIRST).min(cap);
+            out.reserve_exact(want - out.len());
+        }
+        let at = out.len();
+        let room = out.capacity().min(cap) - at;
+        out.resize(at + room, 0);
+        let n = loop {
+            match r.read(&mut out[at..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let n = n?;
+        out.truncate(at + n);
+        if n == 0 {
+            return Ok((out.len() <= max).then_some(out));
+        }
     }
-    Ok(out)
+}
+
+fn bounded(codec: Compression, r: impl Read, max: usize) -> Result<Vec<u8>, BatchError> {
+    bounded_read(r, max)
+        .map_err(|e| codec_error(codec, e))?
+        .ok_or(BatchError::DecompressedTooLarge { max })
 }
 
 /// The xerial snappy framing: a magic header, then `[u32 length][raw snappy block]`s.

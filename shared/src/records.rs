@@ -9,8 +9,6 @@
 //! [`DecodedRecords::new`] validates every record once (lengths, counts, offset deltas);
 //! iterating afterwards yields borrowed slices and allocates nothing.
 
-use std::io::Read;
-
 use crate::batch::{BatchHeader, BatchLimits, Compression, RECORDS_OFFSET, validate_batch};
 use crate::error::BatchError;
 use crate::varint::{get_varint, get_varlong};
@@ -232,17 +230,16 @@ fn decompress_zstd(data: &[u8], max: usize) -> Result<Vec<u8>, BatchError> {
             }
         });
     }
-    // Otherwise stream, reading at most one byte past the limit to detect a bomb.
-    let mut out = Vec::new();
-    let decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(zerr)?;
-    decoder
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(zerr)?;
-    if out.len() > max {
-        return Err(BatchError::DecompressedTooLarge { max });
-    }
-    Ok(out)
+    // Otherwise stream, reading at most one byte past the limit to detect a bomb. The
+    // window a frame may ask the decoder to hold is bounded by the limit too, with an 8 MiB
+    // floor (the window zstd's levels 1-19 choose for a stream of unknown size), so a tiny
+    // frame cannot make the decoder allocate zstd's default maximum of 128 MiB.
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(zerr)?;
+    let window_log = (usize::BITS - max.max(1).leading_zeros()).clamp(23, 27);
+    decoder.window_log_max(window_log).map_err(zerr)?;
+    crate::compression::bounded_read(decoder, max)
+        .map_err(zerr)?
+        .ok_or(BatchError::DecompressedTooLarge { max })
 }
 
 fn field_len(

@@ -13,6 +13,7 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
                                         (KIP-848)
   produce-paced BOOTSTRAP TOPIC N PER_S PROGRESS   paced idempotent producer, progress file
   kafka-python BOOTSTRAP TOPIC GROUP    kafka-python admin, producer and consumer group
+  bench-produce BOOTSTRAP TOPIC SECS    (benchmark) acks=all zstd producer, linger 5 ms
   kafka-python-delete BOOTSTRAP TOPIC   kafka-python admin delete
   admin-create BOOTSTRAP TOPIC PARTITIONS    AdminClient.create_topics
   admin-delete BOOTSTRAP TOPIC               AdminClient.delete_topics
@@ -140,6 +141,39 @@ def commit(c):
         except KafkaException as e:
             print(f"commit: {e}", file=sys.stderr)
             time.sleep(0.5)
+
+
+def bench_produce(bootstrap, topic, secs):
+    """Benchmark (scripts/bench-kafka.sh, not a test): an idempotent acks=all zstd producer
+    with linger 5 ms sends 200-byte records as fast as it can for SECS seconds; prints
+    records/s acknowledged."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "compression.type": "zstd", "linger.ms": 5,
+                  "queue.buffering.max.messages": 1000000})
+    acked = [0]
+    errors = []
+
+    def done(err, msg):
+        if err:
+            errors.append(str(err))
+        else:
+            acked[0] += 1
+
+    value = b"x" * 200
+    start = time.time()
+    while time.time() - start < secs:
+        for _ in range(1000):
+            try:
+                p.produce(topic, value=value, on_delivery=done)
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+    p.flush(60)
+    elapsed = time.time() - start
+    print(json.dumps({"mode": "produce", "records": acked[0], "seconds": elapsed,
+                      "records_per_sec": acked[0] / elapsed, "errors": errors[:5]}))
 
 
 def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="classic"):
@@ -362,6 +396,8 @@ if __name__ == "__main__":
         kafka_python_delete(bootstrap, topic)
     elif cmd == "produce-paced":
         produce_paced(bootstrap, topic, int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
+    elif cmd == "bench-produce":
+        bench_produce(bootstrap, topic, float(sys.argv[4]))
     elif cmd == "group-consume":
         group_consume(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7]),
                       sys.argv[8] if len(sys.argv) > 8 else "classic")
