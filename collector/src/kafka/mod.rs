@@ -125,7 +125,9 @@ fn encode_reply<R: Encodable>(
     body: &R,
     version: i16,
 ) -> Result<Bytes, String> {
-    let mut out = BytesMut::new();
+    // Sized once: a fetch reply carries megabytes of record batches.
+    let size = body.compute_size(version).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::with_capacity(size + 16);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
         .encode(&mut out, header_version)

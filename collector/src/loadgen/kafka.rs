@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use anyhow::{Context, anyhow, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
@@ -24,6 +25,9 @@ const PRODUCE_VERSION: i16 = 12;
 const FETCH_VERSION: i16 = 12;
 const METADATA_VERSION: i16 = 12;
 const INIT_PRODUCER_ID_VERSION: i16 = 4;
+const LIST_OFFSETS_VERSION: i16 = 7;
+/// ListOffsets' "earliest" timestamp: the log start offset.
+const EARLIEST: i64 = -2;
 /// Largest reply read (a fetch asks for less).
 const REPLY_BYTES_MAX: usize = 64 << 20;
 /// How long a produce may wait for acks=all, as Kafka's `request.timeout.ms` default.
@@ -264,7 +268,40 @@ impl KafkaLoad {
         ))
     }
 
-    /// The topic.s partitions.
+    /// The log start offset of `partition` (ListOffsets, earliest).
+    pub async fn earliest(&mut self, partition: u32) -> anyhow::Result<u64> {
+        let p = i32::try_from(partition)?;
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(self.topic.clone())))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(EARLIEST),
+                    ]),
+            ]);
+        let c = self.conn_for(p).await?;
+        let r: ListOffsetsResponse = c
+            .call(ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &req)
+            .await?;
+        let pr = r
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| anyhow!("empty ListOffsets reply"))?;
+        if pr.error_code != 0 {
+            bail!(
+                "ListOffsets of partition {partition}: error {}",
+                pr.error_code
+            );
+        }
+        Ok(u64::try_from(pr.offset)?)
+    }
+
+    /// The topic's partitions, in order.
     pub fn partitions(&self) -> Vec<u32> {
         let mut ps: Vec<u32> = self
             .leaders

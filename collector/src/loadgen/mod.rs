@@ -430,9 +430,8 @@ pub async fn consume(
     Ok(consume_report(start, records, value_bytes, wire))
 }
 
-/// `consume` over the Kafka protocol: Fetch from each partition's leader, from offset 0
-/// (the log start, or past it: the broker answers from there) to the high watermark
-/// its first reply shows.
+/// `consume` over the Kafka protocol: Fetch from each partition's leader, from its log
+/// start (ListOffsets) to the high watermark its first reply shows.
 async fn consume_kafka(addr: &str, topic: &str) -> anyhow::Result<serde_json::Value> {
     let mut k = kafka::KafkaLoad::connect(addr, topic).await?;
     let limits = BatchLimits::default();
@@ -440,7 +439,7 @@ async fn consume_kafka(addr: &str, topic: &str) -> anyhow::Result<serde_json::Va
     let (mut records, mut value_bytes, mut wire) = (0u64, 0u64, 0u64);
     let max = i32::try_from(CONSUME_FETCH_BYTES)?;
     for p in k.partitions() {
-        let (mut offset, mut hw) = (0u64, None);
+        let (mut offset, mut hw) = (k.earliest(p).await?, None);
         loop {
             let (bytes, seen_hw) = k.fetch(p, offset, max).await?;
             let hw = *hw.get_or_insert(seen_hw);
