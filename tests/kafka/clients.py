@@ -177,7 +177,8 @@ def bench_produce(bootstrap, topic, secs):
 
 
 def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="classic"):
-    """subscribe() in a PROTOCOL group; writes its assignment to WORKDIR/NAME.assign on each
+    """subscribe() in a PROTOCOL group; prints the values read and the distinct
+    `host|path` header pairs seen; writes its assignment to WORKDIR/NAME.assign on each
     change; reads until nothing new came for IDLE_S seconds after the first record (or
     60 s), commits synchronously, leaves, prints what it read."""
     import os
@@ -205,7 +206,7 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
     c.subscribe([topic], on_assign=lambda c, parts: write_assignment(parts, []),
                 on_revoke=lambda c, parts: write_assignment([], parts),
                 on_lost=lambda c, parts: write_assignment([], parts))
-    values, errors = [], []
+    values, errors, sources = [], [], set()
     start = time.time()
     last = None
     dirty = False
@@ -227,6 +228,8 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
             errors.append(str(m.error()))
             continue
         values.append(m.value().decode())
+        headers = dict(m.headers() or [])
+        sources.add(f"{headers.get('host', b'').decode()}|{headers.get('path', b'').decode()}")
         last = time.time()
         dirty = True
         if len(values) % 500 == 0:
@@ -234,7 +237,7 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
     if dirty:
         commit(c)
     c.close()
-    print(json.dumps({"values": values, "errors": errors[:5]}))
+    print(json.dumps({"values": values, "errors": errors[:5], "sources": sorted(sources)}))
 
 
 def produce_paced(bootstrap, topic, n, per_s, progress):

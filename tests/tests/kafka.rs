@@ -634,6 +634,25 @@ fn lines_shipped_by_the_agent_are_read_by_a_kafka_consumer_with_their_headers() 
         .collect();
     values.sort_unstable();
     assert_eq!(values, (0..300).collect::<Vec<_>>(), "each line once");
+    // A confluent-kafka consumer group (KIP-848) reads them too, headers and all.
+    let dir = tmp.path().join("members");
+    std::fs::create_dir_all(&dir).unwrap();
+    let member = spawn_member(&kafka, "shipped", "indexer", &dir, "i1", "consumer");
+    let out = member.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    let mut read = strings(&v["values"]);
+    read.sort();
+    read.dedup();
+    assert_eq!(read.len(), 300, "each line once: {v}");
+    let sources = strings(&v["sources"]);
+    assert_eq!(sources.len(), 1, "{v}");
+    let (host, from) = sources[0].split_once('|').unwrap();
+    assert!(!host.is_empty(), "{v}");
+    assert_eq!(from, path.display().to_string(), "{v}");
+    let (committed, o) = committed_total(&client(), &col, "indexer");
+    assert_eq!(committed, 300, "{o}");
 }
 
 /// Runs `clients.py group-consume` in the background, in a group of `protocol` (`classic`
