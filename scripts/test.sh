@@ -44,6 +44,12 @@ if ! command -v kcat >/dev/null 2>&1 || ! python3 -c 'import confluent_kafka, ka
   skip+=("binary(kafka)")
 fi
 
+# Property tests: proptest's default is 256 cases; the suite runs 1024 of those that take
+# their count from PROPTEST_CASES — the codec properties (shared/tests/codec.rs) and the
+# assignor's (collector/src/groups/assignor.rs). The coordinator property runs a fixed
+# 1000 cases and the storage model a fixed 96 (each case writes real files).
+export PROPTEST_CASES="${PROPTEST_CASES:-1024}"
+
 filter=()
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "${CI:-}" = true ]; then

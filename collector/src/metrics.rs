@@ -57,6 +57,8 @@ pub struct Metrics {
     pub fetched_bytes: Counter,
     pub partitions: Gauge,
     pub log_bytes: Gauge,
+    /// fsyncs issued for the logs of the partitions open now (set on scrape).
+    pub log_fsyncs: Gauge,
     pub producers: Gauge,
     pub data_dirs_offline: Gauge,
     /// High watermark minus committed offset, per group and partition (set on scrape).
@@ -94,6 +96,7 @@ impl Metrics {
             fetched_bytes: Counter::default(),
             partitions: Gauge::default(),
             log_bytes: Gauge::default(),
+            log_fsyncs: Gauge::default(),
             producers: Gauge::default(),
             data_dirs_offline: Gauge::default(),
             group_lag: Family::default(),
@@ -148,6 +151,11 @@ impl Metrics {
             m.log_bytes.clone(),
         );
         registry.register(
+            "log_fsyncs",
+            "fsyncs issued for the logs of the partitions open now (flush policy: per acknowledged write with always, per interval with interval, none with never)",
+            m.log_fsyncs.clone(),
+        );
+        registry.register(
             "producers",
             "Idempotent producers tracked",
             m.producers.clone(),
@@ -192,11 +200,11 @@ impl Metrics {
             .map(|log| shared::sys::lock(&log).size_bytes())
             .sum();
         self.log_bytes.set(bytes as i64);
-        let producers: usize = broker
-            .open_partitions()
-            .iter()
-            .map(|p| p.producer_count())
-            .sum();
+        let open = broker.open_partitions();
+        let producers: usize = open.iter().map(|p| p.producer_count()).sum();
+        let fsyncs: u64 = open.iter().map(|p| p.fsyncs()).sum();
+        self.log_fsyncs
+            .set(i64::try_from(fsyncs).unwrap_or(i64::MAX));
         self.producers.set(producers as i64);
         self.data_dirs_offline.set(broker.offline_dirs() as i64);
         self.group_lag.clear();

@@ -428,7 +428,7 @@ impl Drop for AgentProc {
 /// One record read back: `(partition, offset, headers, value)`.
 pub type TopicRecord = (u32, u64, Vec<(String, String)>, Vec<u8>);
 
-/// Every record of every partition of a topic.
+/// Every record of every partition of a topic, from each partition's log start.
 /// Each partition is read from its leader (from `base`'s metadata), so this works against a
 /// cluster too.
 /// While leadership moves (a node was just killed) a leader named by the metadata may answer
@@ -479,7 +479,14 @@ fn try_read_topic(
             .as_u64()
             .and_then(|l| addresses.get(&l))
             .map_or_else(|| base.to_owned(), |a| format!("http://{a}"));
-        let mut offset = 0u64;
+        // From the log start (retention may have moved it past 0), as the leader knows it.
+        let mut offset = c
+            .get(format!("{leader}/v1/topics/{topic}"))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<serde_json::Value>().ok())
+            .and_then(|d| d["partitions"][partition as usize]["log_start_offset"].as_u64())
+            .unwrap_or(0);
         loop {
             let r = c
                 .get(format!("{leader}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes=4194304"))

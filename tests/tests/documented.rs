@@ -128,3 +128,244 @@ fn unclean_leader_election_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unclean_leader_election"), "{err}");
 }
+
+/// A batch of `n` records stamped `ts` (ms), values `{prefix}-{i}`.
+fn stamped_batch(ts: i64, prefix: &str, n: usize) -> Vec<u8> {
+    let mut b = shared::BatchBuilder::new();
+    for i in 0..n {
+        b.push(ts, None, Some(format!("{prefix}-{i}").as_bytes()), &[]);
+    }
+    shared::BatchEncoder::new(shared::Compression::None, 0)
+        .unwrap()
+        .encode(&b, shared::ProducerStamp::NONE)
+        .unwrap()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The `.log` files of a partition, by base offset.
+fn segment_files(col: &Collector, topic: &str, partition: u32) -> Vec<u64> {
+    let dir = col.data.join(format!("{topic}-{partition}"));
+    let mut bases: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+/// `(log start, high watermark)` of `topic`-0 from its description.
+fn offsets(c: &reqwest::blocking::Client, col: &Collector, topic: &str) -> (u64, u64) {
+    let d: Value = c
+        .get(col.url(&format!("/v1/topics/{topic}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let p = &d["partitions"][0];
+    (
+        p["log_start_offset"].as_u64().unwrap(),
+        p["high_watermark"].as_u64().unwrap(),
+    )
+}
+
+/// docs: `segment_ms` rolls a segment once it is that old (checked on the next append), and
+/// `retention_ms` deletes closed segments whose newest record is older than that, moving
+/// the log start: the files go, a fetch below the log start is `offset_out_of_range`
+/// naming the valid range, and fetch replies carry the new log start in their headers.
+#[test]
+fn segments_roll_by_age_and_time_retention_deletes_them_and_moves_the_log_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        "retention_check_interval_ms: 100\n",
+    );
+    let c = client();
+    let (s, body) = post(
+        &c,
+        col.url("/v1/topics"),
+        json!({"name": "aged", "partitions": 1, "replication_factor": 1,
+               "configs": {"segment_ms": 300, "retention_ms": 60000}}),
+    );
+    assert_eq!(s, 201, "{body}");
+    let base = col.url("");
+    // Five records stamped ten minutes ago: past retention_ms, but in the active segment,
+    // which retention never deletes.
+    let (s, r) = tributary_tests::produce(
+        &c,
+        &base,
+        "aged",
+        0,
+        stamped_batch(now_ms() - 600_000, "old", 5),
+    );
+    assert_eq!(s, 200, "{r}");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(offsets(&c, &col, "aged").0, 0, "the active segment stays");
+    assert_eq!(segment_files(&col, "aged", 0), vec![0]);
+    // The segment is now older than segment_ms: the next append rolls it, closing it.
+    let (s, r) = tributary_tests::produce(&c, &base, "aged", 0, stamped_batch(now_ms(), "new", 3));
+    assert_eq!(s, 200, "{r}");
+    // Closed and expired: retention deletes it and the log starts at 5.
+    tributary_tests::wait_for(std::time::Duration::from_secs(10), "log start 5", || {
+        (offsets(&c, &col, "aged") == (5, 8)).then_some(())
+    });
+    assert_eq!(
+        segment_files(&col, "aged", 0),
+        vec![5],
+        "the old segment's files are gone"
+    );
+    // Below the log start: 416 offset_out_of_range with the valid range.
+    let r = c
+        .get(col.url("/v1/topics/aged/partitions/0/batches?offset=0"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let e: Value = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "offset_out_of_range", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains('5'), "{e}");
+    // From the log start: the new records, and the offsets in the headers.
+    let r = c
+        .get(col.url("/v1/topics/aged/partitions/0/batches?offset=5"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["tributary-log-start-offset"], "5");
+    assert_eq!(r.headers()["tributary-high-watermark"], "8");
+    let got = tributary_tests::read_topic(&c, &base, "aged");
+    let values: Vec<String> = got
+        .iter()
+        .map(|(_, _, _, v)| String::from_utf8(v.clone()).unwrap())
+        .collect();
+    assert_eq!(values, ["new-0", "new-1", "new-2"]);
+}
+
+/// docs: `retention_bytes` deletes the oldest closed segments while the partition holds
+/// more than that, never the active one.
+#[test]
+fn size_retention_keeps_a_partition_near_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        "retention_check_interval_ms: 100\n",
+    );
+    let c = client();
+    let (s, body) = post(
+        &c,
+        col.url("/v1/topics"),
+        json!({"name": "sized", "partitions": 1, "replication_factor": 1,
+               "configs": {"segment_bytes": 1024, "retention_bytes": 3000}}),
+    );
+    assert_eq!(s, 201, "{body}");
+    let base = col.url("");
+    // 20 batches of ~10 records each: each segment holds one or two batches.
+    for i in 0..20 {
+        let (s, r) = tributary_tests::produce(
+            &c,
+            &base,
+            "sized",
+            0,
+            stamped_batch(
+                now_ms(),
+                &format!("batch{i:02}-padding-padding-padding"),
+                10,
+            ),
+        );
+        assert_eq!(s, 200, "{r}");
+    }
+    let size = |col: &Collector| -> u64 {
+        segment_files(col, "sized", 0)
+            .iter()
+            .map(|b| {
+                std::fs::metadata(col.data.join(format!("sized-0/{b:020}.log")))
+                    .unwrap()
+                    .len()
+            })
+            .sum()
+    };
+    tributary_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "retention by size",
+        || {
+            let (start, hw) = offsets(&c, &col, "sized");
+            (hw == 200 && start > 0 && size(&col) <= 3000 + 1024).then_some(())
+        },
+    );
+    let (start, _) = offsets(&c, &col, "sized");
+    let files = segment_files(&col, "sized", 0);
+    assert_eq!(files[0], start, "the log starts at the oldest segment kept");
+    // What is kept reads back from the log start to the end.
+    let got = tributary_tests::read_topic(&c, &base, "sized");
+    assert_eq!(got.len() as u64, 200 - start);
+    assert_eq!(got[0].1, start);
+}
+
+/// docs: flush `always` fsyncs before acknowledging (one fsync per write when writes come
+/// one at a time), `interval` fsyncs on its timer only, `never` leaves it to the OS — as
+/// counted by `tributary_log_fsyncs`.
+#[test]
+fn flush_policies_fsync_per_write_per_interval_or_never() {
+    use std::time::{Duration, Instant};
+    let writes = 20u64;
+    let run = |policy: &str| -> (f64, Duration, Collector) {
+        let tmp = tempfile::tempdir().unwrap().keep();
+        let col = Collector::start(
+            &tmp.join("data"),
+            &format!("flush:\n  policy: {policy}\n  interval_ms: 500\n"),
+        );
+        let c = client();
+        create_topic(&c, &col, "f", 1);
+        let base = col.url("");
+        let started = Instant::now();
+        for i in 0..writes {
+            let (s, r) = tributary_tests::produce(
+                &c,
+                &base,
+                "f",
+                0,
+                stamped_batch(now_ms(), &format!("w{i}"), 5),
+            );
+            assert_eq!(s, 200, "{r}");
+        }
+        let took = started.elapsed();
+        let fsyncs = tributary_tests::scrape(&col.url("/metrics"), "tributary_log_fsyncs").unwrap();
+        (fsyncs, took, col)
+    };
+    let (always, _, _a) = run("always");
+    assert!(
+        always >= writes as f64,
+        "always: {always} fsyncs for {writes} writes"
+    );
+
+    let (interval, took, col) = run("interval");
+    // At most one per timer tick while writing (and one the first tick may fire at once).
+    let ticks = took.as_millis() as f64 / 500.0 + 2.0;
+    assert!(interval <= ticks, "interval: {interval} fsyncs in {took:?}");
+    // The timer flushes what was written, then has nothing more to flush.
+    let settled = tributary_tests::wait_for(Duration::from_secs(10), "a timer flush", || {
+        let n = tributary_tests::scrape(&col.url("/metrics"), "tributary_log_fsyncs")?;
+        (n >= 1.0).then_some(n)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = tributary_tests::scrape(&col.url("/metrics"), "tributary_log_fsyncs").unwrap();
+    assert!(
+        later <= settled + 1.0,
+        "interval: {settled} then {later} with nothing written"
+    );
+
+    let (never, _, col) = run("never");
+    std::thread::sleep(Duration::from_millis(1200));
+    let never_later =
+        tributary_tests::scrape(&col.url("/metrics"), "tributary_log_fsyncs").unwrap();
+    assert_eq!((never, never_later), (0.0, 0.0), "never: no fsync");
+    // Acknowledged and readable all the same.
+    let got = tributary_tests::read_topic(&client(), &col.url(""), "f");
+    assert_eq!(got.len() as u64, writes * 5);
+}

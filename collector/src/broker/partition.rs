@@ -431,6 +431,11 @@ impl Partition {
     }
 
     /// Fsyncs now (flush `interval` calls this on a timer) and publishes the result.
+    /// fsyncs issued for this partition's log since it opened.
+    pub fn fsyncs(&self) -> u64 {
+        self.gc.fsyncs()
+    }
+
     pub fn flush_now(&self) -> Result<(), StorageError> {
         let end = lock(&self.log).log_end_offset();
         self.gc.wait_durable(&self.log, end)?;
