@@ -369,3 +369,96 @@ fn flush_policies_fsync_per_write_per_interval_or_never() {
     let got = tributary_tests::read_topic(&client(), &col.url(""), "f");
     assert_eq!(got.len() as u64, writes * 5);
 }
+
+/// Joins `group` (subscribed to `topic`), commits `offset` on partition 0, returns
+/// `(member id, member epoch)`.
+fn join_and_commit(
+    c: &reqwest::blocking::Client,
+    col: &Collector,
+    group: &str,
+    topic: &str,
+    offset: u64,
+) -> (String, i64) {
+    let (s, hb) = post(
+        c,
+        col.url(&format!("/v1/groups/{group}/heartbeat")),
+        json!({"member_epoch": 0, "topics": [topic]}),
+    );
+    assert_eq!(s, 200, "{hb}");
+    let id = hb["member_id"].as_str().unwrap().to_owned();
+    let epoch = hb["member_epoch"].as_i64().unwrap();
+    assert_eq!(hb["assignment"][0]["partitions"], json!([0]), "{hb}");
+    let (s, r) = post(
+        c,
+        col.url(&format!("/v1/groups/{group}/offsets")),
+        json!({"member_id": id, "member_epoch": epoch,
+               "offsets": [{"topic": topic, "partition": 0, "offset": offset}]}),
+    );
+    assert_eq!(s, 200, "{r}");
+    (id, epoch)
+}
+
+fn committed(c: &reqwest::blocking::Client, col: &Collector, group: &str) -> Value {
+    c.get(col.url(&format!("/v1/groups/{group}/offsets")))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["offsets"]
+        .clone()
+}
+
+/// docs: `groups.offsets_retention_ms` deletes the committed offsets of a group that has had
+/// no member for that long; a group with members keeps them however old they are.
+#[test]
+fn offsets_of_groups_idle_past_retention_are_deleted_live_groups_keep_theirs() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        "groups:\n  offsets_retention_ms: 1500\n",
+    );
+    let c = client();
+    create_topic(&c, &col, "o", 1);
+    let (s, r) =
+        tributary_tests::produce(&c, &col.url(""), "o", 0, stamped_batch(now_ms(), "r", 5));
+    assert_eq!(s, 200, "{r}");
+    // "idle" commits and leaves; "busy" commits and stays.
+    let (idle, _) = join_and_commit(&c, &col, "idle", "o", 5);
+    let (s, r) = post(
+        &c,
+        col.url("/v1/groups/idle/heartbeat"),
+        json!({"member_id": idle, "member_epoch": -1}),
+    );
+    assert_eq!(s, 200, "{r}");
+    let left_at = Instant::now();
+    let (busy, mut busy_epoch) = join_and_commit(&c, &col, "busy", "o", 3);
+    assert_eq!(committed(&c, &col, "idle")[0]["offset"], 5);
+    // Until the idle group's offsets go, the busy member keeps heartbeating.
+    loop {
+        let (s, hb) = post(
+            &c,
+            col.url("/v1/groups/busy/heartbeat"),
+            json!({"member_id": busy, "member_epoch": busy_epoch}),
+        );
+        assert_eq!(s, 200, "{hb}");
+        busy_epoch = hb["member_epoch"].as_i64().unwrap();
+        if committed(&c, &col, "idle") == json!([]) {
+            break;
+        }
+        assert!(
+            left_at.elapsed() < Duration::from_secs(20),
+            "idle offsets never deleted"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        left_at.elapsed() >= Duration::from_millis(1400),
+        "deleted after {:?}, before offsets_retention_ms",
+        left_at.elapsed()
+    );
+    assert_eq!(
+        committed(&c, &col, "busy")[0]["offset"],
+        3,
+        "a live group keeps its offsets"
+    );
+}
