@@ -103,7 +103,8 @@ impl Default for FlushSection {
 pub struct Limits {
     /// Largest request body accepted (produce); larger ones get 413 without being buffered.
     pub max_request_bytes: u64,
-    /// Requests handled at once; more wait in the accept queue.
+    /// Client API (`/v1`) requests handled at once, all routes together; more wait.
+    /// `/health`, `/metrics` and broker-to-broker replication are not counted.
     pub max_in_flight_requests: usize,
     /// Request body bytes held in memory at once across all requests.
     pub max_in_flight_bytes: u64,

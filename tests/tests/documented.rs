@@ -462,3 +462,97 @@ fn offsets_of_groups_idle_past_retention_are_deleted_live_groups_keep_theirs() {
         "a live group keeps its offsets"
     );
 }
+
+/// Sends a request to `url` on its own thread; returns when it finished, after `start`.
+fn timed_get(url: String) -> std::thread::JoinHandle<(u16, std::time::Instant)> {
+    std::thread::spawn(move || {
+        let r = client().get(url).send().unwrap();
+        (r.status().as_u16(), std::time::Instant::now())
+    })
+}
+
+/// docs: `limits.max_in_flight_requests` requests are handled at once; more wait. One
+/// long-polling fetch fills a limit of 1, so a metadata request finishes only after it;
+/// with a limit of 2 the metadata request overtakes it.
+#[test]
+fn max_in_flight_requests_makes_further_requests_wait() {
+    use std::time::Duration;
+    for limit in [1, 2] {
+        let tmp = tempfile::tempdir().unwrap();
+        let col = Collector::start(
+            &tmp.path().join("data"),
+            &format!("limits:\n  max_in_flight_requests: {limit}\n"),
+        );
+        create_topic(&client(), &col, "w", 1);
+        // Nothing to read at offset 0: the fetch waits its full 2 s.
+        let poll =
+            timed_get(col.url("/v1/topics/w/partitions/0/batches?offset=0&max_wait_ms=2000"));
+        std::thread::sleep(Duration::from_millis(300));
+        let meta = timed_get(col.url("/v1/metadata"));
+        let (s1, poll_done) = poll.join().unwrap();
+        let (s2, meta_done) = meta.join().unwrap();
+        assert_eq!((s1, s2), (200, 200));
+        if limit == 1 {
+            assert!(
+                meta_done >= poll_done,
+                "limit 1: metadata answered while the fetch held the only slot"
+            );
+        } else {
+            assert!(
+                meta_done < poll_done,
+                "limit 2: metadata waited for the fetch"
+            );
+        }
+    }
+}
+
+/// docs: `limits.max_in_flight_bytes` bounds the request bodies held at once: a body is
+/// read only once its declared length fits. A slow upload declaring the whole budget makes
+/// a small produce wait until it is gone; declaring a little less lets it through.
+#[test]
+fn max_in_flight_bytes_makes_bodies_wait_for_room() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    for (declared, must_wait) in [(65536usize, true), (60000, false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let col = Collector::start(
+            &tmp.path().join("data"),
+            "limits:\n  max_request_bytes: 65536\n  max_in_flight_bytes: 65536\n",
+        );
+        create_topic(&client(), &col, "b", 1);
+        // The slow upload: headers and half its body, then it stalls 1.5 s and hangs up.
+        let addr = col.url("").trim_start_matches("http://").to_owned();
+        let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            slow,
+            "POST /v1/topics/b/partitions/0/batches HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/vnd.tributary.batches\r\ncontent-length: {declared}\r\n\r\n"
+        )
+        .unwrap();
+        slow.write_all(&vec![0u8; declared / 2]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let hang_up = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1200));
+            drop(slow);
+        });
+        let started = Instant::now();
+        let (s, r) = post(
+            &client(),
+            col.url("/v1/topics/b/records"),
+            json!({"records": [{"value": "small"}]}),
+        );
+        let waited = started.elapsed();
+        hang_up.join().unwrap();
+        assert_eq!(s, 200, "{r}");
+        if must_wait {
+            assert!(
+                waited >= Duration::from_millis(1000),
+                "declared {declared}: answered after {waited:?}"
+            );
+        } else {
+            assert!(
+                waited < Duration::from_millis(1000),
+                "declared {declared}: waited {waited:?}"
+            );
+        }
+    }
+}

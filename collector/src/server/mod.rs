@@ -78,20 +78,18 @@ async fn json_errors(req: Request, next: Next) -> Response {
     error::ApiError::with_status(status, message).into_response()
 }
 
-/// The client and admin routes.
+/// The client and admin routes. The client API (`/v1/…`) shares one limit of
+/// `max_in_flight_requests` requests handled at once (more wait); `/health`, `/metrics` and
+/// the brokers' own replication routes stay outside it, so a saturated broker still answers
+/// probes and keeps its followers fed.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_requests = state.broker.config.limits.max_in_flight_requests;
     use api::routes as r;
     use handlers as h;
-    Router::new()
-        .route(r::HEALTH, get(h::health))
-        .route(r::METRICS, get(h::metrics))
+    // One semaphore for every client route (a per-route limit would multiply it).
+    let client = Router::new()
         .route(r::METADATA, get(h::metadata))
         .route(r::CLUSTER, get(h::cluster))
-        .route(r::PARTITION_OFFSETS, get(h::partition_offsets))
-        .route(r::REPLICA_FETCH, get(h::replica_fetch))
-        .route(r::REPLICA_EPOCH_END, get(h::replica_epoch_end))
-        .route(r::REPLICA_CHECKSUM, get(h::replica_checksum))
         .route(r::TOPICS, get(h::list_topics).post(h::create_topic))
         .route(r::TOPIC, get(h::describe_topic).delete(h::delete_topic))
         .route(r::PRODUCERS, post(h::allocate_producer))
@@ -107,9 +105,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(h::group_offsets).post(h::commit_offsets),
         )
         .route(r::GROUP_RESET, post(h::reset_offsets))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_requests));
+    Router::new()
+        .route(r::HEALTH, get(h::health))
+        .route(r::METRICS, get(h::metrics))
+        .route(r::PARTITION_OFFSETS, get(h::partition_offsets))
+        .route(r::REPLICA_FETCH, get(h::replica_fetch))
+        .route(r::REPLICA_EPOCH_END, get(h::replica_epoch_end))
+        .route(r::REPLICA_CHECKSUM, get(h::replica_checksum))
+        .merge(client)
         .fallback(|| async { error::ApiError::new(api::ErrorCode::NotFound, "no such route") })
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(max_requests))
         .with_state(state)
 }
