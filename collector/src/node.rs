@@ -149,6 +149,7 @@ pub async fn run(
     let membership = tokio::spawn(membership(
         controller.clone(),
         config.clone(),
+        broker.incarnation,
         registered,
         hb_stop_rx,
     ));
@@ -254,13 +255,14 @@ async fn controlled_shutdown(controller: &Controller, node_id: u64) {
 async fn membership(
     controller: Arc<Controller>,
     config: Config,
+    incarnation: u64,
     registered: Arc<AtomicBool>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut delays = client::RetryPolicy::new(REGISTER_RETRY_INITIAL, REGISTER_RETRY_MAX).delays();
     let mut attempts = 0u32;
     loop {
-        match register(&controller, &config).await {
+        match register(&controller, &config, incarnation).await {
             Ok(()) => {
                 registered.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!(node_id = config.node_id, "registered with the controller");
@@ -295,7 +297,11 @@ async fn membership(
 }
 
 /// Registers this broker with the controller (idempotent; updates a changed address).
-async fn register(controller: &Controller, config: &Config) -> Result<(), ServerError> {
+async fn register(
+    controller: &Controller,
+    config: &Config,
+    incarnation: u64,
+) -> Result<(), ServerError> {
     // A broker that is not a voter first joins the metadata log as a learner.
     let voter = config.voters.iter().any(|(id, _)| *id == config.node_id);
     if !voter && !controller.is_member() {
@@ -309,17 +315,20 @@ async fn register(controller: &Controller, config: &Config) -> Result<(), Server
         }
     }
     let kafka_address = config.kafka.as_ref().and_then(|k| k.advertise.clone());
+    // Registered at every start: the new incarnation is how this broker later knows its
+    // metadata has caught up with what was decided while it was down.
     let known = controller
         .metadata()
         .brokers
         .get(&config.node_id)
-        .map(|b| (b.address.clone(), b.kafka_address.clone()));
-    if known != Some((config.advertise.clone(), kafka_address.clone())) {
+        .map(|b| (b.address.clone(), b.kafka_address.clone(), b.incarnation));
+    if known != Some((config.advertise.clone(), kafka_address.clone(), incarnation)) {
         let r = controller
             .propose(MetadataCommand::RegisterBroker {
                 id: config.node_id,
                 address: config.advertise.clone(),
                 kafka_address,
+                incarnation,
             })
             .await?;
         if let CommandResult::Refused(e) = r {

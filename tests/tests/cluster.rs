@@ -1057,3 +1057,77 @@ fn acks_0_and_1_answer_without_followers_acks_all_does_not() {
     });
     assert_eq!(&values[..3], ["all-before", "one", "zero"], "{values:?}");
 }
+
+/// The partition directories of `topic` in a node's data dir.
+fn topic_dirs(node: &Collector, topic: &str) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(&node.data)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&format!("{topic}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// Deleting a topic removes its files on every replica — also on one that was down during
+/// the delete, once it is back and has caught up with the metadata.
+#[test]
+fn a_deleted_topic_leaves_no_files_on_any_replica_even_one_down_during_the_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3, "");
+    let c = client();
+    create_topic(
+        &c,
+        &cl.nodes[0],
+        json!({"name": "gone", "partitions": 2, "replication_factor": 3}),
+    );
+    create_topic(
+        &c,
+        &cl.nodes[0],
+        json!({"name": "kept", "partitions": 1, "replication_factor": 3}),
+    );
+    // Records on every partition, through any node (JSON produce is forwarded to leaders).
+    for topic in ["gone", "kept"] {
+        let r = c
+            .post(cl.nodes[0].url(&format!("/v1/topics/{topic}/records?acks=all")))
+            .json(&json!({"records": (0..20).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect::<Vec<_>>()}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+    }
+    // Every node holds both partitions of "gone".
+    for n in &cl.nodes {
+        wait_for(Duration::from_secs(30), "replicas on every node", || {
+            (topic_dirs(n, "gone") == ["gone-0", "gone-1"]).then_some(())
+        });
+    }
+    cl.node(3).kill9();
+    let r = c.delete(cl.nodes[0].url("/v1/topics/gone")).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    for id in [1, 2] {
+        let n = &cl.nodes[id - 1];
+        wait_for(
+            Duration::from_secs(30),
+            "files gone on a live replica",
+            || topic_dirs(n, "gone").is_empty().then_some(()),
+        );
+    }
+    assert_eq!(
+        topic_dirs(&cl.nodes[2], "gone").len(),
+        2,
+        "node 3 was down: still there"
+    );
+    cl.node(3).restart();
+    cl.nodes[2].wait_healthy();
+    wait_for(
+        Duration::from_secs(30),
+        "files gone on the restarted replica",
+        || topic_dirs(&cl.nodes[2], "gone").is_empty().then_some(()),
+    );
+    // The other topic is untouched everywhere.
+    for n in &cl.nodes {
+        assert_eq!(topic_dirs(n, "kept"), ["kept-0"]);
+    }
+}

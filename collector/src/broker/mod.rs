@@ -159,6 +159,9 @@ pub struct Broker {
     pub relay: CollectorClient,
     /// Spreads keyless JSON produces over the partitions this broker leads.
     spread: AtomicU32,
+    /// This process's incarnation, registered with the controller (see
+    /// `BrokerMeta::incarnation`).
+    pub incarnation: u64,
 }
 
 impl Broker {
@@ -188,6 +191,7 @@ impl Broker {
             metrics,
             partitions: RwLock::new(HashMap::new()),
             spread: AtomicU32::new(0),
+            incarnation: uuid::Uuid::new_v4().as_u64_pair().0.max(1),
         })
     }
 
@@ -347,6 +351,33 @@ impl Broker {
             }
         }
         self.drop_local_topic(name)
+    }
+
+    /// Removes the local partitions of topics the metadata no longer has (deleted while this
+    /// broker was down, or by another broker), once the metadata is known to hold
+    /// everything decided before this run: it shows this process's own registration.
+    pub fn drop_deleted_topics(&self) {
+        let meta = self.controller.metadata();
+        let current = meta
+            .brokers
+            .get(&self.config.node_id)
+            .is_some_and(|b| b.incarnation == self.incarnation);
+        if !current {
+            return;
+        }
+        let gone: std::collections::BTreeSet<String> = self
+            .logs
+            .partitions()
+            .into_iter()
+            .map(|(tp, _)| tp.topic)
+            .filter(|t| !meta.topics.contains_key(t))
+            .collect();
+        for topic in gone {
+            tracing::info!(%topic, "deleting the local partitions of a deleted topic");
+            if let Err(e) = self.drop_local_topic(&topic) {
+                tracing::warn!(%topic, error = %e, "deleting a deleted topic's partitions failed");
+            }
+        }
     }
 
     fn drop_local_topic(&self, name: &str) -> Result<(), BrokerError> {

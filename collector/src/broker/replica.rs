@@ -43,6 +43,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
     isr_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         reconcile(&broker, &mut following);
+        broker.drop_deleted_topics();
         tokio::select! {
             _ = stop.changed() => break,
             r = meta.changed() => if r.is_err() { break },

@@ -24,6 +24,11 @@ pub struct BrokerMeta {
     /// Its Kafka listener's advertised `host:port`, when it serves one.
     #[serde(default)]
     pub kafka_address: Option<String>,
+    /// Chosen by the broker process at start and registered: once a broker sees its own
+    /// incarnation in its metadata, that metadata holds everything decided before this run
+    /// (Raft applies in order), so what it lacks — deleted topics — can be removed locally.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +93,9 @@ pub enum MetadataCommand {
         /// Its Kafka listener's advertised `host:port`, when it serves one.
         #[serde(default)]
         kafka_address: Option<String>,
+        /// The broker process's incarnation (see [`BrokerMeta::incarnation`]).
+        #[serde(default)]
+        incarnation: u64,
     },
     /// The active controller stopped hearing from a broker.
     FenceBroker {
@@ -253,6 +261,7 @@ impl MetadataState {
                 id,
                 address,
                 kafka_address,
+                incarnation,
             } => {
                 self.brokers.insert(
                     *id,
@@ -261,6 +270,7 @@ impl MetadataState {
                         address: address.clone(),
                         kafka_address: kafka_address.clone(),
                         fenced: false,
+                        incarnation: *incarnation,
                     },
                 );
                 CommandResult::Done
@@ -569,6 +579,7 @@ mod tests {
                 id,
                 address: format!("127.0.0.1:{}", 7400 + id),
                 kafka_address: None,
+                incarnation: 1,
             });
         }
         s

@@ -56,6 +56,7 @@ async fn metadata_survives_restart_and_ids_are_not_reused() {
         id: 1,
         address: "127.0.0.1:1".into(),
         kafka_address: None,
+        incarnation: 1,
     })
     .await
     .unwrap();
