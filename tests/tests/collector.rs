@@ -498,3 +498,100 @@ fn every_documented_metric_is_exported() {
         "documented but not exported: {missing:?}\n{text}"
     );
 }
+
+/// A data directory that fails at run time (here: it vanishes under the broker, as when a
+/// disk is pulled): the broker takes that directory offline and says so (`/health`
+/// degraded, `tributary_data_dirs_offline` 1, a retriable error for its partitions), while
+/// partitions on the other directory keep taking writes and serving reads.
+#[test]
+fn failing_data_dir_goes_offline_and_the_other_dir_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::create_dir_all(&bad).unwrap();
+    let config = tmp.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nkafka_listen: null\ndata_dirs: [{}, {}]\n",
+            good.display(),
+            bad.display()
+        ),
+    )
+    .unwrap();
+    let col = Collector::start_with(&good, &config);
+    let c = client();
+    let r = c
+        .post(col.url("/v1/topics"))
+        // Small segments: every produce rolls, creating files in the partition's directory.
+        .json(&json!({"name": "dirs", "partitions": 2, "configs": {"segment_bytes": 1024}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let base = col.url("");
+    for p in 0..2 {
+        let (s, body) = produce(
+            &c,
+            &base,
+            "dirs",
+            p,
+            batch(&values("before", 0, 10), ProducerStamp::NONE, false),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+    // One partition on each directory.
+    let on_bad: Vec<u32> = (0..2)
+        .filter(|p| bad.join(format!("dirs-{p}")).exists())
+        .collect();
+    let on_good: Vec<u32> = (0..2)
+        .filter(|p| good.join(format!("dirs-{p}")).exists())
+        .collect();
+    assert_eq!(
+        (on_bad.len(), on_good.len()),
+        (1, 1),
+        "placement: {on_bad:?} {on_good:?}"
+    );
+    let (bad_p, good_p) = (on_bad[0], on_good[0]);
+
+    std::fs::remove_dir_all(&bad).unwrap();
+    // Writes to the failing directory's partition fail (retriable); the directory goes
+    // offline.
+    let (s, e) = produce(
+        &c,
+        &base,
+        "dirs",
+        bad_p,
+        batch(&values("lost", 0, 10), ProducerStamp::NONE, false),
+    );
+    assert!(s >= 500, "{s} {e}");
+    assert_eq!(e["error"]["retriable"], true, "{e}");
+    tributary_tests::wait_for(Duration::from_secs(10), "health degraded", || {
+        let h: Value = c.get(col.url("/health")).send().ok()?.json().ok()?;
+        (h["status"] == "degraded" && h["data_dirs_offline"] == 1).then_some(())
+    });
+    assert_eq!(
+        tributary_tests::scrape(&col.url("/metrics"), "tributary_data_dirs_offline"),
+        Some(1.0)
+    );
+    // The other directory keeps serving: writes and reads.
+    for round in 0..3 {
+        let (s, body) = produce(
+            &c,
+            &base,
+            "dirs",
+            good_p,
+            batch(&values("after", round * 10, 10), ProducerStamp::NONE, false),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+    assert_eq!(read_all(&c, &base, "dirs", good_p).len(), 40);
+    // The offline partition answers with an error, not with wrong data.
+    let r = c
+        .get(col.url(&format!(
+            "/v1/topics/dirs/partitions/{bad_p}/batches?offset=0"
+        )))
+        .send()
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+}

@@ -81,9 +81,18 @@ impl Broker {
         let limits = self.config.batch_limits();
         let waiter = part.clone();
         let metrics = self.metrics.clone();
+        let tp = part.tp.clone();
         let task = tokio::task::spawn_blocking(move || {
             validate_and_append(&part, bytes, limits, epoch, &metrics)
         });
+        // An I/O error under an append takes its data directory offline (as for reads).
+        let task = async {
+            let r = task.await;
+            if let Ok(Err(BrokerError::Produce(super::ProduceError::Storage(e)))) = &r {
+                self.logs.report_error(&tp, e);
+            }
+            r
+        };
         if acks == Acks::None {
             // No acknowledgement, but the append is still waited for: the connection's next
             // request (and its memory) waits behind it, and batches of one partition keep
