@@ -73,18 +73,43 @@ impl Collector {
     }
 
     /// Starts the process and waits only for it to listen (a cluster node cannot become
-    /// healthy before a quorum of its peers is up).
+    /// healthy before a quorum of its peers is up). A start that fails because its port is
+    /// taken (another test's connection may hold it for a moment: ports are chosen before
+    /// the process binds them, and a restart reuses its port) is retried with backoff for
+    /// up to [`BIND_RETRY_FOR`].
     pub fn spawn(data: &Path, config: &Path) -> Self {
+        let deadline = Instant::now() + BIND_RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match Self::try_spawn(data, config) {
+                Ok(c) => return c,
+                Err(SpawnError::PortInUse) if Instant::now() < deadline => {
+                    eprintln!("collector port in use; retrying in {pause:?}");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(SpawnError::PortInUse) => {
+                    panic!("collector port still in use after {BIND_RETRY_FOR:?}")
+                }
+                Err(SpawnError::Exited(status)) => {
+                    panic!("collector exited before listening: {status}")
+                }
+            }
+        }
+    }
+
+    fn try_spawn(data: &Path, config: &Path) -> Result<Self, SpawnError> {
         let mut child = Command::new(binary("collector"))
             .args(["serve", "--config"])
             .arg(config)
             // openraft reports every RPC to a killed node; the tests kill nodes on purpose.
             .env("RUST_LOG", "warn,openraft=off")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -93,15 +118,39 @@ impl Collector {
             }
             for _ in lines {}
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("collector did not report its address within 30 s");
-        let addr = line.rsplit("http://").next().unwrap().trim().to_owned();
-        Self {
-            child,
-            addr,
-            data: data.to_path_buf(),
-            config: config.to_path_buf(),
+        // The collector's log goes on to the test's stderr; a bind failure is noted.
+        let in_use = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = in_use.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("in use") {
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                eprintln!("{line}");
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                let addr = line.rsplit("http://").next().unwrap().trim().to_owned();
+                Ok(Self {
+                    child,
+                    addr,
+                    data: data.to_path_buf(),
+                    config: config.to_path_buf(),
+                })
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                // Let the stderr reader see the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                if in_use.load(std::sync::atomic::Ordering::SeqCst) {
+                    Err(SpawnError::PortInUse)
+                } else {
+                    Err(SpawnError::Exited(status))
+                }
+            }
         }
     }
 
@@ -187,8 +236,34 @@ impl Collector {
     }
 }
 
-/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+/// How long [`Collector::spawn`] retries a start whose port is taken.
+const BIND_RETRY_FOR: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+enum SpawnError {
+    PortInUse,
+    Exited(std::process::ExitStatus),
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for configs that must name their ports
+/// before the processes start (cluster voters). Chosen below the kernel's ephemeral range
+/// (32768 and up on Linux), where outgoing connections take their local ports, so a
+/// parallel test's connection rarely lands on it; a start that still finds it taken is
+/// retried by [`Collector::spawn`].
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread over the range by process, then walk it.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (start.wrapping_add(k.wrapping_mul(7919)) % SPAN);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -659,4 +734,36 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Log lines for agent tests, as stored (no newline): `{stream}-{i:06} GET /items?id={i} x…`
+/// for `i` in `from..from + n`, of varied lengths.
+pub fn log_lines(stream: &str, from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| format!("{stream}-{i:06} GET /items?id={i} {}", "x".repeat(i % 40)))
+        .collect()
+}
+
+/// Appends each line and a newline to `path` (created if missing), in one write.
+pub fn append_lines(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(l);
+        buf.push('\n');
+    }
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// Waits (at most 30 s) until the metric `name` scraped from `metrics_url` is at least
+/// `at_least`.
+pub fn wait_metric(metrics_url: &str, name: &str, at_least: f64) {
+    wait_for(Duration::from_secs(30), name, || {
+        (scrape(metrics_url, name).unwrap_or(0.0) >= at_least).then_some(())
+    });
 }

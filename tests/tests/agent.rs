@@ -8,44 +8,18 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_tests::{AgentProc, Collector, TopicRecord, client, free_port, read_topic, scrape};
-
-/// Waits until the agent's metric `name` reaches `at_least`.
-fn wait_metric(metrics: &str, name: &str, at_least: f64) {
-    tributary_tests::wait_for(Duration::from_secs(30), name, || {
-        (scrape(metrics, name).unwrap_or(0.0) >= at_least).then_some(())
-    });
-}
+use tributary_tests::{
+    AgentProc, Collector, TopicRecord, append_lines, client, free_port, log_lines, read_topic,
+    wait_metric,
+};
 
 const MAX_LINE: usize = 1000;
 
-fn append(path: &Path, stream: &str, from: usize, n: usize) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let mut buf = String::new();
-    for i in from..from + n {
-        buf.push_str(&format!(
-            "{stream}-{i:06} GET /api/v1/items?id={i} 200 {}\n",
-            "x".repeat(i % 50)
-        ));
-    }
-    f.write_all(buf.as_bytes()).unwrap();
-}
-
-/// What the log must hold for the lines `stream-from..from+n`.
-fn expect(out: &mut Vec<Vec<u8>>, stream: &str, from: usize, n: usize) {
-    for i in from..from + n {
-        out.push(
-            format!(
-                "{stream}-{i:06} GET /api/v1/items?id={i} 200 {}",
-                "x".repeat(i % 50)
-            )
-            .into_bytes(),
-        );
-    }
+/// Appends the lines `stream-from..from+n` to `path` and adds them to what the log must hold.
+fn write(path: &Path, want: &mut Vec<Vec<u8>>, stream: &str, from: usize, n: usize) {
+    let lines = log_lines(stream, from, n);
+    append_lines(path, &lines);
+    want.extend(lines.into_iter().map(String::into_bytes));
 }
 
 fn wait_for(c: &reqwest::blocking::Client, base: &str, want: usize) -> Vec<TopicRecord> {
@@ -85,17 +59,13 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     write_config(&col.url(""));
     let app = logs.join("app.log");
     let mut want = Vec::new();
-    append(&app, "a", 0, 2000);
-    expect(&mut want, "a", 0, 2000);
+    write(&app, &mut want, "a", 0, 2000);
     let mut agent = AgentProc::start(&config);
-    append(&app, "a", 2000, 2000);
-    expect(&mut want, "a", 2000, 2000);
+    write(&app, &mut want, "a", 2000, 2000);
     // Rename rotation: the app writes a little more to the old file, then a new one.
     std::fs::rename(&app, logs.join("app.log.1")).unwrap();
-    append(&logs.join("app.log.1"), "a", 4000, 500);
-    expect(&mut want, "a", 4000, 500);
-    append(&app, "b", 0, 1000);
-    expect(&mut want, "b", 0, 1000);
+    write(&logs.join("app.log.1"), &mut want, "a", 4000, 500);
+    write(&app, &mut want, "b", 0, 1000);
     // A long line is split into pieces of max_line_bytes, never dropped.
     {
         let long = "L".repeat(2 * MAX_LINE + 123);
@@ -110,13 +80,11 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     wait_metric(&metrics, "tributary_agent_connected", 1.0);
     col.pause();
     // Lines written now are read and journaled but cannot be acknowledged.
-    append(&app, "b", 1000, 500);
-    expect(&mut want, "b", 1000, 500);
+    write(&app, &mut want, "b", 1000, 500);
     wait_metric(&metrics, "tributary_agent_journal_batches", 1.0);
     agent.kill9();
     col.resume();
-    append(&app, "b", 1500, 500);
-    expect(&mut want, "b", 1500, 500);
+    write(&app, &mut want, "b", 1500, 500);
     agent.restart();
     std::thread::sleep(Duration::from_millis(500));
     // Copy-truncate: the copy carries on where the agent was; the original starts over.
@@ -128,12 +96,10 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
         .set_len(0)
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    append(&app, "c", 0, 1000);
-    expect(&mut want, "c", 0, 1000);
+    write(&app, &mut want, "c", 0, 1000);
     // The collector dies and comes back; the agent retries.
     col.kill9();
-    append(&app, "c", 1000, 1000);
-    expect(&mut want, "c", 1000, 1000);
+    write(&app, &mut want, "c", 1000, 1000);
     std::thread::sleep(Duration::from_millis(500));
     let before = col.url("");
     col.restart();
@@ -145,8 +111,7 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     // Deletion after rotation.
     std::thread::sleep(Duration::from_millis(1000));
     std::fs::remove_file(logs.join("app.log.1")).unwrap();
-    append(&app, "c", 2000, 500);
-    expect(&mut want, "c", 2000, 500);
+    write(&app, &mut want, "c", 2000, 500);
 
     let c = client();
     let got = wait_for(&c, &col.url(""), want.len());

@@ -6,30 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tributary_tests::{
-    AgentProc, Collector, TopicRecord, client, free_port, read_topic, scrape, wait_for,
+    AgentProc, Collector, TopicRecord, append_lines, client, free_port, log_lines, read_topic,
+    scrape,
 };
-
-/// Appends lines `{stream}-{i:06} …` for `i` in `from..from + n`.
-fn append(path: &Path, stream: &str, from: usize, n: usize) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let mut buf = String::new();
-    for i in from..from + n {
-        buf.push_str(&format!(
-            "{stream}-{i:06} GET /items?id={i} {}\n",
-            "x".repeat(i % 40)
-        ));
-    }
-    f.write_all(buf.as_bytes()).unwrap();
-}
 
 fn copy_truncate(path: &Path, to: &Path) {
     std::fs::copy(path, to).unwrap();
@@ -82,9 +65,7 @@ impl Setup {
     }
 
     fn wait_metric(&self, name: &str, at_least: f64) {
-        wait_for(Duration::from_secs(30), name, || {
-            (self.metric(name) >= at_least).then_some(())
-        });
+        tributary_tests::wait_metric(&self.metrics, name, at_least);
     }
 
     /// Waits until `want` records are stored (and a little longer, for late duplicates).
@@ -98,13 +79,6 @@ impl Setup {
         std::thread::sleep(Duration::from_millis(1000));
         read_topic(&c, &base, "logs")
     }
-}
-
-/// The lines `stream-from..from+n` as stored (without the newline).
-fn lines(stream: &str, from: usize, n: usize) -> Vec<String> {
-    (from..from + n)
-        .map(|i| format!("{stream}-{i:06} GET /items?id={i} {}", "x".repeat(i % 40)))
-        .collect()
 }
 
 /// Every wanted line exactly once; and within each `(partition, path header)` stream, in
@@ -160,14 +134,14 @@ fn check(got: &[TopicRecord], want: &[String]) {
 /// of which the agent reads only what `buffer_bytes_max` allows; then kills the agent.
 /// Returns the stopped agent (to restart) and the lines written.
 fn killed_with_unread_lines(s: &Setup, file: &Path, stream: &str) -> (AgentProc, Vec<String>) {
-    append(file, stream, 0, 100);
-    let mut want = lines(stream, 0, 100);
+    append_lines(file, &log_lines(stream, 0, 100));
+    let mut want = log_lines(stream, 0, 100);
     let mut agent = AgentProc::start(&s.config);
     s.wait_metric("tributary_agent_batches_acked_total", 1.0);
     s.wait_metric("tributary_agent_records_read_total", 100.0);
     s.col.pause();
-    append(file, stream, 100, 3000);
-    want.extend(lines(stream, 100, 3000));
+    append_lines(file, &log_lines(stream, 100, 3000));
+    want.extend(log_lines(stream, 100, 3000));
     s.wait_metric("tributary_agent_buffered_bytes", 60_000.0);
     agent.kill9();
     (agent, want)
@@ -181,8 +155,8 @@ const LONG_LINGER: &str = "  linger_ms: 3000\n  batch_bytes_max: 4194304\n";
 fn copy_truncate_while_reads_are_pending() {
     let s = setup("*.log*", LONG_LINGER, "");
     let b = s.logs.join("b.log");
-    append(&b, "b0", 0, 500);
-    let mut want = lines("b0", 0, 500);
+    append_lines(&b, &log_lines("b0", 0, 500));
+    let mut want = log_lines("b0", 0, 500);
     let mut agent = AgentProc::start(&s.config);
     s.wait_metric("tributary_agent_records_read_total", 500.0);
     assert_eq!(
@@ -191,8 +165,8 @@ fn copy_truncate_while_reads_are_pending() {
         "the 500 lines must still be pending (linger 3 s) when the file is copy-truncated"
     );
     copy_truncate(&b, &s.logs.join("b.log.1"));
-    append(&b, "b1", 0, 100);
-    want.extend(lines("b1", 0, 100));
+    append_lines(&b, &log_lines("b1", 0, 100));
+    want.extend(log_lines("b1", 0, 100));
     check(&s.delivered(want.len()), &want);
     assert!(agent.terminate().success());
 }
@@ -203,13 +177,13 @@ fn copy_truncate_while_reads_are_pending() {
 fn copy_truncate_while_pending_then_kill() {
     let s = setup("*.log*", LONG_LINGER, "");
     let b = s.logs.join("b.log");
-    append(&b, "b0", 0, 500);
-    let mut want = lines("b0", 0, 500);
+    append_lines(&b, &log_lines("b0", 0, 500));
+    let mut want = log_lines("b0", 0, 500);
     let mut agent = AgentProc::start(&s.config);
     s.wait_metric("tributary_agent_records_read_total", 500.0);
     copy_truncate(&b, &s.logs.join("b.log.1"));
-    append(&b, "b1", 0, 100);
-    want.extend(lines("b1", 0, 100));
+    append_lines(&b, &log_lines("b1", 0, 100));
+    want.extend(log_lines("b1", 0, 100));
     // The truncation was noticed and the new content read (into the same pending batch).
     s.wait_metric("tributary_agent_records_read_total", 600.0);
     assert_eq!(s.metric("tributary_agent_batches_sent_total"), 0.0);
@@ -226,18 +200,18 @@ fn copy_truncate_while_pending_then_kill() {
 fn copy_truncate_while_journaled_then_kill() {
     let s = setup("*.log*", "  linger_ms: 20\n  batch_bytes_max: 8192\n", "");
     let b = s.logs.join("b.log");
-    append(&b, "b0", 0, 300);
-    let mut want = lines("b0", 0, 300);
+    append_lines(&b, &log_lines("b0", 0, 300));
+    let mut want = log_lines("b0", 0, 300);
     let mut agent = AgentProc::start(&s.config);
     s.wait_metric("tributary_agent_batches_acked_total", 1.0);
     s.col.pause();
-    append(&b, "b0", 300, 700);
-    want.extend(lines("b0", 300, 700));
+    append_lines(&b, &log_lines("b0", 300, 700));
+    want.extend(log_lines("b0", 300, 700));
     s.wait_metric("tributary_agent_records_read_total", 1000.0);
     s.wait_metric("tributary_agent_journal_batches", 2.0);
     copy_truncate(&b, &s.logs.join("b.log.1"));
-    append(&b, "b1", 0, 100);
-    want.extend(lines("b1", 0, 100));
+    append_lines(&b, &log_lines("b1", 0, 100));
+    want.extend(log_lines("b1", 0, 100));
     s.wait_metric("tributary_agent_records_read_total", 1100.0);
     agent.kill9();
     s.col.resume();
@@ -259,28 +233,29 @@ fn rename_keeps_each_path_stream_in_order() {
     );
     let mut want = Vec::new();
     for f in ["a", "b", "c"] {
-        append(&s.logs.join(format!("{f}.log")), &format!("{f}0"), 0, 100);
-        want.extend(lines(&format!("{f}0"), 0, 100));
+        append_lines(
+            &s.logs.join(format!("{f}.log")),
+            &log_lines(&format!("{f}0"), 0, 100),
+        );
+        want.extend(log_lines(&format!("{f}0"), 0, 100));
     }
     let mut agent = AgentProc::start(&s.config);
     s.wait_metric("tributary_agent_records_read_total", 300.0);
     s.col.pause();
     for f in ["a", "b", "c"] {
-        append(
+        append_lines(
             &s.logs.join(format!("{f}.log")),
-            &format!("{f}0"),
-            100,
-            3000,
+            &log_lines(&format!("{f}0"), 100, 3000),
         );
-        want.extend(lines(&format!("{f}0"), 100, 3000));
+        want.extend(log_lines(&format!("{f}0"), 100, 3000));
     }
     // Reading stops at the buffer limit with most of the three files unread.
     s.wait_metric("tributary_agent_buffered_bytes", 60_000.0);
     for f in ["a", "b", "c"] {
         let p = s.logs.join(format!("{f}.log"));
         std::fs::rename(&p, s.logs.join(format!("{f}.log.1"))).unwrap();
-        append(&p, &format!("{f}1"), 0, 3000);
-        want.extend(lines(&format!("{f}1"), 0, 3000));
+        append_lines(&p, &log_lines(&format!("{f}1"), 0, 3000));
+        want.extend(log_lines(&format!("{f}1"), 0, 3000));
     }
     // Let discovery adopt the new files while reading is still held back.
     s.wait_metric("tributary_agent_files_open", 6.0);
@@ -301,8 +276,8 @@ fn rotated_while_agent_down(rotate: fn(&Path, &Path)) {
     let file = s.logs.join("a.log");
     let (mut agent, mut want) = killed_with_unread_lines(&s, &file, "a0");
     rotate(&file, &s.logs.join("a.log-20261129"));
-    append(&file, "a1", 0, 500);
-    want.extend(lines("a1", 0, 500));
+    append_lines(&file, &log_lines("a1", 0, 500));
+    want.extend(log_lines("a1", 0, 500));
     s.col.resume();
     agent.restart();
     check(&s.delivered(want.len()), &want);

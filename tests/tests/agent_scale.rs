@@ -3,25 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_tests::{AgentProc, Collector, client, free_port, metric_value, read_topic, scrape};
-
-fn append(path: &Path, lines: &[String]) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let mut buf = String::new();
-    for l in lines {
-        buf.push_str(l);
-        buf.push('\n');
-    }
-    f.write_all(buf.as_bytes()).unwrap();
-}
+use tributary_tests::{
+    AgentProc, Collector, append_lines, client, free_port, metric_value, read_topic, scrape,
+};
 
 /// CPU ticks (user + system) a process has used.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -95,7 +82,7 @@ fn a_thousand_files_are_tailed_and_an_idle_agent_does_not_spin() {
     let mut want = Vec::new();
     for i in 0..1000 {
         let l = format!("file-{i:04} line-0 started");
-        append(&logs.join(format!("f{i:04}.log")), std::slice::from_ref(&l));
+        append_lines(&logs.join(format!("f{i:04}.log")), std::slice::from_ref(&l));
         want.push(l);
     }
     let config = tmp.path().join("agent.yaml");
@@ -116,7 +103,7 @@ fn a_thousand_files_are_tailed_and_an_idle_agent_does_not_spin() {
     // Every file grows once more.
     for i in 0..1000 {
         let l = format!("file-{i:04} line-1");
-        append(&logs.join(format!("f{i:04}.log")), std::slice::from_ref(&l));
+        append_lines(&logs.join(format!("f{i:04}.log")), std::slice::from_ref(&l));
         want.push(l);
     }
     let got = values_when(&c, &col.url(""), 2000);
@@ -168,7 +155,7 @@ fn collector_down_for_30s_while_files_grow_and_rotate_loses_nothing() {
         )
     };
     let mut want: Vec<String> = (0..5000).map(|i| line(0, i)).collect();
-    append(&app, &want);
+    append_lines(&app, &want);
     let mut agent = AgentProc::start(&config);
     let c = client();
     let got = values_when(&c, &col.url(""), want.len());
@@ -187,7 +174,7 @@ fn collector_down_for_30s_while_files_grow_and_rotate_loses_nothing() {
         let batch: Vec<String> = (i..i + 3000)
             .map(|k| format!("{} {}", line(generation, k), "y".repeat(900)))
             .collect();
-        append(&app, &batch);
+        append_lines(&app, &batch);
         want.extend(batch);
         i += 3000;
         let s = started.elapsed().as_secs();
@@ -250,7 +237,7 @@ fn max_open_files_closes_the_least_active_and_reopens_them_when_they_grow() {
     let round = |r: usize, want: &mut Vec<String>| {
         for i in 0..40 {
             let l = format!("file-{i:02} round-{r} {}", "z".repeat(i));
-            append(&logs.join(format!("f{i:02}.log")), std::slice::from_ref(&l));
+            append_lines(&logs.join(format!("f{i:02}.log")), std::slice::from_ref(&l));
             want.push(l);
         }
     };
@@ -299,8 +286,8 @@ fn sighup_reloads_inputs_in_place_and_an_invalid_config_keeps_the_running_one() 
     };
     write_config("a*.log");
     let (a, b) = (logs.join("a.log"), logs.join("b.log"));
-    append(&a, &["a-0".to_owned()]);
-    append(&b, &["b-0 (before b is an input)".to_owned()]);
+    append_lines(&a, &["a-0".to_owned()]);
+    append_lines(&b, &["b-0 (before b is an input)".to_owned()]);
     let mut agent = AgentProc::start(&config);
     let pid = agent.child.id();
     let c = client();
@@ -312,8 +299,8 @@ fn sighup_reloads_inputs_in_place_and_an_invalid_config_keeps_the_running_one() 
     let mut want = vec!["a-0".to_owned(), "b-0 (before b is an input)".to_owned()];
     let got = values_when(&c, &col.url(""), want.len());
     assert_exactly_once(&got, &want);
-    append(&a, &["a-1 (after a stopped being an input)".to_owned()]);
-    append(&b, &["b-1".to_owned()]);
+    append_lines(&a, &["a-1 (after a stopped being an input)".to_owned()]);
+    append_lines(&b, &["b-1".to_owned()]);
     want.push("b-1".to_owned());
     let got = values_when(&c, &col.url(""), want.len());
     assert_exactly_once(&got, &want);
@@ -325,7 +312,7 @@ fn sighup_reloads_inputs_in_place_and_an_invalid_config_keeps_the_running_one() 
         agent.child.try_wait().unwrap().is_none(),
         "the agent exited"
     );
-    append(&b, &["b-2".to_owned()]);
+    append_lines(&b, &["b-2".to_owned()]);
     want.push("b-2".to_owned());
     let got = values_when(&c, &col.url(""), want.len());
     assert_exactly_once(&got, &want);
@@ -356,8 +343,8 @@ fn files_gone_for_forget_files_after_leave_the_state() {
     )
     .unwrap();
     let (gone, kept) = (logs.join("gone.log"), logs.join("kept.log"));
-    append(&gone, &["gone-0".to_owned()]);
-    append(&kept, &["kept-0".to_owned()]);
+    append_lines(&gone, &["gone-0".to_owned()]);
+    append_lines(&kept, &["kept-0".to_owned()]);
     let mut agent = AgentProc::start(&config);
     let c = client();
     let got = values_when(&c, &col.url(""), 2);
@@ -373,7 +360,7 @@ fn files_gone_for_forget_files_after_leave_the_state() {
     }
     assert!(state().contains("kept.log"), "a present file is kept");
     // The kept file goes on from its checkpoint.
-    append(&kept, &["kept-1".to_owned()]);
+    append_lines(&kept, &["kept-1".to_owned()]);
     let got = values_when(&c, &col.url(""), 3);
     assert_exactly_once(
         &got,
@@ -410,7 +397,7 @@ fn agent_metrics_and_health_are_served_on_metrics_listen() {
     .unwrap();
     // Two short lines and one of 250 bytes: cut into 100 + 100 + 50.
     let long = "L".repeat(250);
-    append(
+    append_lines(
         &logs.join("m.log"),
         &["one".to_owned(), long.clone(), "three".to_owned()],
     );

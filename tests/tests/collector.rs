@@ -595,3 +595,36 @@ fn failing_data_dir_goes_offline_and_the_other_dir_keeps_serving() {
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
 }
+
+/// The harness's restart retries while the node's port is held by something else (another
+/// test's connection can hold it for a moment), instead of failing the test.
+#[test]
+fn a_restart_waits_for_its_port_while_something_else_holds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut col = Collector::start(&tmp.path().join("data"), "");
+    let c = client();
+    let base = col.url("");
+    let (s, _) = produce(
+        &c,
+        &base,
+        "held",
+        0,
+        batch(&values("h", 0, 3), ProducerStamp::NONE, false),
+    );
+    assert_eq!(s, 200);
+    col.kill9();
+    let holder = std::net::TcpListener::bind(&col.addr).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(holder);
+    });
+    let before = Instant::now();
+    col.restart();
+    release.join().unwrap();
+    assert!(
+        before.elapsed() >= Duration::from_millis(1400),
+        "started while the port was held"
+    );
+    assert_eq!(col.url(""), base, "same address");
+    assert_eq!(read_all(&c, &base, "held", 0).len(), 3);
+}
