@@ -1131,3 +1131,94 @@ fn a_deleted_topic_leaves_no_files_on_any_replica_even_one_down_during_the_delet
         assert_eq!(topic_dirs(n, "kept"), ["kept-0"]);
     }
 }
+
+/// A follower whose log ends below the leader's log start (it was down while retention
+/// deleted what it lacks) starts its log over at the leader's log start, catches up and
+/// rejoins the ISR.
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins_the_isr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3, "retention_check_interval_ms: 200\n");
+    let c = client();
+    create_topic(
+        &c,
+        &cl.nodes[0],
+        json!({"name": "trim", "partitions": 1, "replication_factor": 3,
+               "configs": {"segment_bytes": 2048, "retention_bytes": 4096}}),
+    );
+    let produce = |cl: &Cluster, from: usize, n: usize| {
+        let records: Vec<Value> = (from..from + n)
+            .map(|i| json!({"value": format!("record-{i:06}-{}", "p".repeat(100))}))
+            .collect();
+        let r = c
+            .post(cl.nodes[0].url("/v1/topics/trim/records?acks=all"))
+            .json(&json!({ "records": records }))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+    };
+    // (log start, log end) of each node's replica.
+    let ranges = |cl: &Cluster| -> Vec<Option<(u64, u64)>> {
+        cl.nodes
+            .iter()
+            .map(|n| {
+                let v: Value = c
+                    .get(n.url("/internal/replica/checksum?topic=trim&partition=0&upto=18446744073709551615"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .ok()?
+                    .json()
+                    .ok()?;
+                Some((v["from"].as_u64()?, v["to"].as_u64()?))
+            })
+            .collect()
+    };
+    produce(&cl, 0, 10);
+    wait_for(
+        Duration::from_secs(30),
+        "10 records on every replica",
+        || {
+            ranges(&cl)
+                .iter()
+                .all(|r| r.is_some_and(|(_, to)| to == 10))
+                .then_some(())
+        },
+    );
+    let meta = partition_meta(&c, &cl, "trim", 0).unwrap();
+    let leader = meta["leader"].as_u64().unwrap();
+    // A follower other than node 1 (the node the test produces through).
+    let follower = (2..=3u64).find(|id| *id != leader).unwrap();
+    cl.node(follower).kill9();
+    // Enough writes that the leader's retention moves its log start past 10.
+    let mut next = 10;
+    let start = wait_for(
+        Duration::from_secs(60),
+        "the leader's log start past 10",
+        || {
+            produce(&cl, next, 10);
+            next += 10;
+            let r = ranges(&cl)[(leader - 1) as usize]?;
+            (r.0 > 10).then_some(r.0)
+        },
+    );
+    cl.node(follower).restart();
+    wait_for(
+        Duration::from_secs(60),
+        "the follower caught up from the leader's log start",
+        || {
+            let rs = ranges(&cl);
+            let l = rs[(leader - 1) as usize]?;
+            let f = rs[(follower - 1) as usize]?;
+            (f.1 == l.1 && f.1 == next as u64 && f.0 >= start).then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(30), "back in the ISR", || {
+        let m = partition_meta(&c, &cl, "trim", 0)?;
+        let isr: Vec<u64> = m["isr"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect();
+        isr.contains(&follower).then_some(())
+    });
+}
