@@ -368,7 +368,20 @@ fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     for f in 0..8 {
         write(f, 3000, 3500, &mut want);
     }
-    std::thread::sleep(Duration::from_secs(4));
+    // Node 3's partitions fail over (no partition led by it any more) before it returns.
+    wait_for(
+        Duration::from_secs(60),
+        "node 3's partitions led elsewhere",
+        || {
+            (0..6u64)
+                .all(|p| {
+                    partition_meta(&c, &cl, "logs", p)
+                        .and_then(|m| m["leader"].as_u64())
+                        .is_some_and(|l| l != 3)
+                })
+                .then_some(())
+        },
+    );
     cl.node(3).restart();
     // Everything, read from each partition's leader.
     let read_everything = || -> Option<Vec<String>> {
@@ -489,7 +502,7 @@ fn signal(pid: u32, sig: i32) {
 #[test]
 fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let tmp = tempfile::tempdir().unwrap();
     let mut cl = Cluster::start(tmp.path(), 3, &format!("{EXTRA}replica_lag_max_ms: 3000\n"));
     let c = client();
@@ -500,11 +513,14 @@ fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() 
     );
     let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
     let stop = Arc::new(AtomicBool::new(false));
+    // Records acknowledged so far.
+    let progress = Arc::new(AtomicU64::new(0));
     // An idempotent producer: batches of 10 with increasing sequences, acks=all, each
     // retried (same bytes, same sequence) until acknowledged, to whichever node leads.
     let producer = {
         let stop = stop.clone();
         let addrs = addrs.clone();
+        let progress = progress.clone();
         std::thread::spawn(move || {
             let c = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -552,20 +568,33 @@ fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() 
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 acked += 10;
+                progress.store(acked, Ordering::Relaxed);
             }
             (acked, retries)
         })
     };
+    // Readiness, not sleeps: each step waits until the producer has acknowledged 50 more
+    // records (and, after a kill, until another leader is elected).
+    let advanced = |what: &str| {
+        let from = progress.load(Ordering::Relaxed);
+        wait_for(Duration::from_secs(60), what, || {
+            (progress.load(Ordering::Relaxed) >= from + 50).then_some(())
+        });
+    };
     for _round in 0..2 {
-        std::thread::sleep(Duration::from_secs(2));
+        advanced("progress before the kill");
         let leader = partition_meta(&c, &cl, "r", 0).unwrap()["leader"]
             .as_u64()
             .unwrap();
         cl.node(leader).kill9();
-        std::thread::sleep(Duration::from_secs(3));
+        wait_for(Duration::from_secs(60), "a new leader", || {
+            let l = partition_meta(&c, &cl, "r", 0)?["leader"].as_u64()?;
+            (l != leader).then_some(())
+        });
+        advanced("progress through the new leader");
         cl.node(leader).restart();
     }
-    std::thread::sleep(Duration::from_secs(2));
+    advanced("progress after the restart");
     stop.store(true, Ordering::Relaxed);
     let (acked, retries) = producer.join().unwrap();
     eprintln!("{acked} records acknowledged, {retries} retried requests");
