@@ -237,9 +237,15 @@ fn decompress_zstd(data: &[u8], max: usize) -> Result<Vec<u8>, BatchError> {
     let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(zerr)?;
     let window_log = (usize::BITS - max.max(1).leading_zeros()).clamp(23, 27);
     decoder.window_log_max(window_log).map_err(zerr)?;
-    crate::compression::bounded_read(decoder, max)
-        .map_err(zerr)?
-        .ok_or(BatchError::DecompressedTooLarge { max })
+    match crate::compression::bounded_read(decoder, max) {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(BatchError::DecompressedTooLarge { max }),
+        // zstd's "Frame requires too much memory for decoding": the window is over the cap.
+        Err(e) if e.to_string().contains("too much memory") => {
+            Err(BatchError::DecompressedTooLarge { max })
+        }
+        Err(e) => Err(zerr(e)),
+    }
 }
 
 fn field_len(

@@ -476,7 +476,8 @@ fn timed_get(url: String) -> std::thread::JoinHandle<(u16, std::time::Instant)> 
 /// with a limit of 2 the metadata request overtakes it.
 #[test]
 fn max_in_flight_requests_makes_further_requests_wait() {
-    use std::time::Duration;
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
     for limit in [1, 2] {
         let tmp = tempfile::tempdir().unwrap();
         let col = Collector::start(
@@ -484,14 +485,26 @@ fn max_in_flight_requests_makes_further_requests_wait() {
             &format!("limits:\n  max_in_flight_requests: {limit}\n"),
         );
         create_topic(&client(), &col, "w", 1);
-        // Nothing to read at offset 0: the fetch waits its full 2 s.
-        let poll =
-            timed_get(col.url("/v1/topics/w/partitions/0/batches?offset=0&max_wait_ms=2000"));
-        std::thread::sleep(Duration::from_millis(300));
+        // The long poll is written on its own connection before anything else is sent, and
+        // given a second to be taken up; nothing at offset 0, so it waits its full 3 s.
+        let addr = col.url("").trim_start_matches("http://").to_owned();
+        let mut poll = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            poll,
+            "GET /v1/topics/w/partitions/0/batches?offset=0&max_wait_ms=3000 HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let poll = std::thread::spawn(move || {
+            let mut reply = String::new();
+            poll.read_to_string(&mut reply).unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+            Instant::now()
+        });
+        std::thread::sleep(Duration::from_millis(1000));
         let meta = timed_get(col.url("/v1/metadata"));
-        let (s1, poll_done) = poll.join().unwrap();
-        let (s2, meta_done) = meta.join().unwrap();
-        assert_eq!((s1, s2), (200, 200));
+        let poll_done = poll.join().unwrap();
+        let (status, meta_done) = meta.join().unwrap();
+        assert_eq!(status, 200);
         if limit == 1 {
             assert!(
                 meta_done >= poll_done,

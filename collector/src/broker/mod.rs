@@ -146,6 +146,9 @@ pub fn leader_text(leader: Option<u64>, address: Option<&str>) -> String {
     }
 }
 
+/// How long a topic creation waits for this node's metadata to show the new topic.
+const LOCAL_METADATA_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug)]
 pub struct Broker {
     pub config: Config,
@@ -306,11 +309,29 @@ impl Broker {
             replication_factor,
             configs,
         };
-        match self.controller.propose(cmd).await? {
-            CommandResult::TopicCreated(t) => Ok(t),
-            CommandResult::Refused(e) => Err(e.into()),
-            other => Err(BrokerError::Internal(format!(
-                "unexpected controller reply {other:?}"
+        let t = match self.controller.propose(cmd).await? {
+            CommandResult::TopicCreated(t) => t,
+            CommandResult::Refused(e) => return Err(e.into()),
+            other => {
+                return Err(BrokerError::Internal(format!(
+                    "unexpected controller reply {other:?}"
+                )));
+            }
+        };
+        // A proposal forwarded to the controller leader is answered before this node applies
+        // it: wait until the local metadata holds the topic, so nothing here (a log opened
+        // for it, the sweep of deleted topics' files) acts on metadata without it.
+        let mut meta = self.controller.subscribe();
+        let id = t.id;
+        let applied = tokio::time::timeout(
+            LOCAL_METADATA_WAIT,
+            meta.wait_for(|m| m.topics.get(name).is_some_and(|x| x.id == id)),
+        )
+        .await;
+        match applied {
+            Ok(Ok(_)) => Ok(t),
+            _ => Err(BrokerError::LeaderUnavailable(format!(
+                "topic {name} was created but this node's metadata has not caught up within {LOCAL_METADATA_WAIT:?}; retry"
             ))),
         }
     }
@@ -357,6 +378,15 @@ impl Broker {
     /// broker was down, or by another broker), once the metadata is known to hold
     /// everything decided before this run: it shows this process's own registration.
     pub fn drop_deleted_topics(&self) {
+        // Local logs first, metadata after: a log exists only once the metadata holding its
+        // topic was applied here (creation waits for it), so the metadata read next has it
+        // unless it was deleted since.
+        let local: Vec<String> = self
+            .logs
+            .partitions()
+            .into_iter()
+            .map(|(tp, _)| tp.topic)
+            .collect();
         let meta = self.controller.metadata();
         let current = meta
             .brokers
@@ -365,11 +395,8 @@ impl Broker {
         if !current {
             return;
         }
-        let gone: std::collections::BTreeSet<String> = self
-            .logs
-            .partitions()
+        let gone: std::collections::BTreeSet<String> = local
             .into_iter()
-            .map(|(tp, _)| tp.topic)
             .filter(|t| !meta.topics.contains_key(t))
             .collect();
         for topic in gone {

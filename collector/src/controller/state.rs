@@ -233,8 +233,9 @@ impl TopicMeta {
     }
 }
 
-/// A topic id for state written before topics had ids: the same on every node (a hash of
-/// the name and the creation count), never nil.
+/// A topic id for state written before topics had ids: the same on every node whether it
+/// replays the old `CreateTopic` or restores a snapshot holding the topic (a hash of the
+/// name), never nil.
 fn derived_topic_id(name: &str, serial: u64) -> uuid::Uuid {
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -554,7 +555,7 @@ impl MetadataState {
             .collect();
         let id = id
             .filter(|id| !id.is_nil())
-            .unwrap_or_else(|| derived_topic_id(name, self.topics_created));
+            .unwrap_or_else(|| derived_topic_id(name, 0));
         let topic = TopicMeta {
             name: name.to_owned(),
             id,

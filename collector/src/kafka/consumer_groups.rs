@@ -147,7 +147,9 @@ fn heartbeat_inner(
             let code = match &e {
                 GroupsError::Member(GroupError::UnknownMember { .. }) => E::UnknownMemberId.code(),
                 GroupsError::Member(GroupError::FencedEpoch { .. }) => E::FencedMemberEpoch.code(),
-                GroupsError::Member(GroupError::GroupFull { .. }) => E::GroupMaxSizeReached.code(),
+                GroupsError::Member(
+                    GroupError::GroupFull { .. } | GroupError::TooManyGroups { .. },
+                ) => E::GroupMaxSizeReached.code(),
                 GroupsError::Member(GroupError::Invalid(_)) => E::InvalidRequest.code(),
                 other => errors::group_code(other),
             };

@@ -103,7 +103,7 @@ pub async fn dispatch(
             req.reply(&offset_for_leader_epoch(s, r).await).map(Some)
         }
         Request::ListGroups(r) => req.reply(&list_groups(s, r)).map(Some),
-        Request::DescribeGroups(r) => req.reply(&describe_groups(s, r)).map(Some),
+        Request::DescribeGroups(r) => req.reply(&describe_groups(s, req, r)).map(Some),
         Request::DescribeCluster(r) => req.reply(&describe_cluster(s, req, r)).map(Some),
         Request::DescribeConfigs(r) => req.reply(&describe_configs(s, r)).map(Some),
         Request::DeleteGroups(r) => req.reply(&delete_groups(s, r).await).map(Some),
@@ -140,6 +140,7 @@ fn broker_id(id: u64) -> BrokerId {
 enum Wanted {
     Name(String),
     Id(uuid::Uuid),
+    Invalid,
 }
 
 async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResponse {
@@ -150,6 +151,8 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
         ts.iter()
             .map(|t| match &t.name {
                 Some(n) => Wanted::Name(name(n)),
+                // Lookup by id only from v12; before, a null name is invalid.
+                None if req.version < 12 => Wanted::Invalid,
                 None => Wanted::Id(t.topic_id),
             })
             .collect()
@@ -191,6 +194,7 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
             let found = match &w {
                 Wanted::Name(n) => meta.topics.get(n),
                 Wanted::Id(id) => meta.topic_by_id(*id),
+                Wanted::Invalid => None,
             };
             let Some(t) = found else {
                 return match w {
@@ -205,6 +209,9 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
                     Wanted::Id(id) => MetadataResponseTopic::default()
                         .with_error_code(E::UnknownTopicId.code())
                         .with_topic_id(id),
+                    Wanted::Invalid => MetadataResponseTopic::default()
+                        .with_error_code(E::InvalidRequest.code())
+                        .with_name(Some(topic_name(""))),
                 };
             };
             let partitions = t
@@ -1281,7 +1288,7 @@ fn consumer_group_state(state: &str) -> &'static str {
     }
 }
 
-fn describe_groups(s: &KafkaServer, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+fn describe_groups(s: &KafkaServer, req: Req, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let coordinator = s.groups.is_coordinator();
     let groups = r
         .groups
@@ -1290,6 +1297,18 @@ fn describe_groups(s: &KafkaServer, r: DescribeGroupsRequest) -> DescribeGroupsR
             let base = DescribedGroup::default().with_group_id(id.clone());
             if !coordinator {
                 return base.with_error_code(E::NotCoordinator.code());
+            }
+            if s.groups.has_server_side_members(&id.0) {
+                // As Kafka 4.0: a consumer (KIP-848) group is described by
+                // ConsumerGroupDescribe.
+                let mut g = base.with_error_code(E::GroupIdNotFound.code());
+                if req.version >= 6 {
+                    g = g.with_error_message(Some(StrBytes::from_string(format!(
+                        "group {} is not a classic group",
+                        id.0
+                    ))));
+                }
+                return g;
             }
             match s.groups.classic.view(&id.0) {
                 Some(v) => base
