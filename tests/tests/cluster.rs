@@ -1239,3 +1239,102 @@ fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins_the_isr() 
         isr.contains(&follower).then_some(())
     });
 }
+
+/// A topic deleted and created again under the same name while a replica was down: back,
+/// that replica replaces the old topic's files (their recorded topic id is not the new
+/// one's) and holds exactly the new topic's records, the same bytes as the other replicas.
+#[test]
+fn a_topic_recreated_while_a_replica_was_down_replaces_its_old_files_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A long broker session: the dead node stays unfenced, so the new topic gets a
+    // replica on it too.
+    let mut cl = Cluster::start(tmp.path(), 3, "broker_session_timeout_ms: 30000\n");
+    let c = client();
+    let spec = json!({"name": "re", "partitions": 1, "replication_factor": 3});
+    let produce = |cl: &Cluster, prefix: &str, n: usize| {
+        let records: Vec<Value> = (0..n)
+            .map(|i| json!({"value": format!("{prefix}-{i:04}")}))
+            .collect();
+        wait_for(Duration::from_secs(30), "a produce accepted", || {
+            // acks=1: the dead node is still in the ISR for a while.
+            let r = c
+                .post(cl.nodes[0].url("/v1/topics/re/records?acks=1"))
+                .json(&json!({ "records": records }))
+                .send()
+                .ok()?;
+            r.status().is_success().then_some(())
+        });
+    };
+    let ranges = |cl: &Cluster| -> Vec<Option<(u64, u64, u64)>> {
+        cl.nodes
+            .iter()
+            .map(|n| {
+                let v: Value = c
+                    .get(n.url(
+                        "/internal/replica/checksum?topic=re&partition=0&upto=18446744073709551615",
+                    ))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .ok()?
+                    .json()
+                    .ok()?;
+                Some((
+                    v["from"].as_u64()?,
+                    v["to"].as_u64()?,
+                    v["crc32c"].as_u64()?,
+                ))
+            })
+            .collect()
+    };
+    create_topic(&c, &cl.nodes[0], spec.clone());
+    // Two batches, 10 and 20 records: a log cut at offset 10 keeps the first whole.
+    produce(&cl, "old", 10);
+    produce(&cl, "old", 20);
+    wait_for(Duration::from_secs(30), "30 old records everywhere", || {
+        ranges(&cl)
+            .iter()
+            .all(|r| r.is_some_and(|(_, to, _)| to == 30))
+            .then_some(())
+    });
+    cl.node(3).kill9();
+    let r = c.delete(cl.nodes[0].url("/v1/topics/re")).send().unwrap();
+    assert!(r.status().is_success());
+    create_topic(&c, &cl.nodes[0], spec);
+    let leader = wait_for(Duration::from_secs(30), "a leader", || {
+        partition_meta(&c, &cl, "re", 0)?["leader"].as_u64()
+    });
+    assert_ne!(
+        leader, 3,
+        "the new topic's leader must be a live node for this test"
+    );
+    // The new topic has records before node 3 is back: following it, node 3 finds a log
+    // in the same epoch and at least as long — only the recorded topic id tells it apart.
+    produce(&cl, "new", 10);
+    wait_for(
+        Duration::from_secs(30),
+        "10 new records on the leader",
+        || {
+            ranges(&cl)[(leader - 1) as usize]
+                .is_some_and(|(_, to, _)| to == 10)
+                .then_some(())
+        },
+    );
+    cl.node(3).restart();
+    cl.nodes[2].wait_healthy();
+    // Every replica holds the same 10 new records: node 3's 30 old ones are gone.
+    wait_for(Duration::from_secs(60), "identical new replicas", || {
+        let rs = ranges(&cl);
+        (rs.iter()
+            .all(|r| r.is_some_and(|(from, to, _)| from == 0 && to == 10))
+            && rs.iter().all(|r| *r == rs[0]))
+        .then_some(())
+    });
+    let got: Vec<String> = tributary_tests::read_topic(&c, &cl.nodes[0].url(""), "re")
+        .into_iter()
+        .map(|(_, _, _, v)| String::from_utf8(v).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        (0..10).map(|i| format!("new-{i:04}")).collect::<Vec<_>>()
+    );
+}

@@ -146,6 +146,9 @@ pub fn leader_text(leader: Option<u64>, address: Option<&str>) -> String {
     }
 }
 
+/// The file in each partition directory naming the id of the topic it belongs to.
+const TOPIC_ID_FILE: &str = "topic-id";
+
 /// How long a topic creation waits for this node's metadata to show the new topic.
 const LOCAL_METADATA_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -374,6 +377,42 @@ impl Broker {
         self.drop_local_topic(name)
     }
 
+    /// Opens (or creates) a partition's log for the topic whose id is `topic_id`. Each
+    /// partition directory records the id of the topic it belongs to (`topic-id`); a
+    /// directory left by an earlier topic of the same name — deleted and created again while
+    /// this broker was down — is removed first, so its records never pass for the new
+    /// topic's. (A directory from before ids were recorded adopts the current id.)
+    pub fn open_log(
+        &self,
+        tp: &TopicPartition,
+        config: crate::storage::LogConfig,
+        topic_id: uuid::Uuid,
+    ) -> Result<crate::storage::manager::SharedLog, StorageError> {
+        let log = self.logs.get_or_create(tp, Some(config.clone()))?;
+        let path = shared::sys::lock(&log).dir().join(TOPIC_ID_FILE);
+        let recorded = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| uuid::Uuid::parse_str(t.trim()).ok());
+        let log = match recorded {
+            Some(id) if id == topic_id => return Ok(log),
+            Some(old) => {
+                tracing::warn!(partition = %tp.dir_name(), %old, new = %topic_id, "removing a partition of an earlier topic of the same name");
+                drop(log);
+                self.logs.delete(tp)?;
+                self.logs.get_or_create(tp, Some(config))?
+            }
+            None => log,
+        };
+        let path = shared::sys::lock(&log).dir().join(TOPIC_ID_FILE);
+        shared::sys::write_atomic(&path, topic_id.to_string().as_bytes()).map_err(|e| {
+            StorageError::Io {
+                path: path.clone(),
+                source: e,
+            }
+        })?;
+        Ok(log)
+    }
+
     /// Removes the local partitions of topics the metadata no longer has (deleted while this
     /// broker was down, or by another broker), once the metadata is known to hold
     /// everything decided before this run: it shows this process's own registration.
@@ -497,8 +536,9 @@ impl Broker {
         }
         let config = self.log_config(&meta.configs);
         let broker = self;
+        let topic_id = meta.topic_id();
         let opened = tokio::task::block_in_place(|| -> Result<PartitionRef, BrokerError> {
-            let log = broker.logs.get_or_create(&tp, Some(config))?;
+            let log = broker.open_log(&tp, config, topic_id)?;
             Ok(Arc::new(Partition::open(
                 tp.clone(),
                 log,

@@ -231,8 +231,17 @@ async fn follow_once(
     config: &LogConfig,
 ) -> Result<(), FollowError> {
     let base = client::base_url(leader);
+    let Some(topic_id) = broker
+        .controller
+        .metadata()
+        .topics
+        .get(&tp.topic)
+        .map(|t| t.topic_id())
+    else {
+        return Err(FollowError::Http(format!("topic {} is gone", tp.topic)));
+    };
     let (b, tp2, config2) = (broker.clone(), tp.clone(), config.clone());
-    let log = tokio::task::spawn_blocking(move || b.logs.get_or_create(&tp2, Some(config2)))
+    let log = tokio::task::spawn_blocking(move || b.open_log(&tp2, config2, topic_id))
         .await
         .map_err(|e| FollowError::Http(e.to_string()))??;
     // 1. Truncate where this log may have diverged (KIP-101/279): ask where the leader's
