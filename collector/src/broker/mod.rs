@@ -168,6 +168,9 @@ pub struct Broker {
     /// This process's incarnation, registered with the controller (see
     /// `BrokerMeta::incarnation`).
     pub incarnation: u64,
+    /// Serialises [`Broker::open_log`]'s check and write of a partition's `topic-id` (two
+    /// requests may open one partition at once).
+    topic_ids: std::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -198,6 +201,7 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             spread: AtomicU32::new(0),
             incarnation: uuid::Uuid::new_v4().as_u64_pair().0.max(1),
+            topic_ids: std::sync::Mutex::new(()),
         })
     }
 
@@ -388,6 +392,7 @@ impl Broker {
         config: crate::storage::LogConfig,
         topic_id: uuid::Uuid,
     ) -> Result<crate::storage::manager::SharedLog, StorageError> {
+        let _one_at_a_time = shared::sys::lock(&self.topic_ids);
         let log = self.logs.get_or_create(tp, Some(config.clone()))?;
         let path = shared::sys::lock(&log).dir().join(TOPIC_ID_FILE);
         let recorded = std::fs::read_to_string(&path)
