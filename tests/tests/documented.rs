@@ -177,6 +177,23 @@ fn offsets(c: &reqwest::blocking::Client, col: &Collector, topic: &str) -> (u64,
     )
 }
 
+/// A collector (with `extra` config) and one topic `name` of one partition with `configs`.
+fn collector_with_topic(
+    dir: &std::path::Path,
+    extra: &str,
+    name: &str,
+    configs: Value,
+) -> Collector {
+    let col = Collector::start(&dir.join("data"), extra);
+    let (s, body) = post(
+        &client(),
+        col.url("/v1/topics"),
+        json!({"name": name, "partitions": 1, "replication_factor": 1, "configs": configs}),
+    );
+    assert_eq!(s, 201, "{body}");
+    col
+}
+
 /// docs: `segment_ms` rolls a segment once it is that old (checked on the next append), and
 /// `retention_ms` deletes closed segments whose newest record is older than that, moving
 /// the log start: the files go, a fetch below the log start is `offset_out_of_range`
@@ -184,18 +201,13 @@ fn offsets(c: &reqwest::blocking::Client, col: &Collector, topic: &str) -> (u64,
 #[test]
 fn segments_roll_by_age_and_time_retention_deletes_them_and_moves_the_log_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let col = Collector::start(
-        &tmp.path().join("data"),
+    let col = collector_with_topic(
+        tmp.path(),
         "retention_check_interval_ms: 100\n",
+        "aged",
+        json!({"segment_ms": 300, "retention_ms": 60000}),
     );
     let c = client();
-    let (s, body) = post(
-        &c,
-        col.url("/v1/topics"),
-        json!({"name": "aged", "partitions": 1, "replication_factor": 1,
-               "configs": {"segment_ms": 300, "retention_ms": 60000}}),
-    );
-    assert_eq!(s, 201, "{body}");
     let base = col.url("");
     // Five records stamped ten minutes ago: past retention_ms, but in the active segment,
     // which retention never deletes.
@@ -252,18 +264,13 @@ fn segments_roll_by_age_and_time_retention_deletes_them_and_moves_the_log_start(
 #[test]
 fn size_retention_keeps_a_partition_near_its_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let col = Collector::start(
-        &tmp.path().join("data"),
+    let col = collector_with_topic(
+        tmp.path(),
         "retention_check_interval_ms: 100\n",
+        "sized",
+        json!({"segment_bytes": 1024, "retention_bytes": 3000}),
     );
     let c = client();
-    let (s, body) = post(
-        &c,
-        col.url("/v1/topics"),
-        json!({"name": "sized", "partitions": 1, "replication_factor": 1,
-               "configs": {"segment_bytes": 1024, "retention_bytes": 3000}}),
-    );
-    assert_eq!(s, 201, "{body}");
     let base = col.url("");
     // 20 batches of ~10 records each: each segment holds one or two batches.
     for i in 0..20 {

@@ -364,26 +364,43 @@ fn kafka_acks(acks: api::Acks) -> i16 {
     }
 }
 
-/// Counts the records at or past `offset` in fetched bytes; returns `(records, value
-/// bytes, next offset)`.
-fn count_records(
-    bytes: &[u8],
-    mut offset: u64,
-    limits: &BatchLimits,
-) -> anyhow::Result<(u64, u64, u64)> {
-    let (mut records, mut value_bytes) = (0u64, 0u64);
-    for item in BatchIter::new(bytes, *limits) {
-        let (h, b) = item?;
-        let d = DecodedRecords::new(b, limits)?;
-        for r in d.iter() {
-            if h.base_offset as u64 + r.offset_delta as u64 >= offset {
-                records += 1;
-                value_bytes += r.value.map_or(0, |v| v.len() as u64);
+/// What a consume read so far.
+#[derive(Debug, Default)]
+struct Tally {
+    records: u64,
+    value_bytes: u64,
+    wire: u64,
+}
+
+impl Tally {
+    /// Counts the records at or past `offset` in fetched bytes; returns the next offset.
+    fn add(&mut self, bytes: &[u8], mut offset: u64, limits: &BatchLimits) -> anyhow::Result<u64> {
+        self.wire += bytes.len() as u64;
+        for item in BatchIter::new(bytes, *limits) {
+            let (h, b) = item?;
+            let d = DecodedRecords::new(b, limits)?;
+            for r in d.iter() {
+                if h.base_offset as u64 + r.offset_delta as u64 >= offset {
+                    self.records += 1;
+                    self.value_bytes += r.value.map_or(0, |v| v.len() as u64);
+                }
             }
+            offset = h.next_offset() as u64;
         }
-        offset = h.next_offset() as u64;
+        Ok(offset)
     }
-    Ok((records, value_bytes, offset))
+
+    fn report(&self, start: Instant) -> serde_json::Value {
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        json!({
+            "mode": "consume",
+            "seconds": secs,
+            "records": self.records,
+            "records_per_sec": self.records as f64 / secs,
+            "mb_per_sec_uncompressed": self.value_bytes as f64 / secs / 1e6,
+            "mb_per_sec_wire": self.wire as f64 / secs / 1e6,
+        })
+    }
 }
 
 /// Reads every partition of a topic from its start to the high watermark seen at start,
@@ -407,7 +424,7 @@ pub async fn consume(
     }
     let limits = BatchLimits::default();
     let start = Instant::now();
-    let (mut records, mut value_bytes, mut wire) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     for (p, start, hw, base) in parts {
         let mut offset = start;
         while offset < hw {
@@ -420,14 +437,10 @@ pub async fn consume(
             if bytes.is_empty() {
                 break;
             }
-            wire += bytes.len() as u64;
-            let (n, v, next) = count_records(&bytes, offset, &limits)?;
-            records += n;
-            value_bytes += v;
-            offset = next;
+            offset = tally.add(&bytes, offset, &limits)?;
         }
     }
-    Ok(consume_report(start, records, value_bytes, wire))
+    Ok(tally.report(start))
 }
 
 /// `consume` over the Kafka protocol: Fetch from each partition's leader, from its log
@@ -436,7 +449,7 @@ async fn consume_kafka(addr: &str, topic: &str) -> anyhow::Result<serde_json::Va
     let mut k = kafka::KafkaLoad::connect(addr, topic).await?;
     let limits = BatchLimits::default();
     let start = Instant::now();
-    let (mut records, mut value_bytes, mut wire) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     let max = i32::try_from(CONSUME_FETCH_BYTES)?;
     for p in k.partitions() {
         let (mut offset, mut hw) = (k.earliest(p).await?, None);
@@ -446,26 +459,10 @@ async fn consume_kafka(addr: &str, topic: &str) -> anyhow::Result<serde_json::Va
             if bytes.is_empty() || offset >= hw {
                 break;
             }
-            wire += bytes.len() as u64;
-            let (n, v, next) = count_records(&bytes, offset, &limits)?;
-            records += n;
-            value_bytes += v;
-            offset = next;
+            offset = tally.add(&bytes, offset, &limits)?;
         }
     }
-    Ok(consume_report(start, records, value_bytes, wire))
-}
-
-fn consume_report(start: Instant, records: u64, value_bytes: u64, wire: u64) -> serde_json::Value {
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    json!({
-        "mode": "consume",
-        "seconds": secs,
-        "records": records,
-        "records_per_sec": records as f64 / secs,
-        "mb_per_sec_uncompressed": value_bytes as f64 / secs / 1e6,
-        "mb_per_sec_wire": wire as f64 / secs / 1e6,
-    })
+    Ok(tally.report(start))
 }
 
 /// Human rendering of a report.
