@@ -568,9 +568,10 @@ fn acks_all_keeps_every_acknowledged_record_exactly_once_through_leader_kills() 
     };
     for _round in 0..2 {
         advanced("progress before the kill");
-        let leader = partition_meta(&c, &cl, "r", 0).unwrap()["leader"]
-            .as_u64()
-            .unwrap();
+        // (A node just restarted may not answer metadata yet: ask until one does.)
+        let leader = wait_for(Duration::from_secs(30), "the partition's leader", || {
+            partition_meta(&c, &cl, "r", 0)?["leader"].as_u64()
+        });
         cl.node(leader).kill9();
         wait_for(Duration::from_secs(60), "a new leader", || {
             let l = partition_meta(&c, &cl, "r", 0)?["leader"].as_u64()?;
