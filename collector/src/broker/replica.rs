@@ -41,9 +41,16 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
     let mut following: HashMap<TopicPartition, Following> = HashMap::new();
     let mut isr_tick = tokio::time::interval(ISR_CHECK_INTERVAL);
     isr_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The metadata the deleted-topics sweep last saw: topics only go away with a metadata
+    // change, so the ISR ticks skip it.
+    let mut swept: Option<Arc<crate::controller::state::MetadataState>> = None;
     loop {
         reconcile(&broker, &mut following);
-        broker.drop_deleted_topics();
+        let now = broker.controller.metadata();
+        if swept.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &now)) {
+            broker.drop_deleted_topics();
+            swept = Some(now);
+        }
         tokio::select! {
             _ = stop.changed() => break,
             r = meta.changed() => if r.is_err() { break },
