@@ -55,6 +55,7 @@ impl Client {
         let config = ClientConfig {
             request_timeout: output.request_timeout,
             retry: RetryPolicy::new(RETRY_INITIAL, output.retry_backoff_max),
+            tls: output.tls.clone(),
             ..ClientConfig::default()
         };
         Ok(Self {
@@ -91,7 +92,7 @@ impl Client {
         let meta = self.api.metadata().await?;
         let mut out = HashMap::new();
         for b in meta.brokers.iter().filter(|b| b.alive) {
-            let base = client::base_url(&b.address);
+            let base = self.api.config().base_url(&b.address);
             let state = match self.api.producer_state_at(&base, producer_id).await {
                 Ok(s) => s,
                 Err(e) => {

@@ -93,6 +93,8 @@ pub struct RawOutput {
     pub in_flight_max: usize,
     pub request_timeout_ms: u64,
     pub retry_backoff_max_ms: u64,
+    /// TLS to the collectors (their addresses then use `https://`).
+    pub tls: Option<client::tls::TlsFiles>,
 }
 
 impl Default for RawOutput {
@@ -106,6 +108,7 @@ impl Default for RawOutput {
             in_flight_max: 5,
             request_timeout_ms: 30_000,
             retry_backoff_max_ms: 30_000,
+            tls: None,
         }
     }
 }
@@ -200,6 +203,8 @@ pub struct Output {
     pub in_flight_max: usize,
     pub request_timeout: Duration,
     pub retry_backoff_max: Duration,
+    /// Loaded from `output.tls` (files read at validation, so `check-config` sees them).
+    pub tls: Option<std::sync::Arc<client::rustls::ClientConfig>>,
 }
 
 /// The validated configuration.
@@ -360,7 +365,23 @@ impl Config {
                     format!("{c:?}: use http:// or https://"),
                 ));
             }
+            if (u.scheme() == "https") != o.tls.is_some() {
+                return Err(invalid(
+                    "output.collectors",
+                    format!(
+                        "{c:?}: https:// goes with an output.tls section (ca_file: the CA \
+                         that signed the collectors' certificates), http:// without one"
+                    ),
+                ));
+            }
         }
+        let tls = match &o.tls {
+            Some(files) => Some(
+                client::tls::client_config(files)
+                    .map_err(|e| invalid("output.tls", e.to_string()))?,
+            ),
+            None => None,
+        };
         let acks = match &o.acks {
             serde_yaml::Value::Number(n) if n.as_i64() == Some(0) => Acks::Zero,
             serde_yaml::Value::Number(n) if n.as_i64() == Some(1) => Acks::One,
@@ -444,6 +465,7 @@ impl Config {
                 in_flight_max: o.in_flight_max,
                 request_timeout: Duration::from_millis(o.request_timeout_ms),
                 retry_backoff_max: Duration::from_millis(o.retry_backoff_max_ms),
+                tls,
             },
             metrics_listen,
             host: raw.host,

@@ -21,7 +21,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod retry;
+pub mod tls;
 pub use retry::RetryPolicy;
+/// The TLS library's types, for crates that hold a [`ClientConfig::tls`].
+pub use rustls;
 
 /// Timeouts and retry settings of a client, each named (no literals at call sites).
 #[derive(Debug, Clone)]
@@ -33,6 +36,20 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Between attempts of a retried call.
     pub retry: RetryPolicy,
+    /// TLS to the collectors (`https://`); `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl ClientConfig {
+    /// `https` with TLS, `http` without.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// `host:port` as a base URL of this client's scheme (a URL is kept as given).
+    pub fn base_url(&self, address: &str) -> String {
+        base_url(address, self.tls.is_some())
+    }
 }
 
 impl Default for ClientConfig {
@@ -41,6 +58,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            tls: None,
         }
     }
 }
@@ -120,14 +138,36 @@ pub fn describe(e: &reqwest::Error) -> String {
     format!("{what}: {}", shared::report::root_cause(e))
 }
 
-/// `host:port` or `http://host:port` (a trailing `/` dropped) as a base URL.
-pub fn base_url(address: &str) -> String {
+/// `host:port` or `http(s)://host:port` (a trailing `/` dropped) as a base URL; a bare
+/// address gets `https://` when `tls`.
+pub fn base_url(address: &str, tls: bool) -> String {
     let a = address.trim_end_matches('/');
     if a.starts_with("http://") || a.starts_with("https://") {
         a.to_owned()
+    } else if tls {
+        format!("https://{a}")
     } else {
         format!("http://{a}")
     }
+}
+
+/// How long a pooled connection may sit idle before the client drops it: under the
+/// collector's smallest idle timeout, so a request never goes out on a connection the
+/// server is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A `reqwest` client with this configuration's timeouts and TLS (for callers that need
+/// raw HTTP, e.g. the controller's Raft RPCs).
+pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, ClientError> {
+    let mut b = reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+    if let Some(tls) = &config.tls {
+        b = b.use_preconfigured_tls((**tls).clone()).https_only(true);
+    }
+    b.build()
+        .map_err(|e| ClientError::Setup(format!("building the HTTP client: {e}")))
 }
 
 /// A binary fetch reply: whole batches, and the partition's offsets.
@@ -188,15 +228,11 @@ impl CollectorClient {
         if addresses.is_empty() {
             return Err(ClientError::Setup("no collector address given".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .map_err(|e| ClientError::Setup(format!("building the HTTP client: {e}")))?;
+        let http = http_client(&config)?;
         Ok(Self {
             http,
+            bootstrap: addresses.iter().map(|a| config.base_url(a)).collect(),
             config,
-            bootstrap: addresses.iter().map(|a| base_url(a)).collect(),
             current: AtomicUsize::new(0),
             leaders: Mutex::new(HashMap::new()),
         })
@@ -353,7 +389,7 @@ impl CollectorClient {
     fn learn_leaders(&self, meta: &api::Metadata) {
         let mut cache = self.leaders();
         for (topic, p, addr) in meta.leaders() {
-            cache.insert((topic.to_owned(), p), base_url(addr));
+            cache.insert((topic.to_owned(), p), self.config.base_url(addr));
         }
     }
 
@@ -403,7 +439,12 @@ impl CollectorClient {
         })?;
         Ok(t.partitions
             .iter()
-            .filter_map(|p| Some((p.partition, base_url(&meta.broker(p.leader)?.address))))
+            .filter_map(|p| {
+                Some((
+                    p.partition,
+                    self.config.base_url(&meta.broker(p.leader)?.address),
+                ))
+            })
             .collect())
     }
 
@@ -432,7 +473,10 @@ impl CollectorClient {
         for id in leaders {
             let Some(b) = meta.broker(id) else { continue };
             let d: api::TopicDescription = self
-                .get(Some(&base_url(&b.address)), api::routes::topic(topic))
+                .get(
+                    Some(&self.config.base_url(&b.address)),
+                    api::routes::topic(topic),
+                )
                 .await?;
             for p in d.partitions.iter().filter(|p| p.leader == id) {
                 out.insert(

@@ -28,12 +28,12 @@ const PROBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first of `collectors` (URLs, `http://` assumed when missing) that answers: any node
 /// of a cluster serves the whole API, so any one bootstraps. Fails naming each address and
 /// why it did not answer.
-pub async fn bootstrap(collectors: &[String]) -> Result<String, AdminError> {
+pub async fn bootstrap(collectors: &[String], config: &ClientConfig) -> Result<String, AdminError> {
     let given: Vec<String> = collectors
         .iter()
         .map(|c| c.trim())
         .filter(|c| !c.is_empty())
-        .map(client::base_url)
+        .map(|c| config.base_url(c))
         .collect();
     if given.is_empty() {
         return Err(AdminError::Unreachable(
@@ -45,7 +45,7 @@ pub async fn bootstrap(collectors: &[String]) -> Result<String, AdminError> {
         ClientConfig {
             connect_timeout: PROBE_CONNECT_TIMEOUT,
             request_timeout: PROBE_REQUEST_TIMEOUT,
-            ..ClientConfig::default()
+            ..config.clone()
         },
     )?;
     let mut why = Vec::new();
@@ -66,9 +66,9 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub fn new(base: &str) -> Result<Self, AdminError> {
+    pub fn new(base: &str, config: ClientConfig) -> Result<Self, AdminError> {
         Ok(Self {
-            api: CollectorClient::new(&[base.to_owned()], ClientConfig::default())?,
+            api: CollectorClient::new(&[base.to_owned()], config)?,
         })
     }
 
@@ -123,7 +123,11 @@ impl AdminClient {
             return Ok(v);
         };
         match v.brokers.iter().find(|b| b.id == leader) {
-            Some(b) => match self.api.cluster_at(&client::base_url(&b.address)).await {
+            Some(b) => match self
+                .api
+                .cluster_at(&self.api.config().base_url(&b.address))
+                .await
+            {
                 Ok(from_leader) => Ok(from_leader),
                 // The leader does not answer: show what this node knows.
                 Err(_) => Ok(v),

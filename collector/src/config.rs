@@ -118,6 +118,15 @@ pub struct Limits {
     pub open_segment_files_max: usize,
     /// Records one JSON produce may carry.
     pub max_json_records: usize,
+    /// HTTP connections open at once; more are closed on arrival.
+    pub connections_max: usize,
+    /// HTTP connections open at once from one client address.
+    pub connections_per_address_max: usize,
+    /// Time a client has to send a request's head; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -131,6 +140,10 @@ impl Default for Limits {
             max_fetch_bytes: 64 << 20,
             open_segment_files_max: crate::storage::file_cache::OPEN_SEGMENT_FILES_MAX_DEFAULT,
             max_json_records: 10_000,
+            connections_max: 10_000,
+            connections_per_address_max: 1_000,
+            header_read_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -168,8 +181,12 @@ pub struct RawConfig {
     pub listen: String,
     /// Address other nodes and clients use to reach this one (default: `listen`).
     pub advertise: Option<String>,
-    /// Listening on a non-loopback address must be asked for explicitly.
-    pub allow_non_loopback: bool,
+    /// Serving a non-loopback address without TLS must be asked for explicitly (the
+    /// collector then warns at start and every hour). `allow_non_loopback` is the old name.
+    #[serde(alias = "allow_non_loopback")]
+    pub insecure_plaintext: bool,
+    /// TLS on the HTTP and Kafka listeners, and on this node's calls to other brokers.
+    pub tls: Option<crate::server::tls::TlsSection>,
     /// The Kafka protocol listener (`null` turns it off).
     pub kafka_listen: Option<String>,
     /// `host:port` Kafka clients are told to use for this broker (default: `kafka_listen`).
@@ -210,7 +227,8 @@ impl Default for RawConfig {
             node_id: 1,
             listen: "127.0.0.1:7400".into(),
             advertise: None,
-            allow_non_loopback: false,
+            insecure_plaintext: false,
+            tls: None,
             kafka_listen: Some("127.0.0.1:9092".into()),
             kafka_advertise: None,
             kafka_request_bytes_max: 100 << 20,
@@ -251,6 +269,10 @@ pub struct Config {
     pub advertise: String,
     /// The Kafka listener, when on.
     pub kafka: Option<KafkaConfig>,
+    /// TLS on both listeners and on calls to other brokers.
+    pub tls: Option<crate::server::tls::TlsSection>,
+    /// A listener serves a non-loopback address without TLS (`insecure_plaintext`).
+    pub exposed_plaintext: bool,
     pub data_dirs: Vec<PathBuf>,
     /// Whether missing data directories are created (else the collector refuses to start).
     pub create_data_dirs: bool,
@@ -303,15 +325,20 @@ impl Config {
             .listen
             .parse()
             .map_err(|e| invalid("listen", format!("{:?} is not host:port: {e}", raw.listen)))?;
-        if !listen.ip().is_loopback() && !raw.allow_non_loopback {
+        let plaintext = raw.tls.is_none();
+        if plaintext && !listen.ip().is_loopback() && !raw.insecure_plaintext {
             return Err(invalid(
                 "listen",
                 format!(
-                    "{listen} is not a loopback address; there is no TLS or auth yet, so set \
-                     allow_non_loopback: true to expose the API on purpose"
+                    "{listen} is not a loopback address and there is no tls: section: anyone \
+                     on the network could read and write every topic. Configure tls \
+                     (cert_file, key_file, ca_file; `collector certs init` makes a \
+                     development set), or set insecure_plaintext: true to serve plaintext on \
+                     purpose"
                 ),
             ));
         }
+        let mut exposed_plaintext = plaintext && !listen.ip().is_loopback();
         let advertise = raw.advertise.clone().unwrap_or_else(|| listen.to_string());
         let kafka = match &raw.kafka_listen {
             None => None,
@@ -319,15 +346,17 @@ impl Config {
                 let addr: SocketAddr = text.parse().map_err(|e| {
                     invalid("kafka_listen", format!("{text:?} is not host:port: {e}"))
                 })?;
-                if !addr.ip().is_loopback() && !raw.allow_non_loopback {
+                if plaintext && !addr.ip().is_loopback() && !raw.insecure_plaintext {
                     return Err(invalid(
                         "kafka_listen",
                         format!(
-                            "{addr} is not a loopback address; there is no TLS or auth yet, so \
-                             set allow_non_loopback: true to expose the Kafka listener on purpose"
+                            "{addr} is not a loopback address and there is no tls: section. \
+                             Configure tls, or set insecure_plaintext: true to serve \
+                             plaintext Kafka on purpose"
                         ),
                     ));
                 }
+                exposed_plaintext |= plaintext && !addr.ip().is_loopback();
                 if raw.kafka_request_bytes_max < 1024 {
                     return Err(invalid("kafka_request_bytes_max", "at least 1024"));
                 }
@@ -415,6 +444,10 @@ impl Config {
             ));
         }
         if l.max_in_flight_requests == 0
+            || l.connections_max == 0
+            || l.connections_per_address_max == 0
+            || l.header_read_timeout_ms == 0
+            || l.tls_handshake_timeout_ms == 0
             || l.open_segment_files_max == 0
             || l.max_fetch_bytes == 0
             || l.max_json_records == 0
@@ -462,6 +495,8 @@ impl Config {
             listen,
             advertise,
             kafka,
+            tls: raw.tls,
+            exposed_plaintext,
             create_data_dirs: raw
                 .create_data_dirs
                 .unwrap_or(raw.data_dirs == [PathBuf::from("./data")]),
@@ -511,8 +546,23 @@ mod tests {
         let e = Config::parse("listen: 0.0.0.0:7400\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("allow_non_loopback"), "{e}");
+        assert!(e.contains("insecure_plaintext"), "{e}");
+        let c = Config::parse("listen: 0.0.0.0:7400\ninsecure_plaintext: true\n").unwrap();
+        assert!(c.exposed_plaintext);
+        // The old name still reads.
         assert!(Config::parse("listen: 0.0.0.0:7400\nallow_non_loopback: true\n").is_ok());
+        // With TLS, no flag is needed.
+        let c =
+            Config::parse("listen: 0.0.0.0:7400\ntls: {cert_file: c, key_file: k, ca_file: a}\n")
+                .unwrap();
+        assert!(!c.exposed_plaintext);
+        let e = Config::parse("kafka_listen: 0.0.0.0:9092\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kafka_listen") && e.contains("insecure_plaintext"),
+            "{e}"
+        );
         let e = Config::parse("topics:\n  segment_bytes: 10\n")
             .unwrap_err()
             .to_string();

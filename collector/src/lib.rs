@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod certs;
 pub mod config;
 pub mod controller;
 pub mod groups;

@@ -33,11 +33,51 @@ struct Target {
         default_value = "http://127.0.0.1:7400"
     )]
     collectors: Vec<String>,
+    /// CA certificates (PEM) to trust the collectors' TLS certificates with; turns TLS on
+    /// (`https://` for addresses given without a scheme).
+    #[arg(long, global = true, env = "TRIBUTARY_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for collectors that ask for one.
+    #[arg(long, global = true, env = "TRIBUTARY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "TRIBUTARY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Check the collectors' certificates against this name instead of each address's host.
+    #[arg(long, global = true, env = "TRIBUTARY_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
 }
 
 impl Target {
-    async fn pick(&self) -> anyhow::Result<String> {
-        Ok(admin::bootstrap(&self.collectors).await?)
+    /// The client settings these flags ask for.
+    fn client(&self) -> anyhow::Result<client::ClientConfig> {
+        let tls = match &self.tls_ca {
+            None => {
+                if self.tls_cert.is_some() || self.tls_server_name.is_some() {
+                    anyhow::bail!("--tls-cert and --tls-server-name need --tls-ca");
+                }
+                None
+            }
+            Some(ca) => Some(
+                client::tls::client_config(&client::tls::TlsFiles {
+                    ca_file: ca.clone(),
+                    cert_file: self.tls_cert.clone(),
+                    key_file: self.tls_key.clone(),
+                    server_name: self.tls_server_name.clone(),
+                })
+                .context("TLS")?,
+            ),
+        };
+        Ok(client::ClientConfig {
+            tls,
+            ..client::ClientConfig::default()
+        })
+    }
+
+    /// The first collector that answers, and the client settings to talk to it with.
+    async fn pick(&self) -> anyhow::Result<(String, client::ClientConfig)> {
+        let config = self.client()?;
+        Ok((admin::bootstrap(&self.collectors, &config).await?, config))
     }
 }
 
@@ -120,6 +160,12 @@ enum Command {
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Development certificates: a CA, node and client certificates for trying TLS (not
+    /// a production CA: its key is a plain file).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Topic admin over the HTTP API.
     Topics {
         #[command(subcommand)]
@@ -129,6 +175,38 @@ enum Command {
         /// table: for people; json: for scripts.
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Make a CA (ca.pem, ca-key.pem), node<i>.pem/node<i>-key.pem for the i-th host
+    /// (CN broker:<i>, also valid for localhost and 127.0.0.1), and a certificate per
+    /// client name. Never overwrites.
+    Init {
+        /// Where the files go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host names or IPs of the nodes, in node-id order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        hosts: Vec<String>,
+        /// Client certificate names (CN).
+        #[arg(long, value_delimiter = ',', default_value = "client")]
+        clients: Vec<String>,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Sign one more client certificate (<name>.pem, <name>-key.pem) with the CA in --dir.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate's CN: the principal it proves.
+        #[arg(long)]
+        name: String,
+        /// Days valid; a negative number makes one that already expired (to try refusals).
+        #[arg(long, default_value_t = 365, allow_hyphen_values = true)]
+        days: i64,
     },
 }
 
@@ -265,7 +343,11 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-async fn bench(command: BenchCommand, collector: String, output: Output) -> anyhow::Result<()> {
+async fn bench(
+    command: BenchCommand,
+    (collector, client): (String, client::ClientConfig),
+    output: Output,
+) -> anyhow::Result<()> {
     let report = match command {
         BenchCommand::Produce {
             topic,
@@ -281,6 +363,7 @@ async fn bench(command: BenchCommand, collector: String, output: Output) -> anyh
         } => {
             let opts = loadgen::ProduceOptions {
                 collector,
+                client,
                 topic,
                 partitions,
                 record_bytes,
@@ -295,7 +378,7 @@ async fn bench(command: BenchCommand, collector: String, output: Output) -> anyh
             loadgen::produce(opts, output == Output::Table).await?
         }
         BenchCommand::Consume { topic, kafka } => {
-            loadgen::consume(&collector, &topic, kafka.as_deref()).await?
+            loadgen::consume(&collector, client, &topic, kafka.as_deref()).await?
         }
         BenchCommand::WriteLogs {
             dir,
@@ -345,8 +428,12 @@ fn print<T: serde::Serialize>(
     Ok(())
 }
 
-async fn topics(command: TopicsCommand, collector: &str, output: Output) -> anyhow::Result<()> {
-    let c = AdminClient::new(collector)?;
+async fn topics(
+    command: TopicsCommand,
+    (collector, client): (String, client::ClientConfig),
+    output: Output,
+) -> anyhow::Result<()> {
+    let c = AdminClient::new(&collector, client)?;
     match command {
         TopicsCommand::List => print(output, &c.topics_list().await?, admin::render_topics),
         TopicsCommand::Describe { name } => {
@@ -372,8 +459,12 @@ async fn topics(command: TopicsCommand, collector: &str, output: Output) -> anyh
     }
 }
 
-async fn groups(command: GroupsCommand, collector: &str, output: Output) -> anyhow::Result<()> {
-    let c = AdminClient::new(collector)?;
+async fn groups(
+    command: GroupsCommand,
+    (collector, client): (String, client::ClientConfig),
+    output: Output,
+) -> anyhow::Result<()> {
+    let c = AdminClient::new(&collector, client)?;
     match command {
         GroupsCommand::List => print(output, &c.groups_list().await?, admin::render_groups),
         GroupsCommand::Describe { group } => print(
@@ -448,6 +539,23 @@ fn run_cli() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
+        Command::Certs { command } => {
+            let files = match command {
+                CertsCommand::Init {
+                    dir,
+                    hosts,
+                    clients,
+                    days,
+                } => collector::certs::init(&dir, &hosts, &clients, days)?,
+                CertsCommand::Issue { dir, name, days } => {
+                    collector::certs::issue(&dir, &name, days)?
+                }
+            };
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Command::CheckConfig { file, config } => {
             let Some(file) = file.or(config) else {
                 anyhow::bail!("name the config file: collector check-config FILE");
@@ -472,9 +580,10 @@ fn run_cli() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let collector = rt.block_on(target.pick())?;
+            let (collector, client) = rt.block_on(target.pick())?;
             rt.block_on(tail::run(TailOptions {
                 collector,
+                client,
                 group,
                 topic,
                 from,
@@ -496,8 +605,8 @@ fn run_cli() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let collector = rt.block_on(target.pick())?;
-            let v = rt.block_on(AdminClient::new(&collector)?.cluster_status())?;
+            let (collector, client) = rt.block_on(target.pick())?;
+            let v = rt.block_on(AdminClient::new(&collector, client)?.cluster_status())?;
             print(output, &v, admin::render_cluster)
         }
         Command::Groups {
@@ -508,8 +617,8 @@ fn run_cli() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let collector = rt.block_on(target.pick())?;
-            rt.block_on(groups(command, &collector, output))
+            let picked = rt.block_on(target.pick())?;
+            rt.block_on(groups(command, picked, output))
         }
         Command::Topics {
             command,
@@ -519,8 +628,8 @@ fn run_cli() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let collector = rt.block_on(target.pick())?;
-            rt.block_on(topics(command, &collector, output))
+            let picked = rt.block_on(target.pick())?;
+            rt.block_on(topics(command, picked, output))
         }
         Command::Bench {
             command,
@@ -530,11 +639,11 @@ fn run_cli() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let collector = match command {
-                BenchCommand::WriteLogs { .. } => String::new(),
+            let picked = match command {
+                BenchCommand::WriteLogs { .. } => (String::new(), client::ClientConfig::default()),
                 _ => rt.block_on(target.pick())?,
             };
-            rt.block_on(bench(command, collector, output))
+            rt.block_on(bench(command, picked, output))
         }
         Command::Serve { config } => {
             let config = load(config.as_ref())?;

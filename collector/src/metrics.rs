@@ -69,6 +69,15 @@ pub struct Metrics {
     pub kafka_errors: Family<KafkaErrorLabels, Counter>,
     /// Kafka client connections open now.
     pub kafka_connections: Gauge,
+    /// HTTP connections open now.
+    pub http_connections: Gauge,
+    /// Connections closed on arrival: a connection cap was reached.
+    pub connections_refused: Counter,
+    /// TLS handshakes that failed or timed out (bad or missing certificate, plaintext
+    /// client, another CA).
+    pub tls_handshake_failures: Counter,
+    /// Requests refused for missing or bad credentials.
+    pub authentication_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -103,6 +112,10 @@ impl Metrics {
             kafka_requests: Family::default(),
             kafka_errors: Family::default(),
             kafka_connections: Gauge::default(),
+            http_connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            authentication_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -179,6 +192,26 @@ impl Metrics {
             "kafka_connections",
             "Kafka client connections open",
             m.kafka_connections.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed on arrival because a connection cap was reached",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "authentication_failures",
+            "Requests refused for missing or bad credentials",
+            m.authentication_failures.clone(),
         );
         registry.register(
             "group_lag_records",

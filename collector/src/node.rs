@@ -23,6 +23,8 @@ use crate::controller::{Controller, ControllerConfig};
 use crate::groups::GroupService;
 use crate::metrics::Metrics;
 use crate::server::AppState;
+use crate::server::listener::ListenerLimits;
+use crate::server::tls::NodeTls;
 use crate::storage::{FlushPolicy, LogManager};
 
 /// How long a controlled shutdown waits for its leaderships to move.
@@ -71,6 +73,12 @@ pub async fn run(
     })
     .await
     .map_err(|e| ServerError::Other(e.to_string()))??;
+    let tls = match &config.tls {
+        Some(section) => Some(Arc::new(
+            NodeTls::load(section.clone()).map_err(|e| ServerError::Other(format!("tls: {e}")))?,
+        )),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -118,18 +126,25 @@ pub async fn run(
         voters: config.voters.clone(),
         dir: config.data_dirs[0].join("__controller"),
         broker_session_timeout: config.broker_session_timeout,
+        tls: tls.as_ref().map(|t| t.client_config()),
     })
     .await?;
     let metrics = Arc::new(Metrics::new());
     let broker = Arc::new(
-        Broker::new(config.clone(), logs, controller.clone(), metrics.clone())
-            .map_err(|e| ServerError::Other(e.to_string()))?,
+        Broker::new(
+            config.clone(),
+            logs,
+            controller.clone(),
+            metrics.clone(),
+            tls.as_ref().map(|t| t.client_config()),
+        )
+        .map_err(|e| ServerError::Other(e.to_string()))?,
     );
     let groups = Arc::new(GroupService::new(broker.clone()));
     let state = Arc::new(AppState {
         broker: broker.clone(),
         groups: groups.clone(),
-        metrics,
+        metrics: metrics.clone(),
         inflight_bytes: Arc::new(Semaphore::new(
             config
                 .limits
@@ -161,6 +176,7 @@ pub async fn run(
                 broker: broker.clone(),
                 groups: groups.clone(),
                 config: k,
+                tls: tls.clone(),
             });
             Some(tokio::spawn(crate::kafka::serve(
                 l,
@@ -170,8 +186,13 @@ pub async fn run(
         }
         _ => None,
     };
+    let watch_signals = tokio::spawn(signals_and_warnings(
+        tls.clone(),
+        config.exposed_plaintext,
+        stop_rx.clone(),
+    ));
     // 3. Serve.
-    tracing::info!(%local, node_id = config.node_id, "collector listening");
+    tracing::info!(%local, node_id = config.node_id, tls = tls.is_some(), "collector listening");
     on_listening(local);
     // Controlled shutdown: before it stops serving, the broker hands its leaderships to
     // other ISR members, so clients only see `not_leader` and follow the metadata.
@@ -183,12 +204,17 @@ pub async fn run(
             controlled_shutdown(&controller, node_id).await;
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(controlled)
-        .await
-        .map_err(|e| ServerError::Other(format!("server: {e}")))?;
+    let l = &config.limits;
+    let limits = ListenerLimits {
+        connections_max: l.connections_max,
+        connections_per_address_max: l.connections_per_address_max,
+        header_read_timeout: std::time::Duration::from_millis(l.header_read_timeout_ms),
+        tls_handshake_timeout: std::time::Duration::from_millis(l.tls_handshake_timeout_ms),
+    };
+    crate::server::listener::serve(listener, app, tls, limits, metrics, controlled).await;
     tracing::info!("stopping: flushing and closing logs");
     let _ = stop_tx.send(true);
+    let _ = watch_signals.await;
     let _ = background.await;
     let _ = membership.await;
     let _ = replicas.await;
@@ -202,6 +228,43 @@ pub async fn run(
     controller.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// How often a node serving plaintext beyond loopback says so again.
+const PLAINTEXT_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Reloads the TLS files on SIGHUP; warns at start and every hour while a listener serves
+/// plaintext beyond loopback (`insecure_plaintext`).
+async fn signals_and_warnings(
+    tls: Option<Arc<NodeTls>>,
+    exposed_plaintext: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; certificates will not be reloaded");
+            None
+        }
+    };
+    let mut warn = tokio::time::interval(PLAINTEXT_WARNING_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = warn.tick(), if exposed_plaintext => {
+                tracing::warn!("insecure_plaintext: serving a non-loopback address without TLS; anyone who can reach it can read and write every topic");
+            }
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                match &tls {
+                    Some(t) => match t.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS files not reloaded; still serving the previous certificate"),
+                    },
+                    None => tracing::info!("SIGHUP: no tls section; nothing to reload"),
+                }
+            }
+        }
+    }
 }
 
 /// Asks the controller to move this broker's leaderships (the same transition as fencing:

@@ -44,6 +44,8 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct TailOptions {
     pub collector: String,
+    /// Timeouts and TLS of the connections to the collectors.
+    pub client: client::ClientConfig,
     pub group: String,
     pub topic: String,
     pub from: StartFrom,
@@ -725,11 +727,8 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
     crate::groups::validate_group(&opts.group).map_err(|e| TailError::Fatal(e.to_string()))?;
     shared::names::validate_topic(&opts.topic).map_err(|e| TailError::Fatal(e.to_string()))?;
     let api = Arc::new(
-        CollectorClient::new(
-            std::slice::from_ref(&opts.collector),
-            client::ClientConfig::default(),
-        )
-        .map_err(|e| TailError::Fatal(e.to_string()))?,
+        CollectorClient::new(std::slice::from_ref(&opts.collector), opts.client.clone())
+            .map_err(|e| TailError::Fatal(e.to_string()))?,
     );
     // --no-follow: the high watermarks to reach.
     let goal: Option<BTreeMap<u32, u64>> = if opts.follow {

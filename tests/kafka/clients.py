@@ -180,7 +180,8 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
     """subscribe() in a PROTOCOL group; prints the values read and the distinct
     `host|path` header pairs seen; writes its assignment to WORKDIR/NAME.assign on each
     change; reads until nothing new came for IDLE_S seconds after the first record (or
-    60 s), commits synchronously, leaves, prints what it read."""
+    90 s; IDLE_S < 0: until WORKDIR/NAME.stop is reached), commits synchronously, leaves,
+    prints what it read."""
     import os
     from confluent_kafka import Consumer
 
@@ -199,6 +200,8 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
     conf = {"bootstrap.servers": bootstrap, "group.id": group, "client.id": name,
             "group.protocol": protocol, "enable.auto.commit": False,
             "auto.offset.reset": "earliest"}
+    if os.environ.get("TRIB_KAFKA_DEBUG"):
+        conf["debug"] = os.environ["TRIB_KAFKA_DEBUG"]
     if protocol == "classic":
         # With KIP-848 the coordinator sets session and heartbeat timing.
         conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
@@ -210,7 +213,21 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
     start = time.time()
     last = None
     dirty = False
-    while time.time() - start < 90:
+    # Stalls longer than 2 s: (seconds since start, length, records read before it).
+    gaps = []
+    # IDLE_S < 0: read until WORKDIR/NAME.stop names how many distinct values to reach
+    # (then at most 60 s more), however long failovers pause the stream.
+    stop_path = os.path.join(workdir, name + ".stop")
+    until_stop = idle_s < 0
+    stop_seen = None
+    while time.time() - start < (240 if until_stop else 90):
+        if until_stop and stop_seen is None and os.path.exists(stop_path):
+            with open(stop_path) as f:
+                target = int(f.read().strip() or 0)
+            stop_seen = time.time()
+        if stop_seen is not None and (len(set(values)) >= target
+                                      or time.time() - stop_seen > 60):
+            break
         m = c.poll(0.5)
         if m is None:
             if last is None:
@@ -221,12 +238,14 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
             if dirty and time.time() - last > 1:
                 commit(c)
                 dirty = False
-            if time.time() - last > idle_s:
+            if not until_stop and time.time() - last > idle_s:
                 break
             continue
         if m.error():
             errors.append(str(m.error()))
             continue
+        if last is not None and time.time() - last > 2:
+            gaps.append([round(last - start, 1), round(time.time() - last, 1), len(values)])
         values.append(m.value().decode())
         headers = dict(m.headers() or [])
         sources.add(f"{headers.get('host', b'').decode()}|{headers.get('path', b'').decode()}")
@@ -237,7 +256,10 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
     if dirty:
         commit(c)
     c.close()
-    print(json.dumps({"values": values, "errors": errors[:5], "sources": sorted(sources)}))
+    if last is not None and time.time() - last > 2:
+        gaps.append([round(last - start, 1), round(time.time() - last, 1), len(values)])
+    print(json.dumps({"values": values, "errors": errors[:5], "sources": sorted(sources),
+                      "gaps": gaps}))
 
 
 def produce_paced(bootstrap, topic, n, per_s, progress):

@@ -179,6 +179,7 @@ impl Broker {
         logs: LogManager,
         controller: Arc<Controller>,
         metrics: Arc<Metrics>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, BrokerError> {
         let peer_client = |request_timeout| {
             CollectorClient::new(
@@ -186,6 +187,7 @@ impl Broker {
                 ClientConfig {
                     request_timeout,
                     connect_timeout: PEER_CONNECT_TIMEOUT,
+                    tls: tls.clone(),
                     ..ClientConfig::default()
                 },
             )
@@ -256,7 +258,7 @@ impl Broker {
             .ok_or_else(|| BrokerError::Internal(format!("leader {} unknown", pm.leader)))?;
         let o = self
             .peers
-            .partition_offsets_at(&client::base_url(&addr), topic, partition)
+            .partition_offsets_at(&self.peers.config().base_url(&addr), topic, partition)
             .await
             .map_err(|e| {
                 BrokerError::Controller(ControllerError::Unavailable(format!(

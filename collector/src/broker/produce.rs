@@ -305,7 +305,13 @@ impl Broker {
         };
         match self
             .relay
-            .produce_json(Some(&client::base_url(&addr)), topic, acks, &body, true)
+            .produce_json(
+                Some(&self.relay.config().base_url(&addr)),
+                topic,
+                acks,
+                &body,
+                true,
+            )
             .await
         {
             Ok(r) => Ok(r),

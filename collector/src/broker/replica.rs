@@ -205,7 +205,11 @@ async fn restart_at_leader_start(
 ) -> Result<(), FollowError> {
     let start = broker
         .peers
-        .partition_offsets_at(&client::base_url(leader), &tp.topic, tp.partition)
+        .partition_offsets_at(
+            &broker.peers.config().base_url(leader),
+            &tp.topic,
+            tp.partition,
+        )
         .await
         .map_err(|e| FollowError::Http(e.to_string()))?
         .log_start_offset;
@@ -237,7 +241,7 @@ async fn follow_once(
     leader: &str,
     config: &LogConfig,
 ) -> Result<(), FollowError> {
-    let base = client::base_url(leader);
+    let base = broker.peers.config().base_url(leader);
     let Some(topic_id) = broker
         .controller
         .metadata()

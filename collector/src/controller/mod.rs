@@ -50,6 +50,8 @@ pub struct ControllerConfig {
     pub dir: PathBuf,
     /// A broker silent this long is fenced by the active controller.
     pub broker_session_timeout: Duration,
+    /// TLS to the other nodes (`https://`), when the node has TLS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What the active controller knows of broker liveness (memory only: a new active
@@ -79,6 +81,8 @@ pub struct Controller {
     metadata: tokio::sync::watch::Receiver<Arc<MetadataState>>,
     /// Shared by Raft RPCs and forwarded proposals.
     http: reqwest::Client,
+    /// `http` or `https`: how the other nodes' addresses are reached.
+    scheme: &'static str,
     liveness: std::sync::Mutex<Liveness>,
     broker_session_timeout: Duration,
     stop: tokio::sync::watch::Sender<bool>,
@@ -100,9 +104,13 @@ impl Controller {
         let log = log_store::LogStore::open(&config.dir).map_err(storage)?;
         let sm = state_machine::StateMachine::open(&config.dir).map_err(storage)?;
         let metadata = sm.subscribe();
-        let http = reqwest::Client::builder()
-            .timeout(network::RPC_TIMEOUT)
-            .build()
+        let client = client::ClientConfig {
+            request_timeout: network::RPC_TIMEOUT,
+            tls: config.tls.clone(),
+            ..client::ClientConfig::default()
+        };
+        let scheme = client.scheme();
+        let http = client::http_client(&client)
             .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
         let raft_config = openraft::Config {
             cluster_name: "tributary".into(),
@@ -120,6 +128,7 @@ impl Controller {
             Arc::new(raft_config),
             network::Network {
                 client: http.clone(),
+                scheme,
                 warned: Default::default(),
             },
             log,
@@ -157,6 +166,7 @@ impl Controller {
             node_id: config.node_id,
             metadata,
             http,
+            scheme,
             liveness: std::sync::Mutex::new(Liveness::default()),
             broker_session_timeout: config.broker_session_timeout,
             stop: tokio::sync::watch::Sender::new(false),
@@ -226,7 +236,8 @@ impl Controller {
                 let resp = self
                     .http
                     .post(format!(
-                        "http://{addr}{}",
+                        "{}://{addr}{}",
+                        self.scheme,
                         api::routes::CONTROLLER_HEARTBEAT
                     ))
                     .json(&api::BrokerHeartbeat { id })
@@ -288,7 +299,11 @@ impl Controller {
     ) -> Result<CommandResult, ControllerError> {
         let resp = self
             .http
-            .post(format!("http://{addr}{}", api::routes::CONTROLLER_PROPOSE))
+            .post(format!(
+                "{}://{addr}{}",
+                self.scheme,
+                api::routes::CONTROLLER_PROPOSE
+            ))
             .json(cmd)
             .send()
             .await
@@ -350,7 +365,8 @@ impl Controller {
             let r = self
                 .http
                 .post(format!(
-                    "http://{addr}{}",
+                    "{}://{addr}{}",
+                    self.scheme,
                     api::routes::CONTROLLER_ADD_LEARNER
                 ))
                 .json(&api::AddLearner {
@@ -398,7 +414,8 @@ impl Controller {
         let resp = self
             .http
             .post(format!(
-                "http://{addr}{}",
+                "{}://{addr}{}",
+                self.scheme,
                 api::routes::CONTROLLER_ADD_LEARNER
             ))
             .json(&api::AddLearner {

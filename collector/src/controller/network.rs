@@ -21,6 +21,8 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Network {
     pub client: reqwest::Client,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     /// When each peer was last reported unreachable (openraft makes a connection per
     /// attempt, so this lives here).
     pub warned:
@@ -30,6 +32,7 @@ pub struct Network {
 #[derive(Debug)]
 pub struct Connection {
     client: reqwest::Client,
+    scheme: &'static str,
     addr: String,
     /// When a peer was last reported unreachable (at most every [`UNREACHABLE_LOG_EVERY`]).
     warned: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
@@ -44,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             client: self.client.clone(),
+            scheme: self.scheme,
             addr: node.addr.clone(),
             warned: self.warned.clone(),
         }
@@ -62,7 +66,7 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/internal/raft/{route}", self.addr);
+        let url = format!("{}://{}/internal/raft/{route}", self.scheme, self.addr);
         let timeout = option.hard_ttl().min(RPC_TIMEOUT);
         let resp = self
             .client

@@ -640,7 +640,7 @@ impl GroupService {
             return Err(GroupsError::CoordinatorMoving);
         }
         c.leader_address()
-            .map(|a| Some(client::base_url(&a)))
+            .map(|a| Some(self.broker.relay.config().base_url(&a)))
             .ok_or(GroupsError::NoController)
     }
 

@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::broker::Broker;
@@ -46,6 +46,8 @@ pub struct KafkaServer {
     pub broker: Arc<Broker>,
     pub groups: Arc<GroupService>,
     pub config: KafkaConfig,
+    /// TLS (Kafka's SSL listener), when the node has a `tls:` section.
+    pub tls: Option<Arc<crate::server::tls::NodeTls>>,
 }
 
 /// Why a connection is closed instead of answered.
@@ -212,9 +214,26 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let (server, stop) = (server.clone(), stop.clone());
+                let _ = stream.set_nodelay(true);
                 conns.spawn(async move {
                     let _permit = permit;
-                    connection(stream, peer, &server, stop).await;
+                    match server.tls.clone() {
+                        None => connection(stream, peer, &server, stop).await,
+                        Some(tls) => {
+                            let accept = tls.acceptor().accept(stream);
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                                Ok(Ok(s)) => connection(s, peer, &server, stop).await,
+                                Ok(Err(e)) => {
+                                    server.broker.metrics.tls_handshake_failures.inc();
+                                    tracing::debug!(%peer, error = %e, "Kafka TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    server.broker.metrics.tls_handshake_failures.inc();
+                                    tracing::debug!(%peer, "Kafka TLS handshake timed out");
+                                }
+                            }
+                        }
+                    }
                 });
             }
             Err(e) => {
@@ -233,19 +252,22 @@ const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis
 /// A connection silent this long between requests is closed (Kafka's
 /// `connections.max.idle.ms` default), so dead clients do not hold connection slots.
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Longest time a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest time one frame may take to arrive once its length is read.
 const FRAME_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     server: &KafkaServer,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let gauge = &server.broker.metrics.kafka_connections;
     gauge.inc();
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut rd = BufReader::new(rd);
     let mut wr = BufWriter::new(wr);
     let max = server.config.request_bytes_max;

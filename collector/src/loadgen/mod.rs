@@ -114,6 +114,8 @@ pub fn log_line(rng: &mut Rng, target: usize) -> String {
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
     pub collector: String,
+    /// Timeouts and TLS of the connections to the collectors.
+    pub client: ClientConfig,
     pub topic: String,
     pub partitions: u32,
     pub record_bytes: usize,
@@ -206,7 +208,7 @@ pub async fn produce(opts: ProduceOptions, progress: bool) -> anyhow::Result<ser
     let acks: api::Acks = opts.acks.parse().map_err(anyhow::Error::msg)?;
     let client = Arc::new(CollectorClient::new(
         std::slice::from_ref(&opts.collector),
-        ClientConfig::default(),
+        opts.client.clone(),
     )?);
     // Create the topic with the requested partitions (fine if it exists).
     let create = api::CreateTopic {
@@ -407,13 +409,14 @@ impl Tally {
 /// over HTTP or (with `kafka`) the Kafka protocol.
 pub async fn consume(
     collector: &str,
+    client: ClientConfig,
     topic: &str,
     kafka: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
     if let Some(addr) = kafka {
         return consume_kafka(addr, topic).await;
     }
-    let client = CollectorClient::new(&[collector.to_owned()], ClientConfig::default())?;
+    let client = CollectorClient::new(&[collector.to_owned()], client)?;
     // (partition, log start offset, high watermark, leader): each leader knows its own.
     let mut parts: Vec<(u32, u64, u64, String)> = Vec::new();
     let leaders = client.topic_leaders(topic).await?;

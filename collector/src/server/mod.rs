@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod handlers;
+pub mod listener;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
