@@ -647,11 +647,16 @@ fn run_cli() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             let config = load(config.as_ref())?;
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(collector::node::run(config, shutdown_signal(), |addr| {
-                println!("collector listening on http://{addr}");
+                println!("collector listening on {scheme}://{addr}");
             }))?;
             Ok(())
         }

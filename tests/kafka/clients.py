@@ -20,6 +20,9 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   admin-describe BOOTSTRAP TOPIC GROUP       AdminClient list/describe groups, configs, cluster
   admin-delete-group BOOTSTRAP GROUP         AdminClient.delete_consumer_groups
   admin-grow BOOTSTRAP TOPIC PARTITIONS      AdminClient.create_partitions
+  ssl-roundtrip BOOTSTRAP TOPIC CERTDIR NAME N   over SSL (CA CERTDIR/ca.pem, client
+                                        certificate CERTDIR/NAME.pem, or none when NAME is
+                                        -): produce N records, read them back
 """
 import json
 import sys
@@ -406,6 +409,43 @@ def admin_delete(bootstrap, topic):
     print(json.dumps({"errors": errors}))
 
 
+def ssl_roundtrip(bootstrap, topic, certdir, name, n):
+    """librdkafka over SSL: an idempotent producer of N records, then a consumer reading
+    them back; prints what was delivered and read, and the errors seen."""
+    from confluent_kafka import Consumer, Producer
+
+    conf = {"bootstrap.servers": bootstrap, "security.protocol": "SSL",
+            "ssl.ca.location": f"{certdir}/ca.pem", "socket.timeout.ms": 5000}
+    if name != "-":
+        conf.update({"ssl.certificate.location": f"{certdir}/{name}.pem",
+                     "ssl.key.location": f"{certdir}/{name}-key.pem"})
+    errors = []
+
+    def on_error(e):
+        errors.append(str(e))
+
+    p = Producer(dict(conf, **{"enable.idempotence": True, "acks": "all",
+                               "message.timeout.ms": 8000, "error_cb": on_error}))
+    delivered = []
+    for i in range(n):
+        p.produce(topic, value=f"ssl-{i}".encode(),
+                  on_delivery=lambda err, m: delivered.append(m.value().decode())
+                  if err is None else errors.append(str(err)))
+    p.flush(10)
+    read = []
+    if delivered:
+        c = Consumer(dict(conf, **{"group.id": "ssl-roundtrip", "auto.offset.reset": "earliest",
+                                   "error_cb": on_error}))
+        c.subscribe([topic])
+        deadline = time.time() + 30
+        while len(read) < len(delivered) and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                read.append(m.value().decode())
+        c.close()
+    print(json.dumps({"delivered": delivered, "read": read, "errors": errors[:5]}))
+
+
 if __name__ == "__main__":
     cmd, bootstrap, topic = sys.argv[1], sys.argv[2], sys.argv[3]
     if cmd == "confluent-produce":
@@ -438,5 +478,7 @@ if __name__ == "__main__":
         admin_create(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "admin-delete":
         admin_delete(bootstrap, topic)
+    elif cmd == "ssl-roundtrip":
+        ssl_roundtrip(bootstrap, topic, sys.argv[4], sys.argv[5], int(sys.argv[6]))
     else:
         sys.exit(f"unknown command {cmd}")

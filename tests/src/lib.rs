@@ -51,6 +51,11 @@ pub struct Collector {
     pub addr: String,
     pub data: PathBuf,
     pub config: PathBuf,
+    /// `https` when the config has a `tls:` section.
+    pub scheme: &'static str,
+    /// A client this collector accepts: plain, or over TLS with the node's own
+    /// certificate as client certificate (node certificates are valid for both ends).
+    pub http: reqwest::blocking::Client,
 }
 
 impl Collector {
@@ -132,12 +137,18 @@ impl Collector {
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => {
-                let addr = line.rsplit("http://").next().unwrap().trim().to_owned();
+                let addr = line.rsplit("://").next().unwrap().trim().to_owned();
+                let tls = node_tls(config);
                 Ok(Self {
                     child,
                     addr,
                     data: data.to_path_buf(),
                     config: config.to_path_buf(),
+                    scheme: if tls.is_some() { "https" } else { "http" },
+                    http: match tls {
+                        Some(files) => tls_client(&files),
+                        None => client(),
+                    },
                 })
             }
             Err(_) => {
@@ -155,12 +166,13 @@ impl Collector {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// The `host:port` of this collector's Kafka listener, as its metadata advertises it.
     pub fn kafka_address(&self) -> String {
-        let meta: serde_json::Value = client()
+        let meta: serde_json::Value = self
+            .http
             .get(self.url("/v1/metadata"))
             .send()
             .unwrap()
@@ -179,7 +191,7 @@ impl Collector {
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = client().get(self.url("/health")).send()
+            if let Ok(r) = self.http.get(self.url("/health")).send()
                 && r.status().is_success()
             {
                 return;
@@ -203,6 +215,11 @@ impl Collector {
     /// SIGCONT after [`Collector::pause`].
     pub fn resume(&self) {
         assert_eq!(unsafe_kill(self.child.id() as i32, libc::SIGCONT), 0);
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the process.
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe_kill(self.child.id() as i32, signal), 0);
     }
 
     /// SIGTERM, then waits for the exit status.
@@ -278,8 +295,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` voters concurrently with `extra` YAML in each config, and waits until
-    /// every one is healthy (registered with the controller).
+    /// Starts `n` voters concurrently with `extra` YAML in each config (`{id}` replaced by
+    /// the node's id), and waits until every one is healthy (registered with the
+    /// controller).
     pub fn start(dir: &Path, n: usize, extra: &str) -> Self {
         Self::start_with_brokers(dir, n, 0, extra)
     }
@@ -302,6 +320,8 @@ impl Cluster {
                 let data = dir.join(format!("node{}", i + 1));
                 std::fs::create_dir_all(&data).unwrap();
                 let config = data.with_extension("yaml");
+                // `{id}` in `extra` is this node's id (per-node certificate files).
+                let extra = extra.replace("{id}", &(i + 1).to_string());
                 std::fs::write(
                     &config,
                     format!(
@@ -344,6 +364,91 @@ pub fn client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// A client over TLS with these files (the CA, and optionally a client certificate).
+pub fn tls_client(files: &client::tls::TlsFiles) -> reqwest::blocking::Client {
+    let tls = client::tls::client_config(files).unwrap();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .unwrap()
+}
+
+/// The TLS files of a collector config (its CA, and its own certificate to use as a
+/// client certificate), if it has a `tls:` section.
+fn node_tls(config: &Path) -> Option<client::tls::TlsFiles> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+    let t = v.get("tls")?;
+    let path = |k: &str| t.get(k).and_then(|p| p.as_str()).map(PathBuf::from);
+    Some(client::tls::TlsFiles {
+        ca_file: path("ca_file")?,
+        cert_file: path("cert_file"),
+        key_file: path("key_file"),
+        server_name: None,
+    })
+}
+
+/// The end-entity certificate (DER) a TLS server at `addr` presents, checked against the
+/// CA in `ca_file` (no client certificate is shown).
+pub fn served_certificate(addr: &str, ca_file: &Path) -> Vec<u8> {
+    let config = client::tls::client_config(&client::tls::TlsFiles {
+        ca_file: ca_file.to_path_buf(),
+        ..Default::default()
+    })
+    .unwrap();
+    let host = addr.rsplit_once(':').unwrap().0.to_owned();
+    let name = client::rustls::pki_types::ServerName::try_from(host).unwrap();
+    let mut conn = client::rustls::ClientConnection::new(config, name).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+}
+
+/// The DER of the first certificate in a PEM file.
+pub fn pem_certificate(path: &Path) -> Vec<u8> {
+    client::tls::load_certs(path).unwrap()[0].as_ref().to_vec()
+}
+
+/// `collector certs init --dir <dir> --hosts 127.0.0.1 ×n --clients <clients>`: a CA,
+/// `node<i>.pem` for nodes 1..=n and `<name>.pem` per client, in `dir`.
+pub fn certs_init(dir: &Path, nodes: usize, clients: &[&str]) {
+    let hosts = vec!["127.0.0.1"; nodes].join(",");
+    let out = Command::new(binary("collector"))
+        .args(["certs", "init", "--dir"])
+        .arg(dir)
+        .args(["--hosts", &hosts, "--clients", &clients.join(",")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certs init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `tls:` YAML of node `{id}` (left for [`Cluster`] to fill in) with certificates from
+/// [`certs_init`] in `dir`.
+pub fn node_tls_yaml(dir: &Path, client_auth: &str) -> String {
+    let d = dir.display();
+    format!(
+        "tls: {{cert_file: {d}/node{{id}}.pem, key_file: {d}/node{{id}}-key.pem, ca_file: {d}/ca.pem, client_auth: {client_auth}}}\n"
+    )
+}
+
+/// Client TLS files for the certificate `name` from [`certs_init`] in `dir`.
+pub fn client_tls(dir: &Path, name: &str) -> client::tls::TlsFiles {
+    client::tls::TlsFiles {
+        ca_file: dir.join("ca.pem"),
+        cert_file: Some(dir.join(format!("{name}.pem"))),
+        key_file: Some(dir.join(format!("{name}-key.pem"))),
+        server_name: None,
+    }
 }
 
 /// Encodes one batch of `values` with an optional producer identity.
@@ -553,7 +658,13 @@ fn try_read_topic(
         let leader = p["leader"]
             .as_u64()
             .and_then(|l| addresses.get(&l))
-            .map_or_else(|| base.to_owned(), |a| format!("http://{a}"));
+            .map_or_else(
+                || base.to_owned(),
+                |a| {
+                    let scheme = base.split_once("://").map_or("http", |(s, _)| s);
+                    format!("{scheme}://{a}")
+                },
+            );
         // From the log start (retention may have moved it past 0), as the leader knows it.
         let mut offset = c
             .get(format!("{leader}/v1/topics/{topic}"))

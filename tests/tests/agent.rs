@@ -37,10 +37,34 @@ fn wait_for(c: &reqwest::blocking::Client, base: &str, want: usize) -> Vec<Topic
 
 #[test]
 fn every_line_exactly_once_through_rotations_and_crashes() {
+    exactly_once_through_rotations_and_crashes(false);
+}
+
+/// The same test, unchanged, with TLS everywhere: the collector requires a client
+/// certificate (from `collector certs init`), the agent shows one.
+#[test]
+fn every_line_exactly_once_over_tls_with_client_certificates() {
+    exactly_once_through_rotations_and_crashes(true);
+}
+
+fn exactly_once_through_rotations_and_crashes(tls: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let mut col = Collector::start(&tmp.path().join("data"), "");
+    let certs = tmp.path().join("certs");
+    let (server_tls, agent_tls) = if tls {
+        tributary_tests::certs_init(&certs, 1, &["agent"]);
+        let d = certs.display();
+        (
+            tributary_tests::node_tls_yaml(&certs, "required").replace("{id}", "1"),
+            format!(
+                "  tls: {{ca_file: {d}/ca.pem, cert_file: {d}/agent.pem, key_file: {d}/agent-key.pem}}\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let mut col = Collector::start(&tmp.path().join("data"), &server_tls);
     let config = tmp.path().join("agent.yaml");
     let mport = free_port();
     let metrics = format!("http://127.0.0.1:{mport}/metrics");
@@ -49,7 +73,7 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
         std::fs::write(
             &config,
             format!(
-                "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\n    exclude: [\"*.gz\"]\n    labels: {{service: test}}\noutput:\n  collectors: [\"{url}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\nmax_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\nmetrics_listen: 127.0.0.1:{mport}\n",
+                "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\n    exclude: [\"*.gz\"]\n    labels: {{service: test}}\noutput:\n  collectors: [\"{url}\"]\n  linger_ms: 20\n  batch_bytes_max: 65536\n  retry_backoff_max_ms: 300\n{agent_tls}max_line_bytes: {MAX_LINE}\nrescan_interval_ms: 200\nbuffer_bytes_max: 1048576\nmetrics_listen: 127.0.0.1:{mport}\n",
                 tmp.path().join("state").display(),
                 logs.display()
             ),
@@ -113,7 +137,7 @@ fn every_line_exactly_once_through_rotations_and_crashes() {
     std::fs::remove_file(logs.join("app.log.1")).unwrap();
     write(&app, &mut want, "c", 2000, 500);
 
-    let c = client();
+    let c = col.http.clone();
     let got = wait_for(&c, &col.url(""), want.len());
     // Exactly once: the same multiset of records.
     let mut values: Vec<Vec<u8>> = got.iter().map(|r| r.3.clone()).collect();

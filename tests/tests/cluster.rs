@@ -299,9 +299,37 @@ fn one_group_across_the_cluster_reads_every_partition_from_its_leader_exactly_on
 
 #[test]
 fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
+    agent_exactly_once_across_crash_and_failover(false);
+}
+
+/// The same test, unchanged, over TLS everywhere: the brokers require client certificates
+/// (from `collector certs init`) of the agent, of `collector tail`, and of each other
+/// (replication, Raft and forwarding all show the node's certificate).
+#[test]
+fn over_tls_with_client_certificates_the_agent_ships_exactly_once_across_crash_and_failover() {
+    agent_exactly_once_across_crash_and_failover(true);
+}
+
+fn agent_exactly_once_across_crash_and_failover(tls: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
-    let c = client();
+    let certs = tmp.path().join("certs");
+    let (extra, agent_tls) = if tls {
+        tributary_tests::certs_init(&certs, 3, &["agent", "reader"]);
+        let d = certs.display();
+        (
+            format!(
+                "{EXTRA}{}",
+                tributary_tests::node_tls_yaml(&certs, "required")
+            ),
+            format!(
+                "  tls: {{ca_file: {d}/ca.pem, cert_file: {d}/agent.pem, key_file: {d}/agent-key.pem}}\n"
+            ),
+        )
+    } else {
+        (EXTRA.to_owned(), String::new())
+    };
+    let mut cl = Cluster::start(tmp.path(), 3, &extra);
+    let c = cl.nodes[0].http.clone();
     create_topic(&c, cl.node(1), json!({"name": "logs", "partitions": 6}));
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -330,7 +358,7 @@ fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\", \"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 16384\n  retry_backoff_max_ms: 300\nmetrics_listen: 127.0.0.1:{mport}\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/*.log\"]\noutput:\n  collectors: [\"{}\", \"{}\"]\n  linger_ms: 20\n  batch_bytes_max: 16384\n  retry_backoff_max_ms: 300\n{agent_tls}metrics_listen: 127.0.0.1:{mport}\n",
             tmp.path().join("state").display(),
             logs.display(),
             cl.node(2).url(""),
@@ -402,6 +430,33 @@ fn the_agent_ships_exactly_once_across_its_own_crash_and_a_leader_failover() {
     assert_eq!(values.len(), set.len(), "no duplicates");
     assert_eq!(set, want, "every line");
     assert!(agent.terminate().success());
+    if tls {
+        // `collector tail` over TLS with its own certificate reads the same lines.
+        let d = certs.display().to_string();
+        let mut t = tributary_tests::TailProc::start(
+            &cl.nodes[1].url(""),
+            &[
+                "--group",
+                "over-tls",
+                "--no-follow",
+                "--tls-ca",
+                &format!("{d}/ca.pem"),
+                "--tls-cert",
+                &format!("{d}/reader.pem"),
+                "--tls-key",
+                &format!("{d}/reader-key.pem"),
+            ],
+        );
+        assert!(t.wait().success(), "{:?}", t.stderr());
+        let printed: Vec<String> = t.lines();
+        let printed_set: BTreeSet<String> = printed.iter().cloned().collect();
+        assert_eq!(
+            printed.len(),
+            printed_set.len(),
+            "tail printed no line twice"
+        );
+        assert_eq!(printed_set, want, "tail printed every line");
+    }
 }
 
 /// Creates a topic through `node` (it must succeed) and returns its description.

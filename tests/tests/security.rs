@@ -1,0 +1,311 @@
+//! Security, end to end: TLS refusals (each writes nothing and leaves the node healthy),
+//! plaintext exposure refused at start, certificate rotation by SIGHUP under load, and
+//! Kafka's SSL listener with a real librdkafka client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tributary_tests::{
+    Collector, binary, certs_init, client, client_tls, node_tls_yaml, read_topic, tls_client,
+};
+
+fn python_client(args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn produce(
+    c: &reqwest::blocking::Client,
+    col: &Collector,
+    value: &str,
+) -> Result<u16, reqwest::Error> {
+    c.post(col.url("/v1/topics/t/records"))
+        .json(&json!({"records": [{"value": value}]}))
+        .send()
+        .map(|r| r.status().as_u16())
+}
+
+#[test]
+fn tls_refusals_write_nothing_and_leave_the_node_healthy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let other = tmp.path().join("other");
+    certs_init(&certs, 1, &["alice"]);
+    certs_init(&other, 1, &["mallory"]);
+    // A certificate from the right CA that expired yesterday.
+    let out = Command::new(binary("collector"))
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .args(["--name", "old", "--days", "-1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        &node_tls_yaml(&certs, "required").replace("{id}", "1"),
+    );
+    assert_eq!(col.scheme, "https");
+    let alice = tls_client(&client_tls(&certs, "alice"));
+    let r = alice
+        .post(col.url("/v1/topics"))
+        .json(&json!({"name": "t", "partitions": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+
+    // Each refused at the handshake: no request reaches the API.
+    let no_certificate = tls_client(&client::tls::TlsFiles {
+        ca_file: certs.join("ca.pem"),
+        ..Default::default()
+    });
+    let other_ca = tls_client(&client::tls::TlsFiles {
+        ca_file: certs.join("ca.pem"),
+        ..client_tls(&other, "mallory")
+    });
+    let expired = tls_client(&client_tls(&certs, "old"));
+    for (case, c) in [
+        ("no-certificate", &no_certificate),
+        ("other-ca", &other_ca),
+        ("expired", &expired),
+    ] {
+        let r = produce(c, &col, &format!("refused-{case}"));
+        assert!(r.is_err(), "{case}: answered {r:?}");
+    }
+    // A plaintext client against the TLS listener.
+    let plain = client()
+        .post(format!("http://{}/v1/topics/t/records", col.addr))
+        .json(&json!({"records": [{"value": "refused-plaintext"}]}))
+        .send();
+    assert!(
+        plain.is_err() || !plain.as_ref().unwrap().status().is_success(),
+        "plaintext: {plain:?}"
+    );
+    // Kafka's SSL listener: without a certificate nothing is delivered; with one, records
+    // go in and come back out.
+    let kafka = col.kafka_address();
+    let certdir = certs.to_str().unwrap();
+    let v = python_client(&["ssl-roundtrip", &kafka, "t", certdir, "-", "3"]);
+    assert_eq!(v["delivered"], json!([]), "{v}");
+    let v = python_client(&["ssl-roundtrip", &kafka, "t", certdir, "alice", "5"]);
+    assert_eq!(v["delivered"].as_array().unwrap().len(), 5, "{v}");
+    assert_eq!(v["read"].as_array().unwrap().len(), 5, "{v}");
+
+    // The node is healthy and the good client still writes.
+    assert_eq!(produce(&alice, &col, "accepted").unwrap(), 200);
+    let values: Vec<String> = read_topic(&alice, &col.url(""), "t")
+        .into_iter()
+        .map(|r| String::from_utf8(r.3).unwrap())
+        .collect();
+    assert!(
+        values.iter().all(|v| !v.starts_with("refused")),
+        "{values:?}"
+    );
+    assert!(values.contains(&"accepted".to_owned()), "{values:?}");
+    assert_eq!(values.iter().filter(|v| v.starts_with("ssl-")).count(), 5);
+    let r = alice.get(col.url("/health")).send().unwrap();
+    assert!(r.status().is_success());
+    // Refusals are counted (the HTTP ones and at least one of librdkafka's attempts).
+    let failures = alice
+        .get(col.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let n = tributary_tests::metric_value(&failures, "tributary_tls_handshake_failures_total")
+        .unwrap_or(0.0);
+    assert!(n >= 5.0, "handshake failures counted: {n}");
+}
+
+/// `collector serve` with `config`; returns whether it exited (with its stderr) or, still
+/// running after `wait`, the stderr lines so far (it is then killed).
+fn serve_briefly(config: &std::path::Path, wait: Duration) -> (Option<bool>, String) {
+    let mut child = Command::new(binary("collector"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+    let deadline = Instant::now() + wait;
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status.success());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    reader.join().unwrap();
+    let text = lines.lock().unwrap().clone();
+    (exited, text)
+}
+
+#[test]
+fn a_non_loopback_listener_without_tls_refuses_to_start_unless_insecure_plaintext() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = tributary_tests::free_port();
+    let base = format!(
+        "listen: 0.0.0.0:{port}\nkafka_listen: null\ndata_dirs: [{}]\ncreate_data_dirs: true\n",
+        tmp.path().join("data").display()
+    );
+    let config = tmp.path().join("c.yaml");
+    std::fs::write(&config, &base).unwrap();
+    let (exited, err) = serve_briefly(&config, Duration::from_secs(20));
+    assert_eq!(exited, Some(false), "{err}");
+    assert!(
+        err.contains("not a loopback address") && err.contains("insecure_plaintext"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("data").exists(),
+        "refused before touching storage"
+    );
+    // The Kafka listener is held to the same rule.
+    std::fs::write(
+        &config,
+        base.replace("kafka_listen: null", "kafka_listen: 0.0.0.0:0")
+            .replace(&format!("0.0.0.0:{port}"), "127.0.0.1:0"),
+    )
+    .unwrap();
+    let out = Command::new(binary("collector"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kafka_listen"));
+    // Asked for on purpose: it starts, and says what it is doing.
+    std::fs::write(&config, format!("{base}insecure_plaintext: true\n")).unwrap();
+    let (exited, err) = serve_briefly(&config, Duration::from_secs(3));
+    assert_eq!(exited, None, "it kept running: {err}");
+    assert!(
+        err.contains("insecure_plaintext") && err.contains("without TLS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_rotates_the_certificate_under_load_without_a_failed_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    certs_init(&certs, 2, &["alice"]);
+    // The node serves whatever served.pem holds: node1's certificate first, node2's after.
+    let install = |from: &str| {
+        for (src, dst) in [
+            (format!("{from}.pem"), "served.pem"),
+            (format!("{from}-key.pem"), "served-key.pem"),
+        ] {
+            let tmp_dst = certs.join(format!("{dst}.new"));
+            std::fs::copy(certs.join(src), &tmp_dst).unwrap();
+            std::fs::rename(&tmp_dst, certs.join(dst)).unwrap();
+        }
+    };
+    install("node1");
+    let d = certs.display();
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        &format!(
+            "tls: {{cert_file: {d}/served.pem, key_file: {d}/served-key.pem, ca_file: {d}/ca.pem, client_auth: optional}}\n"
+        ),
+    );
+    let ca = certs.join("ca.pem");
+    assert_eq!(
+        tributary_tests::served_certificate(&col.addr, &ca),
+        tributary_tests::pem_certificate(&certs.join("node1.pem"))
+    );
+    let alice = tls_client(&client_tls(&certs, "alice"));
+    let r = alice
+        .post(col.url("/v1/topics"))
+        .json(&json!({"name": "t", "partitions": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    // Load: requests on pooled connections and on new ones (new handshakes) throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..2)
+        .map(|w| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let files = client_tls(&certs, "alice");
+            let url = col.url("/v1/topics/t/records");
+            std::thread::spawn(move || {
+                let mut c = tls_client(&files);
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    if w == 1 {
+                        c = tls_client(&files);
+                    }
+                    let r = c
+                        .post(&url)
+                        .json(&json!({"records": [{"value": format!("w{w}-{i}")}]}))
+                        .send();
+                    match r {
+                        Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::SeqCst),
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    install("node2");
+    col.signal(libc::SIGHUP);
+    let node2 = tributary_tests::pem_certificate(&certs.join("node2.pem"));
+    tributary_tests::wait_for(
+        Duration::from_secs(10),
+        "the new certificate served",
+        || (tributary_tests::served_certificate(&col.addr, &ca) == node2).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    // A broken file on reload: the node keeps serving the certificate it has.
+    std::fs::write(certs.join("served.pem"), "not a certificate").unwrap();
+    col.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert_eq!(tributary_tests::served_certificate(&col.addr, &ca), node2);
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no request failed");
+    let n = ok.load(Ordering::SeqCst);
+    assert!(n > 20, "requests were answered throughout: {n}");
+}
