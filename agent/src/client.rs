@@ -56,6 +56,7 @@ impl Client {
             request_timeout: output.request_timeout,
             retry: RetryPolicy::new(RETRY_INITIAL, output.retry_backoff_max),
             tls: output.tls.clone(),
+            token: output.token.clone(),
             ..ClientConfig::default()
         };
         Ok(Self {

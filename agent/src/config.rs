@@ -95,6 +95,8 @@ pub struct RawOutput {
     pub retry_backoff_max_ms: u64,
     /// TLS to the collectors (their addresses then use `https://`).
     pub tls: Option<client::tls::TlsFiles>,
+    /// A file holding a bearer token (`collector tokens create`) sent with every request.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for RawOutput {
@@ -109,6 +111,7 @@ impl Default for RawOutput {
             request_timeout_ms: 30_000,
             retry_backoff_max_ms: 30_000,
             tls: None,
+            token_file: None,
         }
     }
 }
@@ -205,6 +208,8 @@ pub struct Output {
     pub retry_backoff_max: Duration,
     /// Loaded from `output.tls` (files read at validation, so `check-config` sees them).
     pub tls: Option<std::sync::Arc<client::rustls::ClientConfig>>,
+    /// Read from `output.token_file` at validation.
+    pub token: Option<client::Token>,
 }
 
 /// The validated configuration.
@@ -382,6 +387,13 @@ impl Config {
             ),
             None => None,
         };
+        let token = match &o.token_file {
+            Some(f) => Some(
+                client::Token::from_file(f)
+                    .map_err(|e| invalid("output.token_file", e.to_string()))?,
+            ),
+            None => None,
+        };
         let acks = match &o.acks {
             serde_yaml::Value::Number(n) if n.as_i64() == Some(0) => Acks::Zero,
             serde_yaml::Value::Number(n) if n.as_i64() == Some(1) => Acks::One,
@@ -466,6 +478,7 @@ impl Config {
                 request_timeout: Duration::from_millis(o.request_timeout_ms),
                 retry_backoff_max: Duration::from_millis(o.retry_backoff_max_ms),
                 tls,
+                token,
             },
             metrics_listen,
             host: raw.host,

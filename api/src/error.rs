@@ -51,6 +51,8 @@ codes! {
     InvalidConfig = "invalid_config" => 400,
     OffsetAboveHighWatermark = "offset_above_high_watermark" => 400,
     NotAReplica = "not_a_replica" => 400,
+    Unauthenticated = "unauthenticated" => 401,
+    Forbidden = "forbidden" => 403,
     NotFound = "not_found" => 404,
     UnknownTopic = "unknown_topic" => 404,
     UnknownPartition = "unknown_partition" => 404,
@@ -96,6 +98,8 @@ impl ErrorCode {
     /// The generic code for a status no handler chose a code for (axum's own rejections).
     pub fn for_status(status: u16) -> Self {
         match status {
+            401 => ErrorCode::Unauthenticated,
+            403 => ErrorCode::Forbidden,
             404 => ErrorCode::NotFound,
             405 => ErrorCode::MethodNotAllowed,
             413 => ErrorCode::RequestTooLarge,

@@ -8,6 +8,7 @@
 //! Invariants: this crate has no I/O and knows no HTTP library (statuses are plain `u16`);
 //! a type here changes only with `docs/api.md`.
 
+pub mod acls;
 pub mod cluster;
 pub mod error;
 pub mod groups;

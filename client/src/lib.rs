@@ -38,6 +38,42 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// TLS to the collectors (`https://`); `None`: plain HTTP.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// A bearer token sent with every request (`Authorization: Bearer …`).
+    pub token: Option<Token>,
+}
+
+/// A bearer token. Its `Debug` never shows it (configs and errors get printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Reads a token from a file (the first line, trimmed).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ClientError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Setup(format!("{}: {e}", path.display())))?;
+        let t = text.lines().next().unwrap_or("").trim();
+        if t.is_empty() {
+            return Err(ClientError::Setup(format!(
+                "{}: no token in the file",
+                path.display()
+            )));
+        }
+        Ok(Self(t.to_owned()))
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
 }
 
 impl ClientConfig {
@@ -59,6 +95,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             tls: None,
+            token: None,
         }
     }
 }
@@ -276,6 +313,9 @@ impl CollectorClient {
         }
         if call.forwarded {
             req = req.header(api::FORWARDED_HEADER, "1");
+        }
+        if let Some(t) = &self.config.token {
+            req = req.bearer_auth(t.secret());
         }
         if let Some(j) = call.json {
             req = req.header("content-type", "application/json").body(j);
@@ -706,6 +746,41 @@ impl CollectorClient {
         forwarded: bool,
     ) -> Result<api::GroupOffsetsReply, ClientError> {
         self.post(at, api::routes::group_reset(group), req, forwarded)
+            .await
+    }
+
+    /// `GET /v1/acls`: the ACLs the filter matches.
+    pub async fn acls(
+        &self,
+        filter: &api::acls::AclFilter,
+    ) -> Result<api::acls::AclList, ClientError> {
+        self.get(
+            None,
+            format!("{}{}", api::routes::ACLS, api::routes::query(filter)),
+        )
+        .await
+    }
+
+    /// `POST /v1/acls`.
+    pub async fn create_acls(
+        &self,
+        acls: Vec<api::acls::Acl>,
+    ) -> Result<api::acls::AclList, ClientError> {
+        self.post(
+            None,
+            api::routes::ACLS.to_owned(),
+            &api::acls::CreateAcls { acls },
+            false,
+        )
+        .await
+    }
+
+    /// `POST /v1/acls/delete`: removes what the filter matches; returns what was removed.
+    pub async fn delete_acls(
+        &self,
+        filter: &api::acls::AclFilter,
+    ) -> Result<api::acls::AclList, ClientError> {
+        self.post(None, api::routes::ACLS_DELETE.to_owned(), filter, false)
             .await
     }
 

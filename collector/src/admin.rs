@@ -136,6 +136,27 @@ impl AdminClient {
         }
     }
 
+    pub async fn acls_list(
+        &self,
+        filter: &api::acls::AclFilter,
+    ) -> Result<api::acls::AclList, AdminError> {
+        Ok(self.api.acls(filter).await?)
+    }
+
+    pub async fn acls_add(
+        &self,
+        acls: Vec<api::acls::Acl>,
+    ) -> Result<api::acls::AclList, AdminError> {
+        Ok(self.api.create_acls(acls).await?)
+    }
+
+    pub async fn acls_remove(
+        &self,
+        filter: &api::acls::AclFilter,
+    ) -> Result<api::acls::AclList, AdminError> {
+        Ok(self.api.delete_acls(filter).await?)
+    }
+
     pub async fn groups_list(&self) -> Result<api::GroupList, AdminError> {
         Ok(self.api.list_groups(None, false).await?)
     }
@@ -186,6 +207,38 @@ pub fn render_groups(v: &api::GroupList) -> String {
         .collect();
     table(
         &["GROUP", "STATE", "MEMBERS", "PARTITIONS_COMMITTED"],
+        &rows,
+    )
+}
+
+/// Human rendering of an ACL list (Kafka's `kafka-acls --list` columns).
+pub fn render_acls(v: &api::acls::AclList) -> String {
+    let name = |x: &dyn std::fmt::Debug| format!("{x:?}").to_uppercase();
+    let rows: Vec<Vec<String>> = v
+        .acls
+        .iter()
+        .map(|a| {
+            vec![
+                a.principal.clone(),
+                a.host.clone(),
+                name(&a.resource_type),
+                a.resource_name.clone(),
+                name(&a.pattern_type),
+                name(&a.operation),
+                name(&a.permission),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "PRINCIPAL",
+            "HOST",
+            "RESOURCE",
+            "NAME",
+            "PATTERN",
+            "OPERATION",
+            "PERMISSION",
+        ],
         &rows,
     )
 }

@@ -187,6 +187,14 @@ pub struct RawConfig {
     pub insecure_plaintext: bool,
     /// TLS on the HTTP and Kafka listeners, and on this node's calls to other brokers.
     pub tls: Option<crate::server::tls::TlsSection>,
+    /// `none` (everyone may do everything) or `acls` (Kafka's ACL model).
+    pub authorization: crate::auth::Mode,
+    /// Principals allowed everything (`User:admin`).
+    pub superusers: Vec<String>,
+    /// Bearer tokens accepted (salted hashes, one per line; `collector tokens create`).
+    pub tokens_file: Option<PathBuf>,
+    /// Which part of a client certificate names its principal: `cn` or `san`.
+    pub principal_from_certificate: crate::auth::CertificateName,
     /// The Kafka protocol listener (`null` turns it off).
     pub kafka_listen: Option<String>,
     /// `host:port` Kafka clients are told to use for this broker (default: `kafka_listen`).
@@ -229,6 +237,10 @@ impl Default for RawConfig {
             advertise: None,
             insecure_plaintext: false,
             tls: None,
+            authorization: crate::auth::Mode::None,
+            superusers: Vec::new(),
+            tokens_file: None,
+            principal_from_certificate: crate::auth::CertificateName::Cn,
             kafka_listen: Some("127.0.0.1:9092".into()),
             kafka_advertise: None,
             kafka_request_bytes_max: 100 << 20,
@@ -273,6 +285,10 @@ pub struct Config {
     pub tls: Option<crate::server::tls::TlsSection>,
     /// A listener serves a non-loopback address without TLS (`insecure_plaintext`).
     pub exposed_plaintext: bool,
+    pub authorization: crate::auth::Mode,
+    pub superusers: Vec<String>,
+    pub tokens_file: Option<PathBuf>,
+    pub principal_from_certificate: crate::auth::CertificateName,
     pub data_dirs: Vec<PathBuf>,
     /// Whether missing data directories are created (else the collector refuses to start).
     pub create_data_dirs: bool,
@@ -371,6 +387,28 @@ impl Config {
                 })
             }
         };
+        if raw.authorization == crate::auth::Mode::Acls {
+            let certs = raw
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_auth != crate::server::tls::ClientAuth::None);
+            if !certs {
+                return Err(invalid(
+                    "authorization",
+                    "acls needs tls with client_auth optional or required: brokers prove who \
+                     they are to each other with their certificates (clients may use \
+                     certificates or bearer tokens from tokens_file)",
+                ));
+            }
+        }
+        for u in &raw.superusers {
+            if !(u.starts_with("User:") || u.starts_with("broker:")) || u.len() < 6 {
+                return Err(invalid(
+                    "superusers",
+                    format!("{u:?}: a principal is User:<name> (or broker:<id>)"),
+                ));
+            }
+        }
         if raw.data_dirs.is_empty() {
             return Err(invalid("data_dirs", "at least one directory is needed"));
         }
@@ -497,6 +535,10 @@ impl Config {
             kafka,
             tls: raw.tls,
             exposed_plaintext,
+            authorization: raw.authorization,
+            superusers: raw.superusers,
+            tokens_file: raw.tokens_file,
+            principal_from_certificate: raw.principal_from_certificate,
             create_data_dirs: raw
                 .create_data_dirs
                 .unwrap_or(raw.data_dirs == [PathBuf::from("./data")]),

@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod certs;
 pub mod config;

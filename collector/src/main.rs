@@ -46,6 +46,9 @@ struct Target {
     /// Check the collectors' certificates against this name instead of each address's host.
     #[arg(long, global = true, env = "TRIBUTARY_TLS_SERVER_NAME")]
     tls_server_name: Option<String>,
+    /// A file holding a bearer token (`collector tokens create`) to authenticate with.
+    #[arg(long, global = true, env = "TRIBUTARY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -68,8 +71,13 @@ impl Target {
                 .context("TLS")?,
             ),
         };
+        let token = match &self.token_file {
+            Some(f) => Some(client::Token::from_file(f)?),
+            None => None,
+        };
         Ok(client::ClientConfig {
             tls,
+            token,
             ..client::ClientConfig::default()
         })
     }
@@ -160,6 +168,21 @@ enum Command {
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Access control lists (Kafka's model), kept in the cluster metadata.
+    Acls {
+        #[command(subcommand)]
+        command: AclsCommand,
+        #[command(flatten)]
+        target: Target,
+        /// table: for people; json: for scripts.
+        #[arg(long, global = true, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Bearer tokens for clients.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Development certificates: a CA, node and client certificates for trying TLS (not
     /// a production CA: its key is a plain file).
     Certs {
@@ -175,6 +198,172 @@ enum Command {
         /// table: for people; json: for scripts.
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokensCommand {
+    /// Make a token for NAME (principal User:NAME): printed once on stdout; only its salted
+    /// hash is appended to the token file (created mode 0600). Reload collectors (SIGHUP).
+    Create {
+        name: String,
+        /// The collectors' `tokens_file`.
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+/// Which resource an ACL command is about.
+#[derive(clap::Args, Debug, Clone)]
+struct AclSelector {
+    /// `User:<name>`, `User:*` or `broker:<id>`.
+    #[arg(long)]
+    principal: Option<String>,
+    /// A topic (name or, with --prefixed, prefix; `*` for all).
+    #[arg(long, conflicts_with_all = ["group", "cluster"])]
+    topic: Option<String>,
+    /// A consumer group (name or prefix; `*` for all).
+    #[arg(long, conflicts_with = "cluster")]
+    group: Option<String>,
+    /// The cluster (topic creation, ACL administration, idempotent writes).
+    #[arg(long)]
+    cluster: bool,
+    /// The name is a prefix.
+    #[arg(long)]
+    prefixed: bool,
+    /// Operations: read, write, create, delete, alter, describe, describe-configs,
+    /// alter-configs, idempotent-write, cluster-action, all.
+    #[arg(long = "operation", value_enum)]
+    operations: Vec<AclOperation>,
+    /// Deny instead of allow (a DENY wins over any ALLOW).
+    #[arg(long)]
+    deny: bool,
+    /// The client IP the ACL applies to (default: any).
+    #[arg(long)]
+    host: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum AclOperation {
+    All,
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    DescribeConfigs,
+    AlterConfigs,
+    IdempotentWrite,
+    ClusterAction,
+}
+
+impl From<AclOperation> for api::acls::Operation {
+    fn from(o: AclOperation) -> Self {
+        use api::acls::Operation as O;
+        match o {
+            AclOperation::All => O::All,
+            AclOperation::Read => O::Read,
+            AclOperation::Write => O::Write,
+            AclOperation::Create => O::Create,
+            AclOperation::Delete => O::Delete,
+            AclOperation::Alter => O::Alter,
+            AclOperation::Describe => O::Describe,
+            AclOperation::DescribeConfigs => O::DescribeConfigs,
+            AclOperation::AlterConfigs => O::AlterConfigs,
+            AclOperation::IdempotentWrite => O::IdempotentWrite,
+            AclOperation::ClusterAction => O::ClusterAction,
+        }
+    }
+}
+
+impl AclSelector {
+    fn resource(&self) -> Option<(api::acls::ResourceType, String)> {
+        use api::acls::ResourceType as R;
+        if let Some(t) = &self.topic {
+            Some((R::Topic, t.clone()))
+        } else if let Some(g) = &self.group {
+            Some((R::Group, g.clone()))
+        } else if self.cluster {
+            Some((R::Cluster, api::acls::CLUSTER_RESOURCE.to_owned()))
+        } else {
+            None
+        }
+    }
+
+    fn pattern(&self) -> api::acls::PatternType {
+        if self.prefixed {
+            api::acls::PatternType::Prefixed
+        } else {
+            api::acls::PatternType::Literal
+        }
+    }
+
+    fn permission(&self) -> api::acls::Permission {
+        if self.deny {
+            api::acls::Permission::Deny
+        } else {
+            api::acls::Permission::Allow
+        }
+    }
+
+    /// The ACLs `add` creates: one per operation.
+    fn acls(&self) -> anyhow::Result<Vec<api::acls::Acl>> {
+        let Some(principal) = self.principal.clone() else {
+            anyhow::bail!("--principal is required");
+        };
+        let Some((resource_type, resource_name)) = self.resource() else {
+            anyhow::bail!("name a resource: --topic, --group or --cluster");
+        };
+        if self.operations.is_empty() {
+            anyhow::bail!("name at least one --operation");
+        }
+        Ok(self
+            .operations
+            .iter()
+            .map(|o| api::acls::Acl {
+                principal: principal.clone(),
+                host: self.host.clone().unwrap_or_else(|| "*".into()),
+                resource_type,
+                resource_name: resource_name.clone(),
+                pattern_type: self.pattern(),
+                operation: (*o).into(),
+                permission: self.permission(),
+            })
+            .collect())
+    }
+
+    /// The filter `list` and `remove` use: every field given must match.
+    fn filter(&self, operation: Option<AclOperation>) -> api::acls::AclFilter {
+        let resource = self.resource();
+        api::acls::AclFilter {
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            resource_type: resource.as_ref().map(|r| r.0),
+            resource_name: resource.map(|r| r.1),
+            pattern_type: self.prefixed.then_some(api::acls::PatternType::Prefixed),
+            operation: operation.map(Into::into),
+            permission: self.deny.then_some(api::acls::Permission::Deny),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum AclsCommand {
+    /// Add ALLOW (or, with --deny, DENY) ACLs: one per --operation.
+    Add {
+        #[command(flatten)]
+        selector: AclSelector,
+    },
+    /// List the ACLs matching every selector given (all without selectors).
+    List {
+        #[command(flatten)]
+        selector: AclSelector,
+    },
+    /// Remove the ACLs matching every selector given (at least one is required).
+    Remove {
+        #[command(flatten)]
+        selector: AclSelector,
     },
 }
 
@@ -539,6 +728,45 @@ fn run_cli() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
+        Command::Tokens {
+            command: TokensCommand::Create { name, file },
+        } => {
+            let token = collector::auth::create_token(&file, &name)?;
+            eprintln!(
+                "token for User:{name} (shown once; its hash was appended to {}; reload the collectors):",
+                file.display()
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::Acls {
+            command,
+            target,
+            output,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (collector, client) = rt.block_on(target.pick())?;
+            let c = AdminClient::new(&collector, client)?;
+            let list = match command {
+                AclsCommand::Add { selector } => rt.block_on(c.acls_add(selector.acls()?))?,
+                AclsCommand::List { selector } => {
+                    let ops = selector.operations.first().copied();
+                    rt.block_on(c.acls_list(&selector.filter(ops)))?
+                }
+                AclsCommand::Remove { selector } => {
+                    let filter = selector.filter(selector.operations.first().copied());
+                    if filter == api::acls::AclFilter::default() {
+                        anyhow::bail!(
+                            "name what to remove: --principal, --topic, --group, --cluster or --operation"
+                        );
+                    }
+                    rt.block_on(c.acls_remove(&filter))?
+                }
+            };
+            print(output, &list, admin::render_acls)
+        }
         Command::Certs { command } => {
             let files = match command {
                 CertsCommand::Init {

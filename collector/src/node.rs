@@ -129,6 +129,10 @@ pub async fn run(
         tls: tls.as_ref().map(|t| t.client_config()),
     })
     .await?;
+    let security = Arc::new(
+        crate::auth::Security::from_config(&config)
+            .map_err(|e| ServerError::Other(format!("tokens_file: {e}")))?,
+    );
     let metrics = Arc::new(Metrics::new());
     let broker = Arc::new(
         Broker::new(
@@ -137,6 +141,7 @@ pub async fn run(
             controller.clone(),
             metrics.clone(),
             tls.as_ref().map(|t| t.client_config()),
+            security.clone(),
         )
         .map_err(|e| ServerError::Other(e.to_string()))?,
     );
@@ -152,9 +157,15 @@ pub async fn run(
                 .min(u64::from(u32::MAX) / 2) as usize,
         )),
         registered: Arc::new(AtomicBool::new(false)),
+        auth_failures_log: Default::default(),
     });
     let registered = state.registered.clone();
-    let app = crate::server::router(state).merge(controller.router());
+    let app = crate::server::router(state.clone())
+        .merge(controller.router())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::server::authenticate,
+        ));
     // Background work: flush timer, checkpoints, retention.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Heartbeats stop first on shutdown, so they do not undo the controlled shutdown.
@@ -188,6 +199,7 @@ pub async fn run(
     };
     let watch_signals = tokio::spawn(signals_and_warnings(
         tls.clone(),
+        security.clone(),
         config.exposed_plaintext,
         stop_rx.clone(),
     ));
@@ -233,10 +245,11 @@ pub async fn run(
 /// How often a node serving plaintext beyond loopback says so again.
 const PLAINTEXT_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Reloads the TLS files on SIGHUP; warns at start and every hour while a listener serves
+/// Reloads the TLS files and the token file on SIGHUP; warns at start and every hour while a listener serves
 /// plaintext beyond loopback (`insecure_plaintext`).
 async fn signals_and_warnings(
     tls: Option<Arc<NodeTls>>,
+    security: Arc<crate::auth::Security>,
     exposed_plaintext: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -260,7 +273,13 @@ async fn signals_and_warnings(
                         Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
                         Err(e) => tracing::error!(error = %e, "SIGHUP: TLS files not reloaded; still serving the previous certificate"),
                     },
-                    None => tracing::info!("SIGHUP: no tls section; nothing to reload"),
+                    None => tracing::info!("SIGHUP: no tls section; no certificate to reload"),
+                }
+                if let Some(tokens) = &security.tokens {
+                    match tokens.reload() {
+                        Ok(n) => tracing::info!(tokens = n, "SIGHUP: tokens_file reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: tokens_file not reloaded; still accepting the previous tokens"),
+                    }
                 }
             }
         }

@@ -790,6 +790,10 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
                         let wait = if m.stable { m.heartbeat_interval } else { m.heartbeat_interval.min(UNSTABLE_HEARTBEAT_INTERVAL) };
                         next_beat = tokio::time::Instant::now() + wait;
                     }
+                    // Refused credentials or permission: retrying cannot help.
+                    Err(e) if matches!(e.code(), Some(ErrorCode::Unauthenticated | ErrorCode::Forbidden)) => {
+                        return Err(TailError::Fatal(e.to_string()));
+                    }
                     Err(e) => {
                         tracing::warn!("group member: {e}; retrying");
                         next_beat = tokio::time::Instant::now() + beat_delays.next().unwrap_or(FETCH_RETRY_MAX);

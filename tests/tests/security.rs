@@ -309,3 +309,309 @@ fn sighup_rotates_the_certificate_under_load_without_a_failed_request() {
     let n = ok.load(Ordering::SeqCst);
     assert!(n > 20, "requests were answered throughout: {n}");
 }
+
+/// `collector <args…>` against `node` with `extra` client flags; (success, stdout, stderr).
+fn cli(node: &Collector, extra: &[String], args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary("collector"))
+        .args(args)
+        .args(["--collector", &node.url("")])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cert_flags(certs: &std::path::Path, name: &str) -> Vec<String> {
+    let d = certs.display();
+    vec![
+        "--tls-ca".into(),
+        format!("{d}/ca.pem"),
+        "--tls-cert".into(),
+        format!("{d}/{name}.pem"),
+        "--tls-key".into(),
+        format!("{d}/{name}-key.pem"),
+    ]
+}
+
+fn post_records(
+    c: &reqwest::blocking::Client,
+    node: &Collector,
+    topic: &str,
+    value: &str,
+) -> (u16, serde_json::Value) {
+    let r = c
+        .post(node.url(&format!("/v1/topics/{topic}/records")))
+        .json(&json!({"records": [{"value": value}]}))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn acls_replicate_are_enforced_on_every_node_and_survive_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    certs_init(&certs, 3, &["admin", "alice", "bob"]);
+    let tokens = tmp.path().join("tokens");
+    let out = Command::new(binary("collector"))
+        .args(["tokens", "create", "shipper", "--file"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("trb_"), "{token}");
+    assert!(!std::fs::read_to_string(&tokens).unwrap().contains(&token));
+    let extra = format!(
+        "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\n{}authorization: acls\nsuperusers: [\"User:admin\"]\ntokens_file: {}\n",
+        node_tls_yaml(&certs, "optional"),
+        tokens.display()
+    );
+    let mut cl = tributary_tests::Cluster::start(tmp.path(), 3, &extra);
+    let admin = tls_client(&client_tls(&certs, "admin"));
+    let alice = tls_client(&client_tls(&certs, "alice"));
+    let bob = tls_client(&client_tls(&certs, "bob"));
+    let anonymous = tls_client(&client::tls::TlsFiles {
+        ca_file: certs.join("ca.pem"),
+        ..Default::default()
+    });
+    for t in ["logs-web", "logs-secret", "other"] {
+        let r = admin
+            .post(cl.nodes[0].url("/v1/topics"))
+            .json(&json!({"name": t, "partitions": 1, "replication_factor": 3}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    }
+    // ACLs added through node 1 with the CLI...
+    let admin_flags = cert_flags(&certs, "admin");
+    for args in [
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "User:alice",
+            "--topic",
+            "logs-",
+            "--prefixed",
+            "--operation",
+            "write",
+            "--operation",
+            "read",
+        ][..],
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "User:alice",
+            "--topic",
+            "logs-secret",
+            "--operation",
+            "all",
+            "--deny",
+        ][..],
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "User:shipper",
+            "--topic",
+            "logs-web",
+            "--operation",
+            "write",
+        ][..],
+    ] {
+        let (ok, _, err) = cli(&cl.nodes[0], &admin_flags, args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    // ...and a principal without ALTER on the cluster cannot add any.
+    let (ok, _, err) = cli(
+        &cl.nodes[0],
+        &cert_flags(&certs, "alice"),
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "User:alice",
+            "--cluster",
+            "--operation",
+            "all",
+        ],
+    );
+    assert!(!ok && err.contains("forbidden"), "{err}");
+
+    let check = |cl: &tributary_tests::Cluster, round: &str| {
+        for node in &cl.nodes {
+            // PREFIXED allow.
+            let (s, body) = post_records(&alice, node, "logs-web", &format!("ok-alice-{round}"));
+            assert_eq!(s, 200, "{body}");
+            // DENY wins over the PREFIXED allow: 403 naming the operation and resource.
+            let (s, body) = post_records(&alice, node, "logs-secret", "refused-deny");
+            assert_eq!(s, 403, "{body}");
+            assert_eq!(body["error"]["code"], "forbidden");
+            let m = body["error"]["message"].as_str().unwrap();
+            assert!(
+                m.contains("User:alice") && m.contains("Write") && m.contains("logs-secret"),
+                "{m}"
+            );
+            // No ACL at all.
+            let (s, _) = post_records(&alice, node, "other", "refused-no-acl");
+            assert_eq!(s, 403);
+            let (s, _) = post_records(&bob, node, "logs-web", "refused-bob");
+            assert_eq!(s, 403);
+            // Listings show only what the principal may DESCRIBE.
+            let meta: serde_json::Value = bob
+                .get(node.url("/v1/metadata"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(meta["topics"], json!([]), "{meta}");
+            let meta: serde_json::Value = alice
+                .get(node.url("/v1/metadata"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let names: Vec<&str> = meta["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["logs-web"], "{meta}");
+            // Tokens: the right one writes; a wrong one and none are 401.
+            let r = anonymous
+                .post(node.url("/v1/topics/logs-web/records"))
+                .bearer_auth(&token)
+                .json(&json!({"records": [{"value": format!("ok-shipper-{round}")}]}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            let r = anonymous
+                .post(node.url("/v1/topics/logs-web/records"))
+                .bearer_auth("trb_0000")
+                .json(&json!({"records": [{"value": "refused-bad-token"}]}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 401);
+            assert_eq!(
+                r.json::<serde_json::Value>().unwrap()["error"]["code"],
+                "unauthenticated"
+            );
+            let (s, _) = post_records(&anonymous, node, "logs-web", "refused-anonymous");
+            assert_eq!(s, 401);
+            // A client token on a broker-only route.
+            let r = anonymous
+                .get(node.url("/internal/partition-offsets?topic=logs-web&partition=0"))
+                .bearer_auth(&token)
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 403);
+        }
+    };
+    check(&cl, "1");
+    // A consumer without READ on its group is refused; with it, it reads.
+    let alice_flags = cert_flags(&certs, "alice");
+    let tail_args = ["tail", "--group", "g", "--topic", "logs-web", "--no-follow"];
+    let (ok, _, err) = cli(&cl.nodes[1], &alice_flags, &tail_args);
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    let (ok, _, err) = cli(
+        &cl.nodes[1],
+        &admin_flags,
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "User:alice",
+            "--group",
+            "g",
+            "--operation",
+            "read",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&cl.nodes[1], &alice_flags, &tail_args);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("ok-alice-1") && out.contains("ok-shipper-1"),
+        "{out}"
+    );
+    // Kafka: bob's certificate gets TOPIC_AUTHORIZATION_FAILED, nothing delivered.
+    let kafka = cl.nodes[2].kafka_address();
+    let v = python_client(&[
+        "ssl-roundtrip",
+        &kafka,
+        "logs-web",
+        certs.to_str().unwrap(),
+        "bob",
+        "2",
+    ]);
+    assert_eq!(v["delivered"], json!([]), "{v}");
+    assert!(
+        v["errors"].to_string().to_lowercase().contains("authoriz"),
+        "{v}"
+    );
+
+    // Every node restarts: the ACLs are in the replicated metadata.
+    for id in 1..=3 {
+        cl.node(id).kill9();
+        cl.node(id).restart();
+    }
+    check(&cl, "2");
+    let (ok, out, err) = cli(
+        &cl.nodes[2],
+        &admin_flags,
+        &["acls", "list", "--output", "json"],
+    );
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["acls"].as_array().unwrap().len(), 5, "{listed}");
+    // Nothing a refused request sent was written.
+    for t in ["logs-web", "logs-secret", "other"] {
+        let values: Vec<String> = read_topic(&admin, &cl.nodes[0].url(""), t)
+            .into_iter()
+            .map(|r| String::from_utf8(r.3).unwrap())
+            .collect();
+        assert!(
+            values.iter().all(|v| v.starts_with("ok-")),
+            "{t}: {values:?}"
+        );
+        if t == "logs-web" {
+            assert_eq!(values.len(), 12, "{values:?}");
+        }
+    }
+    // Removing an ACL takes effect everywhere.
+    let (ok, _, err) = cli(
+        &cl.nodes[0],
+        &admin_flags,
+        &["acls", "remove", "--principal", "User:shipper"],
+    );
+    assert!(ok, "{err}");
+    tributary_tests::wait_for(
+        Duration::from_secs(10),
+        "the removal applied everywhere",
+        || {
+            cl.nodes
+                .iter()
+                .all(|n| {
+                    anonymous
+                        .post(n.url("/v1/topics/logs-web/records"))
+                        .bearer_auth(&token)
+                        .json(&json!({"records": [{"value": "refused-removed"}]}))
+                        .send()
+                        .is_ok_and(|r| r.status().as_u16() == 403)
+                })
+                .then_some(())
+        },
+    );
+}

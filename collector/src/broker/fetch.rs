@@ -2,6 +2,7 @@
 //! fetch, and what followers and other brokers ask a leader (replica fetch, epoch ends,
 //! partition offsets, checksums).
 
+use api::acls::{Operation as Op, ResourceType as Rt};
 use std::time::Duration;
 
 use api::{
@@ -85,11 +86,13 @@ impl Broker {
     /// `q.offset`, waiting up to `q.max_wait_ms` for data.
     pub async fn fetch(
         &self,
+        caller: &crate::auth::Caller,
         topic: &str,
         partition: u32,
         q: &FetchQuery,
     ) -> Result<ReadResult, BrokerError> {
         check_topic(topic)?;
+        self.authorize(caller, Op::Read, Rt::Topic, topic)?;
         let (part, _) = self.leader_partition(topic, partition, false).await?;
         let r = self
             .read_waiting(
@@ -106,11 +109,13 @@ impl Broker {
     /// The JSON fetch: up to `q.limit` records from `q.offset`.
     pub async fn fetch_records(
         &self,
+        caller: &crate::auth::Caller,
         topic: &str,
         partition: u32,
         q: &JsonFetchQuery,
     ) -> Result<JsonFetchReply, BrokerError> {
         check_topic(topic)?;
+        self.authorize(caller, Op::Read, Rt::Topic, topic)?;
         let (part, _) = self.leader_partition(topic, partition, false).await?;
         let limit = q
             .limit
@@ -296,6 +301,7 @@ impl Broker {
     /// others); an error ends the wait.
     pub async fn fetch_many(
         &self,
+        caller: &crate::auth::Caller,
         reqs: &[PartitionFetch],
         max_wait: Duration,
         min_bytes: usize,
@@ -308,7 +314,9 @@ impl Broker {
         let mut parts = Vec::with_capacity(reqs.len());
         let mut errors: Vec<Option<BrokerError>> = Vec::with_capacity(reqs.len());
         for r in reqs {
-            let p = match check_topic(&r.topic) {
+            let p = match check_topic(&r.topic)
+                .and_then(|()| self.authorize(caller, Op::Read, Rt::Topic, &r.topic))
+            {
                 Ok(()) => self.leader_partition(&r.topic, r.partition, false).await,
                 Err(e) => Err(e),
             };
@@ -411,11 +419,13 @@ impl Broker {
     /// asked for when a record was found by it, else -1.
     pub async fn list_offset(
         &self,
+        caller: &crate::auth::Caller,
         topic: &str,
         partition: u32,
         spec: OffsetSpec,
     ) -> Result<(Option<u64>, i64, i32), BrokerError> {
         check_topic(topic)?;
+        self.authorize(caller, Op::Describe, Rt::Topic, topic)?;
         let (part, epoch) = self.leader_partition(topic, partition, false).await?;
         let limits = self.config.batch_limits();
         let p = part.clone();

@@ -6,6 +6,7 @@
 //! requests and replies are `api` types, failures are [`BrokerError`] variants. Calls to
 //! other brokers go through `client::CollectorClient`.
 
+pub mod acls;
 pub mod fetch;
 pub mod partition;
 pub mod produce;
@@ -111,6 +112,9 @@ pub enum BrokerError {
     /// Another broker refused a relayed request: its own error, passed on.
     #[error("{}", .0.message)]
     Relayed(api::ErrorBody),
+    /// The caller may not do this (ACLs).
+    #[error("forbidden: {0}")]
+    Forbidden(#[from] crate::auth::Denied),
 }
 
 impl BrokerError {
@@ -171,6 +175,8 @@ pub struct Broker {
     /// Serialises [`Broker::open_log`]'s check and write of a partition's `topic-id` (two
     /// requests may open one partition at once).
     topic_ids: std::sync::Mutex<()>,
+    /// Who may do what: checked by every client-facing service, once, here.
+    pub security: Arc<crate::auth::Security>,
 }
 
 impl Broker {
@@ -180,6 +186,7 @@ impl Broker {
         controller: Arc<Controller>,
         metrics: Arc<Metrics>,
         tls: Option<Arc<rustls::ClientConfig>>,
+        security: Arc<crate::auth::Security>,
     ) -> Result<Self, BrokerError> {
         let peer_client = |request_timeout| {
             CollectorClient::new(
@@ -204,7 +211,98 @@ impl Broker {
             spread: AtomicU32::new(0),
             incarnation: uuid::Uuid::new_v4().as_u64_pair().0.max(1),
             topic_ids: std::sync::Mutex::new(()),
+            security,
         })
+    }
+
+    /// Refuses `caller` doing `operation` on a resource unless the ACLs allow it.
+    pub fn authorize(
+        &self,
+        caller: &crate::auth::Caller,
+        operation: api::acls::Operation,
+        resource_type: api::acls::ResourceType,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        if !self.security.authorizer.enforcing() {
+            return Ok(());
+        }
+        let meta = self.controller.metadata();
+        self.security
+            .authorizer
+            .check(&meta.acls, caller, operation, resource_type, name)
+            .map_err(BrokerError::Forbidden)
+    }
+
+    /// Creating a topic: CREATE on the cluster or on the topic.
+    pub fn authorize_create(
+        &self,
+        caller: &crate::auth::Caller,
+        topic: &str,
+    ) -> Result<(), BrokerError> {
+        use api::acls::{Operation, ResourceType};
+        self.authorize(
+            caller,
+            Operation::Create,
+            ResourceType::Cluster,
+            api::acls::CLUSTER_RESOURCE,
+        )
+        .or_else(|_| self.authorize(caller, Operation::Create, ResourceType::Topic, topic))
+    }
+
+    /// Writing to a topic: WRITE on it, and CREATE when the write would create it.
+    pub fn authorize_write(
+        &self,
+        caller: &crate::auth::Caller,
+        topic: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorize(
+            caller,
+            api::acls::Operation::Write,
+            api::acls::ResourceType::Topic,
+            topic,
+        )?;
+        if self.config.topics.auto_create_topics
+            && !self.controller.metadata().topics.contains_key(topic)
+        {
+            self.authorize_create(caller, topic)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `caller` may DESCRIBE a resource (listings show only those).
+    pub fn may_describe(
+        &self,
+        caller: &crate::auth::Caller,
+        resource_type: api::acls::ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorize(caller, api::acls::Operation::Describe, resource_type, name)
+            .is_ok()
+    }
+
+    /// Idempotent producers (a producer id): IDEMPOTENT_WRITE on the cluster, or WRITE on
+    /// any topic (Kafka's rule since KIP-679).
+    pub fn authorize_idempotent(&self, caller: &crate::auth::Caller) -> Result<(), BrokerError> {
+        use api::acls::{Operation, PatternType, Permission, ResourceType};
+        let cluster = self.authorize(
+            caller,
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            api::acls::CLUSTER_RESOURCE,
+        );
+        if cluster.is_ok() {
+            return cluster;
+        }
+        let meta = self.controller.metadata();
+        let writes_somewhere = meta.acls.iter().any(|a| {
+            a.resource_type == ResourceType::Topic
+                && a.permission == Permission::Allow
+                && a.operation.covers(Operation::Write)
+                && (a.principal == caller.principal.as_str() || a.principal == "User:*")
+                && (a.host == "*" || a.host == caller.host)
+                && (a.pattern_type == PatternType::Prefixed || !a.resource_name.is_empty())
+        });
+        if writes_somewhere { Ok(()) } else { cluster }
     }
 
     /// The advertised address of broker `id`, when it is registered and not fenced.
@@ -346,7 +444,18 @@ impl Broker {
     }
 
     /// Grows a topic to `partitions` partitions through the controller.
-    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<(), BrokerError> {
+    pub async fn add_partitions(
+        &self,
+        caller: &crate::auth::Caller,
+        name: &str,
+        partitions: u32,
+    ) -> Result<(), BrokerError> {
+        self.authorize(
+            caller,
+            api::acls::Operation::Alter,
+            api::acls::ResourceType::Topic,
+            name,
+        )?;
         match self
             .controller
             .propose(MetadataCommand::AddPartitions {
@@ -364,7 +473,17 @@ impl Broker {
     }
 
     /// Deletes a topic through the controller, then its local partitions.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_topic(
+        &self,
+        caller: &crate::auth::Caller,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorize(
+            caller,
+            api::acls::Operation::Delete,
+            api::acls::ResourceType::Topic,
+            name,
+        )?;
         match self
             .controller
             .propose(MetadataCommand::DeleteTopic {
@@ -593,7 +712,11 @@ impl Broker {
     }
 
     /// Allocates a producer id through the controller.
-    pub async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+    pub async fn allocate_producer_id(
+        &self,
+        caller: &crate::auth::Caller,
+    ) -> Result<i64, BrokerError> {
+        self.authorize_idempotent(caller)?;
         match self
             .controller
             .propose(MetadataCommand::AllocateProducerIds { count: 1 })

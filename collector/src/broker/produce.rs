@@ -57,6 +57,7 @@ impl Broker {
     /// with `1` once the leader has it, with `all` once every in-sync replica has it.
     pub async fn produce(
         &self,
+        caller: &crate::auth::Caller,
         topic: &str,
         partition: u32,
         bytes: Vec<u8>,
@@ -64,6 +65,7 @@ impl Broker {
     ) -> Result<Vec<BatchAck>, BrokerError> {
         shared::names::validate_topic(topic)
             .map_err(|e| BrokerError::InvalidTopic(e.to_string()))?;
+        self.authorize_write(caller, topic)?;
         let (part, epoch) = self.leader_partition(topic, partition, true).await?;
         if acks == Acks::All {
             // Refused up front when too few replicas are in sync to promise anything.
@@ -187,6 +189,7 @@ impl Broker {
     /// forwarded to their leader, unless `forwarded` (a relayed request is never relayed).
     pub async fn produce_json(
         &self,
+        caller: &crate::auth::Caller,
         topic: &str,
         req: JsonProduce,
         acks: Acks,
@@ -194,6 +197,7 @@ impl Broker {
     ) -> Result<JsonProduceReply, BrokerError> {
         shared::names::validate_topic(topic)
             .map_err(|e| BrokerError::InvalidTopic(e.to_string()))?;
+        self.authorize_write(caller, topic)?;
         let max = self.config.limits.max_json_records;
         if req.records.is_empty() {
             return Err(BrokerError::InvalidRequest("records is empty".into()));
@@ -267,7 +271,7 @@ impl Broker {
             let bytes = encoder
                 .encode(&builder, ProducerStamp::NONE)
                 .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
-            let acked = self.produce(topic, p, bytes, acks).await?;
+            let acked = self.produce(caller, topic, p, bytes, acks).await?;
             if let Some(a) = acked.first() {
                 for (k, i) in idx.into_iter().enumerate() {
                     offsets[i] = Some(RecordOffset {

@@ -1,6 +1,7 @@
 //! Read-only views of the cluster as `api` types: metadata, topics, producers, cluster
 //! status and health; and topic admin.
 
+use api::acls::{Operation as Op, ResourceType as Rt};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use api::{
@@ -47,7 +48,7 @@ impl Broker {
     }
 
     /// `GET /v1/metadata`.
-    pub fn metadata_view(&self) -> Metadata {
+    pub fn metadata_view(&self, caller: &crate::auth::Caller) -> Metadata {
         let meta = self.controller.metadata();
         Metadata {
             brokers: meta
@@ -64,6 +65,7 @@ impl Broker {
             topics: meta
                 .topics
                 .values()
+                .filter(|t| self.may_describe(caller, Rt::Topic, &t.name))
                 .map(|t| TopicMetadata {
                     name: t.name.clone(),
                     partitions: t
@@ -76,13 +78,14 @@ impl Broker {
         }
     }
 
-    pub fn topic_list(&self) -> TopicList {
+    pub fn topic_list(&self, caller: &crate::auth::Caller) -> TopicList {
         TopicList {
             topics: self
                 .controller
                 .metadata()
                 .topics
                 .values()
+                .filter(|t| self.may_describe(caller, Rt::Topic, &t.name))
                 .map(|t| TopicSummary {
                     name: t.name.clone(),
                     partitions: t.partitions.len(),
@@ -93,9 +96,14 @@ impl Broker {
         }
     }
 
-    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+    pub fn describe_topic(
+        &self,
+        caller: &crate::auth::Caller,
+        name: &str,
+    ) -> Result<TopicDescription, BrokerError> {
         shared::names::validate_topic(name)
             .map_err(|e| BrokerError::InvalidTopic(e.to_string()))?;
+        self.authorize(caller, Op::Describe, Rt::Topic, name)?;
         let meta = self.controller.metadata();
         let t = meta
             .topics
@@ -107,10 +115,12 @@ impl Broker {
     /// `POST /v1/topics`.
     pub async fn create_topic_from(
         &self,
+        caller: &crate::auth::Caller,
         req: CreateTopic,
     ) -> Result<TopicDescription, BrokerError> {
         shared::names::validate_topic(&req.name)
             .map_err(|e| BrokerError::InvalidTopic(e.to_string()))?;
+        self.authorize_create(caller, &req.name)?;
         let t = self
             .create_topic(
                 &req.name,
@@ -124,7 +134,12 @@ impl Broker {
 
     /// `GET /v1/producers/{id}`: the last durable sequence of a producer on every
     /// partition this broker leads.
-    pub async fn producer_state(&self, id: i64) -> ProducerState {
+    pub async fn producer_state(
+        &self,
+        caller: &crate::auth::Caller,
+        id: i64,
+    ) -> Result<ProducerState, BrokerError> {
+        self.authorize_idempotent(caller)?;
         let mut partitions = Vec::new();
         let meta = self.controller.metadata();
         for t in meta.topics.values() {
@@ -149,20 +164,29 @@ impl Broker {
                 }
             }
         }
-        ProducerState {
+        Ok(ProducerState {
             producer_id: id,
             partitions,
-        }
+        })
     }
 
     /// `GET /v1/cluster`: this node's Raft view and every broker's liveness.
-    pub fn cluster_status(&self) -> ClusterStatus {
+    pub fn cluster_status(
+        &self,
+        caller: &crate::auth::Caller,
+    ) -> Result<ClusterStatus, BrokerError> {
+        self.authorize(
+            caller,
+            Op::Describe,
+            Rt::Cluster,
+            api::acls::CLUSTER_RESOURCE,
+        )?;
         let c = &self.controller;
         let meta = c.metadata();
         let voters = c.voters();
         // Only the active controller knows heartbeats; elsewhere these are null.
         let ages = c.heartbeat_ages();
-        ClusterStatus {
+        Ok(ClusterStatus {
             node_id: self.config.node_id,
             controller: c.status(),
             brokers: meta
@@ -181,7 +205,7 @@ impl Broker {
                 .collect(),
             broker_heartbeat_interval_ms: self.config.broker_heartbeat_interval.as_millis() as u64,
             broker_session_timeout_ms: self.config.broker_session_timeout.as_millis() as u64,
-        }
+        })
     }
 
     /// Data directories offline now.

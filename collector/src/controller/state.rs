@@ -155,6 +155,14 @@ pub enum MetadataCommand {
     DeleteGroupOffsets {
         group: String,
     },
+    /// Adds ACLs (one already present is not added twice).
+    CreateAcls {
+        acls: Vec<api::acls::Acl>,
+    },
+    /// Removes every ACL the filter matches; the result lists them.
+    DeleteAcls {
+        filter: api::acls::AclFilter,
+    },
 }
 
 /// A group's committed offsets.
@@ -201,9 +209,17 @@ pub enum MetadataError {
 pub enum CommandResult {
     Done,
     TopicCreated(TopicMeta),
-    ProducerIds { first: i64, count: u32 },
+    ProducerIds {
+        first: i64,
+        count: u32,
+    },
+    /// The ACLs a `DeleteAcls` removed.
+    AclsDeleted(Vec<api::acls::Acl>),
     Refused(MetadataError),
 }
+
+/// Most ACLs a cluster keeps (a bound on metadata size and on each authorization's scan).
+pub const ACLS_MAX: usize = 10_000;
 
 /// Most partitions one topic may have (a bound on metadata size and on directories created).
 pub const TOPIC_PARTITIONS_MAX: u32 = 10_000;
@@ -220,6 +236,9 @@ pub struct MetadataState {
     /// Committed offsets per consumer group.
     #[serde(default)]
     pub groups: BTreeMap<String, GroupOffsets>,
+    /// Access control lists (kept sorted, without duplicates).
+    #[serde(default)]
+    pub acls: Vec<api::acls::Acl>,
 }
 
 impl TopicMeta {
@@ -379,6 +398,24 @@ impl MetadataState {
             MetadataCommand::DeleteGroupOffsets { group } => {
                 self.groups.remove(group);
                 CommandResult::Done
+            }
+            MetadataCommand::CreateAcls { acls } => {
+                if self.acls.len() + acls.len() > ACLS_MAX {
+                    return CommandResult::Refused(MetadataError::Invalid(format!(
+                        "more than {ACLS_MAX} ACLs"
+                    )));
+                }
+                self.acls.extend(acls.iter().cloned());
+                self.acls.sort();
+                self.acls.dedup();
+                CommandResult::Done
+            }
+            MetadataCommand::DeleteAcls { filter } => {
+                let (gone, kept) = std::mem::take(&mut self.acls)
+                    .into_iter()
+                    .partition(|a| filter.matches(a));
+                self.acls = kept;
+                CommandResult::AclsDeleted(gone)
             }
         }
     }

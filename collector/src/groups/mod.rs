@@ -14,6 +14,9 @@ pub mod assignor;
 pub mod classic;
 pub mod coordinator;
 
+use api::acls::{Operation as Op, ResourceType as Rt};
+
+use crate::auth::Caller;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -667,10 +670,12 @@ impl GroupService {
     /// A member's heartbeat, wherever the coordinator is.
     pub async fn heartbeat_routed(
         &self,
+        caller: &Caller,
         group: &str,
         req: &HeartbeatRequest,
         forwarded: bool,
     ) -> Result<HeartbeatReply, GroupsError> {
+        self.authorize(caller, Op::Read, group)?;
         let relay = &self.broker.relay;
         self.routed(
             forwarded,
@@ -683,10 +688,17 @@ impl GroupService {
     /// A member's commit, wherever the coordinator is.
     pub async fn commit_routed(
         &self,
+        caller: &Caller,
         group: &str,
         req: CommitRequest,
         forwarded: bool,
     ) -> Result<api::CommitReply, GroupsError> {
+        self.authorize(caller, Op::Read, group)?;
+        for o in &req.offsets {
+            self.broker
+                .authorize(caller, Op::Read, Rt::Topic, &o.topic)
+                .map_err(GroupsError::Broker)?;
+        }
         let committed = req.offsets.len();
         let relay = &self.broker.relay;
         let r = &req;
@@ -701,25 +713,48 @@ impl GroupService {
         .await
     }
 
-    pub async fn list_routed(&self, forwarded: bool) -> Result<api::GroupList, GroupsError> {
+    /// The groups `caller` may DESCRIBE.
+    pub async fn list_routed(
+        &self,
+        caller: &Caller,
+        forwarded: bool,
+    ) -> Result<api::GroupList, GroupsError> {
         let relay = &self.broker.relay;
-        self.routed(
-            forwarded,
-            || async {
-                Ok(api::GroupList {
-                    groups: self.list(),
-                })
-            },
-            |base| async move { relay.list_groups(Some(&base), true).await },
-        )
-        .await
+        let mut list = self
+            .routed(
+                forwarded,
+                || async {
+                    Ok(api::GroupList {
+                        groups: self.list(),
+                    })
+                },
+                |base| async move { relay.list_groups(Some(&base), true).await },
+            )
+            .await?;
+        list.groups
+            .retain(|g| self.broker.may_describe(caller, Rt::Group, &g.group));
+        Ok(list)
+    }
+
+    /// Refuses `caller` doing `operation` on `group` unless the ACLs allow it.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        operation: Op,
+        group: &str,
+    ) -> Result<(), GroupsError> {
+        self.broker
+            .authorize(caller, operation, Rt::Group, group)
+            .map_err(GroupsError::Broker)
     }
 
     pub async fn describe_routed(
         &self,
+        caller: &Caller,
         group: &str,
         forwarded: bool,
     ) -> Result<GroupView, GroupsError> {
+        self.authorize(caller, Op::Describe, group)?;
         let relay = &self.broker.relay;
         self.routed(
             forwarded,
@@ -732,10 +767,15 @@ impl GroupService {
     /// Resets a group's offsets (refused while it has members), wherever the coordinator is.
     pub async fn reset_routed(
         &self,
+        caller: &Caller,
         group: &str,
         req: api::ResetRequest,
         forwarded: bool,
     ) -> Result<api::GroupOffsetsReply, GroupsError> {
+        self.authorize(caller, Op::Read, group)?;
+        self.broker
+            .authorize(caller, Op::Read, Rt::Topic, &req.topic)
+            .map_err(GroupsError::Broker)?;
         shared::names::validate_topic(&req.topic)
             .map_err(|e| GroupsError::Broker(BrokerError::InvalidTopic(e.to_string())))?;
         let to: ResetTo = req.to.parse().map_err(GroupsError::InvalidReset)?;
@@ -758,7 +798,12 @@ impl GroupService {
     }
 
     /// The committed offsets of a group as the API shows them.
-    pub fn offsets_reply(&self, group: &str) -> Result<api::GroupOffsetsReply, GroupsError> {
+    pub fn offsets_reply(
+        &self,
+        caller: &Caller,
+        group: &str,
+    ) -> Result<api::GroupOffsetsReply, GroupsError> {
+        self.authorize(caller, Op::Describe, group)?;
         let o = self.offsets(group)?;
         Ok(api::GroupOffsetsReply {
             group: group.to_owned(),

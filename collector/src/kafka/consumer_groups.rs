@@ -80,6 +80,12 @@ fn heartbeat_inner(
         );
     }
     let group = r.group_id.0.to_string();
+    if let Err(e) = s
+        .groups
+        .authorize(&who.caller, api::acls::Operation::Read, &group)
+    {
+        return refused(errors::group_code(&e), e.to_string());
+    }
     if let Err(e) = crate::groups::validate_group(&group) {
         return refused(errors::group_code(&e), e.to_string());
     }
@@ -195,7 +201,11 @@ fn by_topic(set: &BTreeSet<Tp>) -> Vec<(String, Vec<i32>)> {
     out
 }
 
-pub fn describe(s: &KafkaServer, r: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+pub fn describe(
+    s: &KafkaServer,
+    who: &Who,
+    r: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
     let coordinator = s.groups.is_coordinator();
     let meta = s.broker.controller.metadata();
     let assignment = |set: &BTreeSet<Tp>| {
@@ -228,6 +238,14 @@ pub fn describe(s: &KafkaServer, r: ConsumerGroupDescribeRequest) -> ConsumerGro
             if !coordinator {
                 s.count_error(ApiKey::ConsumerGroupDescribe, E::NotCoordinator.code());
                 return base.with_error_code(E::NotCoordinator.code());
+            }
+            if let Err(e) = s
+                .groups
+                .authorize(&who.caller, api::acls::Operation::Describe, &id.0)
+            {
+                let code = errors::group_code(&e);
+                s.count_error(ApiKey::ConsumerGroupDescribe, code);
+                return base.with_error_code(code);
             }
             // Classic groups and groups known only by their offsets are described by
             // DescribeGroups (clients fall back to it on GROUP_ID_NOT_FOUND).

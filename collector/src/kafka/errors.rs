@@ -65,6 +65,12 @@ pub fn code(e: &BrokerError) -> i16 {
             }
         }
         BrokerError::Relayed(_) | BrokerError::Internal(_) => E::UnknownServerError,
+        BrokerError::Forbidden(d) => match d.resource_type {
+            api::acls::ResourceType::Topic => E::TopicAuthorizationFailed,
+            api::acls::ResourceType::Group => E::GroupAuthorizationFailed,
+            api::acls::ResourceType::Cluster => E::ClusterAuthorizationFailed,
+            api::acls::ResourceType::TransactionalId => E::TransactionalIdAuthorizationFailed,
+        },
     };
     kind.code()
 }

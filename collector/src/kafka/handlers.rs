@@ -1,5 +1,6 @@
 //! One function per Kafka API: decode, call the broker services, encode.
 
+use api::acls::{Operation as Op, ResourceType as Rt};
 use std::time::Duration;
 
 use api::Acks;
@@ -80,41 +81,43 @@ pub async fn dispatch(
 ) -> Result<Option<Bytes>, Close> {
     match body {
         Request::ApiVersions(_) => req.reply(&versions::reply()).map(Some),
-        Request::Metadata(r) => req.reply(&metadata(s, req, r).await).map(Some),
+        Request::Metadata(r) => req.reply(&metadata(s, who, req, r).await).map(Some),
         Request::Produce(r) => {
             let acks = r.acks;
-            let reply = produce(s, req, r).await;
+            let reply = produce(s, who, req, r).await;
             if acks == 0 {
                 return Ok(None);
             }
             req.reply(&reply).map(Some)
         }
-        Request::Fetch(r) => req.reply(&fetch(s, req, r).await).map(Some),
-        Request::ListOffsets(r) => req.reply(&list_offsets(s, req, r).await).map(Some),
-        Request::InitProducerId(r) => req.reply(&init_producer_id(s, r).await).map(Some),
+        Request::Fetch(r) => req.reply(&fetch(s, who, req, r).await).map(Some),
+        Request::ListOffsets(r) => req.reply(&list_offsets(s, who, req, r).await).map(Some),
+        Request::InitProducerId(r) => req.reply(&init_producer_id(s, who, r).await).map(Some),
         Request::FindCoordinator(r) => req.reply(&find_coordinator(s, req, r)).map(Some),
-        Request::OffsetCommit(r) => req.reply(&offset_commit(s, r).await).map(Some),
-        Request::OffsetFetch(r) => req.reply(&offset_fetch(s, req, r)).map(Some),
+        Request::OffsetCommit(r) => req.reply(&offset_commit(s, who, r).await).map(Some),
+        Request::OffsetFetch(r) => req.reply(&offset_fetch(s, who, req, r)).map(Some),
         Request::JoinGroup(r) => req.reply(&join_group(s, req, who, r).await).map(Some),
-        Request::SyncGroup(r) => req.reply(&sync_group(s, r).await).map(Some),
-        Request::Heartbeat(r) => req.reply(&heartbeat(s, r)).map(Some),
-        Request::LeaveGroup(r) => req.reply(&leave_group(s, req, r)).map(Some),
-        Request::OffsetForLeaderEpoch(r) => {
-            req.reply(&offset_for_leader_epoch(s, r).await).map(Some)
-        }
-        Request::ListGroups(r) => req.reply(&list_groups(s, r)).map(Some),
-        Request::DescribeGroups(r) => req.reply(&describe_groups(s, req, r)).map(Some),
-        Request::DescribeCluster(r) => req.reply(&describe_cluster(s, req, r)).map(Some),
-        Request::DescribeConfigs(r) => req.reply(&describe_configs(s, r)).map(Some),
-        Request::DeleteGroups(r) => req.reply(&delete_groups(s, r).await).map(Some),
-        Request::DescribeProducers(r) => req.reply(&describe_producers(s, r).await).map(Some),
-        Request::CreatePartitions(r) => req.reply(&create_partitions(s, r).await).map(Some),
-        Request::CreateTopics(r) => req.reply(&create_topics(s, r).await).map(Some),
-        Request::DeleteTopics(r) => req.reply(&delete_topics(s, req, r).await).map(Some),
+        Request::SyncGroup(r) => req.reply(&sync_group(s, who, r).await).map(Some),
+        Request::Heartbeat(r) => req.reply(&heartbeat(s, who, r)).map(Some),
+        Request::LeaveGroup(r) => req.reply(&leave_group(s, who, req, r)).map(Some),
+        Request::OffsetForLeaderEpoch(r) => req
+            .reply(&offset_for_leader_epoch(s, who, r).await)
+            .map(Some),
+        Request::ListGroups(r) => req.reply(&list_groups(s, who, r)).map(Some),
+        Request::DescribeGroups(r) => req.reply(&describe_groups(s, who, req, r)).map(Some),
+        Request::DescribeCluster(r) => req.reply(&describe_cluster(s, who, req, r)).map(Some),
+        Request::DescribeConfigs(r) => req.reply(&describe_configs(s, who, r)).map(Some),
+        Request::DeleteGroups(r) => req.reply(&delete_groups(s, who, r).await).map(Some),
+        Request::DescribeProducers(r) => req.reply(&describe_producers(s, who, r).await).map(Some),
+        Request::CreatePartitions(r) => req.reply(&create_partitions(s, who, r).await).map(Some),
+        Request::CreateTopics(r) => req.reply(&create_topics(s, who, r).await).map(Some),
+        Request::DeleteTopics(r) => req.reply(&delete_topics(s, who, req, r).await).map(Some),
         Request::ConsumerGroupHeartbeat(r) => req
             .reply(&consumer_groups::heartbeat(s, req, who, r))
             .map(Some),
-        Request::ConsumerGroupDescribe(r) => req.reply(&consumer_groups::describe(s, r)).map(Some),
+        Request::ConsumerGroupDescribe(r) => {
+            req.reply(&consumer_groups::describe(s, who, r)).map(Some)
+        }
     }
 }
 
@@ -143,7 +146,7 @@ enum Wanted {
     Invalid,
 }
 
-async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResponse {
+async fn metadata(s: &KafkaServer, who: &Who, req: Req, r: MetadataRequest) -> MetadataResponse {
     // Before v4 every Metadata request may create topics.
     let auto = (req.version < 4 || r.allow_auto_topic_creation)
         && s.broker.config.topics.auto_create_topics;
@@ -161,6 +164,11 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
     for w in wanted.iter().flatten() {
         let Wanted::Name(n) = w else { continue };
         if s.broker.controller.metadata().topics.contains_key(n) {
+            continue;
+        }
+        // Creating on Metadata needs CREATE; without it the topic is reported unknown.
+        if auto && let Err(e) = s.broker.authorize_create(&who.caller, n) {
+            created_errors.insert(n.clone(), errors::code(&e));
             continue;
         }
         if let Err(e) = s.broker.topic(n, auto).await {
@@ -187,7 +195,17 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
             )
         })
         .collect();
-    let wanted = wanted.unwrap_or_else(|| meta.topics.keys().cloned().map(Wanted::Name).collect());
+    // All topics: those the caller may DESCRIBE (the rest are not shown); named ones the
+    // caller may not DESCRIBE answer TOPIC_AUTHORIZATION_FAILED.
+    let listing_all = wanted.is_none();
+    let wanted = wanted.unwrap_or_else(|| {
+        meta.topics
+            .keys()
+            .filter(|n| s.broker.may_describe(&who.caller, Rt::Topic, n))
+            .cloned()
+            .map(Wanted::Name)
+            .collect()
+    });
     let topics = wanted
         .into_iter()
         .map(|w| {
@@ -196,6 +214,14 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
                 Wanted::Id(id) => meta.topic_by_id(*id),
                 Wanted::Invalid => None,
             };
+            if let Some(t) = found
+                && !listing_all
+                && !s.broker.may_describe(&who.caller, Rt::Topic, &t.name)
+            {
+                return MetadataResponseTopic::default()
+                    .with_error_code(E::TopicAuthorizationFailed.code())
+                    .with_name(Some(topic_name(&t.name)));
+            }
             let Some(t) = found else {
                 return match w {
                     Wanted::Name(n) => MetadataResponseTopic::default()
@@ -252,7 +278,7 @@ async fn metadata(s: &KafkaServer, req: Req, r: MetadataRequest) -> MetadataResp
         .with_topics(topics)
 }
 
-async fn produce(s: &KafkaServer, req: Req, r: ProduceRequest) -> ProduceResponse {
+async fn produce(s: &KafkaServer, who: &Who, req: Req, r: ProduceRequest) -> ProduceResponse {
     let acks = match r.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -271,7 +297,7 @@ async fn produce(s: &KafkaServer, req: Req, r: ProduceRequest) -> ProduceRespons
                     (_, _, None) => Err(E::CorruptMessage.code()),
                     (Some(acks), Ok(partition), Some(bytes)) => s
                         .broker
-                        .produce(&topic, partition, bytes.to_vec(), acks)
+                        .produce(&who.caller, &topic, partition, bytes.to_vec(), acks)
                         .await
                         .map_err(|e| {
                             log_error("Produce", &topic, index, &e);
@@ -381,7 +407,7 @@ fn leader_moved(code: i16) -> bool {
     code == E::NotLeaderOrFollower.code() || code == E::FencedLeaderEpoch.code()
 }
 
-async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
+async fn fetch(s: &KafkaServer, who: &Who, req: Req, r: FetchRequest) -> FetchResponse {
     let limits = &s.broker.config.limits;
     let clamp = |n: i32| (n.max(0) as u64).min(limits.max_fetch_bytes) as usize;
     let max_bytes = if req.version >= 3 {
@@ -437,7 +463,13 @@ async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let mut results: Vec<Option<_>> = s
         .broker
-        .fetch_many(&wanted, wait, r.min_bytes.max(0) as usize, max_bytes)
+        .fetch_many(
+            &who.caller,
+            &wanted,
+            wait,
+            r.min_bytes.max(0) as usize,
+            max_bytes,
+        )
         .await
         .into_iter()
         .map(Some)
@@ -519,7 +551,12 @@ async fn fetch(s: &KafkaServer, req: Req, r: FetchRequest) -> FetchResponse {
     reply
 }
 
-async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListOffsetsResponse {
+async fn list_offsets(
+    s: &KafkaServer,
+    who: &Who,
+    req: Req,
+    r: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut topics = Vec::new();
     for t in &r.topics {
         let topic = name(&t.name);
@@ -548,7 +585,7 @@ async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListO
                 (Some(spec), Ok(partition)) => {
                     let looked_up = s
                         .broker
-                        .list_offset(&topic, partition, spec)
+                        .list_offset(&who.caller, &topic, partition, spec)
                         .await
                         .and_then(|found| match p.current_leader_epoch {
                             asked if asked >= 0 && asked != found.2 => {
@@ -588,7 +625,11 @@ async fn list_offsets(s: &KafkaServer, req: Req, r: ListOffsetsRequest) -> ListO
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-async fn init_producer_id(s: &KafkaServer, r: InitProducerIdRequest) -> InitProducerIdResponse {
+async fn init_producer_id(
+    s: &KafkaServer,
+    who: &Who,
+    r: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let reply = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -598,7 +639,7 @@ async fn init_producer_id(s: &KafkaServer, r: InitProducerIdRequest) -> InitProd
         s.count_error(ApiKey::InitProducerId, E::InvalidRequest.code());
         return reply.with_error_code(E::InvalidRequest.code());
     }
-    match s.broker.allocate_producer_id().await {
+    match s.broker.allocate_producer_id(&who.caller).await {
         Ok(id) => reply
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
@@ -673,7 +714,7 @@ fn find_coordinator(
 /// group's kind: a consumer outside any membership (generation -1, no member id: `assign()`
 /// consumers) only while the group has no members; a KIP-848 member (v9+) at its member
 /// epoch, holding the partitions; a classic member at its generation.
-async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitResponse {
+async fn offset_commit(s: &KafkaServer, who: &Who, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = r.group_id.0.to_string();
     let mut offsets = Vec::new();
     let mut bad_partition = false;
@@ -693,7 +734,22 @@ async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitR
         }
     }
     let standalone = r.generation_id_or_member_epoch == -1 && r.member_id.is_empty();
-    let code = if !s.groups.is_coordinator() {
+    // READ on the group and on every topic, or nothing is written.
+    let denied = s
+        .groups
+        .authorize(&who.caller, Op::Read, &group)
+        .map_err(|e| commit_code(&e))
+        .and_then(|()| {
+            offsets.iter().try_for_each(|o| {
+                s.broker
+                    .authorize(&who.caller, Op::Read, Rt::Topic, &o.topic)
+                    .map_err(|e| errors::code(&e))
+            })
+        })
+        .err();
+    let code = if let Some(code) = denied {
+        code
+    } else if !s.groups.is_coordinator() {
         E::NotCoordinator.code()
     } else if bad_partition {
         E::InvalidCommitOffsetSize.code()
@@ -751,6 +807,14 @@ async fn offset_commit(s: &KafkaServer, r: OffsetCommitRequest) -> OffsetCommitR
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// GROUP_AUTHORIZATION_FAILED when `who` may not do `op` on `group`.
+fn group_denied(s: &KafkaServer, who: &Who, op: Op, group: &str) -> Option<i16> {
+    s.groups
+        .authorize(&who.caller, op, group)
+        .err()
+        .map(|e| errors::group_code(&e))
+}
+
 /// A refused commit or offset fetch as Kafka answers it.
 fn commit_code(e: &crate::groups::GroupsError) -> i16 {
     use crate::groups::{GroupError, GroupsError as G};
@@ -772,9 +836,11 @@ type Committed = Vec<(String, Vec<(i32, i64)>)>;
 
 fn committed(
     s: &KafkaServer,
+    who: &Who,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Committed, crate::groups::GroupsError> {
+    s.groups.authorize(&who.caller, Op::Describe, group)?;
     let committed = s.groups.offsets(group)?;
     let wanted = wanted.unwrap_or_else(|| {
         committed
@@ -783,8 +849,10 @@ fn committed(
             .map(|(t, ps)| (t.clone(), ps.keys().map(|p| *p as i32).collect()))
             .collect()
     });
+    // Topics the caller may not DESCRIBE are left out.
     Ok(wanted
         .into_iter()
+        .filter(|(topic, _)| s.broker.may_describe(&who.caller, Rt::Topic, topic))
         .map(|(topic, parts)| {
             let offsets = parts
                 .into_iter()
@@ -803,7 +871,12 @@ fn committed(
 
 /// Committed offsets (the Raft state is on every node: any node answers). v8+ asks for
 /// several groups at once; v9 names the asking KIP-848 member, checked like a commit.
-fn offset_fetch(s: &KafkaServer, req: Req, r: OffsetFetchRequest) -> OffsetFetchResponse {
+fn offset_fetch(
+    s: &KafkaServer,
+    who: &Who,
+    req: Req,
+    r: OffsetFetchRequest,
+) -> OffsetFetchResponse {
     use kafka_protocol::messages::offset_fetch_response::{
         OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
     };
@@ -825,7 +898,7 @@ fn offset_fetch(s: &KafkaServer, req: Req, r: OffsetFetchRequest) -> OffsetFetch
                     _ => Ok(()),
                 };
                 let reply = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match checked.and_then(|()| committed(s, &group, wanted)) {
+                match checked.and_then(|()| committed(s, who, &group, wanted)) {
                     Ok(topics) => reply.with_topics(
                         topics
                             .into_iter()
@@ -865,7 +938,7 @@ fn offset_fetch(s: &KafkaServer, req: Req, r: OffsetFetchRequest) -> OffsetFetch
             .map(|t| (name(&t.name), t.partition_indexes.clone()))
             .collect()
     });
-    match committed(s, &group, wanted) {
+    match committed(s, who, &group, wanted) {
         Ok(topics) => OffsetFetchResponse::default().with_topics(
             topics
                 .into_iter()
@@ -898,7 +971,7 @@ fn offset_fetch(s: &KafkaServer, req: Req, r: OffsetFetchRequest) -> OffsetFetch
     }
 }
 
-async fn create_topics(s: &KafkaServer, r: CreateTopicsRequest) -> CreateTopicsResponse {
+async fn create_topics(s: &KafkaServer, who: &Who, r: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::new();
     for t in &r.topics {
         let topic = name(&t.name);
@@ -914,12 +987,15 @@ async fn create_topics(s: &KafkaServer, r: CreateTopicsRequest) -> CreateTopicsR
         } else {
             match s
                 .broker
-                .create_topic_from(api::CreateTopic {
-                    name: topic.clone(),
-                    partitions,
-                    replication_factor: rf,
-                    configs: api::TopicConfigs::default(),
-                })
+                .create_topic_from(
+                    &who.caller,
+                    api::CreateTopic {
+                        name: topic.clone(),
+                        partitions,
+                        replication_factor: rf,
+                        configs: api::TopicConfigs::default(),
+                    },
+                )
                 .await
             {
                 Ok(d) => {
@@ -949,7 +1025,12 @@ async fn create_topics(s: &KafkaServer, r: CreateTopicsRequest) -> CreateTopicsR
     CreateTopicsResponse::default().with_topics(results)
 }
 
-async fn delete_topics(s: &KafkaServer, req: Req, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+async fn delete_topics(
+    s: &KafkaServer,
+    who: &Who,
+    req: Req,
+    r: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v6 names topics in `topics` (by name or id), older versions in `topic_names`.
     let names: Vec<Result<TopicName, uuid::Uuid>> = if req.version >= 6 {
         let meta = s.broker.controller.metadata();
@@ -981,7 +1062,7 @@ async fn delete_topics(s: &KafkaServer, req: Req, r: DeleteTopicsRequest) -> Del
             }
         };
         let topic = name(&n);
-        let code = match s.broker.delete_topic(&topic).await {
+        let code = match s.broker.delete_topic(&who.caller, &topic).await {
             Ok(()) => 0,
             Err(e) => {
                 log_error("DeleteTopics", &topic, -1, &e);
@@ -1025,6 +1106,10 @@ async fn join_group(
         return blank().with_error_code(code);
     }
     let group = r.group_id.0.to_string();
+    if let Some(code) = group_denied(s, who, Op::Read, &group) {
+        s.count_error(ApiKey::JoinGroup, code);
+        return blank().with_error_code(code);
+    }
     if let Err(e) = crate::groups::validate_group(&group) {
         let code = errors::group_code(&e);
         s.count_error(ApiKey::JoinGroup, code);
@@ -1091,11 +1176,14 @@ async fn join_group(
     }
 }
 
-async fn sync_group(s: &KafkaServer, r: SyncGroupRequest) -> SyncGroupResponse {
+async fn sync_group(s: &KafkaServer, who: &Who, r: SyncGroupRequest) -> SyncGroupResponse {
     if let Some(code) = not_coordinator(s, ApiKey::SyncGroup) {
         return SyncGroupResponse::default().with_error_code(code);
     }
     let group = r.group_id.0.to_string();
+    if let Some(code) = group_denied(s, who, Op::Read, &group) {
+        return SyncGroupResponse::default().with_error_code(code);
+    }
     let assignments = r
         .assignments
         .iter()
@@ -1119,11 +1207,14 @@ async fn sync_group(s: &KafkaServer, r: SyncGroupRequest) -> SyncGroupResponse {
     }
 }
 
-fn heartbeat(s: &KafkaServer, r: HeartbeatRequest) -> HeartbeatResponse {
+fn heartbeat(s: &KafkaServer, who: &Who, r: HeartbeatRequest) -> HeartbeatResponse {
     if let Some(code) = not_coordinator(s, ApiKey::Heartbeat) {
         return HeartbeatResponse::default().with_error_code(code);
     }
     let group = r.group_id.0.to_string();
+    if let Some(code) = group_denied(s, who, Op::Read, &group) {
+        return HeartbeatResponse::default().with_error_code(code);
+    }
     let code = match s
         .groups
         .classic
@@ -1136,11 +1227,14 @@ fn heartbeat(s: &KafkaServer, r: HeartbeatRequest) -> HeartbeatResponse {
     HeartbeatResponse::default().with_error_code(code)
 }
 
-fn leave_group(s: &KafkaServer, req: Req, r: LeaveGroupRequest) -> LeaveGroupResponse {
+fn leave_group(s: &KafkaServer, who: &Who, req: Req, r: LeaveGroupRequest) -> LeaveGroupResponse {
     if let Some(code) = not_coordinator(s, ApiKey::LeaveGroup) {
         return LeaveGroupResponse::default().with_error_code(code);
     }
     let group = r.group_id.0.to_string();
+    if let Some(code) = group_denied(s, who, Op::Read, &group) {
+        return LeaveGroupResponse::default().with_error_code(code);
+    }
     let ids: Vec<String> = if req.version >= 3 {
         r.members.iter().map(|m| m.member_id.to_string()).collect()
     } else {
@@ -1173,6 +1267,7 @@ fn leave_group(s: &KafkaServer, req: Req, r: LeaveGroupRequest) -> LeaveGroupRes
 /// what they fetched to detect a log truncated by a leader change.
 async fn offset_for_leader_epoch(
     s: &KafkaServer,
+    who: &Who,
     r: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let mut topics = Vec::new();
@@ -1191,7 +1286,7 @@ async fn offset_for_leader_epoch(
                         -1 => Ok(()),
                         asked => s
                             .broker
-                            .list_offset(&topic, partition, OffsetSpec::Latest)
+                            .list_offset(&who.caller, &topic, partition, OffsetSpec::Latest)
                             .await
                             .and_then(|(_, _, epoch)| {
                                 if asked == epoch {
@@ -1242,7 +1337,7 @@ async fn offset_for_leader_epoch(
 
 /// The groups this node coordinates (on other nodes: none, as each Kafka broker lists
 /// only its own), filtered by state and (v5) type.
-fn list_groups(s: &KafkaServer, r: ListGroupsRequest) -> ListGroupsResponse {
+fn list_groups(s: &KafkaServer, who: &Who, r: ListGroupsRequest) -> ListGroupsResponse {
     if !s.groups.is_coordinator() {
         return ListGroupsResponse::default();
     }
@@ -1253,6 +1348,7 @@ fn list_groups(s: &KafkaServer, r: ListGroupsRequest) -> ListGroupsResponse {
         .groups
         .list()
         .into_iter()
+        .filter(|g| s.broker.may_describe(&who.caller, Rt::Group, &g.group))
         .filter_map(|g| {
             let kafka = s.groups.classic.view(&g.group);
             let (protocol_type, state, kind) = match &kafka {
@@ -1288,7 +1384,12 @@ fn consumer_group_state(state: &str) -> &'static str {
     }
 }
 
-fn describe_groups(s: &KafkaServer, req: Req, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+fn describe_groups(
+    s: &KafkaServer,
+    who: &Who,
+    req: Req,
+    r: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let coordinator = s.groups.is_coordinator();
     let groups = r
         .groups
@@ -1297,6 +1398,9 @@ fn describe_groups(s: &KafkaServer, req: Req, r: DescribeGroupsRequest) -> Descr
             let base = DescribedGroup::default().with_group_id(id.clone());
             if !coordinator {
                 return base.with_error_code(E::NotCoordinator.code());
+            }
+            if let Some(code) = group_denied(s, who, Op::Describe, &id.0) {
+                return base.with_error_code(code);
             }
             if s.groups.has_server_side_members(&id.0) {
                 // As Kafka 4.0: a consumer (KIP-848) group is described by
@@ -1343,6 +1447,7 @@ fn describe_groups(s: &KafkaServer, req: Req, r: DescribeGroupsRequest) -> Descr
 /// not listed apart: every node runs both roles.
 fn describe_cluster(
     s: &KafkaServer,
+    who: &Who,
     req: Req,
     r: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
@@ -1351,6 +1456,14 @@ fn describe_cluster(
         return DescribeClusterResponse::default()
             .with_error_code(E::UnsupportedEndpointType.code())
             .with_endpoint_type(r.endpoint_type);
+    }
+    if let Err(e) = s.broker.authorize(
+        &who.caller,
+        Op::Describe,
+        Rt::Cluster,
+        api::acls::CLUSTER_RESOURCE,
+    ) {
+        return DescribeClusterResponse::default().with_error_code(errors::code(&e));
     }
     let fenced_too = req.version >= 2 && r.include_fenced_brokers;
     let meta = s.broker.controller.metadata();
@@ -1376,7 +1489,11 @@ fn describe_cluster(
 }
 
 /// Topic configs under Kafka's names (read-only; `collector topics` changes them).
-fn describe_configs(s: &KafkaServer, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+fn describe_configs(
+    s: &KafkaServer,
+    who: &Who,
+    r: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     const TOPIC: i8 = 2;
     const DYNAMIC_TOPIC_CONFIG: i8 = 1;
     const DEFAULT_CONFIG: i8 = 5;
@@ -1391,6 +1508,14 @@ fn describe_configs(s: &KafkaServer, r: DescribeConfigsRequest) -> DescribeConfi
             if res.resource_type != TOPIC {
                 // Broker configs: nothing to show under Kafka's names.
                 return base;
+            }
+            if let Err(e) = s.broker.authorize(
+                &who.caller,
+                Op::DescribeConfigs,
+                Rt::Topic,
+                res.resource_name.as_str(),
+            ) {
+                return base.with_error_code(errors::code(&e));
             }
             let Some(t) = meta.topics.get(res.resource_name.as_str()) else {
                 return base.with_error_code(E::UnknownTopicOrPartition.code());
@@ -1450,10 +1575,12 @@ fn describe_configs(s: &KafkaServer, r: DescribeConfigsRequest) -> DescribeConfi
 
 /// Deletes groups' committed offsets (refused with `NON_EMPTY_GROUP` while they have
 /// members).
-async fn delete_groups(s: &KafkaServer, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+async fn delete_groups(s: &KafkaServer, who: &Who, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in &r.groups_names {
-        let code = if !s.groups.is_coordinator() {
+        let code = if let Some(code) = group_denied(s, who, Op::Delete, &id.0) {
+            code
+        } else if !s.groups.is_coordinator() {
             E::NotCoordinator.code()
         } else {
             match s.groups.delete_group(&id.0).await {
@@ -1474,6 +1601,7 @@ async fn delete_groups(s: &KafkaServer, r: DeleteGroupsRequest) -> DeleteGroupsR
 /// KIP-664: each producer's last durable sequence per partition this broker leads.
 async fn describe_producers(
     s: &KafkaServer,
+    who: &Who,
     r: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
     let mut topics = Vec::new();
@@ -1482,9 +1610,14 @@ async fn describe_producers(
         let mut partitions = Vec::new();
         for &index in &t.partition_indexes {
             let base = PartitionResponse::default().with_partition_index(index);
-            let part = match u32::try_from(index) {
-                Ok(p) => s.broker.leader_partition(&topic, p, false).await,
-                Err(_) => Err(BrokerError::InvalidRequest(format!("partition {index}"))),
+            let denied = match s.broker.authorize(&who.caller, Op::Read, Rt::Topic, &topic) {
+                Err(BrokerError::Forbidden(d)) => Some(d),
+                _ => None,
+            };
+            let part = match (u32::try_from(index), denied) {
+                (_, Some(d)) => Err(BrokerError::Forbidden(d)),
+                (Ok(p), None) => s.broker.leader_partition(&topic, p, false).await,
+                (Err(_), None) => Err(BrokerError::InvalidRequest(format!("partition {index}"))),
             };
             let pr = match part {
                 Ok((part, _)) => base.with_active_producers(
@@ -1521,6 +1654,7 @@ async fn describe_producers(
 /// Grows topics (replica assignments chosen by the controller; explicit ones are refused).
 async fn create_partitions(
     s: &KafkaServer,
+    who: &Who,
     r: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::new();
@@ -1533,7 +1667,11 @@ async fn create_partitions(
         } else if r.validate_only {
             0
         } else {
-            match s.broker.add_partitions(&topic, t.count as u32).await {
+            match s
+                .broker
+                .add_partitions(&who.caller, &topic, t.count as u32)
+                .await
+            {
                 Ok(()) => 0,
                 Err(BrokerError::Metadata(crate::controller::state::MetadataError::Invalid(m))) => {
                     tracing::info!(topic, reason = %m, "Kafka CreatePartitions refused");

@@ -94,6 +94,8 @@ pub struct Req {
 pub struct Who {
     pub client_id: String,
     pub host: String,
+    /// The connection's principal (certificate or SASL) and address, for the services.
+    pub caller: crate::auth::Caller,
 }
 
 impl Req {
@@ -158,7 +160,12 @@ impl KafkaServer {
 
     /// Handles one frame: `Ok(Some(reply))`, `Ok(None)` (acks=0 produce: no reply), or a
     /// reason to close the connection.
-    async fn handle(&self, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
+    async fn handle(
+        &self,
+        frame: Bytes,
+        peer: SocketAddr,
+        principal: &crate::auth::Principal,
+    ) -> Result<Option<Bytes>, Close> {
         let (req, client_id, body) = match request::decode_frame(frame)? {
             request::Frame::TooNewApiVersions { correlation_id } => {
                 return encode_reply(correlation_id, 0, &versions::unsupported_reply(), 0)
@@ -186,6 +193,10 @@ impl KafkaServer {
         let who = Who {
             client_id,
             host: peer.ip().to_string(),
+            caller: crate::auth::Caller {
+                principal: principal.clone(),
+                host: peer.ip().to_string(),
+            },
         };
         handlers::dispatch(self, req, &who, *body).await
     }
@@ -218,11 +229,30 @@ pub async fn serve(
                 conns.spawn(async move {
                     let _permit = permit;
                     match server.tls.clone() {
-                        None => connection(stream, peer, &server, stop).await,
+                        None => {
+                            let principal = crate::auth::Principal::anonymous();
+                            connection(stream, peer, &server, stop, principal).await;
+                        }
                         Some(tls) => {
                             let accept = tls.acceptor().accept(stream);
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                                Ok(Ok(s)) => connection(s, peer, &server, stop).await,
+                                Ok(Ok(s)) => {
+                                    // The certificate's principal; without one the
+                                    // connection is anonymous (until SASL, when offered).
+                                    let principal = s
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|c| c.first())
+                                        .and_then(|c| {
+                                            crate::auth::certificate_principal(
+                                                c.as_ref(),
+                                                server.broker.security.certificate_name,
+                                            )
+                                        })
+                                        .unwrap_or_else(crate::auth::Principal::anonymous);
+                                    connection(s, peer, &server, stop, principal).await;
+                                }
                                 Ok(Err(e)) => {
                                     server.broker.metrics.tls_handshake_failures.inc();
                                     tracing::debug!(%peer, error = %e, "Kafka TLS handshake failed");
@@ -262,6 +292,7 @@ async fn connection<S>(
     peer: SocketAddr,
     server: &KafkaServer,
     mut stop: watch::Receiver<bool>,
+    principal: crate::auth::Principal,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -297,7 +328,7 @@ async fn connection<S>(
                 break;
             }
         }
-        match server.handle(Bytes::from(frame), peer).await {
+        match server.handle(Bytes::from(frame), peer, &principal).await {
             Ok(Some(reply)) => {
                 let len = i32::try_from(reply.len()).unwrap_or(i32::MAX);
                 let sent = async {

@@ -147,6 +147,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::PeerUnavailable(m) => Self::new(Code::CoordinatorUnavailable, m),
             BrokerError::LeaderUnavailable(m) => Self::new(Code::LeaderUnavailable, m),
             BrokerError::Relayed(body) => Self::relayed(api::ErrorEnvelope { error: body }),
+            BrokerError::Forbidden(d) => Self::new(Code::Forbidden, d.to_string()),
             BrokerError::Metadata(m) => m.into(),
             BrokerError::Controller(c) => c.into(),
             BrokerError::Storage(s) => s.into(),

@@ -7,12 +7,13 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, ErrorTag};
+use crate::auth::Caller;
 use crate::broker::{Broker, BrokerError};
 use crate::groups::GroupService;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub inflight_bytes: Arc<Semaphore>,
     /// Set once this broker is registered with the controller.
     pub registered: Arc<AtomicBool>,
+    /// Failed authentications are logged at most this often.
+    pub auth_failures_log: super::listener::RateLimitedLog,
 }
 
 type S = State<Arc<AppState>>;
@@ -135,44 +138,62 @@ pub async fn metrics(State(s): S) -> Response {
         .into_response()
 }
 
-pub async fn metadata(State(s): S) -> Json<api::Metadata> {
-    Json(s.broker.metadata_view())
+pub async fn metadata(State(s): S, Extension(caller): Extension<Caller>) -> Json<api::Metadata> {
+    Json(s.broker.metadata_view(&caller))
 }
 
-pub async fn cluster(State(s): S) -> Json<api::ClusterStatus> {
-    Json(s.broker.cluster_status())
+pub async fn cluster(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<api::ClusterStatus>, ApiError> {
+    s.broker
+        .cluster_status(&caller)
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
-pub async fn list_topics(State(s): S) -> Json<api::TopicList> {
-    Json(s.broker.topic_list())
+pub async fn list_topics(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+) -> Json<api::TopicList> {
+    Json(s.broker.topic_list(&caller))
 }
 
 pub async fn create_topic(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let req: api::CreateTopic = json_body(&s, &headers, body).await?;
-    let t = s.broker.create_topic_from(req).await?;
+    let t = s.broker.create_topic_from(&caller, req).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
 pub async fn describe_topic(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
 ) -> Result<Json<api::TopicDescription>, ApiError> {
-    Ok(Json(s.broker.describe_topic(&topic)?))
+    Ok(Json(s.broker.describe_topic(&caller, &topic)?))
 }
 
-pub async fn delete_topic(State(s): S, Path(topic): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_topic(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
     shared::names::validate_topic(&topic)
         .map_err(|e| ApiError::from(BrokerError::InvalidTopic(e.to_string())))?;
-    s.broker.delete_topic(&topic).await?;
+    s.broker.delete_topic(&caller, &topic).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn allocate_producer(State(s): S) -> Result<Json<api::ProducerId>, ApiError> {
-    let producer_id = s.broker.allocate_producer_id().await?;
+pub async fn allocate_producer(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<api::ProducerId>, ApiError> {
+    let producer_id = s.broker.allocate_producer_id(&caller).await?;
     Ok(Json(api::ProducerId {
         producer_id,
         producer_epoch: 0,
@@ -181,13 +202,15 @@ pub async fn allocate_producer(State(s): S) -> Result<Json<api::ProducerId>, Api
 
 pub async fn producer_state(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> Result<Json<api::ProducerState>, ApiError> {
-    Ok(Json(s.broker.producer_state(id).await))
+    Ok(Json(s.broker.producer_state(&caller, id).await?))
 }
 
 pub async fn produce(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path((topic, partition)): Path<(String, u32)>,
     Query(q): Query<api::ProduceQuery>,
     headers: HeaderMap,
@@ -200,17 +223,18 @@ pub async fn produce(
     // Zero-copy when the body buffer is not shared.
     let batches = s
         .broker
-        .produce(&topic, partition, Vec::from(bytes), acks)
+        .produce(&caller, &topic, partition, Vec::from(bytes), acks)
         .await?;
     Ok(Json(api::ProduceReply { batches }))
 }
 
 pub async fn fetch(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path((topic, partition)): Path<(String, u32)>,
     Query(q): Query<api::FetchQuery>,
 ) -> Result<Response, ApiError> {
-    let r = s.broker.fetch(&topic, partition, &q).await?;
+    let r = s.broker.fetch(&caller, &topic, partition, &q).await?;
     Ok(batches_reply(
         r.bytes,
         r.high_watermark,
@@ -220,6 +244,7 @@ pub async fn fetch(
 
 pub async fn produce_json(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     Query(q): Query<api::ProduceQuery>,
     headers: HeaderMap,
@@ -231,42 +256,83 @@ pub async fn produce_json(
     let req: api::JsonProduce = json_body(&s, &headers, body).await?;
     let reply = s
         .broker
-        .produce_json(&topic, req, acks, forwarded(&headers))
+        .produce_json(&caller, &topic, req, acks, forwarded(&headers))
         .await?;
     Ok(Json(reply))
 }
 
 pub async fn fetch_json(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path((topic, partition)): Path<(String, u32)>,
     Query(q): Query<api::JsonFetchQuery>,
 ) -> Result<Json<api::JsonFetchReply>, ApiError> {
-    Ok(Json(s.broker.fetch_records(&topic, partition, &q).await?))
+    Ok(Json(
+        s.broker
+            .fetch_records(&caller, &topic, partition, &q)
+            .await?,
+    ))
+}
+
+// ---- ACLs ----
+
+pub async fn list_acls(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+    Query(filter): Query<api::acls::AclFilter>,
+) -> Result<Json<api::acls::AclList>, ApiError> {
+    Ok(Json(s.broker.acls(&caller, &filter)?))
+}
+
+pub async fn create_acls(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: api::acls::CreateAcls = json_body(&s, &headers, body).await?;
+    let created = s.broker.create_acls(&caller, req.acls).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub async fn delete_acls(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<api::acls::AclList>, ApiError> {
+    let filter: api::acls::AclFilter = json_body(&s, &headers, body).await?;
+    Ok(Json(s.broker.delete_acls(&caller, filter).await?))
 }
 
 // ---- consumer groups (any node: the service relays to the coordinator) ----
 
 pub async fn list_groups(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<api::GroupList>, ApiError> {
-    Ok(Json(s.groups.list_routed(forwarded(&headers)).await?))
+    Ok(Json(
+        s.groups.list_routed(&caller, forwarded(&headers)).await?,
+    ))
 }
 
 pub async fn describe_group(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<api::GroupView>, ApiError> {
     Ok(Json(
         s.groups
-            .describe_routed(&group, forwarded(&headers))
+            .describe_routed(&caller, &group, forwarded(&headers))
             .await?,
     ))
 }
 
 pub async fn heartbeat(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -274,13 +340,14 @@ pub async fn heartbeat(
     let req: api::HeartbeatRequest = json_body(&s, &headers, body).await?;
     Ok(Json(
         s.groups
-            .heartbeat_routed(&group, &req, forwarded(&headers))
+            .heartbeat_routed(&caller, &group, &req, forwarded(&headers))
             .await?,
     ))
 }
 
 pub async fn commit_offsets(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -288,20 +355,22 @@ pub async fn commit_offsets(
     let req: api::CommitRequest = json_body(&s, &headers, body).await?;
     Ok(Json(
         s.groups
-            .commit_routed(&group, req, forwarded(&headers))
+            .commit_routed(&caller, &group, req, forwarded(&headers))
             .await?,
     ))
 }
 
 pub async fn group_offsets(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
 ) -> Result<Json<api::GroupOffsetsReply>, ApiError> {
-    Ok(Json(s.groups.offsets_reply(&group)?))
+    Ok(Json(s.groups.offsets_reply(&caller, &group)?))
 }
 
 pub async fn reset_offsets(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -309,7 +378,7 @@ pub async fn reset_offsets(
     let req: api::ResetRequest = json_body(&s, &headers, body).await?;
     Ok(Json(
         s.groups
-            .reset_routed(&group, req, forwarded(&headers))
+            .reset_routed(&caller, &group, req, forwarded(&headers))
             .await?,
     ))
 }

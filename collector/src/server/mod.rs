@@ -80,6 +80,65 @@ async fn json_errors(req: Request, next: Next) -> Response {
     error::ApiError::with_status(status, message).into_response()
 }
 
+/// How often failed authentications are logged (they can come in floods).
+const AUTH_FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Authentication, in front of every route: the caller's principal from its bearer token
+/// or verified client certificate, attached to the request as a [`crate::auth::Caller`] the
+/// handlers pass to the services (which authorize). Bad credentials, or none where ACLs are
+/// enforced, get 401 (`/health` and `/metrics` need none); `/internal` routes accept only
+/// brokers whenever brokers can prove who they are (the listener asks for certificates).
+pub async fn authenticate(
+    State(s): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    use crate::auth::{Caller, Principal, Unauthenticated};
+    let peer = req.extensions().get::<listener::Peer>().cloned();
+    let host = peer
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), |p| p.addr.ip().to_string());
+    let path = req.uri().path().to_owned();
+    let open = path == api::routes::HEALTH || path == api::routes::METRICS;
+    let bearer = match req.headers().get(axum::http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) => Some(t.trim().to_owned()),
+            None => {
+                return error::ApiError::new(
+                    api::ErrorCode::Unauthenticated,
+                    "the Authorization header must be `Bearer <token>`",
+                )
+                .into_response();
+            }
+        },
+    };
+    let security = &s.broker.security;
+    let certificate = peer.as_ref().and_then(|p| p.certificate.clone());
+    let principal =
+        match security.authenticate(bearer.as_deref(), certificate.as_deref().map(Vec::as_slice)) {
+            Ok(p) => p,
+            Err(Unauthenticated::Missing) if open => Principal::anonymous(),
+            Err(e) => {
+                s.metrics.authentication_failures.inc();
+                if s.auth_failures_log.allow(AUTH_FAILURE_LOG_EVERY) {
+                    tracing::warn!(peer = %host, %path, reason = %e, "authentication failed");
+                }
+                return error::ApiError::new(api::ErrorCode::Unauthenticated, e.to_string())
+                    .into_response();
+            }
+        };
+    if path.starts_with("/internal/") && security.internal_brokers_only && !principal.is_broker() {
+        return error::ApiError::new(
+            api::ErrorCode::Forbidden,
+            format!("{principal} may not call {path}: internal routes accept only brokers"),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(Caller { principal, host });
+    next.run(req).await
+}
+
 /// The client and admin routes. The client API (`/v1/…`) shares one limit of
 /// `max_in_flight_requests` requests handled at once (more wait); `/health`, `/metrics` and
 /// the brokers' own replication routes stay outside it, so a saturated broker still answers
@@ -107,6 +166,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(h::group_offsets).post(h::commit_offsets),
         )
         .route(r::GROUP_RESET, post(h::reset_offsets))
+        .route(r::ACLS, get(h::list_acls).post(h::create_acls))
+        .route(r::ACLS_DELETE, post(h::delete_acls))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_requests));
     Router::new()
         .route(r::HEALTH, get(h::health))
