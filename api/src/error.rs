@@ -58,6 +58,7 @@ codes! {
     UnknownPartition = "unknown_partition" => 404,
     UnknownGroup = "unknown_group" => 404,
     MethodNotAllowed = "method_not_allowed" => 405,
+    BodyTimeout = "body_timeout" => 408,
     OutOfOrderSequence = "out_of_order_sequence" => 409,
     ProducerFenced = "producer_fenced" => 409,
     TopicExists = "topic_exists" => 409,

@@ -127,6 +127,10 @@ pub struct Limits {
     pub header_read_timeout_ms: u64,
     /// Time a client has to finish the TLS handshake.
     pub tls_handshake_timeout_ms: u64,
+    /// Longest pause between two pieces of a request body.
+    pub body_read_timeout_ms: u64,
+    /// After that grace, a body must arrive at least this fast (a slower one gets 408).
+    pub body_min_bytes_per_sec: u64,
 }
 
 impl Default for Limits {
@@ -144,6 +148,8 @@ impl Default for Limits {
             connections_per_address_max: 1_000,
             header_read_timeout_ms: 10_000,
             tls_handshake_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            body_min_bytes_per_sec: 64 * 1024,
         }
     }
 }
@@ -195,6 +201,9 @@ pub struct RawConfig {
     pub tokens_file: Option<PathBuf>,
     /// Which part of a client certificate names its principal: `cn` or `san`.
     pub principal_from_certificate: crate::auth::CertificateName,
+    /// SASL users of the Kafka listener (SCRAM salted keys; `collector sasl-users add`).
+    /// When set, Kafka connections without a client certificate must authenticate.
+    pub sasl_users_file: Option<PathBuf>,
     /// The Kafka protocol listener (`null` turns it off).
     pub kafka_listen: Option<String>,
     /// `host:port` Kafka clients are told to use for this broker (default: `kafka_listen`).
@@ -241,6 +250,7 @@ impl Default for RawConfig {
             superusers: Vec::new(),
             tokens_file: None,
             principal_from_certificate: crate::auth::CertificateName::Cn,
+            sasl_users_file: None,
             kafka_listen: Some("127.0.0.1:9092".into()),
             kafka_advertise: None,
             kafka_request_bytes_max: 100 << 20,
@@ -289,6 +299,7 @@ pub struct Config {
     pub superusers: Vec<String>,
     pub tokens_file: Option<PathBuf>,
     pub principal_from_certificate: crate::auth::CertificateName,
+    pub sasl_users_file: Option<PathBuf>,
     pub data_dirs: Vec<PathBuf>,
     /// Whether missing data directories are created (else the collector refuses to start).
     pub create_data_dirs: bool,
@@ -486,6 +497,8 @@ impl Config {
             || l.connections_per_address_max == 0
             || l.header_read_timeout_ms == 0
             || l.tls_handshake_timeout_ms == 0
+            || l.body_read_timeout_ms == 0
+            || l.body_min_bytes_per_sec == 0
             || l.open_segment_files_max == 0
             || l.max_fetch_bytes == 0
             || l.max_json_records == 0
@@ -539,6 +552,7 @@ impl Config {
             superusers: raw.superusers,
             tokens_file: raw.tokens_file,
             principal_from_certificate: raw.principal_from_certificate,
+            sasl_users_file: raw.sasl_users_file,
             create_data_dirs: raw
                 .create_data_dirs
                 .unwrap_or(raw.data_dirs == [PathBuf::from("./data")]),

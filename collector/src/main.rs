@@ -178,6 +178,11 @@ enum Command {
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
     },
+    /// SASL users of the Kafka listener (PLAIN and SCRAM-SHA-256/512).
+    SaslUsers {
+        #[command(subcommand)]
+        command: SaslUsersCommand,
+    },
     /// Bearer tokens for clients.
     Tokens {
         #[command(subcommand)]
@@ -198,6 +203,19 @@ enum Command {
         /// table: for people; json: for scripts.
         #[arg(long, global = true, value_enum, default_value = "table")]
         output: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SaslUsersCommand {
+    /// Add NAME (principal User:NAME) with the password read from stdin's first line:
+    /// SCRAM-SHA-256 and SCRAM-SHA-512 salted keys are appended to the file (created mode
+    /// 0600); the password is not stored. Reload the collectors (SIGHUP).
+    Add {
+        name: String,
+        /// The collectors' `sasl_users_file`.
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 
@@ -728,6 +746,21 @@ fn run_cli() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
+        Command::SaslUsers {
+            command: SaslUsersCommand::Add { name, file },
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            collector::kafka::sasl::add_user(&file, &name, password).map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "added User:{name} to {} (reload the collectors)",
+                file.display()
+            );
+            Ok(())
+        }
         Command::Tokens {
             command: TokensCommand::Create { name, file },
         } => {

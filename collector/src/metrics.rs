@@ -78,6 +78,8 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// Requests refused for missing or bad credentials.
     pub authentication_failures: Counter,
+    /// Requests whose body did not arrive in time (408).
+    pub body_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             tls_handshake_failures: Counter::default(),
             authentication_failures: Counter::default(),
+            body_timeouts: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -212,6 +215,11 @@ impl Metrics {
             "authentication_failures",
             "Requests refused for missing or bad credentials",
             m.authentication_failures.clone(),
+        );
+        registry.register(
+            "body_timeouts",
+            "Requests whose body did not arrive in time",
+            m.body_timeouts.clone(),
         );
         registry.register(
             "group_lag_records",

@@ -133,6 +133,13 @@ pub async fn run(
         crate::auth::Security::from_config(&config)
             .map_err(|e| ServerError::Other(format!("tokens_file: {e}")))?,
     );
+    let sasl_users = match &config.sasl_users_file {
+        Some(f) => Some(Arc::new(
+            crate::kafka::sasl::SaslUsers::load(f)
+                .map_err(|e| ServerError::Other(format!("sasl_users_file: {e}")))?,
+        )),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let broker = Arc::new(
         Broker::new(
@@ -188,6 +195,7 @@ pub async fn run(
                 groups: groups.clone(),
                 config: k,
                 tls: tls.clone(),
+                sasl: sasl_users.clone(),
             });
             Some(tokio::spawn(crate::kafka::serve(
                 l,
@@ -200,6 +208,7 @@ pub async fn run(
     let watch_signals = tokio::spawn(signals_and_warnings(
         tls.clone(),
         security.clone(),
+        sasl_users.clone(),
         config.exposed_plaintext,
         stop_rx.clone(),
     ));
@@ -250,6 +259,7 @@ const PLAINTEXT_WARNING_EVERY: std::time::Duration = std::time::Duration::from_s
 async fn signals_and_warnings(
     tls: Option<Arc<NodeTls>>,
     security: Arc<crate::auth::Security>,
+    sasl_users: Option<Arc<crate::kafka::sasl::SaslUsers>>,
     exposed_plaintext: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -274,6 +284,12 @@ async fn signals_and_warnings(
                         Err(e) => tracing::error!(error = %e, "SIGHUP: TLS files not reloaded; still serving the previous certificate"),
                     },
                     None => tracing::info!("SIGHUP: no tls section; no certificate to reload"),
+                }
+                if let Some(users) = &sasl_users {
+                    match users.reload() {
+                        Ok(n) => tracing::info!(credentials = n, "SIGHUP: sasl_users_file reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: sasl_users_file not reloaded; still accepting the previous credentials"),
+                    }
                 }
                 if let Some(tokens) = &security.tokens {
                     match tokens.reload() {

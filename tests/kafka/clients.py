@@ -23,6 +23,10 @@ Each subcommand prints one JSON object on stdout; the Rust test checks it.
   ssl-roundtrip BOOTSTRAP TOPIC CERTDIR NAME N   over SSL (CA CERTDIR/ca.pem, client
                                         certificate CERTDIR/NAME.pem, or none when NAME is
                                         -): produce N records, read them back
+  sasl-roundtrip BOOTSTRAP TOPIC CA MECHANISM USER PASSWORD N   the same over SASL_SSL
+  acl-admin BOOTSTRAP CERTDIR NAME PRINCIPAL TOPIC   AdminClient (certificate NAME):
+                                        create_acls (WRITE on TOPIC for PRINCIPAL), then
+                                        describe_acls
 """
 import json
 import sys
@@ -409,16 +413,57 @@ def admin_delete(bootstrap, topic):
     print(json.dumps({"errors": errors}))
 
 
+def sasl_roundtrip(bootstrap, topic, ca, mechanism, user, password, n):
+    """ssl_roundtrip, authenticated by SASL (PLAIN or SCRAM) over TLS."""
+    conf = {"bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL",
+            "ssl.ca.location": ca, "sasl.mechanism": mechanism,
+            "sasl.username": user, "sasl.password": password, "socket.timeout.ms": 5000}
+    roundtrip(conf, topic, n)
+
+
+def acl_admin(bootstrap, certdir, name, principal, topic):
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
+                                       AclPermissionType, AdminClient, ResourcePatternType,
+                                       ResourceType)
+
+    a = AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SSL",
+                     "ssl.ca.location": f"{certdir}/ca.pem",
+                     "ssl.certificate.location": f"{certdir}/{name}.pem",
+                     "ssl.key.location": f"{certdir}/{name}-key.pem"})
+    errors = []
+    binding = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*",
+                         AclOperation.WRITE, AclPermissionType.ALLOW)
+    for f in a.create_acls([binding]).values():
+        try:
+            f.result(timeout=30)
+        except Exception as e:
+            errors.append(str(e))
+    found = []
+    flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                           AclOperation.ANY, AclPermissionType.ANY)
+    try:
+        for b in a.describe_acls(flt).result(timeout=30):
+            found.append([str(b.restype), b.name, b.principal, str(b.operation),
+                          str(b.permission_type)])
+    except Exception as e:
+        errors.append(str(e))
+    print(json.dumps({"errors": errors, "acls": found}))
+
+
 def ssl_roundtrip(bootstrap, topic, certdir, name, n):
     """librdkafka over SSL: an idempotent producer of N records, then a consumer reading
     them back; prints what was delivered and read, and the errors seen."""
-    from confluent_kafka import Consumer, Producer
-
     conf = {"bootstrap.servers": bootstrap, "security.protocol": "SSL",
             "ssl.ca.location": f"{certdir}/ca.pem", "socket.timeout.ms": 5000}
     if name != "-":
         conf.update({"ssl.certificate.location": f"{certdir}/{name}.pem",
                      "ssl.key.location": f"{certdir}/{name}-key.pem"})
+    roundtrip(conf, topic, n)
+
+
+def roundtrip(conf, topic, n):
+    from confluent_kafka import Consumer, Producer
+
     errors = []
 
     def on_error(e):
@@ -478,6 +523,11 @@ if __name__ == "__main__":
         admin_create(bootstrap, topic, int(sys.argv[4]))
     elif cmd == "admin-delete":
         admin_delete(bootstrap, topic)
+    elif cmd == "sasl-roundtrip":
+        sasl_roundtrip(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7],
+                       int(sys.argv[8]))
+    elif cmd == "acl-admin":
+        acl_admin(bootstrap, topic, sys.argv[4], sys.argv[5], sys.argv[6])
     elif cmd == "ssl-roundtrip":
         ssl_roundtrip(bootstrap, topic, sys.argv[4], sys.argv[5], int(sys.argv[6]))
     else:

@@ -133,6 +133,10 @@ impl Collector {
                     seen.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
                 eprintln!("{line}");
+                let mut logs = COLLECTOR_LOGS.lock().unwrap_or_else(|p| p.into_inner());
+                if logs.len() < COLLECTOR_LOG_LINES_MAX {
+                    logs.push(line);
+                }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
@@ -251,6 +255,19 @@ impl Collector {
         let _ = self.child.wait();
         *self = Self::start_with(&data, &config);
     }
+}
+
+/// Every line any collector of this test process wrote to stderr (its log), so a test can
+/// check what was and was not logged.
+static COLLECTOR_LOGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+const COLLECTOR_LOG_LINES_MAX: usize = 200_000;
+
+/// The log lines of every collector this test process started, so far.
+pub fn collector_logs() -> Vec<String> {
+    COLLECTOR_LOGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// How long [`Collector::spawn`] retries a start whose port is taken.

@@ -526,21 +526,23 @@ fn max_in_flight_requests_makes_further_requests_wait() {
     }
 }
 
-/// docs: `limits.max_in_flight_bytes` bounds the request bodies held at once: a body is
-/// read only once its declared length fits. A slow upload declaring the whole budget makes
-/// a small produce wait until it is gone; declaring a little less lets it through.
+/// docs: `limits.max_in_flight_bytes` bounds the request-body bytes held at once, counted
+/// as they arrive. A slow upload that has sent most of the budget makes a produce whose
+/// body does not fit in the rest wait until it is gone; one that has sent less does not.
 #[test]
 fn max_in_flight_bytes_makes_bodies_wait_for_room() {
     use std::io::Write;
     use std::time::{Duration, Instant};
-    for (declared, must_wait) in [(65536usize, true), (60000, false)] {
+    // (bytes the slow upload has sent of its 65536, whether a 10 KB produce must wait)
+    for (sent, must_wait) in [(60000usize, true), (30000, false)] {
+        let declared = 65536usize;
         let tmp = tempfile::tempdir().unwrap();
         let col = Collector::start(
             &tmp.path().join("data"),
             "limits:\n  max_request_bytes: 65536\n  max_in_flight_bytes: 65536\n",
         );
         create_topic(&client(), &col, "b", 1);
-        // The slow upload: headers and half its body, then it stalls 1.5 s and hangs up.
+        // The slow upload: headers and part of its body, then it stalls and hangs up.
         let addr = col.url("").trim_start_matches("http://").to_owned();
         let mut slow = std::net::TcpStream::connect(&addr).unwrap();
         write!(
@@ -548,7 +550,7 @@ fn max_in_flight_bytes_makes_bodies_wait_for_room() {
             "POST /v1/topics/b/partitions/0/batches HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/vnd.tributary.batches\r\ncontent-length: {declared}\r\n\r\n"
         )
         .unwrap();
-        slow.write_all(&vec![0u8; declared / 2]).unwrap();
+        slow.write_all(&vec![0u8; sent]).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let hang_up = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1200));
@@ -558,7 +560,7 @@ fn max_in_flight_bytes_makes_bodies_wait_for_room() {
         let (s, r) = post(
             &client(),
             col.url("/v1/topics/b/records"),
-            json!({"records": [{"value": "small"}]}),
+            json!({"records": [{"value": "x".repeat(10_000)}]}),
         );
         let waited = started.elapsed();
         hang_up.join().unwrap();
@@ -566,12 +568,12 @@ fn max_in_flight_bytes_makes_bodies_wait_for_room() {
         if must_wait {
             assert!(
                 waited >= Duration::from_millis(1000),
-                "declared {declared}: answered after {waited:?}"
+                "{sent} bytes held: answered after {waited:?}"
             );
         } else {
             assert!(
                 waited < Duration::from_millis(1000),
-                "declared {declared}: waited {waited:?}"
+                "{sent} bytes held: waited {waited:?}"
             );
         }
     }

@@ -590,6 +590,15 @@ fn acls_replicate_are_enforced_on_every_node_and_survive_restarts() {
             assert_eq!(values.len(), 12, "{values:?}");
         }
     }
+    // The token never reached a log (failed authentications are logged, with the peer).
+    let logs = tributary_tests::collector_logs();
+    assert!(logs.iter().any(|l| l.contains("authentication failed")));
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains(&token) || l.contains(&token[4..20])),
+        "a token in the logs"
+    );
     // Removing an ACL takes effect everywhere.
     let (ok, _, err) = cli(
         &cl.nodes[0],
@@ -614,4 +623,236 @@ fn acls_replicate_are_enforced_on_every_node_and_survive_restarts() {
                 .then_some(())
         },
     );
+}
+
+#[test]
+fn kafka_sasl_plain_and_scram_authenticate_principals_the_acls_then_govern() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    certs_init(&certs, 1, &["admin"]);
+    let users = tmp.path().join("sasl-users");
+    for (name, password) in [("alice", "alice-secret-1"), ("bob", "bob-secret-22")] {
+        let mut child = Command::new(binary("collector"))
+            .args(["sasl-users", "add", name, "--file"])
+            .arg(&users)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            format!("{password}\n").as_bytes(),
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stored = std::fs::read_to_string(&users).unwrap();
+    assert!(!stored.contains("alice-secret-1") && !stored.contains("bob-secret-22"));
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        &format!(
+            "{}authorization: acls\nsuperusers: [\"User:admin\"]\nsasl_users_file: {}\n",
+            node_tls_yaml(&certs, "optional").replace("{id}", "1"),
+            users.display()
+        ),
+    );
+    let admin = tls_client(&client_tls(&certs, "admin"));
+    let r = admin
+        .post(col.url("/v1/topics"))
+        .json(&json!({"name": "t", "partitions": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let r = admin
+        .post(col.url("/v1/acls"))
+        .json(&json!({"acls": [
+            {"principal": "User:alice", "resource_type": "TOPIC", "resource_name": "t", "operation": "WRITE", "permission": "ALLOW"},
+            {"principal": "User:alice", "resource_type": "TOPIC", "resource_name": "t", "operation": "READ", "permission": "ALLOW"},
+            {"principal": "User:alice", "resource_type": "GROUP", "resource_name": "*", "operation": "READ", "permission": "ALLOW"}
+        ]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    let kafka = col.kafka_address();
+    let ca = certs.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] {
+        let v = python_client(&[
+            "sasl-roundtrip",
+            &kafka,
+            "t",
+            ca,
+            mechanism,
+            "alice",
+            "alice-secret-1",
+            "3",
+        ]);
+        assert_eq!(
+            v["delivered"].as_array().unwrap().len(),
+            3,
+            "{mechanism}: {v}"
+        );
+        assert!(v["read"].as_array().unwrap().len() >= 3, "{mechanism}: {v}");
+    }
+    // A wrong password: nothing delivered, authentication named.
+    let v = python_client(&[
+        "sasl-roundtrip",
+        &kafka,
+        "t",
+        ca,
+        "SCRAM-SHA-256",
+        "alice",
+        "wrong-password",
+        "2",
+    ]);
+    assert_eq!(v["delivered"], json!([]), "{v}");
+    assert!(
+        v["errors"]
+            .to_string()
+            .to_lowercase()
+            .contains("authentication"),
+        "{v}"
+    );
+    // An authenticated principal without ACLs.
+    let v = python_client(&[
+        "sasl-roundtrip",
+        &kafka,
+        "t",
+        ca,
+        "SCRAM-SHA-512",
+        "bob",
+        "bob-secret-22",
+        "2",
+    ]);
+    assert_eq!(v["delivered"], json!([]), "{v}");
+    assert!(
+        v["errors"].to_string().to_lowercase().contains("authoriz"),
+        "{v}"
+    );
+    // ACLs over the Kafka protocol: the admin grants bob WRITE with CreateAcls; then bob
+    // writes, and DescribeAcls lists the grant.
+    let v = python_client(&[
+        "acl-admin",
+        &kafka,
+        certs.to_str().unwrap(),
+        "admin",
+        "User:bob",
+        "t",
+    ]);
+    assert_eq!(v["errors"], json!([]), "{v}");
+    assert!(v["acls"].to_string().contains("User:bob"), "{v}");
+    let r = admin
+        .get(col.url("/v1/acls?principal=User:bob"))
+        .send()
+        .unwrap();
+    let listed: serde_json::Value = r.json().unwrap();
+    assert_eq!(listed["acls"][0]["operation"], "WRITE", "{listed}");
+    let v = python_client(&[
+        "sasl-roundtrip",
+        &kafka,
+        "t",
+        ca,
+        "PLAIN",
+        "bob",
+        "bob-secret-22",
+        "2",
+    ]);
+    assert_eq!(v["delivered"].as_array().unwrap().len(), 2, "{v}");
+    // Only what authenticated, authorized clients sent is in the log.
+    let values: Vec<String> = read_topic(&admin, &col.url(""), "t")
+        .into_iter()
+        .map(|r| String::from_utf8(r.3).unwrap())
+        .collect();
+    assert_eq!(values.len(), 3 * 3 + 2, "{values:?}");
+    let failures = admin
+        .get(col.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let n = tributary_tests::metric_value(&failures, "tributary_authentication_failures_total")
+        .unwrap_or(0.0);
+    assert!(n >= 1.0, "failed authentications counted: {n}");
+    // No password, right or wrong, reached the log.
+    let logs = tributary_tests::collector_logs();
+    for secret in ["alice-secret-1", "bob-secret-22", "wrong-password"] {
+        assert!(
+            !logs.iter().any(|l| l.contains(secret)),
+            "{secret} in the logs"
+        );
+    }
+    assert!(!failures.contains("secret"));
+}
+
+#[test]
+fn two_thousand_stalled_connections_do_not_delay_a_well_behaved_producer() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Few request slots, so stalled bodies holding them would block everyone.
+    let col = Collector::start(
+        &tmp.path().join("data"),
+        "limits:\n  max_in_flight_requests: 32\n  header_read_timeout_ms: 6000\n  body_read_timeout_ms: 6000\n",
+    );
+    let c = client();
+    let r = c
+        .post(col.url("/v1/topics"))
+        .json(&json!({"name": "t", "partitions": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let (host, port) = col.addr.rsplit_once(':').unwrap();
+    let mut staller = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/net/stall.py"))
+        .args([host, port, "2000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(staller.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let opened: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(opened["opened"], 2000, "{line}");
+    let started = Instant::now();
+    // A producer on its own connection: every acks=all request answered promptly while
+    // the stalled connections are all open.
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let t = Instant::now();
+        let r = c
+            .post(col.url("/v1/topics/t/records?acks=all"))
+            .json(&json!({"records": [{"value": format!("good-{i}")}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the producer finished while the stalls were still open"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest request: {slowest:?}"
+    );
+    // After the timeouts, the server has closed every stalled connection.
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(started.elapsed()));
+    drop(staller.stdin.take());
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let closed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(closed["closed"], 2000, "{line}");
+    let _ = staller.wait();
+    let metrics = c.get(col.url("/metrics")).send().unwrap().text().unwrap();
+    let n = tributary_tests::metric_value(&metrics, "tributary_body_timeouts_total").unwrap_or(0.0);
+    assert!(n >= 1000.0, "bodies timed out: {n}");
+    let values: Vec<String> = read_topic(&c, &col.url(""), "t")
+        .into_iter()
+        .map(|r| String::from_utf8(r.3).unwrap())
+        .collect();
+    assert_eq!(values.len(), 20, "only the producer's records: {values:?}");
 }

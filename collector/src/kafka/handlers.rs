@@ -78,8 +78,23 @@ pub async fn dispatch(
     req: Req,
     who: &Who,
     body: Request,
+    conn: &mut super::Conn,
 ) -> Result<Option<Bytes>, Close> {
     match body {
+        Request::SaslHandshake(r) => req
+            .reply(&super::security::sasl_handshake(s, conn, r))
+            .map(Some),
+        Request::SaslAuthenticate(r) => {
+            let reply = super::security::sasl_authenticate(s, who, conn, r);
+            req.reply(&reply).map(Some)
+        }
+        Request::DescribeAcls(r) => req.reply(&super::security::describe(s, who, r)).map(Some),
+        Request::CreateAcls(r) => req
+            .reply(&super::security::create(s, who, r).await)
+            .map(Some),
+        Request::DeleteAcls(r) => req
+            .reply(&super::security::delete(s, who, r).await)
+            .map(Some),
         Request::ApiVersions(_) => req.reply(&versions::reply()).map(Some),
         Request::Metadata(r) => req.reply(&metadata(s, who, req, r).await).map(Some),
         Request::Produce(r) => {

@@ -11,6 +11,8 @@
 //! - [`request`]: a frame checked (key, version) and decoded into a typed request, with no
 //!   server at hand (what the fuzz target drives).
 //! - [`handlers`]: one function per API.
+//! - [`sasl`]: SaslHandshake / SaslAuthenticate (PLAIN, SCRAM-SHA-256/512) against the
+//!   users file; `security`: those two and DescribeAcls / CreateAcls / DeleteAcls over the ACL service.
 //! - [`consumer_groups`]: KIP-848 ConsumerGroupHeartbeat / ConsumerGroupDescribe over the
 //!   server-side group coordinator `collector tail` members use.
 //!
@@ -23,6 +25,8 @@ mod consumer_groups;
 mod errors;
 mod handlers;
 pub mod request;
+pub mod sasl;
+mod security;
 pub mod versions;
 
 use std::net::SocketAddr;
@@ -48,6 +52,21 @@ pub struct KafkaServer {
     pub config: KafkaConfig,
     /// TLS (Kafka's SSL listener), when the node has a `tls:` section.
     pub tls: Option<Arc<crate::server::tls::NodeTls>>,
+    /// SASL users (`sasl_users_file`): when set, a connection without a client
+    /// certificate must authenticate before anything but ApiVersions and SASL.
+    pub sasl: Option<Arc<sasl::SaslUsers>>,
+}
+
+/// One connection's identity: its principal (from its certificate, then SASL) and its SASL
+/// exchange so far.
+#[derive(Debug)]
+pub struct Conn {
+    pub principal: crate::auth::Principal,
+    /// Authenticated by certificate or SASL.
+    pub authenticated: bool,
+    pub sasl: sasl::Exchange,
+    /// Close once the reply is sent (after a failed authentication, as Kafka does).
+    pub close_after_reply: bool,
 }
 
 /// Why a connection is closed instead of answered.
@@ -78,6 +97,10 @@ pub enum Close {
         version: i16,
         message: String,
     },
+    #[error("{0:?} before SASL authentication (this listener requires it)")]
+    NotAuthenticated(ApiKey),
+    #[error("SASL authentication failed")]
+    AuthenticationFailed,
 }
 
 /// A decoded request's context.
@@ -164,7 +187,7 @@ impl KafkaServer {
         &self,
         frame: Bytes,
         peer: SocketAddr,
-        principal: &crate::auth::Principal,
+        conn: &mut Conn,
     ) -> Result<Option<Bytes>, Close> {
         let (req, client_id, body) = match request::decode_frame(frame)? {
             request::Frame::TooNewApiVersions { correlation_id } => {
@@ -194,11 +217,20 @@ impl KafkaServer {
             client_id,
             host: peer.ip().to_string(),
             caller: crate::auth::Caller {
-                principal: principal.clone(),
+                principal: conn.principal.clone(),
                 host: peer.ip().to_string(),
             },
         };
-        handlers::dispatch(self, req, &who, *body).await
+        if self.sasl.is_some()
+            && !conn.authenticated
+            && !matches!(
+                req.key,
+                ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+            )
+        {
+            return Err(Close::NotAuthenticated(req.key));
+        }
+        handlers::dispatch(self, req, &who, *body, conn).await
     }
 }
 
@@ -209,6 +241,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(server.config.connections_max));
+    let per_address = Arc::new(crate::server::listener::PerAddress::default());
+    let per_address_max = server.broker.config.limits.connections_per_address_max;
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -224,14 +258,29 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // One address may not take every slot (`connections_per_address_max`).
+                let Some(address_slot) = crate::server::listener::PerAddress::take(
+                    &per_address,
+                    peer.ip(),
+                    per_address_max,
+                ) else {
+                    server.broker.metrics.connections_refused.inc();
+                    tracing::debug!(%peer, "Kafka connection refused: connections_per_address_max open from this address");
+                    continue;
+                };
                 let (server, stop) = (server.clone(), stop.clone());
                 let _ = stream.set_nodelay(true);
                 conns.spawn(async move {
-                    let _permit = permit;
+                    let _slots = (permit, address_slot);
                     match server.tls.clone() {
                         None => {
-                            let principal = crate::auth::Principal::anonymous();
-                            connection(stream, peer, &server, stop, principal).await;
+                            let conn = Conn {
+                                principal: crate::auth::Principal::anonymous(),
+                                authenticated: false,
+                                sasl: sasl::Exchange::default(),
+                                close_after_reply: false,
+                            };
+                            connection(stream, peer, &server, stop, conn).await;
                         }
                         Some(tls) => {
                             let accept = tls.acceptor().accept(stream);
@@ -249,9 +298,15 @@ pub async fn serve(
                                                 c.as_ref(),
                                                 server.broker.security.certificate_name,
                                             )
-                                        })
-                                        .unwrap_or_else(crate::auth::Principal::anonymous);
-                                    connection(s, peer, &server, stop, principal).await;
+                                        });
+                                    let conn = Conn {
+                                        authenticated: principal.is_some(),
+                                        principal: principal
+                                            .unwrap_or_else(crate::auth::Principal::anonymous),
+                                        sasl: sasl::Exchange::default(),
+                                        close_after_reply: false,
+                                    };
+                                    connection(s, peer, &server, stop, conn).await;
                                 }
                                 Ok(Err(e)) => {
                                     server.broker.metrics.tls_handshake_failures.inc();
@@ -284,15 +339,13 @@ const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 /// Longest time a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Longest time one frame may take to arrive once its length is read.
-const FRAME_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
     server: &KafkaServer,
     mut stop: watch::Receiver<bool>,
-    principal: crate::auth::Principal,
+    mut conn: Conn,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -321,14 +374,20 @@ async fn connection<S>(
         // Read as the bytes arrive: a length prefix alone reserves nothing.
         let mut frame = Vec::new();
         let mut body = (&mut rd).take(size as u64);
-        match tokio::time::timeout(FRAME_READ_TIMEOUT, body.read_to_end(&mut frame)).await {
+        // As for HTTP bodies: a grace, then a minimum rate.
+        let limits = &server.broker.config.limits;
+        let frame_timeout = std::time::Duration::from_millis(limits.body_read_timeout_ms)
+            + std::time::Duration::from_secs_f64(
+                size as f64 / limits.body_min_bytes_per_sec.max(1) as f64,
+            );
+        match tokio::time::timeout(frame_timeout, body.read_to_end(&mut frame)).await {
             Ok(Ok(n)) if n == size as usize => {}
             _ => {
                 tracing::debug!(%peer, size, "Kafka connection closed mid-frame");
                 break;
             }
         }
-        match server.handle(Bytes::from(frame), peer, &principal).await {
+        match server.handle(Bytes::from(frame), peer, &mut conn).await {
             Ok(Some(reply)) => {
                 let len = i32::try_from(reply.len()).unwrap_or(i32::MAX);
                 let sent = async {
@@ -336,7 +395,7 @@ async fn connection<S>(
                     wr.write_all(&reply).await?;
                     wr.flush().await
                 };
-                if sent.await.is_err() {
+                if sent.await.is_err() || conn.close_after_reply {
                     break;
                 }
             }

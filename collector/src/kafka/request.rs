@@ -12,6 +12,10 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
 };
+use kafka_protocol::messages::{
+    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::Decodable;
 
 use super::{Close, Req, versions};
@@ -44,6 +48,11 @@ pub enum Request {
     DeleteTopics(DeleteTopicsRequest),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
+    DescribeAcls(DescribeAclsRequest),
+    CreateAcls(CreateAclsRequest),
+    DeleteAcls(DeleteAclsRequest),
 }
 
 /// What one frame holds.
@@ -124,6 +133,11 @@ pub fn decode_frame(frame: Bytes) -> Result<Frame, Close> {
         ApiKey::DeleteTopics => Request::DeleteTopics(req.decode(&mut buf)?),
         ApiKey::ConsumerGroupHeartbeat => Request::ConsumerGroupHeartbeat(req.decode(&mut buf)?),
         ApiKey::ConsumerGroupDescribe => Request::ConsumerGroupDescribe(req.decode(&mut buf)?),
+        ApiKey::SaslHandshake => Request::SaslHandshake(req.decode(&mut buf)?),
+        ApiKey::SaslAuthenticate => Request::SaslAuthenticate(req.decode(&mut buf)?),
+        ApiKey::DescribeAcls => Request::DescribeAcls(req.decode(&mut buf)?),
+        ApiKey::CreateAcls => Request::CreateAcls(req.decode(&mut buf)?),
+        ApiKey::DeleteAcls => Request::DeleteAcls(req.decode(&mut buf)?),
         other => return Err(Close::NotServed(other)),
     };
     Ok(Frame::Request {

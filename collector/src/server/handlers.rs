@@ -33,13 +33,10 @@ pub struct AppState {
 
 type S = State<Arc<AppState>>;
 
-/// Reads a request body of at most `max_request_bytes`, holding in-flight-byte permits for
-/// it. A declared length over the limit is refused before reading anything.
-async fn read_body(
-    s: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+/// A request body of at most `max_request_bytes` (already received, and counted against
+/// `max_in_flight_bytes`, by `body::receive`). A declared length over the limit is refused
+/// before reading anything.
+async fn read_body(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let max = s.broker.config.limits.max_request_bytes;
     let too_large = |n: String| {
         ApiError::new(
@@ -56,13 +53,6 @@ async fn read_body(
     {
         return Err(too_large(n.to_string()));
     }
-    let permits = declared.unwrap_or(max).clamp(1, u64::from(u32::MAX)) as u32;
-    let permit = s
-        .inflight_bytes
-        .clone()
-        .acquire_many_owned(permits)
-        .await
-        .map_err(|_| ApiError::from(BrokerError::ShuttingDown))?;
     let bytes = axum::body::to_bytes(body, max as usize)
         .await
         .map_err(|e| {
@@ -77,7 +67,7 @@ async fn read_body(
                 )
             }
         })?;
-    Ok((bytes, permit))
+    Ok(bytes)
 }
 
 /// A JSON body of type `T`, read within the request limits.
@@ -86,7 +76,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
-    let (bytes, _permit) = read_body(s, headers, body).await?;
+    let bytes = read_body(s, headers, body).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(api::ErrorCode::InvalidJson, e.to_string()))
 }
@@ -219,7 +209,7 @@ pub async fn produce(
     shared::names::validate_topic(&topic)
         .map_err(|e| ApiError::from(BrokerError::InvalidTopic(e.to_string())))?;
     let acks = acks(&q)?;
-    let (bytes, _permit) = read_body(&s, &headers, body).await?;
+    let bytes = read_body(&s, &headers, body).await?;
     // Zero-copy when the body buffer is not shared.
     let batches = s
         .broker

@@ -48,17 +48,18 @@ pub struct ListenerLimits {
 
 /// Connections open per client address.
 #[derive(Debug, Default)]
-struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+pub struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
 
 /// One connection's place in [`PerAddress`], given back on drop.
 #[derive(Debug)]
-struct AddressSlot {
+pub struct AddressSlot {
     table: Arc<PerAddress>,
     ip: IpAddr,
 }
 
 impl PerAddress {
-    fn take(table: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+    /// A place for one more connection from `ip`, if it has fewer than `max`.
+    pub fn take(table: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
         let mut t = shared::sys::lock(&table.0);
         let n = t.entry(ip).or_insert(0);
         if *n >= max {

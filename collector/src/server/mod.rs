@@ -5,6 +5,7 @@
 //! Invariant: the only module of the collector that knows axum or HTTP statuses; handlers
 //! translate `api` types to service calls and typed errors to statuses, nothing more.
 
+pub mod body;
 pub mod error;
 pub mod handlers;
 pub mod listener;
@@ -168,7 +169,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(r::GROUP_RESET, post(h::reset_offsets))
         .route(r::ACLS, get(h::list_acls).post(h::create_acls))
         .route(r::ACLS_DELETE, post(h::delete_acls))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_requests));
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_requests))
+        // Outside the limit: a request counts only once its body is in.
+        .layer(middleware::from_fn_with_state(state.clone(), body::receive));
     Router::new()
         .route(r::HEALTH, get(h::health))
         .route(r::METRICS, get(h::metrics))
