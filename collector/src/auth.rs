@@ -68,16 +68,6 @@ pub struct Caller {
     pub host: String,
 }
 
-impl Caller {
-    /// The node itself (background work, tests of services): allowed everything.
-    pub fn internal() -> Self {
-        Self {
-            principal: Principal("broker:self".into()),
-            host: "127.0.0.1".into(),
-        }
-    }
-}
-
 /// Which part of a client certificate names its principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

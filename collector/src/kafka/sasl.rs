@@ -265,6 +265,8 @@ pub enum Exchange {
         m: Scram,
         user: String,
         nonce: String,
+        /// The gs2 header of client-first, which client-final's `c=` must repeat.
+        gs2_header: String,
         client_first_bare: String,
         server_first: String,
         credential: Option<Credential>,
@@ -327,13 +329,17 @@ impl Exchange {
             Exchange::Done => Err(SaslError::IllegalState("already authenticated")),
             Exchange::Chosen(Mechanism::Plain) => {
                 let mut parts = bytes.split(|b| *b == 0);
-                let (Some(_authzid), Some(user), Some(password), None) =
+                let (Some(authzid), Some(user), Some(password), None) =
                     (parts.next(), parts.next(), parts.next(), parts.next())
                 else {
                     return Err(SaslError::Malformed(
                         "PLAIN is authzid NUL user NUL password",
                     ));
                 };
+                // Acting for someone else is not supported.
+                if !authzid.is_empty() && authzid != user {
+                    return Err(SaslError::BadCredentials);
+                }
                 let user = std::str::from_utf8(user).map_err(|_| SaslError::BadCredentials)?;
                 let cred = users
                     .get(user, Scram::Sha256)
@@ -360,6 +366,7 @@ impl Exchange {
                 if cb != "n" && cb != "y" {
                     return Err(SaslError::Malformed("channel binding is not supported"));
                 }
+                let gs2_header = msg[..msg.len() - bare.len()].to_owned();
                 let (Some(user), Some(cnonce)) = (attr(bare, 'n'), attr(bare, 'r')) else {
                     return Err(SaslError::Malformed("client-first needs n= and r="));
                 };
@@ -382,6 +389,7 @@ impl Exchange {
                     m,
                     user,
                     nonce,
+                    gs2_header,
                     client_first_bare: bare.to_owned(),
                     server_first: server_first.clone(),
                     credential,
@@ -392,6 +400,7 @@ impl Exchange {
                 m,
                 user,
                 nonce,
+                gs2_header,
                 client_first_bare,
                 server_first,
                 credential,
@@ -403,6 +412,12 @@ impl Exchange {
                 };
                 if attr(without_proof, 'r') != Some(nonce.as_str()) {
                     return Err(SaslError::Malformed("nonce mismatch"));
+                }
+                let binding = attr(without_proof, 'c').and_then(|c| B64.decode(c).ok());
+                if binding.as_deref() != Some(gs2_header.as_bytes()) {
+                    return Err(SaslError::Malformed(
+                        "channel binding does not repeat the gs2 header",
+                    ));
                 }
                 let proof = B64
                     .decode(proof)

@@ -87,7 +87,7 @@ const AUTH_FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_se
 /// Authentication, in front of every route: the caller's principal from its bearer token
 /// or verified client certificate, attached to the request as a [`crate::auth::Caller`] the
 /// handlers pass to the services (which authorize). Bad credentials, or none where ACLs are
-/// enforced, get 401 (`/health` and `/metrics` need none); `/internal` routes accept only
+/// enforced, get 401 (`/health` needs none, nor `/metrics` without ACLs); `/internal` routes accept only
 /// brokers whenever brokers can prove who they are (the listener asks for certificates).
 pub async fn authenticate(
     State(s): State<Arc<AppState>>,
@@ -100,7 +100,10 @@ pub async fn authenticate(
         .as_ref()
         .map_or_else(|| "unknown".to_owned(), |p| p.addr.ip().to_string());
     let path = req.uri().path().to_owned();
-    let open = path == api::routes::HEALTH || path == api::routes::METRICS;
+    // `/health` is always open; `/metrics` names topics and groups, so with ACLs enforced it
+    // needs credentials too (Prometheus can send a bearer token or a certificate).
+    let open = path == api::routes::HEALTH
+        || (path == api::routes::METRICS && !s.broker.security.authorizer.enforcing());
     let bearer = match req.headers().get(axum::http::header::AUTHORIZATION) {
         None => None,
         Some(v) => match v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
