@@ -1394,3 +1394,52 @@ fn a_topic_recreated_while_a_replica_was_down_replaces_its_old_files_there() {
         (0..10).map(|i| format!("new-{i:04}")).collect::<Vec<_>>()
     );
 }
+
+/// A leader `kill -9`ed and restarted within its broker session is never fenced, so it
+/// leads on — under a new leader epoch, taken when it registers its new start: what it
+/// writes after losing an unflushed tail never shares an epoch with what followers may hold
+/// from before. Until then it serves nothing as leader (its old epoch is not reused).
+#[test]
+fn a_leader_restarted_within_its_session_leads_on_under_a_new_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(
+        tmp.path(),
+        3,
+        "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\n",
+    );
+    let c = client();
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "e", "partitions": 1, "replication_factor": 3}),
+    );
+    let m = partition_meta(&c, &cl, "e", 0).unwrap();
+    let (leader, epoch) = (
+        m["leader"].as_u64().unwrap(),
+        m["leader_epoch"].as_i64().unwrap(),
+    );
+    let produce = |cl: &mut Cluster, v: &str| {
+        c.post(cl.node(leader).url("/v1/topics/e/records?acks=all"))
+            .json(&json!({"records": [{"value": v}], "partition": 0}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(produce(&mut cl, "before"), 200);
+    cl.node(leader).kill9();
+    cl.node(leader).restart();
+    let m = wait_for(
+        Duration::from_secs(30),
+        "the restarted leader's new epoch",
+        || partition_meta(&c, &cl, "e", 0).filter(|m| m["leader_epoch"].as_i64() != Some(epoch)),
+    );
+    assert_eq!(m["leader"].as_u64(), Some(leader), "{m}");
+    assert_eq!(m["leader_epoch"].as_i64(), Some(epoch + 1), "{m}");
+    assert_eq!(produce(&mut cl, "after"), 200);
+    let values: Vec<String> = tributary_tests::read_topic(&c, &cl.nodes[0].url(""), "e")
+        .into_iter()
+        .map(|r| String::from_utf8(r.3).unwrap())
+        .collect();
+    assert_eq!(values, ["before", "after"]);
+}

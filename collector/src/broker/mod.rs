@@ -655,6 +655,19 @@ impl Broker {
                     .map(|b| b.address.clone()),
             });
         }
+        // Until this start is registered, the metadata's epoch may be the one of the
+        // previous start (the registration moves it on): serve as leader only after.
+        let registered = self
+            .controller
+            .metadata()
+            .brokers
+            .get(&self.config.node_id)
+            .is_some_and(|b| b.incarnation == self.incarnation);
+        if !registered {
+            return Err(BrokerError::LeaderUnavailable(format!(
+                "{topic}-{partition}: this broker has just started and is not registered yet; retry"
+            )));
+        }
         let tp = TopicPartition::new(topic, partition);
         if let Some(p) = shared::sys::read(&self.partitions).get(&tp) {
             p.set_isr(self.config.node_id, &pm.isr);

@@ -283,6 +283,10 @@ impl MetadataState {
                 kafka_address,
                 incarnation,
             } => {
+                let restarted = self
+                    .brokers
+                    .get(id)
+                    .is_some_and(|b| b.incarnation != *incarnation);
                 self.brokers.insert(
                     *id,
                     BrokerMeta {
@@ -293,6 +297,18 @@ impl MetadataState {
                         incarnation: *incarnation,
                     },
                 );
+                if restarted {
+                    // Back from a restart (within its session, or it would have been
+                    // fenced and lead nothing), a broker may have lost an unflushed tail of
+                    // the logs it leads: its leaderships go on under a new leader epoch, so
+                    // what it writes from now on never shares an epoch with what it wrote,
+                    // and followers may hold, before.
+                    for t in self.topics.values_mut() {
+                        for p in t.partitions.iter_mut().filter(|p| p.leader == *id) {
+                            p.elect(*id);
+                        }
+                    }
+                }
                 CommandResult::Done
             }
             MetadataCommand::FenceBroker { id } | MetadataCommand::UnfenceBroker { id } => {
@@ -769,6 +785,62 @@ mod tests {
         assert!(s.groups["g"].offsets.is_empty());
         s.apply(&MetadataCommand::DeleteGroupOffsets { group: "g".into() });
         assert!(!s.groups.contains_key("g"));
+    }
+
+    #[test]
+    fn a_broker_registering_with_a_new_incarnation_leads_on_under_a_new_epoch() {
+        let mut s = MetadataState::default();
+        for id in [1, 2] {
+            s.apply(&MetadataCommand::RegisterBroker {
+                id,
+                address: format!("127.0.0.1:{}", 7400 + id),
+                kafka_address: None,
+                incarnation: 1,
+            });
+        }
+        let CommandResult::TopicCreated(t) = s.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            id: None,
+            partitions: 2,
+            replication_factor: 2,
+            configs: TopicConfigs::default(),
+        }) else {
+            panic!("created")
+        };
+        let led_by = |s: &MetadataState, id: u64| -> Vec<(i32, i32)> {
+            s.topics["t"]
+                .partitions
+                .iter()
+                .filter(|p| p.leader == id)
+                .map(|p| (p.leader_epoch, p.partition_epoch))
+                .collect()
+        };
+        assert_eq!(t.partitions.len(), 2);
+        let before1 = led_by(&s, 1);
+        let before2 = led_by(&s, 2);
+        assert!(!before1.is_empty() && !before2.is_empty());
+        // The same incarnation again (an address update): nothing moves.
+        s.apply(&MetadataCommand::RegisterBroker {
+            id: 1,
+            address: "127.0.0.1:7401".into(),
+            kafka_address: None,
+            incarnation: 1,
+        });
+        assert_eq!(led_by(&s, 1), before1);
+        // A restart: broker 1 keeps its leaderships at the next epoch; broker 2's stay.
+        s.apply(&MetadataCommand::RegisterBroker {
+            id: 1,
+            address: "127.0.0.1:7401".into(),
+            kafka_address: None,
+            incarnation: 2,
+        });
+        let after1 = led_by(&s, 1);
+        assert_eq!(after1.len(), before1.len());
+        for ((e0, p0), (e1, p1)) in before1.iter().zip(&after1) {
+            assert_eq!(*e1, e0 + 1);
+            assert!(p1 > p0);
+        }
+        assert_eq!(led_by(&s, 2), before2);
     }
 
     #[test]
