@@ -468,3 +468,38 @@ fn disk_full_fails_cleanly_and_recovers_when_space_frees() {
     log.append(batch(ok, 16, 4000, 0), 1, 0).unwrap();
     assert_eq!(all_values(&log).len() as u64, (ok + 1) * 16);
 }
+
+/// A restarted log shows what was confirmed before its stop — the checkpointed high
+/// watermark — not its whole log end: records the followers never confirmed stay hidden
+/// until they do (a crash loses nothing confirmed, and exposes nothing unconfirmed).
+#[test]
+fn the_high_watermark_survives_a_crash_and_a_clean_close_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    let cfg = config();
+    let (confirmed, end) = {
+        let mut log = open(&dir, &cfg, true);
+        fill(&mut log, 10);
+        log.flush().unwrap();
+        let confirmed = log.log_end_offset();
+        log.set_high_watermark(confirmed);
+        log.checkpoint().unwrap();
+        // More is appended and flushed, but never confirmed; then a crash (no close).
+        fill(&mut log, 5);
+        log.flush().unwrap();
+        (confirmed, log.log_end_offset())
+    };
+    assert!(end > confirmed);
+    let mut log = open(&dir, &cfg, false);
+    assert_eq!(log.log_end_offset(), end, "nothing fsynced is lost");
+    assert_eq!(
+        log.high_watermark(),
+        confirmed,
+        "only what was confirmed is visible"
+    );
+    log.set_high_watermark(end);
+    log.close().unwrap();
+    drop(log);
+    let log = open(&dir, &cfg, true);
+    assert_eq!(log.high_watermark(), end);
+}

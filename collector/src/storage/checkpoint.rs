@@ -104,6 +104,54 @@ impl PartitionState {
     }
 }
 
+/// The high watermark last checkpointed (`high-watermark`): a restarted leader starts from
+/// it, not from its log end, so records the ISR never confirmed are not shown to consumers
+/// before the followers have them (Kafka's `replication-offset-checkpoint`).
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
+const HIGH_WATERMARK_MAGIC: &str = "tributary-high-watermark 1";
+
+pub fn store_high_watermark(dir: &Path, hw: u64) -> Result<(), StorageError> {
+    let body = format!("{HIGH_WATERMARK_MAGIC}\n{hw}\n");
+    let crc = crc32c::crc32c(body.as_bytes());
+    write_atomic(
+        &dir.join(HIGH_WATERMARK_FILE),
+        format!("{body}crc {crc:08x}\n").as_bytes(),
+    )
+}
+
+/// The checkpointed high watermark; `Ok(None)` when there is none.
+pub fn load_high_watermark(dir: &Path) -> Result<Option<u64>, StorageError> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io(&path, e)),
+    };
+    let corrupt = |detail: &str| StorageError::Corrupt {
+        what: "high watermark checkpoint",
+        path: path.clone(),
+        detail: detail.to_owned(),
+    };
+    let Some(crc_at) = text.rfind("crc ") else {
+        return Err(corrupt("no crc line"));
+    };
+    let (body, crc_line) = text.split_at(crc_at);
+    let stored = u32::from_str_radix(crc_line.trim_start_matches("crc ").trim(), 16)
+        .map_err(|_| corrupt("bad crc line"))?;
+    if stored != crc32c::crc32c(body.as_bytes()) {
+        return Err(corrupt("crc mismatch"));
+    }
+    let mut lines = body.lines();
+    if lines.next() != Some(HIGH_WATERMARK_MAGIC) {
+        return Err(corrupt("unknown version line"));
+    }
+    lines
+        .next()
+        .and_then(|l| l.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| corrupt("no offset"))
+}
+
 /// Which leader epoch began at which offset. Replication uses it to find where a follower's
 /// log diverges from the leader's (KIP-101 / KIP-279); the log keeps it in step with appends
 /// and truncations.

@@ -91,6 +91,8 @@ pub struct PartitionLog {
     flushed_offset: u64,
     /// The recovery point last written to `partition.state`.
     recovery_point: u64,
+    /// The high watermark last written to `high-watermark`.
+    hw_checkpointed: Option<u64>,
     epochs: LeaderEpochCache,
     /// Set after an I/O error other than disk-full: the log refuses everything until reopened.
     offline: bool,
@@ -140,6 +142,7 @@ impl PartitionLog {
             high_watermark: 0,
             flushed_offset: 0,
             recovery_point: state_recovery,
+            hw_checkpointed: super::checkpoint::load_high_watermark(dir)?,
             epochs: LeaderEpochCache::default(),
             offline: false,
             recovery: RecoveryReport::default(),
@@ -160,7 +163,11 @@ impl PartitionLog {
         // Everything on disk now was either fsynced at a roll/clean close or validated and
         // fsynced by recovery.
         log.flushed_offset = end;
-        log.high_watermark = end;
+        // What was confirmed before the stop, when known (a log that never checkpointed one,
+        // e.g. from before checkpoints, shows what it has, as it always did).
+        log.high_watermark = log
+            .hw_checkpointed
+            .map_or(end, |hw| hw.clamp(log.log_start_offset, end));
         if state.is_none() || log.recovery_point != end || state_start != log.log_start_offset {
             log.recovery_point = end;
             log.store_state()?;
@@ -536,6 +543,16 @@ impl PartitionLog {
             let r = self.store_state();
             self.guard(r)?;
         }
+        self.checkpoint_high_watermark()
+    }
+
+    /// Writes the high watermark to `high-watermark` if it moved since the last time.
+    fn checkpoint_high_watermark(&mut self) -> Result<(), StorageError> {
+        if self.hw_checkpointed != Some(self.high_watermark) {
+            let r = super::checkpoint::store_high_watermark(&self.dir, self.high_watermark);
+            self.guard(r)?;
+            self.hw_checkpointed = Some(self.high_watermark);
+        }
         Ok(())
     }
 
@@ -547,6 +564,7 @@ impl PartitionLog {
         self.flushed_offset = end;
         self.recovery_point = end;
         self.store_state()?;
+        self.checkpoint_high_watermark()?;
         // Closed: every later call is refused as if offline.
         self.offline = true;
         Ok(())
