@@ -62,6 +62,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr) + Send,
 ) -> Result<(), ServerError> {
+    raise_open_files_limit();
     // 1. Recover storage.
     let dirs = config.data_dirs.clone();
     let log_config = config.log.clone();
@@ -249,6 +250,30 @@ pub async fn run(
     controller.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Raises the open-files soft limit to the hard one: every connection (up to
+/// `limits.connections_max` plus the Kafka listener's) and every open segment file is a
+/// descriptor, and a soft limit of 1024 would refuse connections long before the caps.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (l.current, l.maximum) else {
+        return;
+    };
+    if soft >= hard {
+        return;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    ) {
+        Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+        Err(e) => tracing::warn!(limit = soft, error = %e, "cannot raise the open-files limit"),
+    }
 }
 
 /// How often a node serving plaintext beyond loopback says so again.
