@@ -82,13 +82,21 @@ pub enum CertificateName {
 /// The principal a verified client certificate (DER) proves, by `rule`.
 pub fn certificate_principal(der: &[u8], rule: CertificateName) -> Option<Principal> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    // A broker is named by its certificate's CN (`broker:<id>`), whatever the rule for
+    // users; nothing else can make a principal a broker.
+    if let Some(b) = cn.as_deref().map(Principal::from_certificate_name)
+        && b.is_broker()
+    {
+        return Some(b);
+    }
     let name = match rule {
-        CertificateName::Cn => cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned),
+        CertificateName::Cn => cn,
         CertificateName::San => cert
             .subject_alternative_name()
             .ok()
@@ -102,7 +110,7 @@ pub fn certificate_principal(der: &[u8], rule: CertificateName) -> Option<Princi
                 })
             }),
     }?;
-    (!name.is_empty()).then(|| Principal::from_certificate_name(&name))
+    (!name.is_empty()).then(|| Principal::user(&name))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +227,8 @@ impl TokenStore {
                 h.as_slice(),
                 e.hash.as_slice(),
             )) {
-                found = Some(Principal::from_certificate_name(&e.name));
+                // Always a user: a token never makes its holder a broker.
+                found = Some(Principal::user(&e.name));
             }
         }
         found
@@ -232,10 +241,10 @@ pub fn create_token(file: &Path, name: &str) -> Result<String, TokenError> {
     if name.is_empty()
         || !name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
     {
         return Err(TokenError::Invalid(format!(
-            "{name:?}: names use letters, digits and - _ . : @"
+            "{name:?}: names use letters, digits and - _ . @"
         )));
     }
     let rng = ring::rand::SystemRandom::new();
@@ -319,9 +328,8 @@ impl Authorizer {
         let mut allowed = false;
         for a in acls {
             if a.resource_type != resource_type
-                || !(a.principal == caller.principal.as_str()
-                    || (a.principal == "User:*" && !caller.principal.is_anonymous()))
-                || !(a.host == "*" || a.host == caller.host)
+                || !a.principal_matches(caller)
+                || !host_matches(&a.host, &caller.host)
                 || !name_matches(a, resource_name)
             {
                 continue;
@@ -434,6 +442,56 @@ impl Security {
     }
 }
 
+/// Whether an ACL's principal names `caller` (`User:*`: every authenticated user).
+trait PrincipalMatch {
+    fn principal_matches(&self, caller: &Caller) -> bool;
+}
+
+impl PrincipalMatch for Acl {
+    fn principal_matches(&self, caller: &Caller) -> bool {
+        self.principal == caller.principal.as_str()
+            || (self.principal == "User:*"
+                && !caller.principal.is_anonymous()
+                && !caller.principal.is_broker())
+    }
+}
+
+/// An IP in its canonical form (IPv4-mapped IPv6 as IPv4), for comparing hosts.
+pub fn canonical_host(host: &str) -> String {
+    host.parse::<std::net::IpAddr>()
+        .map_or_else(|_| host.to_owned(), |ip| ip.to_canonical().to_string())
+}
+
+fn host_matches(acl_host: &str, caller_host: &str) -> bool {
+    acl_host == "*" || canonical_host(acl_host) == canonical_host(caller_host)
+}
+
+/// Whether `acl` (an ALLOW or DENY) applies to `caller` on a topic named `topic`.
+pub fn applies(acl: &Acl, caller: &Caller, resource_type: ResourceType, name: &str) -> bool {
+    acl.resource_type == resource_type
+        && acl.principal_matches(caller)
+        && host_matches(&acl.host, &caller.host)
+        && name_matches(acl, name)
+}
+
+/// Whether any ACL applies to `caller` for some resource of a type with this operation
+/// and permission, whatever its name (Kafka's "WRITE on any topic" for idempotence).
+pub fn any_applies(
+    acls: &[Acl],
+    caller: &Caller,
+    resource_type: ResourceType,
+    permission: Permission,
+    covers: impl Fn(Operation) -> bool,
+) -> bool {
+    acls.iter().any(|a| {
+        a.resource_type == resource_type
+            && a.permission == permission
+            && covers(a.operation)
+            && a.principal_matches(caller)
+            && host_matches(&a.host, &caller.host)
+    })
+}
+
 fn name_matches(a: &Acl, name: &str) -> bool {
     match a.pattern_type {
         PatternType::Literal => a.resource_name == "*" || a.resource_name == name,
@@ -531,6 +589,30 @@ mod tests {
                 .check(&[], &caller("carol"), Read, Group, "g")
                 .is_ok()
         );
+        // Hosts compare as addresses: an IPv4-mapped caller matches the IPv4 ACL.
+        let mut host_acl = acl("User:dave", Topic, "x", Literal, Read, Allow);
+        host_acl.host = "10.0.0.7".into();
+        let dave = |host: &str| Caller {
+            principal: Principal::user("dave"),
+            host: host.into(),
+        };
+        let one = std::slice::from_ref(&host_acl);
+        assert!(
+            a.check(one, &dave("::ffff:10.0.0.7"), Read, Topic, "x")
+                .is_ok()
+        );
+        assert!(a.check(one, &dave("10.0.0.8"), Read, Topic, "x").is_err());
+        // User:* is every authenticated user, not anonymous callers.
+        let everyone = vec![acl("User:*", Topic, "x", Literal, Read, Allow)];
+        assert!(
+            a.check(&everyone, &caller("erin"), Read, Topic, "x")
+                .is_ok()
+        );
+        let anon = Caller {
+            principal: Principal::anonymous(),
+            host: "10.0.0.1".into(),
+        };
+        assert!(a.check(&everyone, &anon, Read, Topic, "x").is_err());
     }
 
     #[test]
@@ -549,5 +631,17 @@ mod tests {
         assert_eq!(s.verify("trb_00"), None);
         assert_eq!(s.verify(&t1[..t1.len() - 1]), None);
         assert!(create_token(&f, "bad name").is_err());
+        // A token never proves a broker, whatever its line says.
+        assert!(create_token(&f, "broker:1").is_err());
+        let forged = d.path().join("forged");
+        let first = text.lines().next().unwrap();
+        std::fs::write(
+            &forged,
+            format!("broker:1 {}\n", first.split_once(' ').unwrap().1),
+        )
+        .unwrap();
+        let forged = TokenStore::load(&forged).unwrap();
+        let p = forged.verify(&t1).unwrap();
+        assert!(!p.is_broker(), "{p}");
     }
 }

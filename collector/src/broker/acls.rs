@@ -82,8 +82,11 @@ impl Broker {
         if acls.is_empty() {
             return Err(BrokerError::InvalidRequest("acls is empty".into()));
         }
-        for a in &acls {
+        let mut acls = acls;
+        for a in &mut acls {
             validate(a)?;
+            // Stored as the callers' addresses are compared: canonical.
+            a.host = crate::auth::canonical_host(&a.host);
         }
         match self
             .controller

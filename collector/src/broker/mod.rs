@@ -294,15 +294,26 @@ impl Broker {
             return cluster;
         }
         let meta = self.controller.metadata();
-        let writes_somewhere = meta.acls.iter().any(|a| {
-            a.resource_type == ResourceType::Topic
-                && a.permission == Permission::Allow
-                && a.operation.covers(Operation::Write)
-                && (a.principal == caller.principal.as_str() || a.principal == "User:*")
-                && (a.host == "*" || a.host == caller.host)
-                && (a.pattern_type == PatternType::Prefixed || !a.resource_name.is_empty())
+        let writes_somewhere = crate::auth::any_applies(
+            &meta.acls,
+            caller,
+            ResourceType::Topic,
+            Permission::Allow,
+            |op| op.covers(Operation::Write),
+        );
+        // Unless WRITE (or ALL) is denied on every topic.
+        let denied_everywhere = meta.acls.iter().any(|a| {
+            a.permission == Permission::Deny
+                && a.pattern_type == PatternType::Literal
+                && a.resource_name == "*"
+                && matches!(a.operation, Operation::Write | Operation::All)
+                && crate::auth::applies(a, caller, ResourceType::Topic, "*")
         });
-        if writes_somewhere { Ok(()) } else { cluster }
+        if writes_somewhere && !denied_everywhere {
+            Ok(())
+        } else {
+            cluster
+        }
     }
 
     /// The advertised address of broker `id`, when it is registered and not fenced.

@@ -215,13 +215,13 @@ impl KafkaServer {
             .inc();
         let who = Who {
             client_id,
-            host: peer.ip().to_string(),
+            host: peer.ip().to_canonical().to_string(),
             caller: crate::auth::Caller {
                 principal: conn.principal.clone(),
-                host: peer.ip().to_string(),
+                host: peer.ip().to_canonical().to_string(),
             },
         };
-        if self.sasl.is_some()
+        if (self.sasl.is_some() || self.broker.security.authorizer.enforcing())
             && !conn.authenticated
             && !matches!(
                 req.key,

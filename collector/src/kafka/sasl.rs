@@ -145,6 +145,8 @@ pub struct UsersFileError {
 pub struct SaslUsers {
     path: PathBuf,
     entries: RwLock<HashMap<(String, Scram), Credential>>,
+    /// Keys the decoy salts of unknown users (random per process).
+    decoy_key: Vec<u8>,
 }
 
 impl SaslUsers {
@@ -152,6 +154,10 @@ impl SaslUsers {
         let u = Self {
             path: path.to_owned(),
             entries: RwLock::new(HashMap::new()),
+            decoy_key: random(32).map_err(|message| UsersFileError {
+                path: path.to_owned(),
+                message,
+            })?,
         };
         u.reload()?;
         Ok(u)
@@ -205,6 +211,22 @@ impl SaslUsers {
         let n = entries.len();
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
         Ok(n)
+    }
+
+    /// A stable made-up credential for a user the file does not have (its salt is a keyed
+    /// hash of the name, so it does not change between attempts), matching no password.
+    fn decoy(&self, name: &str, m: Scram) -> Credential {
+        let tag = hmac_sign(
+            hmac::HMAC_SHA256,
+            &self.decoy_key,
+            format!("{name}\0{}", m.name()).as_bytes(),
+        );
+        Credential {
+            iterations: ITERATIONS,
+            salt: tag[..SALT_BYTES].to_vec(),
+            stored_key: vec![0; m.len()],
+            server_key: vec![0; m.len()],
+        }
     }
 
     fn get(&self, name: &str, m: Scram) -> Option<Credential> {
@@ -345,11 +367,12 @@ impl Exchange {
                     .get(user, Scram::Sha256)
                     .map(|c| (Scram::Sha256, c))
                     .or_else(|| users.get(user, Scram::Sha512).map(|c| (Scram::Sha512, c)));
-                let Some((m, c)) = cred else {
-                    return Err(SaslError::BadCredentials);
-                };
+                // An unknown user costs the same hashing as a known one.
+                let known = cred.is_some();
+                let (m, c) =
+                    cred.unwrap_or_else(|| (Scram::Sha256, users.decoy(user, Scram::Sha256)));
                 let (stored, _) = keys(m, password, &c.salt, c.iterations);
-                if !ct_eq(&stored, &c.stored_key) {
+                if !known || !ct_eq(&stored, &c.stored_key) {
                     return Err(SaslError::BadCredentials);
                 }
                 *self = Exchange::Done;
@@ -374,12 +397,13 @@ impl Exchange {
                 let credential = users.get(&user, m);
                 // An unknown user still gets a server-first (with a random salt), so the
                 // reply does not say whether the user exists.
+                // An unknown user gets the same salt every time, like a known one.
                 let (salt, iterations) = match &credential {
                     Some(c) => (c.salt.clone(), c.iterations),
-                    None => (
-                        random(SALT_BYTES).map_err(|_| SaslError::BadCredentials)?,
-                        ITERATIONS,
-                    ),
+                    None => {
+                        let d = users.decoy(&user, m);
+                        (d.salt, d.iterations)
+                    }
                 };
                 let snonce =
                     B64.encode(random(NONCE_BYTES).map_err(|_| SaslError::BadCredentials)?);

@@ -64,7 +64,8 @@ pub fn sasl_authenticate(
         conn.close_after_reply = true;
         return SaslAuthenticateResponse::default().with_error_code(E::IllegalSaslState.code());
     };
-    match conn.sasl.step(users, &r.auth_bytes) {
+    // PBKDF2 is deliberately slow: off the async workers.
+    match tokio::task::block_in_place(|| conn.sasl.step(users, &r.auth_bytes)) {
         Ok(Step::Continue(bytes)) => {
             SaslAuthenticateResponse::default().with_auth_bytes(bytes.into())
         }
@@ -191,7 +192,9 @@ fn filter(
             Some(resource_type(rt).ok_or(format!("resource type {rt}"))?)
         },
         resource_name: name.map(|n| n.to_string()),
-        pattern_type: if any(pt) || pt == 2 {
+        pattern_type: if pt == 2 {
+            return Err("pattern type MATCH is not supported: use ANY, LITERAL or PREFIXED".into());
+        } else if any(pt) {
             None
         } else {
             Some(pattern(pt).ok_or(format!("pattern type {pt}"))?)

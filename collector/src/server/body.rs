@@ -32,6 +32,9 @@ fn has_body(req: &Request) -> bool {
             .is_some_and(|n| n > 0)
 }
 
+/// The most a body buffer reserves before bytes arrive.
+const BUF_START: u64 = 64 * 1024;
+
 fn timed_out(what: &str) -> Response {
     let mut r = ApiError::new(api::ErrorCode::BodyTimeout, what.to_owned()).into_response();
     r.headers_mut()
@@ -66,7 +69,8 @@ pub async fn receive(State(s): State<Arc<AppState>>, req: Request, next: Next) -
         + idle
         + Duration::from_secs_f64(expected as f64 / min_rate as f64);
     let (parts, mut body) = req.into_parts();
-    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(max) as usize);
+    // Grown as bytes arrive (and are counted), not reserved for a declared length.
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(BUF_START) as usize);
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     loop {
         let wait = tokio::time::timeout_at(

@@ -116,7 +116,16 @@ pub async fn health(State(s): S) -> Response {
     }
 }
 
-pub async fn metrics(State(s): S) -> Response {
+pub async fn metrics(State(s): S, Extension(caller): Extension<Caller>) -> Response {
+    // It names every topic and group: with ACLs, DESCRIBE on the cluster.
+    if let Err(e) = s.broker.authorize(
+        &caller,
+        api::acls::Operation::Describe,
+        api::acls::ResourceType::Cluster,
+        api::acls::CLUSTER_RESOURCE,
+    ) {
+        return ApiError::from(e).into_response();
+    }
     s.metrics.refresh(&s.broker, &s.groups);
     (
         [(

@@ -96,9 +96,10 @@ pub async fn authenticate(
 ) -> Response {
     use crate::auth::{Caller, Principal, Unauthenticated};
     let peer = req.extensions().get::<listener::Peer>().cloned();
-    let host = peer
-        .as_ref()
-        .map_or_else(|| "unknown".to_owned(), |p| p.addr.ip().to_string());
+    let host = peer.as_ref().map_or_else(
+        || "unknown".to_owned(),
+        |p| p.addr.ip().to_canonical().to_string(),
+    );
     let path = req.uri().path().to_owned();
     // `/health` is always open; `/metrics` names topics and groups, so with ACLs enforced it
     // needs credentials too (Prometheus can send a bearer token or a certificate).
