@@ -141,11 +141,14 @@ fn hash(salt: &[u8], token: &str) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
+// Helpers shared with the SASL users file (`kafka::sasl`): the same encoding, names,
+// randomness, comparison and file handling for every secret store.
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -153,6 +156,45 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// `n` bytes from the system's secure random source.
+pub(crate) fn random(n: usize) -> Result<Vec<u8>, String> {
+    let mut v = vec![0u8; n];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v)
+        .map_err(|_| "no system randomness".to_owned())?;
+    Ok(v)
+}
+
+/// Compares secrets (hashes, keys) in constant time.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
+}
+
+/// A name for a token or SASL user: letters, digits and `- _ . @` (never `:`, so it cannot
+/// look like another principal kind).
+pub(crate) fn check_secret_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err(format!("{name:?}: names use letters, digits and - _ . @"));
+    }
+    Ok(())
+}
+
+/// Appends `text` to a secrets file, created owner-readable only (0600), and fsyncs it.
+pub(crate) fn append_secret(file: &Path, text: &str) -> Result<(), String> {
+    let mut o = std::fs::OpenOptions::new();
+    o.append(true).create(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(file)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 fn parse_tokens(path: &Path, text: &str) -> Result<Vec<TokenEntry>, TokenError> {
@@ -223,10 +265,7 @@ impl TokenStore {
         let mut found = None;
         for e in entries.iter() {
             let h = hash(&e.salt, token);
-            if bool::from(subtle::ConstantTimeEq::ct_eq(
-                h.as_slice(),
-                e.hash.as_slice(),
-            )) {
+            if ct_eq(&h, &e.hash) {
                 // Always a user: a token never makes its holder a broker.
                 found = Some(Principal::user(&e.name));
             }
@@ -238,33 +277,12 @@ impl TokenStore {
 /// `collector tokens create NAME`: a new random token for NAME; its salted hash is
 /// appended to `file` (created 0600 if missing). Returns the token, to be shown once.
 pub fn create_token(file: &Path, name: &str) -> Result<String, TokenError> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-    {
-        return Err(TokenError::Invalid(format!(
-            "{name:?}: names use letters, digits and - _ . @"
-        )));
-    }
-    let rng = ring::rand::SystemRandom::new();
-    let mut raw = [0u8; TOKEN_BYTES];
-    let mut salt = [0u8; SALT_BYTES];
-    ring::rand::SecureRandom::fill(&rng, &mut raw)
-        .and_then(|()| ring::rand::SecureRandom::fill(&rng, &mut salt))
-        .map_err(|_| TokenError::Invalid("no system randomness".into()))?;
+    check_secret_name(name).map_err(TokenError::Invalid)?;
+    let raw = random(TOKEN_BYTES).map_err(TokenError::Invalid)?;
+    let salt = random(SALT_BYTES).map_err(TokenError::Invalid)?;
     let token = format!("{TOKEN_PREFIX}{}", hex(&raw));
     let line = format!("{name} {} {}\n", hex(&salt), hex(&hash(&salt, &token)));
-    let io = |e: std::io::Error| TokenError::File {
-        path: file.to_owned(),
-        message: e.to_string(),
-    };
-    let mut o = std::fs::OpenOptions::new();
-    o.append(true).create(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o.open(file).map_err(io)?;
-    f.write_all(line.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    append_secret(file, &line).map_err(TokenError::Invalid)?;
     Ok(token)
 }
 

@@ -383,6 +383,33 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// Runs `tests/kafka/clients.py` (real Kafka clients) with `args`; its one JSON line.
+pub fn python_client(args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// One sample of `/metrics` at `url`, read with client `c` (0 when absent).
+pub fn metric_with(c: &reqwest::blocking::Client, url: &str, name: &str) -> f64 {
+    let text = c.get(url).send().unwrap().text().unwrap();
+    metric_value(&text, name).unwrap_or(0.0)
+}
+
 /// A client over TLS with these files (the CA, and optionally a client certificate).
 pub fn tls_client(files: &client::tls::TlsFiles) -> reqwest::blocking::Client {
     let tls = client::tls::client_config(files).unwrap();

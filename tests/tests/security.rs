@@ -11,23 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tributary_tests::{
-    Collector, binary, certs_init, client, client_tls, node_tls_yaml, read_topic, tls_client,
+    Collector, binary, certs_init, client, client_tls, node_tls_yaml, python_client, read_topic,
+    tls_client,
 };
-
-fn python_client(args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn produce(
     c: &reqwest::blocking::Client,
@@ -124,14 +110,11 @@ fn tls_refusals_write_nothing_and_leave_the_node_healthy() {
     let r = alice.get(col.url("/health")).send().unwrap();
     assert!(r.status().is_success());
     // Refusals are counted (the HTTP ones and at least one of librdkafka's attempts).
-    let failures = alice
-        .get(col.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let n = tributary_tests::metric_value(&failures, "tributary_tls_handshake_failures_total")
-        .unwrap_or(0.0);
+    let n = tributary_tests::metric_with(
+        &alice,
+        &col.url("/metrics"),
+        "tributary_tls_handshake_failures_total",
+    );
     assert!(n >= 5.0, "handshake failures counted: {n}");
 }
 
@@ -769,14 +752,11 @@ fn kafka_sasl_plain_and_scram_authenticate_principals_the_acls_then_govern() {
         .map(|r| String::from_utf8(r.3).unwrap())
         .collect();
     assert_eq!(values.len(), 3 * 3 + 2, "{values:?}");
-    let failures = admin
-        .get(col.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let n = tributary_tests::metric_value(&failures, "tributary_authentication_failures_total")
-        .unwrap_or(0.0);
+    let n = tributary_tests::metric_with(
+        &admin,
+        &col.url("/metrics"),
+        "tributary_authentication_failures_total",
+    );
     assert!(n >= 1.0, "failed authentications counted: {n}");
     // No password, right or wrong, reached the log.
     let logs = tributary_tests::collector_logs();
@@ -786,7 +766,13 @@ fn kafka_sasl_plain_and_scram_authenticate_principals_the_acls_then_govern() {
             "{secret} in the logs"
         );
     }
-    assert!(!failures.contains("secret"));
+    let metrics = admin
+        .get(col.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!metrics.contains("secret"));
 }
 
 #[test]

@@ -10,7 +10,6 @@
 //! constant time; an unknown user and a wrong password fail alike.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -18,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::{digest, hmac, pbkdf2};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, append_secret, check_secret_name, ct_eq, hex, random, unhex};
 
 /// SCRAM iterations for new credentials (RFC 7677's minimum is 4096).
 pub const ITERATIONS: u32 = 8192;
@@ -106,31 +105,6 @@ fn keys(m: Scram, password: &[u8], salt: &[u8], iterations: u32) -> (Vec<u8>, Ve
     let stored = digest::digest(m.digest(), &client_key).as_ref().to_vec();
     let server = hmac_sign(m.hmac(), &salted, b"Server Key");
     (stored, server)
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn random(n: usize) -> Result<Vec<u8>, String> {
-    let mut v = vec![0u8; n];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v)
-        .map_err(|_| "no system randomness".to_owned())?;
-    Ok(v)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,13 +215,7 @@ impl SaslUsers {
 /// `collector sasl-users add`: appends SCRAM-SHA-256 and SCRAM-SHA-512 credentials for
 /// `name` (salted keys, never the password) to `file` (created 0600 if missing).
 pub fn add_user(file: &Path, name: &str, password: &str) -> Result<(), String> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-    {
-        return Err(format!("{name:?}: names use letters, digits and - _ . @"));
-    }
+    check_secret_name(name)?;
     if password.len() < 8 {
         return Err("the password must have at least 8 characters".into());
     }
@@ -263,15 +231,7 @@ pub fn add_user(file: &Path, name: &str, password: &str) -> Result<(), String> {
             hex(&server)
         ));
     }
-    let mut o = std::fs::OpenOptions::new();
-    o.append(true).create(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(file)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    f.write_all(lines.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("{}: {e}", file.display()))
+    append_secret(file, &lines)
 }
 
 /// One connection's SASL exchange.
