@@ -51,6 +51,7 @@ codes! {
     InvalidConfig = "invalid_config" => 400,
     OffsetAboveHighWatermark = "offset_above_high_watermark" => 400,
     NotAReplica = "not_a_replica" => 400,
+    FetchSessionInvalid = "fetch_session_invalid" => 409,
     Unauthenticated = "unauthenticated" => 401,
     Forbidden = "forbidden" => 403,
     NotFound = "not_found" => 404,

@@ -22,7 +22,7 @@ pub const GROUP_RESET: &str = "/v1/groups/{group}/offsets/reset";
 
 pub const PARTITION_OFFSETS: &str = "/internal/partition-offsets";
 pub const REPLICA_FETCH: &str = "/internal/replica/fetch";
-pub const REPLICA_EPOCH_END: &str = "/internal/replica/epoch-end";
+pub const REPLICA_EPOCH_ENDS: &str = "/internal/replica/epoch-ends";
 pub const REPLICA_CHECKSUM: &str = "/internal/replica/checksum";
 pub const RAFT_APPEND: &str = "/internal/raft/append";
 pub const RAFT_VOTE: &str = "/internal/raft/vote";

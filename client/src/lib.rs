@@ -215,6 +215,68 @@ pub struct FetchReply {
     pub log_start_offset: u64,
 }
 
+/// A session fetch reply: the header, and each listed partition's batches.
+#[derive(Debug, Clone)]
+pub struct SessionFetch {
+    pub header: api::SessionFetchReply,
+    /// One slice per entry of `header.partitions`.
+    pub data: Vec<Bytes>,
+}
+
+impl SessionFetch {
+    /// Splits a reply body: `u32` header length, JSON header, the partitions' bytes.
+    pub fn parse(body: Bytes) -> Result<Self, String> {
+        let len = body
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("a session fetch reply shorter than its length prefix")?;
+        let json = body
+            .get(4..4 + len)
+            .ok_or("a session fetch reply shorter than its header")?;
+        let header: api::SessionFetchReply =
+            serde_json::from_slice(json).map_err(|e| format!("session fetch header: {e}"))?;
+        let mut at = 4 + len;
+        let mut data = Vec::with_capacity(header.partitions.len());
+        for p in &header.partitions {
+            let n = usize::try_from(p.bytes).map_err(|_| "partition length out of range")?;
+            let end = at
+                .checked_add(n)
+                .filter(|e| *e <= body.len())
+                .ok_or_else(|| {
+                    format!(
+                        "a session fetch reply ends before {}-{}'s {n} bytes",
+                        p.topic, p.partition
+                    )
+                })?;
+            data.push(body.slice(at..end));
+            at = end;
+        }
+        if at != body.len() {
+            return Err(format!(
+                "a session fetch reply has {} bytes after its partitions",
+                body.len() - at
+            ));
+        }
+        Ok(Self { header, data })
+    }
+
+    /// The body for `header` and `data` (the leader's side of [`SessionFetch::parse`]).
+    pub fn encode(
+        header: &api::SessionFetchReply,
+        data: &[Vec<u8>],
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let json = serde_json::to_vec(header)?;
+        let total: usize = data.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(4 + json.len() + total);
+        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        out.extend_from_slice(&json);
+        for d in data {
+            out.extend_from_slice(d);
+        }
+        Ok(out)
+    }
+}
+
 /// One request to send.
 #[derive(Debug)]
 struct Call<'a> {
@@ -841,35 +903,37 @@ impl CollectorClient {
         r
     }
 
-    /// A follower's fetch from the leader at `base`.
-    pub async fn replica_fetch_at(
+    /// A follower's session fetch from the leader at `base`: the reply's header and, for
+    /// each partition it lists, that partition's batches (in list order).
+    pub async fn session_fetch_at(
         &self,
         base: &str,
-        q: &api::ReplicaFetchQuery,
-    ) -> Result<FetchReply, ClientError> {
-        let mut call = Call::new(
-            reqwest::Method::GET,
-            format!("{}{}", api::routes::REPLICA_FETCH, api::routes::query(q)),
-        );
-        call.timeout = q
-            .max_wait_ms
-            .map(|w| self.config.request_timeout + Duration::from_millis(w));
+        q: &api::SessionFetchRequest,
+    ) -> Result<SessionFetch, ClientError> {
+        let mut call =
+            Call::new(reqwest::Method::POST, api::routes::REPLICA_FETCH.to_owned()).json(q)?;
+        call.timeout = Some(self.config.request_timeout + Duration::from_millis(q.max_wait_ms));
         let resp = self.send(Some(base), call).await?;
-        Self::batches_reply(resp).await
+        let address = resp.url().authority().to_owned();
+        let body = resp.bytes().await.map_err(|e| ClientError::Transport {
+            address: address.clone(),
+            message: describe(&e),
+            timed_out: e.is_timeout(),
+        })?;
+        SessionFetch::parse(body).map_err(|message| ClientError::Decode { address, message })
     }
 
-    pub async fn epoch_end_at(
+    /// Where the leader at `base` ends each asked partition's epoch (KIP-279).
+    pub async fn epoch_ends_at(
         &self,
         base: &str,
-        q: &api::EpochEndQuery,
-    ) -> Result<api::EpochEnd, ClientError> {
-        self.get(
+        q: &api::EpochEndsRequest,
+    ) -> Result<api::EpochEndsReply, ClientError> {
+        self.post(
             Some(base),
-            format!(
-                "{}{}",
-                api::routes::REPLICA_EPOCH_END,
-                api::routes::query(q)
-            ),
+            api::routes::REPLICA_EPOCH_ENDS.to_owned(),
+            q,
+            false,
         )
         .await
     }

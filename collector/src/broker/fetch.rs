@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use api::{
     Checksum, ChecksumQuery, EpochEnd, EpochEndQuery, FetchQuery, JsonFetchQuery, JsonFetchReply,
-    PartitionOffsets, RecordJson, ReplicaFetchQuery,
+    PartitionOffsets, RecordJson,
 };
 use shared::{BatchIter, DecodedRecords};
 
@@ -24,13 +24,6 @@ const JSON_FETCH_LIMIT_MAX: usize = 10_000;
 
 fn check_topic(topic: &str) -> Result<(), BrokerError> {
     shared::names::validate_topic(topic).map_err(|e| BrokerError::InvalidTopic(e.to_string()))
-}
-
-/// A follower's reply: whole batches up to the leader's log end, and its high watermark.
-#[derive(Debug)]
-pub struct ReplicaRead {
-    pub bytes: Vec<u8>,
-    pub high_watermark: u64,
 }
 
 impl Broker {
@@ -185,53 +178,6 @@ impl Broker {
         Ok(PartitionOffsets {
             high_watermark,
             log_start_offset,
-        })
-    }
-
-    /// A follower's fetch. Its offset is its log end, which the leader records (it may
-    /// move the high watermark); the reply holds whole batches up to the leader's log end.
-    pub async fn replica_fetch(&self, q: &ReplicaFetchQuery) -> Result<ReplicaRead, BrokerError> {
-        check_topic(&q.topic)?;
-        let (part, _) = self.leader_partition(&q.topic, q.partition, false).await?;
-        let replicas: Vec<u64> = self
-            .controller
-            .metadata()
-            .topics
-            .get(&q.topic)
-            .and_then(|t| t.partitions.get(q.partition as usize))
-            .map(|p| p.replicas.clone())
-            .unwrap_or_default();
-        if !replicas.contains(&q.replica) || q.replica == self.config.node_id {
-            return Err(BrokerError::NotAReplica(format!(
-                "broker {} is not a follower of {}-{}",
-                q.replica, q.topic, q.partition
-            )));
-        }
-        // The log's own end (the watch lags appends until they are published).
-        let end = shared::sys::lock(part.log()).log_end_offset();
-        if q.offset > end {
-            // The follower has more than this leader: it must truncate (by epochs) first;
-            // its offset must not count toward the high watermark.
-            return Err(BrokerError::PastLogEnd {
-                offset: q.offset,
-                end,
-            });
-        }
-        part.follower_fetched(q.replica, q.offset);
-        let mut end = part.watch_log_end();
-        if *end.borrow() <= q.offset {
-            let wait = self.fetch_wait(q.max_wait_ms);
-            let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > q.offset)).await;
-        }
-        let max = self.fetch_bytes(q.max_bytes);
-        let p = part.clone();
-        let offset = q.offset;
-        let r = tokio::task::spawn_blocking(move || p.read_for_replica(offset, max))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
-        Ok(ReplicaRead {
-            bytes: r.bytes,
-            high_watermark: part.high_watermark(),
         })
     }
 

@@ -12,6 +12,7 @@ pub mod partition;
 pub mod produce;
 pub mod producer_state;
 pub mod replica;
+pub mod sessions;
 pub mod views;
 
 use std::collections::HashMap;
@@ -87,6 +88,10 @@ pub enum BrokerError {
     /// A follower fetch from a broker that is not a follower of the partition.
     #[error("{0}")]
     NotAReplica(String),
+    /// A follower's fetch session is not the one this leader has (a reply was lost, or
+    /// this leader restarted): the follower opens a new one.
+    #[error("fetch session: {0}")]
+    FetchSession(String),
     /// A follower asked past this leader's log end (it must truncate first).
     #[error("offset {offset} is past the leader's log end {end}")]
     PastLogEnd { offset: u64, end: u64 },
@@ -177,6 +182,8 @@ pub struct Broker {
     topic_ids: std::sync::Mutex<()>,
     /// Who may do what: checked by every client-facing service, once, here.
     pub security: Arc<crate::auth::Security>,
+    /// Followers' fetch sessions with this broker as leader.
+    pub sessions: sessions::Sessions,
 }
 
 impl Broker {
@@ -212,6 +219,7 @@ impl Broker {
             incarnation: uuid::Uuid::new_v4().as_u64_pair().0.max(1),
             topic_ids: std::sync::Mutex::new(()),
             security,
+            sessions: sessions::Sessions::default(),
         })
     }
 
@@ -725,6 +733,11 @@ impl Broker {
             .min_insync_replicas
             .map_or(default, usize::from)
             .clamp(1, rf)
+    }
+
+    /// The leader state of a partition, if this broker holds it (never opens one).
+    pub fn led_partition(&self, tp: &TopicPartition) -> Option<PartitionRef> {
+        shared::sys::read(&self.partitions).get(tp).cloned()
     }
 
     /// Every open partition.

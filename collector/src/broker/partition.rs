@@ -4,13 +4,14 @@
 //! Everything here is blocking (file I/O, fsync); the HTTP layer calls it from
 //! `spawn_blocking`. Lock order: producer table, then log. No lock is held during an fsync.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use shared::batch::BatchIter;
 use shared::{BatchHeader, BatchLimits};
 use tokio::sync::watch;
 
 use super::producer_state::{self, ProducerError, ProducerTable, Verdict};
+use super::sessions::SessionSignal;
 use crate::storage::manager::{SharedLog, TopicPartition};
 use crate::storage::{FlushPolicy, GroupCommit, ReadResult, StorageError, ValidatedBatches};
 
@@ -38,6 +39,9 @@ pub struct Partition {
     repl: Mutex<Replication>,
     /// Set when this broker stops leading the partition (acks=all waits end with not_leader).
     deposed: watch::Sender<bool>,
+    /// The followers' fetch sessions holding this partition: told when its log end or
+    /// high watermark moves, or it is deposed.
+    listeners: Mutex<Vec<Weak<SessionSignal>>>,
 }
 
 /// What the leader knows of its followers.
@@ -55,7 +59,7 @@ struct Replication {
     started: std::time::Instant,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Follower {
     /// Its log end offset: the offset it fetched from last.
     leo: u64,
@@ -64,6 +68,23 @@ struct Follower {
     /// When it last had everything the leader had at its previous fetch (Kafka's rule, so
     /// a follower keeping up with a steady stream counts as caught up).
     caught_up: std::time::Instant,
+    /// Its fetch session: each of its requests counts as a fetch at `leo` (an idle
+    /// partition is not listed in them).
+    session: Option<Weak<SessionSignal>>,
+}
+
+impl Follower {
+    /// When it was last caught up, given the leader's log end now: at its last listed
+    /// fetch, or — while it has everything — at its session's last request.
+    fn caught_up_at(&self, leader_end: u64) -> std::time::Instant {
+        let session = self
+            .session
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .filter(|_| self.leo >= leader_end)
+            .map(|s| s.last_heard());
+        session.map_or(self.caught_up, |t| t.max(self.caught_up))
+    }
 }
 
 use shared::sys::lock;
@@ -87,6 +108,9 @@ impl Partition {
     ) -> Result<Self, StorageError> {
         let (table, flush, hw, leo) = {
             let mut l = lock(&log);
+            // Leading from here on: appends of a follower task still running for the
+            // previous leader are refused from now (checked under this lock).
+            l.set_replica_token(None);
             let end = l.log_end_offset();
             if !replicated {
                 // One replica: what recovery kept is durable, so it is all visible.
@@ -128,6 +152,7 @@ impl Partition {
             hw: watch::Sender::new(hw),
             leo: watch::Sender::new(leo),
             deposed: watch::Sender::new(false),
+            listeners: Mutex::new(Vec::new()),
             repl: Mutex::new(Replication {
                 node_id: 0,
                 isr: Vec::new(),
@@ -250,11 +275,12 @@ impl Partition {
     /// broker's counting only what is durable (`durable_only`) — never backwards, and wakes
     /// waiting fetches and acks=all produces.
     fn advance_high_watermark(&self, durable_only: bool) {
+        let mut moved = false;
         let hw = {
             let repl = lock(&self.repl);
             let mut l = lock(&self.log);
             let end = l.log_end_offset();
-            self.leo.send_if_modified(|cur| {
+            moved |= self.leo.send_if_modified(|cur| {
                 let changed = *cur != end;
                 *cur = end;
                 changed
@@ -277,7 +303,7 @@ impl Partition {
             }
             l.high_watermark()
         };
-        self.hw.send_if_modified(|cur| {
+        moved |= self.hw.send_if_modified(|cur| {
             if hw > *cur {
                 *cur = hw;
                 true
@@ -285,6 +311,31 @@ impl Partition {
                 false
             }
         });
+        if moved {
+            self.signal_sessions();
+        }
+    }
+
+    /// Registers a follower's fetch session to hear of this partition's changes.
+    pub fn listen(&self, signal: &Arc<SessionSignal>) {
+        let mut ls = lock(&self.listeners);
+        ls.retain(|w| w.strong_count() > 0);
+        if !ls
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(signal)))
+        {
+            ls.push(Arc::downgrade(signal));
+        }
+    }
+
+    fn signal_sessions(&self) {
+        let ls: Vec<Arc<SessionSignal>> = lock(&self.listeners)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for s in ls {
+            s.mark(&self.tp);
+        }
     }
 
     /// Sets this broker's id and the ISR from the metadata.
@@ -331,6 +382,7 @@ impl Partition {
     /// included). Smaller than the recorded ISR when followers went silent and the
     /// controller could not (yet) record the shrink — e.g. without a quorum.
     pub fn live_isr_count(&self, lag_max: std::time::Duration) -> usize {
+        let end = lock(&self.log).log_end_offset();
         let r = lock(&self.repl);
         let now = std::time::Instant::now();
         r.isr
@@ -338,15 +390,21 @@ impl Partition {
             .filter(|id| {
                 **id == r.node_id
                     || match r.followers.get(id) {
-                        Some(f) => now.duration_since(f.caught_up) <= lag_max,
+                        Some(f) => now.duration_since(f.caught_up_at(end)) <= lag_max,
                         None => now.duration_since(r.started) <= lag_max,
                     }
             })
             .count()
     }
 
-    /// A follower fetched from `offset`: everything below it is in its log.
-    pub fn follower_fetched(&self, replica: u64, offset: u64) {
+    /// A follower fetched from `offset`: everything below it is in its log. `session`: the
+    /// fetch session it fetches in (its later requests count as fetches at `offset`).
+    pub fn follower_fetched(
+        &self,
+        replica: u64,
+        offset: u64,
+        session: Option<&Arc<SessionSignal>>,
+    ) {
         {
             let end = lock(&self.log).log_end_offset();
             let mut r = lock(&self.repl);
@@ -357,14 +415,24 @@ impl Partition {
                 leader_end_at_last_fetch: end,
                 // Not caught up until it shows it (a first fetch may be far behind).
                 caught_up: started,
+                session: None,
             });
             f.leo = offset;
+            f.session = session.map(Arc::downgrade);
             if offset >= end || offset >= f.leader_end_at_last_fetch {
                 f.caught_up = now;
             }
             f.leader_end_at_last_fetch = end;
         }
         self.advance_high_watermark(self.flush == FlushPolicy::Always);
+    }
+
+    /// A follower dropped this partition from its fetch session: its requests no longer
+    /// count as fetches here.
+    pub fn leave_session(&self, replica: u64) {
+        if let Some(f) = lock(&self.repl).followers.get_mut(&replica) {
+            f.session = None;
+        }
     }
 
     /// The ISR this leader wants: itself, the members still within `lag_max` of catching
@@ -377,6 +445,7 @@ impl Partition {
         epoch_start: u64,
     ) -> Option<Vec<u64>> {
         let hw = self.high_watermark();
+        let end = lock(&self.log).log_end_offset();
         let r = lock(&self.repl);
         let now = std::time::Instant::now();
         let wanted: Vec<u64> = replicas
@@ -390,9 +459,12 @@ impl Partition {
                     // Never heard from since this leader started: keep an ISR member
                     // for one lag period, do not add others.
                     None => r.isr.contains(id) && now.duration_since(r.started) <= lag_max,
-                    Some(f) if r.isr.contains(id) => now.duration_since(f.caught_up) <= lag_max,
+                    Some(f) if r.isr.contains(id) => {
+                        now.duration_since(f.caught_up_at(end)) <= lag_max
+                    }
                     Some(f) => {
-                        f.leo >= hw.max(epoch_start) && now.duration_since(f.caught_up) <= lag_max
+                        f.leo >= hw.max(epoch_start)
+                            && now.duration_since(f.caught_up_at(end)) <= lag_max
                     }
                 }
             })
@@ -407,6 +479,12 @@ impl Partition {
     /// Marks the partition as no longer led here.
     pub fn depose(&self) {
         self.deposed.send_replace(true);
+        // Sessions answer the follower that the partition left them.
+        self.signal_sessions();
+    }
+
+    pub fn is_deposed(&self) -> bool {
+        *self.deposed.borrow()
     }
 
     /// Resolves when the partition stops being led here.

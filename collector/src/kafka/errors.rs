@@ -57,6 +57,7 @@ pub fn code(e: &BrokerError) -> i16 {
         | BrokerError::PeerUnavailable(_)
         | BrokerError::LeaderUnavailable(_) => E::LeaderNotAvailable,
         BrokerError::NotAReplica(_) => E::NotLeaderOrFollower,
+        BrokerError::FetchSession(_) => E::InvalidFetchSessionEpoch,
         BrokerError::LeaderEpoch { asked, current, .. } => {
             if asked < current {
                 E::FencedLeaderEpoch

@@ -139,6 +139,7 @@ impl From<BrokerError> for ApiError {
             }
             BrokerError::RequestTimedOut(m) => Self::new(Code::RequestTimedOut, m),
             BrokerError::NotAReplica(m) => Self::new(Code::NotAReplica, m),
+            BrokerError::FetchSession(_) => Self::new(Code::FetchSessionInvalid, e.to_string()),
             BrokerError::PastLogEnd { .. } => Self::new(Code::OffsetOutOfRange, e.to_string()),
             BrokerError::ShuttingDown => Self::new(Code::ShuttingDown, e.to_string()),
             BrokerError::NoLocalReplica(_) => Self::new(Code::UnknownPartition, e.to_string()),

@@ -393,17 +393,62 @@ pub async fn partition_offsets(
 
 pub async fn replica_fetch(
     State(s): S,
-    Query(q): Query<api::ReplicaFetchQuery>,
+    Json(q): Json<api::SessionFetchRequest>,
 ) -> Result<Response, ApiError> {
-    let r = s.broker.replica_fetch(&q).await?;
-    Ok(batches_reply(r.bytes, r.high_watermark, None))
+    let r = s.broker.session_fetch(&q).await?;
+    let mut header = api::SessionFetchReply {
+        session_id: r.session_id,
+        partitions: Vec::with_capacity(r.parts.len()),
+    };
+    let mut data = Vec::with_capacity(r.parts.len());
+    for p in r.parts {
+        let mut entry = api::SessionPartitionReply {
+            topic: p.tp.topic,
+            partition: p.tp.partition,
+            error: None,
+            high_watermark: 0,
+            log_start_offset: 0,
+            bytes: 0,
+        };
+        match p.result {
+            Ok((hw, start, bytes)) => {
+                entry.high_watermark = hw;
+                entry.log_start_offset = start;
+                entry.bytes = bytes.len() as u64;
+                data.push(bytes);
+            }
+            Err(e) => entry.error = Some(ApiError::from(e).body.error),
+        }
+        header.partitions.push(entry);
+    }
+    let body = client::SessionFetch::encode(&header, &data)
+        .map_err(|e| ApiError::new(api::ErrorCode::Internal, e.to_string()))?;
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
 }
 
-pub async fn replica_epoch_end(
+pub async fn replica_epoch_ends(
     State(s): S,
-    Query(q): Query<api::EpochEndQuery>,
-) -> Result<Json<api::EpochEnd>, ApiError> {
-    Ok(Json(s.broker.epoch_end(&q).await?))
+    Json(q): Json<api::EpochEndsRequest>,
+) -> Result<Json<api::EpochEndsReply>, ApiError> {
+    let mut out = Vec::with_capacity(q.partitions.len());
+    for p in &q.partitions {
+        out.push(match s.broker.epoch_end(p).await {
+            Ok(end) => api::EpochEndResult {
+                error: None,
+                end: Some(end),
+            },
+            Err(e) => api::EpochEndResult {
+                error: Some(ApiError::from(e).body.error),
+                end: None,
+            },
+        });
+    }
+    Ok(Json(api::EpochEndsReply { partitions: out }))
 }
 
 pub async fn replica_checksum(

@@ -150,6 +150,9 @@ pub async fn authenticate(
 /// probes and keeps its followers fed.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_requests = state.broker.config.limits.max_in_flight_requests;
+    // A follower's first session request lists every partition it follows here.
+    let internal_body_max =
+        usize::try_from(state.broker.config.limits.max_request_bytes).unwrap_or(usize::MAX);
     use api::routes as r;
     use handlers as h;
     // One semaphore for every client route (a per-route limit would multiply it).
@@ -180,8 +183,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(r::HEALTH, get(h::health))
         .route(r::METRICS, get(h::metrics))
         .route(r::PARTITION_OFFSETS, get(h::partition_offsets))
-        .route(r::REPLICA_FETCH, get(h::replica_fetch))
-        .route(r::REPLICA_EPOCH_END, get(h::replica_epoch_end))
+        .route(
+            r::REPLICA_FETCH,
+            post(h::replica_fetch).layer(axum::extract::DefaultBodyLimit::max(internal_body_max)),
+        )
+        .route(
+            r::REPLICA_EPOCH_ENDS,
+            post(h::replica_epoch_ends)
+                .layer(axum::extract::DefaultBodyLimit::max(internal_body_max)),
+        )
         .route(r::REPLICA_CHECKSUM, get(h::replica_checksum))
         .merge(client)
         .fallback(|| async { error::ApiError::new(api::ErrorCode::NotFound, "no such route") })

@@ -96,6 +96,11 @@ pub struct PartitionLog {
     epochs: LeaderEpochCache,
     /// Set after an I/O error other than disk-full: the log refuses everything until reopened.
     offline: bool,
+    /// Which follower task may append and truncate as a replica (`None`: none — the
+    /// partition is led here or not followed). Set by the follower when it starts
+    /// following a leader epoch, cleared by the leader when it starts leading; checked
+    /// under the log's lock, so a follower task that outlived its role cannot write.
+    replica_token: Option<u64>,
     recovery: RecoveryReport,
 }
 
@@ -145,6 +150,7 @@ impl PartitionLog {
             hw_checkpointed: super::checkpoint::load_high_watermark(dir)?,
             epochs: LeaderEpochCache::default(),
             offline: false,
+            replica_token: None,
             recovery: RecoveryReport::default(),
         };
         let recovered_epochs = log.load_segments(clean, now_ms)?;
@@ -354,6 +360,13 @@ impl PartitionLog {
     }
     pub fn is_offline(&self) -> bool {
         self.offline
+    }
+    /// See the field: the follower task allowed to write as a replica.
+    pub fn replica_token(&self) -> Option<u64> {
+        self.replica_token
+    }
+    pub fn set_replica_token(&mut self, token: Option<u64>) {
+        self.replica_token = token;
     }
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
