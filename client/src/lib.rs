@@ -905,14 +905,23 @@ impl CollectorClient {
 
     /// A follower's session fetch from the leader at `base`: the reply's header and, for
     /// each partition it lists, that partition's batches (in list order).
+    /// `open_timeout`: the wait for a reply to a request opening a session (the leader may
+    /// first open every listed partition); other requests wait the request timeout plus
+    /// their long poll.
     pub async fn session_fetch_at(
         &self,
         base: &str,
         q: &api::SessionFetchRequest,
+        open_timeout: Duration,
     ) -> Result<SessionFetch, ClientError> {
         let mut call =
             Call::new(reqwest::Method::POST, api::routes::REPLICA_FETCH.to_owned()).json(q)?;
-        call.timeout = Some(self.config.request_timeout + Duration::from_millis(q.max_wait_ms));
+        let poll = self.config.request_timeout + Duration::from_millis(q.max_wait_ms);
+        call.timeout = Some(if q.session_id == 0 {
+            poll.max(open_timeout)
+        } else {
+            poll
+        });
         let resp = self.send(Some(base), call).await?;
         let address = resp.url().authority().to_owned();
         let body = resp.bytes().await.map_err(|e| ClientError::Transport {

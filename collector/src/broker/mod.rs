@@ -767,12 +767,30 @@ impl Broker {
         }
     }
 
-    /// Snapshots producer state and recovery points; expires idle producers.
+    /// Snapshots producer state and recovery points of led partitions (expiring idle
+    /// producers), and the recovery points and high watermarks of followed ones, so a
+    /// restart after a crash scans only what lies past them. Partitions where nothing
+    /// happened since the last checkpoint write nothing.
     pub fn checkpoint_all(&self) {
-        for p in self.open_partitions() {
+        let led = self.open_partitions();
+        for p in &led {
             if let Err(e) = p.checkpoint(self.config.producer_id_expiration_ms) {
                 tracing::warn!(partition = %p.tp.dir_name(), error = %e, "checkpoint failed");
                 self.logs.report_error(&p.tp, &e);
+            }
+        }
+        let led: std::collections::HashSet<&TopicPartition> = led.iter().map(|p| &p.tp).collect();
+        for (tp, online) in self.logs.partitions() {
+            if !online || led.contains(&tp) {
+                continue;
+            }
+            let Some(log) = self.logs.get(&tp) else {
+                continue;
+            };
+            let r = shared::sys::lock(&log).checkpoint();
+            if let Err(e) = r {
+                tracing::warn!(partition = %tp.dir_name(), error = %e, "checkpoint failed");
+                self.logs.report_error(&tp, &e);
             }
         }
     }

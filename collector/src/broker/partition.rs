@@ -42,6 +42,9 @@ pub struct Partition {
     /// The followers' fetch sessions holding this partition: told when its log end or
     /// high watermark moves, or it is deposed.
     listeners: Mutex<Vec<Weak<SessionSignal>>>,
+    /// The log end of the newest producer snapshot (written, or loaded at open): a
+    /// checkpoint with nothing new writes none.
+    snapshot_at: Mutex<Option<u64>>,
 }
 
 /// What the leader knows of its followers.
@@ -68,9 +71,9 @@ struct Follower {
     /// When it last had everything the leader had at its previous fetch (Kafka's rule, so
     /// a follower keeping up with a steady stream counts as caught up).
     caught_up: std::time::Instant,
-    /// Its fetch session: each of its requests counts as a fetch at `leo` (an idle
-    /// partition is not listed in them).
-    session: Option<Weak<SessionSignal>>,
+    /// Its fetch session (id, signal): each of its requests counts as a fetch at `leo`
+    /// (an idle partition is not listed in them).
+    session: Option<(u64, Weak<SessionSignal>)>,
 }
 
 impl Follower {
@@ -80,7 +83,7 @@ impl Follower {
         let session = self
             .session
             .as_ref()
-            .and_then(Weak::upgrade)
+            .and_then(|(_, s)| s.upgrade())
             .filter(|_| self.leo >= leader_end)
             .map(|s| s.last_heard());
         session.map_or(self.caught_up, |t| t.max(self.caught_up))
@@ -106,7 +109,7 @@ impl Partition {
         log: SharedLog,
         replicated: bool,
     ) -> Result<Self, StorageError> {
-        let (table, flush, hw, leo) = {
+        let (table, flush, hw, leo, snapshot_at) = {
             let mut l = lock(&log);
             // Leading from here on: appends of a follower task still running for the
             // previous leader are refused from now (checked under this lock).
@@ -118,6 +121,7 @@ impl Partition {
             }
             let (from, mut table) =
                 producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
+            let snapshot_at = (from == end).then_some(end);
             let mut offset = from;
             while offset < end {
                 let r = l.read(offset, REBUILD_READ_BYTES, Some(end))?;
@@ -141,6 +145,7 @@ impl Partition {
                 l.config().flush,
                 l.high_watermark(),
                 l.log_end_offset(),
+                snapshot_at,
             )
         };
         Ok(Self {
@@ -153,6 +158,7 @@ impl Partition {
             leo: watch::Sender::new(leo),
             deposed: watch::Sender::new(false),
             listeners: Mutex::new(Vec::new()),
+            snapshot_at: Mutex::new(snapshot_at),
             repl: Mutex::new(Replication {
                 node_id: 0,
                 isr: Vec::new(),
@@ -417,8 +423,14 @@ impl Partition {
                 caught_up: started,
                 session: None,
             });
+            if let Some(s) = session {
+                // Never back to an older session (an abandoned request finishing late).
+                if f.session.as_ref().is_some_and(|(id, _)| *id > s.id) {
+                    return;
+                }
+                f.session = Some((s.id, Arc::downgrade(s)));
+            }
             f.leo = offset;
-            f.session = session.map(Arc::downgrade);
             if offset >= end || offset >= f.leader_end_at_last_fetch {
                 f.caught_up = now;
             }
@@ -429,8 +441,10 @@ impl Partition {
 
     /// A follower dropped this partition from its fetch session: its requests no longer
     /// count as fetches here.
-    pub fn leave_session(&self, replica: u64) {
-        if let Some(f) = lock(&self.repl).followers.get_mut(&replica) {
+    pub fn leave_session(&self, replica: u64, session: u64) {
+        if let Some(f) = lock(&self.repl).followers.get_mut(&replica)
+            && f.session.as_ref().is_some_and(|(id, _)| *id == session)
+        {
             f.session = None;
         }
     }
@@ -538,15 +552,22 @@ impl Partition {
 
     /// Writes a producer snapshot at the current log end and checkpoints the recovery point;
     /// also expires idle producers.
+    /// Nothing is written for a partition where nothing happened since the last one.
     pub fn checkpoint(&self, producer_expiration_ms: i64) -> Result<(), StorageError> {
         let mut producers = lock(&self.producers);
-        producers.expire(now_ms(), producer_expiration_ms);
+        let expired = producers.expire(now_ms(), producer_expiration_ms);
         let mut l = lock(&self.log);
         l.checkpoint()?;
         let end = l.log_end_offset();
         let dir = l.dir().to_path_buf();
         drop(l);
-        producer_state::write_snapshot(&dir, end, &producers)
+        let mut at = lock(&self.snapshot_at);
+        if expired == 0 && *at == Some(end) {
+            return Ok(());
+        }
+        producer_state::write_snapshot(&dir, end, &producers)?;
+        *at = Some(end);
+        Ok(())
     }
 
     /// Number of producers tracked.

@@ -37,6 +37,9 @@ const REPLICA_FETCH_PARTITION_BYTES: u64 = 8 << 20;
 const REPLICA_FETCH_BYTES: u64 = 32 << 20;
 /// How long a follower's fetch waits at the leader when nothing is new.
 const REPLICA_FETCH_WAIT_MS: u64 = 500;
+/// How long a request opening a session may take: the leader may first open (or create)
+/// every partition it lists.
+const SESSION_OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a leader reviews its partitions' ISR.
 const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// ISR changes proposed to the controller at once.
@@ -638,7 +641,12 @@ impl State {
                 f.reported = Some(p.offset);
             }
         }
-        let reply = match self.broker.peers.session_fetch_at(&self.base, &q).await {
+        let reply = match self
+            .broker
+            .peers
+            .session_fetch_at(&self.base, &q, SESSION_OPEN_TIMEOUT)
+            .await
+        {
             Ok(r) => r,
             Err(e) if e.code() == Some(api::ErrorCode::FetchSessionInvalid) => {
                 tracing::debug!(leader = %self.base, error = %e, "fetch session refused; opening a new one");

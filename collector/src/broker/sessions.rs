@@ -32,6 +32,9 @@ use shared::sys::lock;
 /// Wakes a session's long poll. Held (weakly) by every partition in the session.
 #[derive(Debug, Default)]
 pub struct SessionSignal {
+    /// The session's id: ids only grow, so a partition keeps the newest session it heard
+    /// of even if an older, abandoned request reaches it later.
+    pub id: u64,
     dirty: Mutex<Dirty>,
     notify: tokio::sync::Notify,
     /// Answer the waiting request now (this broker gained leaderships: the follower may
@@ -136,7 +139,10 @@ impl Sessions {
     fn open(&self, replica: u64) -> Slot {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = Slot {
-            signal: Arc::new(SessionSignal::default()),
+            signal: Arc::new(SessionSignal {
+                id,
+                ..SessionSignal::default()
+            }),
             session: Arc::new(tokio::sync::Mutex::new(Session {
                 id,
                 next_epoch: 1,
@@ -150,6 +156,14 @@ impl Sessions {
 
     fn find(&self, replica: u64) -> Option<Slot> {
         lock(&self.by_replica).get(&replica).cloned()
+    }
+
+    /// Whether `id` is still `replica`'s session (a newer one replaces it when the follower
+    /// gave up on a request, e.g. on a timeout, while this broker still works on it).
+    fn is_current(&self, replica: u64, id: u64) -> bool {
+        lock(&self.by_replica)
+            .get(&replica)
+            .is_some_and(|s| s.signal.id == id)
     }
 }
 
@@ -204,7 +218,10 @@ impl Broker {
                 q.session_id, q.session_epoch, q.replica, s.id, s.next_epoch
             )));
         }
-        s.next_epoch += 1;
+        if q.session_id != 0 {
+            // The opening request is epoch 0; the first one after it carries 1.
+            s.next_epoch += 1;
+        }
         let signal = slot.signal.clone();
         signal.heard();
         signal.wake.store(false, Ordering::Relaxed);
@@ -213,12 +230,18 @@ impl Broker {
             if s.parts.remove(&tp).is_some()
                 && let Some(part) = self.led_partition(&tp)
             {
-                part.leave_session(q.replica);
+                part.leave_session(q.replica, s.id);
             }
         }
         let mut out = Vec::new();
         let mut candidates = Vec::with_capacity(q.partitions.len());
         for p in &q.partitions {
+            if !self.sessions.is_current(q.replica, s.id) {
+                return Err(BrokerError::FetchSession(format!(
+                    "session {} of broker {} was replaced",
+                    s.id, q.replica
+                )));
+            }
             let tp = TopicPartition::new(&p.topic, p.partition);
             match self.session_add(&signal, s.replica, p).await {
                 Ok(()) => {

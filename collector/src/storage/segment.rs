@@ -1,8 +1,11 @@
 //! One segment: a `.log` file of back-to-back batches and its `.index` / `.timeindex`.
 //!
 //! File names are the segment's base offset, zero-padded to 20 digits. While a segment is
-//! active it holds its three files open for writing; closed segments are read through the
-//! broker's [`FileCache`]. Memory per segment is a few counters: indexes live on disk.
+//! active it holds its `.log` open for writing, and each index file from its first entry
+//! on (an index gets an entry only every `index_interval_bytes`, so an idle or small
+//! partition holds one descriptor, not three; a missing index file is an empty index).
+//! Closed segments are read through the broker's [`FileCache`]. Memory per segment is a few
+//! counters: indexes live on disk.
 //!
 //! Index entries are decided by [`Segment::track`], the one function used both while
 //! appending and while rebuilding after a crash, so a rebuilt index equals the original.
@@ -39,12 +42,35 @@ pub fn segment_file(dir: &Path, base_offset: u64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
 
-/// The three open files of the active segment.
+/// The open files of the active segment (an index file is opened at its first write).
 #[derive(Debug)]
 struct ActiveFiles {
     log: Arc<File>,
-    index: File,
-    time: File,
+    index: Option<File>,
+    time: Option<File>,
+}
+
+/// The file in `slot`, opened (created) at `path` on first use.
+fn lazy<'a>(slot: &'a mut Option<File>, path: &Path) -> Result<&'a File, StorageError> {
+    if slot.is_none() {
+        *slot = Some(open_rw(path, false)?);
+    }
+    slot.as_ref().ok_or_else(|| StorageError::Offline {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Cuts the file at `path` (open in `slot`, or on disk) to `len` bytes, in place (cached
+/// read handles keep seeing the same file); a missing file is empty already.
+fn cut_to(slot: &Option<File>, path: &Path, len: u64) -> std::io::Result<()> {
+    match slot {
+        Some(f) => f.set_len(len),
+        None => match OpenOptions::new().write(true).open(path) {
+            Ok(f) => f.set_len(len),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 /// Derived counters of a segment, snapshotted so a failed append can be undone exactly.
@@ -115,10 +141,15 @@ impl Segment {
     /// The caller fsyncs the directory.
     pub fn create(dir: &Path, base_offset: u64, now_ms: i64) -> Result<Self, StorageError> {
         let mut s = Self::new_paths(dir, base_offset, now_ms);
+        // Leftover indexes of that name would pass for this segment's: emptied (files are
+        // created at their first entry).
+        for p in [&s.index_path, &s.time_path] {
+            cut_to(&None, p, 0).ctx(p)?;
+        }
         s.active = Some(ActiveFiles {
             log: Arc::new(open_rw(&s.log_path, true)?),
-            index: open_rw(&s.index_path, true)?,
-            time: open_rw(&s.time_path, true)?,
+            index: None,
+            time: None,
         });
         Ok(s)
     }
@@ -183,8 +214,8 @@ impl Segment {
         if self.active.is_none() {
             self.active = Some(ActiveFiles {
                 log: Arc::new(open_rw(&self.log_path, false)?),
-                index: open_rw(&self.index_path, false)?,
-                time: open_rw(&self.time_path, false)?,
+                index: None,
+                time: None,
             });
         }
         Ok(())
@@ -329,7 +360,7 @@ impl Segment {
         headers: &[(BatchHeader, usize)],
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
-        let Some(files) = &self.active else {
+        let Some(files) = &mut self.active else {
             return Err(StorageError::Corrupt {
                 what: "segment",
                 path: self.log_path.clone(),
@@ -361,18 +392,16 @@ impl Segment {
                 .write_all_at(chunk, before.size)
                 .ctx(&self.log_path)?;
             if !index_buf.is_empty() {
-                files
-                    .index
+                lazy(&mut files.index, &self.index_path)?
                     .write_all_at(&index_buf, before.index_entries * OFFSET_ENTRY_BYTES)
                     .ctx(&self.index_path)?;
             }
             if !time_buf.is_empty() {
-                files
-                    .time
+                lazy(&mut files.time, &self.time_path)?
                     .write_all_at(&time_buf, before.time_entries * TIME_ENTRY_BYTES)
                     .ctx(&self.time_path)?;
             }
-            Ok(())
+            Ok::<(), StorageError>(())
         })();
         if let Err(e) = result {
             // Undo: cut every file back to its size before this append. If even that fails
@@ -382,11 +411,19 @@ impl Segment {
                 .log
                 .set_len(before.size)
                 .and_then(|_| {
-                    files
-                        .index
-                        .set_len(before.index_entries * OFFSET_ENTRY_BYTES)
+                    cut_to(
+                        &files.index,
+                        &self.index_path,
+                        before.index_entries * OFFSET_ENTRY_BYTES,
+                    )
                 })
-                .and_then(|_| files.time.set_len(before.time_entries * TIME_ENTRY_BYTES));
+                .and_then(|_| {
+                    cut_to(
+                        &files.time,
+                        &self.time_path,
+                        before.time_entries * TIME_ENTRY_BYTES,
+                    )
+                });
             if let Err(undo_err) = undo {
                 return Err(StorageError::Io {
                     path: self.log_path.clone(),
@@ -417,7 +454,7 @@ impl Segment {
     /// Closes the active segment: adds the final time-index entry (so a closed segment's
     /// largest timestamp is its last time entry), fsyncs all three files, releases them.
     pub fn close(&mut self) -> Result<(), StorageError> {
-        let Some(files) = &self.active else {
+        let Some(files) = &mut self.active else {
             return Ok(());
         };
         if self.tail.size > 0
@@ -430,16 +467,19 @@ impl Segment {
                 timestamp: self.tail.max_timestamp,
                 rel_offset: self.tail.last_batch_rel,
             };
-            files
-                .time
+            lazy(&mut files.time, &self.time_path)?
                 .write_all_at(&e.encode(), self.tail.time_entries * TIME_ENTRY_BYTES)
                 .ctx(&self.time_path)?;
             self.tail.time_entries += 1;
             self.tail.last_time_ts = Some(self.tail.max_timestamp);
         }
         files.log.sync_all().ctx(&self.log_path)?;
-        files.index.sync_all().ctx(&self.index_path)?;
-        files.time.sync_all().ctx(&self.time_path)?;
+        if let Some(f) = &files.index {
+            f.sync_all().ctx(&self.index_path)?;
+        }
+        if let Some(f) = &files.time {
+            f.sync_all().ctx(&self.time_path)?;
+        }
         self.active = None;
         Ok(())
     }
@@ -488,23 +528,27 @@ impl Segment {
             }
             true
         })?;
-        let files = self.active.as_ref().ok_or_else(|| StorageError::Corrupt {
+        let files = self.active.as_mut().ok_or_else(|| StorageError::Corrupt {
             what: "segment",
             path: self.log_path.clone(),
             detail: "files not open".into(),
         })?;
         let cut = file_len - tail.size;
         files.log.set_len(tail.size).ctx(&self.log_path)?;
-        files.index.set_len(0).ctx(&self.index_path)?;
-        files
-            .index
-            .write_all_at(&index_buf, 0)
-            .ctx(&self.index_path)?;
-        files.time.set_len(0).ctx(&self.time_path)?;
-        files.time.write_all_at(&time_buf, 0).ctx(&self.time_path)?;
         files.log.sync_all().ctx(&self.log_path)?;
-        files.index.sync_all().ctx(&self.index_path)?;
-        files.time.sync_all().ctx(&self.time_path)?;
+        for (slot, path, buf) in [
+            (&mut files.index, &self.index_path, &index_buf),
+            (&mut files.time, &self.time_path, &time_buf),
+        ] {
+            if buf.is_empty() && slot.is_none() {
+                cut_to(slot, path, 0).ctx(path)?;
+                continue;
+            }
+            let f = lazy(slot, path)?;
+            f.set_len(0).ctx(path)?;
+            f.write_all_at(buf, 0).ctx(path)?;
+            f.sync_all().ctx(path)?;
+        }
         self.tail = tail;
         Ok((epochs, cut))
     }
@@ -668,19 +712,21 @@ impl Segment {
             .ctx(&self.time_path)?
         };
         self.open_files()?;
-        if let Some(files) = &self.active {
+        if let Some(files) = &mut self.active {
             files.log.set_len(pos).ctx(&self.log_path)?;
-            files
-                .index
-                .set_len(keep_index * OFFSET_ENTRY_BYTES)
-                .ctx(&self.index_path)?;
-            files
-                .time
-                .set_len(keep_time * TIME_ENTRY_BYTES)
-                .ctx(&self.time_path)?;
             files.log.sync_all().ctx(&self.log_path)?;
-            files.index.sync_all().ctx(&self.index_path)?;
-            files.time.sync_all().ctx(&self.time_path)?;
+            for (slot, path, len) in [
+                (&mut files.index, &self.index_path, keep_index * OFFSET_ENTRY_BYTES),
+                (&mut files.time, &self.time_path, keep_time * TIME_ENTRY_BYTES),
+            ] {
+                if len == 0 && slot.is_none() {
+                    cut_to(slot, path, 0).ctx(path)?;
+                    continue;
+                }
+                let f = lazy(slot, path)?;
+                f.set_len(len).ctx(path)?;
+                f.sync_all().ctx(path)?;
+            }
         }
         self.tail.index_entries = keep_index;
         self.tail.time_entries = keep_time;
