@@ -653,7 +653,17 @@ impl Broker {
         partition: u32,
         auto_create: bool,
     ) -> Result<(PartitionRef, i32), BrokerError> {
-        let meta = self.topic(topic, auto_create).await?;
+        // By reference into the current metadata: a topic of thousands of partitions is
+        // not copied per call (followers open every partition through here).
+        let state = self.controller.metadata();
+        let created;
+        let meta = match state.topics.get(topic) {
+            Some(t) => t,
+            None => {
+                created = self.topic(topic, auto_create).await?;
+                &created
+            }
+        };
         let Some(pm) = meta.partitions.get(partition as usize) else {
             return Err(BrokerError::UnknownPartition {
                 topic: topic.to_owned(),

@@ -903,3 +903,100 @@ fn sync_all(
 fn ids(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::broker::Partition;
+    use crate::storage::LogManager;
+    use shared::{BatchBuilder, BatchEncoder, Compression, ProducerStamp};
+
+    /// Three records, stamped at `base_offset` and leader epoch 0.
+    fn batch(base_offset: i64) -> bytes::Bytes {
+        let mut b = BatchBuilder::new();
+        for i in 0..3 {
+            b.push(i, None, Some(format!("r{i}").as_bytes()), &[]);
+        }
+        let mut enc = BatchEncoder::new(Compression::None, 1).unwrap();
+        let mut bytes = enc.encode(&b, ProducerStamp::NONE).unwrap();
+        shared::batch::restamp(&mut bytes, base_offset, 0);
+        bytes::Bytes::from(bytes)
+    }
+
+    fn work(tp: &TopicPartition, log: &SharedLog, token: u64, base: i64) -> Vec<Work> {
+        vec![Work {
+            tp: tp.clone(),
+            log: log.clone(),
+            token,
+            hw: 0,
+            bytes: batch(base),
+        }]
+    }
+
+    /// The issue-13 race: a follower's reply still being applied when this broker starts
+    /// leading the partition. Leading takes the token away under the log's lock, so the
+    /// late append is refused and the log the leader opened stays as it was.
+    #[test]
+    fn a_follower_append_after_this_broker_began_leading_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(&[dir.path().to_path_buf()], LogConfig::default(), 8).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        let log = logs.get_or_create(&tp, None).unwrap();
+        lock(&log).set_replica_token(Some(7));
+        let done = append_all(work(&tp, &log, 7, 0));
+        assert_eq!(done.len(), 1);
+        assert_eq!(*done[0].1.as_ref().unwrap(), 3, "the follower appends");
+        // Another fetcher's token: refused.
+        let done = append_all(work(&tp, &log, 8, 3));
+        assert!(matches!(done[0].1, Err(FollowError::Fenced)));
+        // This broker becomes the leader.
+        let _leader = Partition::open(tp.clone(), log.clone(), true).unwrap();
+        let done = append_all(work(&tp, &log, 7, 3));
+        assert!(
+            matches!(done[0].1, Err(FollowError::Fenced)),
+            "{:?}",
+            done[0].1
+        );
+        assert_eq!(
+            lock(&log).log_end_offset(),
+            3,
+            "nothing appended after leading began"
+        );
+        // Truncation is fenced the same way.
+        let end = api::EpochEnd {
+            epoch: 0,
+            end_offset: 0,
+        };
+        assert!(matches!(
+            truncate_one(&tp, &log, 7, 0, end),
+            Err(FollowError::Fenced)
+        ));
+        assert_eq!(lock(&log).log_end_offset(), 3);
+    }
+
+    #[test]
+    fn a_session_reply_body_round_trips_and_a_torn_one_is_an_error() {
+        let header = api::SessionFetchReply {
+            session_id: 9,
+            partitions: vec![api::SessionPartitionReply {
+                topic: "t".into(),
+                partition: 1,
+                error: None,
+                high_watermark: 3,
+                log_start_offset: 0,
+                bytes: 4,
+            }],
+        };
+        let body = client::SessionFetch::encode(&header, &[b"abcd".to_vec()]).unwrap();
+        let parsed = client::SessionFetch::parse(bytes::Bytes::from(body.clone())).unwrap();
+        assert_eq!(parsed.header, header);
+        assert_eq!(&parsed.data[0][..], b"abcd");
+        for cut in [0, 3, 10, body.len() - 1] {
+            assert!(client::SessionFetch::parse(bytes::Bytes::from(body[..cut].to_vec())).is_err());
+        }
+        let mut longer = body;
+        longer.push(0);
+        assert!(client::SessionFetch::parse(bytes::Bytes::from(longer)).is_err());
+    }
+}

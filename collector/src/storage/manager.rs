@@ -225,8 +225,10 @@ impl LogManager {
             return Ok(e.log.clone());
         }
         let mut counts = vec![0usize; self.dirs.len()];
-        for e in logs.values() {
-            counts[e.dir] += 1;
+        if self.dirs.len() > 1 {
+            for e in logs.values() {
+                counts[e.dir] += 1;
+            }
         }
         let dir = (0..self.dirs.len())
             .filter(|&i| !self.dirs[i].is_offline())

@@ -716,8 +716,16 @@ impl Segment {
             files.log.set_len(pos).ctx(&self.log_path)?;
             files.log.sync_all().ctx(&self.log_path)?;
             for (slot, path, len) in [
-                (&mut files.index, &self.index_path, keep_index * OFFSET_ENTRY_BYTES),
-                (&mut files.time, &self.time_path, keep_time * TIME_ENTRY_BYTES),
+                (
+                    &mut files.index,
+                    &self.index_path,
+                    keep_index * OFFSET_ENTRY_BYTES,
+                ),
+                (
+                    &mut files.time,
+                    &self.time_path,
+                    keep_time * TIME_ENTRY_BYTES,
+                ),
             ] {
                 if len == 0 && slot.is_none() {
                     cut_to(slot, path, 0).ctx(path)?;
