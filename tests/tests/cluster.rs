@@ -1,6 +1,6 @@
 //! A cluster of real collector processes on 127.0.0.1: formation from the config alone,
-//! broker fencing by the active controller, and surviving the loss of the controller leader.
-//! (Partition replication is not built yet; see the cluster issue.)
+//! broker fencing by the active controller, surviving the loss of the controller leader,
+//! and partition replication (ISR, acks, failover, truncation, deletion) through kills.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;

@@ -74,19 +74,25 @@ struct Follower {
     /// Its fetch session (id, signal): each of its requests counts as a fetch at `leo`
     /// (an idle partition is not listed in them).
     session: Option<(u64, Weak<SessionSignal>)>,
+    /// Since when the leader holds records this follower lacks (`None`: it has them all).
+    behind_since: Option<std::time::Instant>,
 }
 
 impl Follower {
-    /// When it was last caught up, given the leader's log end now: at its last listed
-    /// fetch, or — while it has everything — at its session's last request.
-    fn caught_up_at(&self, leader_end: u64) -> std::time::Instant {
-        let session = self
+    /// When it was last caught up: at its last fetch that had everything the leader had
+    /// (Kafka's rule), or — while in a fetch session — at its session's last request made
+    /// before the leader took records it lacks (`behind_since`).
+    fn caught_up_at(&self) -> std::time::Instant {
+        let heard = self
             .session
             .as_ref()
             .and_then(|(_, s)| s.upgrade())
-            .filter(|_| self.leo >= leader_end)
             .map(|s| s.last_heard());
-        session.map_or(self.caught_up, |t| t.max(self.caught_up))
+        let heard = match (heard, self.behind_since) {
+            (Some(h), Some(b)) => Some(h.min(b)),
+            (h, _) => h,
+        };
+        heard.map_or(self.caught_up, |t| t.max(self.caught_up))
     }
 }
 
@@ -283,9 +289,15 @@ impl Partition {
     fn advance_high_watermark(&self, durable_only: bool) {
         let mut moved = false;
         let hw = {
-            let repl = lock(&self.repl);
+            let mut repl = lock(&self.repl);
             let mut l = lock(&self.log);
             let end = l.log_end_offset();
+            let now = std::time::Instant::now();
+            for f in repl.followers.values_mut() {
+                if f.leo < end && f.behind_since.is_none() {
+                    f.behind_since = Some(now);
+                }
+            }
             moved |= self.leo.send_if_modified(|cur| {
                 let changed = *cur != end;
                 *cur = end;
@@ -388,7 +400,6 @@ impl Partition {
     /// included). Smaller than the recorded ISR when followers went silent and the
     /// controller could not (yet) record the shrink — e.g. without a quorum.
     pub fn live_isr_count(&self, lag_max: std::time::Duration) -> usize {
-        let end = lock(&self.log).log_end_offset();
         let r = lock(&self.repl);
         let now = std::time::Instant::now();
         r.isr
@@ -396,7 +407,7 @@ impl Partition {
             .filter(|id| {
                 **id == r.node_id
                     || match r.followers.get(id) {
-                        Some(f) => now.duration_since(f.caught_up_at(end)) <= lag_max,
+                        Some(f) => now.duration_since(f.caught_up_at()) <= lag_max,
                         None => now.duration_since(r.started) <= lag_max,
                     }
             })
@@ -422,6 +433,7 @@ impl Partition {
                 // Not caught up until it shows it (a first fetch may be far behind).
                 caught_up: started,
                 session: None,
+                behind_since: None,
             });
             if let Some(s) = session {
                 // Never back to an older session (an abandoned request finishing late).
@@ -431,6 +443,11 @@ impl Partition {
                 f.session = Some((s.id, Arc::downgrade(s)));
             }
             f.leo = offset;
+            if offset >= end {
+                f.behind_since = None;
+            } else if f.behind_since.is_none() {
+                f.behind_since = Some(now);
+            }
             if offset >= end || offset >= f.leader_end_at_last_fetch {
                 f.caught_up = now;
             }
@@ -459,7 +476,6 @@ impl Partition {
         epoch_start: u64,
     ) -> Option<Vec<u64>> {
         let hw = self.high_watermark();
-        let end = lock(&self.log).log_end_offset();
         let r = lock(&self.repl);
         let now = std::time::Instant::now();
         let wanted: Vec<u64> = replicas
@@ -474,11 +490,11 @@ impl Partition {
                     // for one lag period, do not add others.
                     None => r.isr.contains(id) && now.duration_since(r.started) <= lag_max,
                     Some(f) if r.isr.contains(id) => {
-                        now.duration_since(f.caught_up_at(end)) <= lag_max
+                        now.duration_since(f.caught_up_at()) <= lag_max
                     }
                     Some(f) => {
                         f.leo >= hw.max(epoch_start)
-                            && now.duration_since(f.caught_up_at(end)) <= lag_max
+                            && now.duration_since(f.caught_up_at()) <= lag_max
                     }
                 }
             })
