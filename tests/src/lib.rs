@@ -108,7 +108,10 @@ impl Collector {
             .args(["serve", "--config"])
             .arg(config)
             // openraft reports every RPC to a killed node; the tests kill nodes on purpose.
-            .env("RUST_LOG", "warn,openraft=off")
+            .env(
+                "RUST_LOG",
+                std::env::var("TRIB_COLLECTOR_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

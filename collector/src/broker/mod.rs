@@ -714,9 +714,13 @@ impl Broker {
             )?))
         })?;
         let mut parts = shared::sys::write(&self.partitions);
-        let p = parts.entry(tp).or_insert(opened).clone();
+        let p = parts.entry(tp).or_insert_with(|| opened.clone()).clone();
         drop(parts);
         p.set_isr(self.config.node_id, &pm.isr);
+        if Arc::ptr_eq(&p, &opened) {
+            // Followers whose sessions already hold this partition report through them.
+            self.sessions.attach(&p, pm.leader_epoch);
+        }
         Ok((p, pm.leader_epoch))
     }
 
@@ -743,6 +747,16 @@ impl Broker {
             .min_insync_replicas
             .map_or(default, usize::from)
             .clamp(1, rf)
+    }
+
+    /// Whether `meta` shows this process's own registration: everything decided before it
+    /// started is then applied, so the metadata is safe to act on (a restarted broker
+    /// replays older states first — following or dropping leaderships on those would act
+    /// on assignments long gone).
+    pub fn registered_in(&self, meta: &crate::controller::state::MetadataState) -> bool {
+        meta.brokers
+            .get(&self.config.node_id)
+            .is_some_and(|b| b.incarnation == self.incarnation)
     }
 
     /// The leader state of a partition, if this broker holds it (never opens one).

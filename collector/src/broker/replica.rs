@@ -123,6 +123,10 @@ fn reconcile(
 ) {
     let me = broker.config.node_id;
     let meta = broker.controller.metadata();
+    if !broker.registered_in(&meta) {
+        // Older metadata than this start: keep things as they are until it catches up.
+        return;
+    }
     let mut wanted: HashMap<NodeId, (String, HashMap<TopicPartition, Want>)> = HashMap::new();
     let mut now_led = HashSet::new();
     for t in meta.topics.values() {
@@ -213,6 +217,9 @@ pub async fn isr_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receive
 async fn maintain_isr(broker: &Arc<Broker>) {
     let me = broker.config.node_id;
     let meta = broker.controller.metadata();
+    if !broker.registered_in(&meta) {
+        return;
+    }
     let mut changes = Vec::new();
     for part in broker.open_partitions() {
         let Some(pm) = meta
@@ -850,6 +857,9 @@ fn append_all(work: Vec<Work>) -> Vec<(TopicPartition, Result<u64, FollowError>)
         let end = l.log_end_offset();
         // Only what is durable here counts.
         let hw = w.hw.min(end).min(l.flushed_offset());
+        if hw < l.high_watermark() {
+            tracing::debug!(partition = %w.tp.dir_name(), from = l.high_watermark(), to = hw, token = w.token, "follower high watermark moved back");
+        }
         l.set_high_watermark(hw);
         out.push((w.tp, Ok(end)));
     }

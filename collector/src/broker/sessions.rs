@@ -102,7 +102,9 @@ struct Session {
     /// The epoch the next request must carry.
     next_epoch: u64,
     replica: u64,
-    parts: HashMap<TopicPartition, Entry>,
+    /// Shared with the slot: a partition whose leader state is (re)opened while the session
+    /// waits reads its follower's offset from here (see [`Sessions::attach`]).
+    parts: Arc<Mutex<HashMap<TopicPartition, Entry>>>,
 }
 
 /// One follower broker's session, and its signal (reachable without the session's lock,
@@ -111,6 +113,7 @@ struct Session {
 struct Slot {
     signal: Arc<SessionSignal>,
     session: Arc<tokio::sync::Mutex<Session>>,
+    parts: Arc<Mutex<HashMap<TopicPartition, Entry>>>,
 }
 
 /// Every open session of this leader, one per follower broker.
@@ -138,7 +141,9 @@ impl Sessions {
     /// A new session for `replica`, replacing its previous one.
     fn open(&self, replica: u64) -> Slot {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let parts = Arc::new(Mutex::new(HashMap::new()));
         let slot = Slot {
+            parts: parts.clone(),
             signal: Arc::new(SessionSignal {
                 id,
                 ..SessionSignal::default()
@@ -147,11 +152,33 @@ impl Sessions {
                 id,
                 next_epoch: 1,
                 replica,
-                parts: HashMap::new(),
+                parts,
             })),
         };
         lock(&self.by_replica).insert(replica, slot.clone());
         slot
+    }
+
+    /// This broker (re)opened its leader state of `part` at `leader_epoch`: each session
+    /// holding the partition at that epoch registers with it and counts as a fetch at its
+    /// remembered offset — a session names an idle partition only once, so the new leader
+    /// state would otherwise never hear of that follower.
+    pub fn attach(&self, part: &PartitionRef, leader_epoch: i32) {
+        let slots: Vec<(u64, Slot)> = lock(&self.by_replica)
+            .iter()
+            .map(|(r, s)| (*r, s.clone()))
+            .collect();
+        for (replica, slot) in slots {
+            let offset = lock(&slot.parts)
+                .get(&part.tp)
+                .filter(|e| e.leader_epoch == leader_epoch)
+                .map(|e| e.offset);
+            if let Some(offset) = offset {
+                part.listen(&slot.signal);
+                part.follower_fetched(replica, offset, Some(&slot.signal));
+                slot.signal.mark(&part.tp);
+            }
+        }
     }
 
     fn find(&self, replica: u64) -> Option<Slot> {
@@ -227,9 +254,8 @@ impl Broker {
         signal.wake.store(false, Ordering::Relaxed);
         for f in &q.forgotten {
             let tp = TopicPartition::new(&f.topic, f.partition);
-            if s.parts.remove(&tp).is_some()
-                && let Some(part) = self.led_partition(&tp)
-            {
+            let removed = lock(&s.parts).remove(&tp).is_some();
+            if removed && let Some(part) = self.led_partition(&tp) {
                 part.leave_session(q.replica, s.id);
             }
         }
@@ -245,7 +271,8 @@ impl Broker {
             let tp = TopicPartition::new(&p.topic, p.partition);
             match self.session_add(&signal, s.replica, p).await {
                 Ok(()) => {
-                    let e = s.parts.entry(tp.clone()).or_insert(Entry {
+                    let mut parts = lock(&s.parts);
+                    let e = parts.entry(tp.clone()).or_insert(Entry {
                         offset: p.offset,
                         leader_epoch: p.leader_epoch,
                         hw_sent: None,
@@ -257,10 +284,11 @@ impl Broker {
                     }
                     e.offset = p.offset;
                     e.leader_epoch = p.leader_epoch;
+                    drop(parts);
                     candidates.push(tp);
                 }
                 Err(e) => {
-                    s.parts.remove(&tp);
+                    lock(&s.parts).remove(&tp);
                     out.push(SessionPart { tp, result: Err(e) });
                 }
             }
@@ -273,7 +301,10 @@ impl Broker {
             let notified = signal.notify.notified();
             candidates.extend(signal.take());
             let mut seen = HashSet::new();
-            candidates.retain(|tp| s.parts.contains_key(tp) && seen.insert(tp.clone()));
+            {
+                let parts = lock(&s.parts);
+                candidates.retain(|tp| parts.contains_key(tp) && seen.insert(tp.clone()));
+            }
             let (parts, rest) = self
                 .session_read(&mut s, std::mem::take(&mut candidates), max_bytes, part_max)
                 .await?;
@@ -359,32 +390,45 @@ impl Broker {
         }
         let mut plans = Vec::with_capacity(candidates.len());
         let mut out = Vec::new();
-        for tp in candidates {
-            let Some(e) = s.parts.get(&tp) else { continue };
-            match self.led_partition(&tp) {
-                Some(part) if !part.is_deposed() => plans.push(Plan {
-                    tp,
-                    part,
-                    offset: e.offset,
-                }),
-                _ => {
-                    s.parts.remove(&tp);
-                    let leader = self
-                        .controller
-                        .metadata()
-                        .topics
-                        .get(&tp.topic)
-                        .and_then(|t| t.partitions.get(tp.partition as usize))
-                        .map(|p| p.leader);
-                    out.push(SessionPart {
-                        result: Err(BrokerError::NotLeader {
-                            topic: tp.topic.clone(),
-                            partition: tp.partition,
-                            leader,
-                            leader_address: None,
-                        }),
+        let meta = self.controller.metadata();
+        let me = self.config.node_id;
+        {
+            let mut parts = lock(&s.parts);
+            for tp in candidates {
+                let Some(e) = parts.get(&tp) else { continue };
+                let pm = meta
+                    .topics
+                    .get(&tp.topic)
+                    .and_then(|t| t.partitions.get(tp.partition as usize));
+                // Only the leadership the follower added the partition under: data of a
+                // later epoch must reach it through truncation first.
+                let current =
+                    pm.is_some_and(|pm| pm.leader == me && pm.leader_epoch == e.leader_epoch);
+                match self.led_partition(&tp) {
+                    Some(part) if current && !part.is_deposed() => plans.push(Plan {
                         tp,
-                    });
+                        part,
+                        offset: e.offset,
+                    }),
+                    _ => {
+                        let asked = e.leader_epoch;
+                        parts.remove(&tp);
+                        let result = match pm {
+                            Some(pm) if pm.leader == me => Err(BrokerError::LeaderEpoch {
+                                topic: tp.topic.clone(),
+                                partition: tp.partition,
+                                asked,
+                                current: pm.leader_epoch,
+                            }),
+                            _ => Err(BrokerError::NotLeader {
+                                topic: tp.topic.clone(),
+                                partition: tp.partition,
+                                leader: pm.map(|p| p.leader),
+                                leader_address: None,
+                            }),
+                        };
+                        out.push(SessionPart { result, tp });
+                    }
                 }
             }
         }
@@ -419,8 +463,9 @@ impl Broker {
         .await
         .map_err(|e| BrokerError::Internal(e.to_string()))?;
         let (read, rest) = read;
+        let mut parts = lock(&s.parts);
         for (tp, hw, start, r) in read {
-            let Some(e) = s.parts.get_mut(&tp) else {
+            let Some(e) = parts.get_mut(&tp) else {
                 continue;
             };
             match r {
@@ -437,7 +482,7 @@ impl Broker {
                 }
                 Err(err) => {
                     self.logs.report_error(&tp, &err);
-                    s.parts.remove(&tp);
+                    parts.remove(&tp);
                     out.push(SessionPart {
                         tp,
                         result: Err(err.into()),
