@@ -127,6 +127,7 @@ pub async fn run(
         voters: config.voters.clone(),
         dir: config.data_dirs[0].join("__controller"),
         broker_session_timeout: config.broker_session_timeout,
+        broker_heartbeat_interval: config.broker_heartbeat_interval,
         tls: tls.as_ref().map(|t| t.client_config()),
     })
     .await?;

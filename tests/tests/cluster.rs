@@ -1443,3 +1443,41 @@ fn a_leader_restarted_within_its_session_leads_on_under_a_new_epoch() {
         .collect();
     assert_eq!(values, ["before", "after"]);
 }
+
+/// Failover does not wait out the broker session when the process is gone: the active
+/// controller probes a silent broker's port, and a `kill -9`ed broker's port refuses
+/// connections, so it is fenced in about two heartbeat intervals. A paused (SIGSTOP) broker's
+/// port still accepts connections: it keeps its whole session and is not fenced.
+#[test]
+fn a_dead_broker_is_fenced_long_before_its_session_ends_a_paused_one_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 30 s broker sessions.
+    let mut cl = Cluster::start(tmp.path(), 3, LAGGING);
+    let c = client();
+    let all: BTreeSet<u64> = [1, 2, 3].into();
+    let alive = |cl: &Cluster, from: usize| -> Option<BTreeSet<u64>> {
+        leader_and_alive(&c, &cl.nodes[from]).map(|(_, a)| a)
+    };
+    wait_for(Duration::from_secs(30), "three live brokers", || {
+        (alive(&cl, 0)? == all).then_some(())
+    });
+    // Paused for 4 s (more than the probes need, far less than the session): not fenced.
+    cl.node(3).pause();
+    let paused = std::time::Instant::now();
+    while paused.elapsed() < Duration::from_secs(4) {
+        if let Some(a) = alive(&cl, 0) {
+            assert!(a.contains(&3), "a paused broker was fenced: {a:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cl.node(3).resume();
+    // Dead: fenced within 10 s, a third of its session.
+    cl.node(3).kill9();
+    wait_for(Duration::from_secs(10), "the dead broker fenced", || {
+        (!alive(&cl, 0)?.contains(&3)).then_some(())
+    });
+    cl.node(3).restart();
+    wait_for(Duration::from_secs(30), "the broker back", || {
+        (alive(&cl, 0)? == all).then_some(())
+    });
+}

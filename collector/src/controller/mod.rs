@@ -38,6 +38,12 @@ const PROPOSE_RETRY_INITIAL: Duration = Duration::from_millis(20);
 const PROPOSE_RETRY_MAX: Duration = Duration::from_millis(500);
 /// How often the active controller looks for brokers silent past their session.
 const FENCE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Shortest silence after which a broker's port is probed.
+const PROBE_AFTER_MIN: Duration = Duration::from_millis(500);
+/// How long a probe waits for a connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Consecutive refused probes (one per check) that fence a silent broker early.
+const PROBE_REFUSALS_TO_FENCE: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -50,6 +56,9 @@ pub struct ControllerConfig {
     pub dir: PathBuf,
     /// A broker silent this long is fenced by the active controller.
     pub broker_session_timeout: Duration,
+    /// How often brokers heartbeat: one silent for two of these is probed (see
+    /// [`fence_silent_brokers`]).
+    pub broker_heartbeat_interval: Duration,
     /// TLS to the other nodes (`https://`), when the node has TLS.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -60,6 +69,8 @@ pub struct ControllerConfig {
 struct Liveness {
     leader_since: Option<std::time::Instant>,
     last_heartbeat: std::collections::HashMap<NodeId, std::time::Instant>,
+    /// Consecutive probes of a silent broker's port that were refused.
+    refused: std::collections::HashMap<NodeId, u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +96,8 @@ pub struct Controller {
     scheme: &'static str,
     liveness: std::sync::Mutex<Liveness>,
     broker_session_timeout: Duration,
+    /// Silence after which a broker's port is probed.
+    probe_after: Duration,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -169,6 +182,7 @@ impl Controller {
             scheme,
             liveness: std::sync::Mutex::new(Liveness::default()),
             broker_session_timeout: config.broker_session_timeout,
+            probe_after: (config.broker_heartbeat_interval * 2).max(PROBE_AFTER_MIN),
             stop: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(fence_silent_brokers(Arc::downgrade(&c), c.stop.subscribe()));
@@ -525,6 +539,13 @@ async fn heartbeat(State(c): C, Json(b): Json<api::BrokerHeartbeat>) -> Json<Res
 
 /// On the active controller: fences brokers silent past the session timeout. A controller
 /// that just took over gives every broker a full session from that moment.
+///
+/// A broker silent for two heartbeat intervals is probed: a TCP connection to its advertised
+/// address. A dead process's port refuses connections (the kernel answers for it), while a
+/// paused or overloaded process's listening socket still completes handshakes (or times out
+/// across a partition) — so only refusals, [`PROBE_REFUSALS_TO_FENCE`] in a row, fence a
+/// broker before its session ends. A `kill -9`ed leader is fenced in about two heartbeat
+/// intervals instead of a whole session; a SIGSTOPped one keeps its session.
 async fn fence_silent_brokers(
     c: std::sync::Weak<Controller>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -538,29 +559,34 @@ async fn fence_silent_brokers(
         let Some(c) = c.upgrade() else { return };
         let now = std::time::Instant::now();
         let is_leader = c.leader() == Some(c.node_id);
-        let silent: Vec<NodeId> = {
+        let (silent, to_probe): (Vec<NodeId>, Vec<(NodeId, String)>) = {
             let mut l = c.liveness();
             if !is_leader {
                 l.leader_since = None;
                 l.last_heartbeat.clear();
+                l.refused.clear();
                 continue;
             }
             let since = *l.leader_since.get_or_insert(now);
-            c.metadata()
-                .brokers
-                .values()
-                .filter(|b| !b.fenced)
-                .filter(|b| {
-                    let last = l
-                        .last_heartbeat
-                        .get(&b.id)
-                        .copied()
-                        .unwrap_or(since)
-                        .max(since);
-                    now.duration_since(last) > c.broker_session_timeout
-                })
-                .map(|b| b.id)
-                .collect()
+            let mut silent = Vec::new();
+            let mut to_probe = Vec::new();
+            for b in c.metadata().brokers.values().filter(|b| !b.fenced) {
+                let last = l
+                    .last_heartbeat
+                    .get(&b.id)
+                    .copied()
+                    .unwrap_or(since)
+                    .max(since);
+                let quiet = now.duration_since(last);
+                if quiet > c.broker_session_timeout {
+                    silent.push(b.id);
+                } else if quiet > c.probe_after && b.id != c.node_id {
+                    to_probe.push((b.id, b.address.clone()));
+                } else {
+                    l.refused.remove(&b.id);
+                }
+            }
+            (silent, to_probe)
         };
         for id in silent {
             tracing::warn!(
@@ -569,6 +595,39 @@ async fn fence_silent_brokers(
             );
             if let Err(e) = c.propose(MetadataCommand::FenceBroker { id }).await {
                 tracing::warn!(broker = id, error = %e, "fencing failed");
+            }
+        }
+        let probes = to_probe.into_iter().map(|(id, address)| async move {
+            let r =
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address)).await;
+            let refused =
+                matches!(&r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+            (id, address, refused)
+        });
+        for (id, address, refused) in futures::future::join_all(probes).await {
+            let count = {
+                let mut l = c.liveness();
+                if refused {
+                    let n = l.refused.entry(id).or_insert(0);
+                    *n += 1;
+                    *n
+                } else {
+                    l.refused.remove(&id);
+                    0
+                }
+            };
+            if count >= PROBE_REFUSALS_TO_FENCE {
+                tracing::warn!(
+                    broker = id,
+                    %address,
+                    "broker silent and its port refuses connections (its process is gone): fencing"
+                );
+                match c.propose(MetadataCommand::FenceBroker { id }).await {
+                    Ok(_) => {
+                        c.liveness().refused.remove(&id);
+                    }
+                    Err(e) => tracing::warn!(broker = id, error = %e, "fencing failed"),
+                }
             }
         }
     }

@@ -34,6 +34,7 @@ fn config(dir: &std::path::Path) -> ControllerConfig {
         voters: vec![(1, "127.0.0.1:1".into())],
         dir: dir.to_path_buf(),
         broker_session_timeout: std::time::Duration::from_secs(6),
+        broker_heartbeat_interval: std::time::Duration::from_secs(1),
         tls: None,
     }
 }
