@@ -406,13 +406,14 @@ pub fn render_cluster(v: &api::ClusterStatus) -> String {
                 "broker"
             };
             let age = b.last_heartbeat_ms_ago;
-            // Silent for more than three heartbeat intervals: suspect, before the session
-            // runs out and it is fenced.
-            let suspect_after = 3 * v.broker_heartbeat_interval_ms;
+            // Silent for more than two heartbeat intervals: suspect. The active controller
+            // probes its port then: fenced at once if the port refuses connections (the
+            // process is gone), else when the session runs out (paused, unreachable).
+            let suspect_after = 2 * v.broker_heartbeat_interval_ms;
             let alive = match (b.alive, age) {
                 (false, _) => "NO (fenced)".to_owned(),
                 (true, Some(a)) if a > suspect_after => format!(
-                    "suspect (fenced after {:.1} s of silence)",
+                    "suspect (fenced after {:.1} s of silence, sooner if its port refuses connections)",
                     v.broker_session_timeout_ms as f64 / 1e3
                 ),
                 (true, _) => "yes".to_owned(),

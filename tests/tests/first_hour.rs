@@ -347,8 +347,9 @@ fn every_cli_option_has_help() {
 
 /// In a cluster: a JSON produce with no partition works on every node (records go to a
 /// partition the node leads, or are forwarded); a produce naming a partition led elsewhere
-/// gets `not_leader` naming the leader's id and address; `cluster status` shows a killed
-/// node as suspect with the time since its last heartbeat before it is fenced.
+/// gets `not_leader` naming the leader's id and address; `cluster status` shows a silent
+/// (paused) node as suspect with the time since its last heartbeat, and a killed one as
+/// fenced once its port refuses connections (long before its session would end).
 #[test]
 fn json_produce_on_any_node_and_not_leader_names_the_leader() {
     let tmp = tempfile::tempdir().unwrap();
@@ -445,24 +446,31 @@ fn json_produce_on_any_node_and_not_leader_names_the_leader() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(&addresses[&leader]), "{message}");
     assert_no_debug_text("not_leader", message);
-    // kill -9 a node: suspect before it is fenced (session 6 s, heartbeats every 1 s).
-    cluster.node(3).kill9();
-    let status = wait_for(Duration::from_secs(5), "node 3 suspect", || {
+    let collectors = format!("{},{}", cluster.nodes[0].url(""), cluster.nodes[1].url(""));
+    let status_line = |what: &str| {
         let out = std::process::Command::new(tributary_tests::binary("collector"))
             .args(["cluster", "status", "--collector"])
-            .arg(format!(
-                "{},{}",
-                cluster.nodes[0].url(""),
-                cluster.nodes[1].url("")
-            ))
+            .arg(&collectors)
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.lines()
-            .any(|l| l.trim_start().starts_with('3') && l.contains("suspect"))
+            .any(|l| l.trim_start().starts_with('3') && l.contains(what))
             .then_some(text)
+    };
+    // A paused node: suspect (session 6 s, heartbeats every 1 s), not fenced: its port
+    // still accepts connections.
+    cluster.nodes[2].pause();
+    let status = wait_for(Duration::from_secs(5), "node 3 suspect", || {
+        status_line("suspect")
     });
     assert!(status.contains("s ago"), "{status}");
+    cluster.nodes[2].resume();
+    // A killed one: fenced as soon as its port refuses connections.
+    cluster.node(3).kill9();
+    wait_for(Duration::from_secs(5), "node 3 fenced", || {
+        status_line("fenced)")
+    });
 }
 
 /// A voter started before its peers logs what it waits for as INFO/WARN, never ERROR (with
