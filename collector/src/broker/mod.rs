@@ -727,6 +727,11 @@ impl Broker {
     /// Forgets the leader state (producer table, followers) of a partition this broker no
     /// longer leads; its log stays. Leading it again rebuilds the state from the log.
     pub fn forget_leadership(&self, tp: &TopicPartition) {
+        // Called for every partition not led here on each metadata change: a read lock
+        // answers the common case (nothing to forget) without serialising produces.
+        if !shared::sys::read(&self.partitions).contains_key(tp) {
+            return;
+        }
         let removed = shared::sys::write(&self.partitions).remove(tp);
         if let Some(p) = removed {
             tracing::info!(partition = %tp.dir_name(), "no longer the leader");

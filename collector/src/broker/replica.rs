@@ -409,12 +409,7 @@ impl State {
                     l.set_replica_token(None);
                 }
                 drop(l);
-                if f.reported.is_some() {
-                    self.forgotten.push(api::PartitionQuery {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                    });
-                }
+                forget(&mut self.forgotten, &tp, &f);
             }
         }
         let new: Vec<(TopicPartition, Want)> = wanted
@@ -567,13 +562,8 @@ impl State {
     fn fail(&mut self, tp: &TopicPartition, e: FollowError) {
         match e {
             FollowError::Fenced => {
-                if let Some(f) = self.parts.remove(tp)
-                    && f.reported.is_some()
-                {
-                    self.forgotten.push(api::PartitionQuery {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                    });
+                if let Some(f) = self.parts.remove(tp) {
+                    forget(&mut self.forgotten, tp, &f);
                 }
             }
             e => {
@@ -582,12 +572,7 @@ impl State {
                 }
                 tracing::warn!(partition = %tp.dir_name(), error = %e, "following a partition failed; retrying");
                 if let Some(f) = self.parts.get_mut(tp) {
-                    if f.reported.is_some() {
-                        self.forgotten.push(api::PartitionQuery {
-                            topic: tp.topic.clone(),
-                            partition: tp.partition,
-                        });
-                    }
+                    forget(&mut self.forgotten, tp, f);
                     f.refused();
                 }
             }
@@ -760,6 +745,16 @@ impl State {
             f.stage = Stage::Truncate { round: 0 };
         }
         Ok(())
+    }
+}
+
+/// Has the leader drop `tp` from the session at the next request, if the session holds it.
+fn forget(forgotten: &mut Vec<api::PartitionQuery>, tp: &TopicPartition, f: &Followed) {
+    if f.reported.is_some() {
+        forgotten.push(api::PartitionQuery {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        });
     }
 }
 
