@@ -220,17 +220,46 @@ struct Ready {
     /// Journaled before this start: the collector may have it already (checked once the
     /// producer's last sequences are known).
     recovered: bool,
+    flight: Flight,
+}
+
+/// Where a journaled batch is in its sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flight {
+    /// Not sent yet.
+    Idle,
+    /// A send is running; `behind`: batches before it were in flight when it left, so the
+    /// collector may see it first and answer `out_of_order_sequence`.
+    Sending { behind: bool },
+    /// Sent, but it overtook a batch before it (or was refused): sent again only once every
+    /// batch before it is acknowledged, so retries keep sequence order.
+    Resend,
 }
 
 #[derive(Debug, Default)]
 struct PartitionQueue {
     pending: Option<Pending>,
-    /// Journaled batches not yet acknowledged, oldest first; the front may be in flight.
+    /// Journaled batches not yet acknowledged, oldest first. Up to `in_flight_max` of the
+    /// oldest are in flight at once (sent in sequence order; see [`Flight`]).
     ready: VecDeque<Ready>,
-    /// Base sequence of the batch in flight (always the front of `ready`).
-    in_flight: Option<i32>,
     /// After a refused batch: do not resend before this.
     retry_after: Option<Instant>,
+    /// The collector holds this producer's state for the partition: a batch was just
+    /// acknowledged and the queue has not run empty since. Only then do several batches go
+    /// at once. A producer the collector has no state for (new, or expired after a long
+    /// silence) may start at any sequence, so a later batch overtaking the first would be
+    /// taken as the start and the earlier one refused for good: the first batch after a
+    /// quiet spell, a refusal or a failure goes alone.
+    confirmed: bool,
+}
+
+impl PartitionQueue {
+    fn in_flight(&self) -> usize {
+        self.ready
+            .iter()
+            .filter(|r| matches!(r.flight, Flight::Sending { .. }))
+            .count()
+    }
 }
 
 /// What one [`Core::take`] did.
@@ -267,6 +296,10 @@ pub struct SendJob {
     pub tp: TopicPartition,
     pub base_sequence: i32,
     pub batch: bytes::Bytes,
+    /// Batches before it are in flight: the sender tries it once and reports a retriable
+    /// failure as [`Delivery::Retry`] (the core resends it in order), rather than retry on
+    /// its own while the ones before it may be failing too.
+    pub pipelined: bool,
 }
 
 /// How a send ended, as the sender saw it.
@@ -276,6 +309,12 @@ pub enum Delivery {
     Acked,
     /// Refused (not retriable): sent again after [`REFUSED_RETRY`].
     Refused,
+    /// `out_of_order_sequence`: the collector lacks a batch before it. When batches before
+    /// it were in flight, it overtook them and is sent again right after them; otherwise the
+    /// gap is real and it is treated as refused.
+    OutOfOrder,
+    /// A pipelined send failed in a way worth retrying: sent again in order.
+    Retry,
 }
 
 /// What an acknowledgement did.
@@ -283,7 +322,10 @@ pub enum Delivery {
 pub enum AckOutcome {
     Acked,
     Refused,
-    /// Not for the batch in flight (a duplicate, or stale): ignored.
+    /// It overtook a batch before it in flight, or a pipelined send failed: sent again, in
+    /// order, once every batch before it is in.
+    Resend,
+    /// Not for a batch in flight (a duplicate, or stale): ignored.
     Ignored,
 }
 
@@ -374,6 +416,7 @@ impl Core {
                     generation: 0,
                     encoded: Encoded::No,
                     recovered: true,
+                    flight: Flight::Idle,
                 });
         }
         core
@@ -412,7 +455,7 @@ impl Core {
     }
 
     pub fn any_in_flight(&self) -> bool {
-        self.queues.values().any(|q| q.in_flight.is_some())
+        self.queues.values().any(|q| q.in_flight() > 0)
     }
 
     // ---- Files: pure bookkeeping of identities and checkpoints. ----
@@ -747,6 +790,7 @@ impl Core {
                 generation: self.journal_gen,
                 encoded: Encoded::No,
                 recovered: false,
+                flight: Flight::Idle,
             });
     }
 
@@ -966,37 +1010,53 @@ impl Core {
         };
     }
 
-    /// The oldest batch of every partition with nothing in flight, once encoded (and not
-    /// waiting after a refusal). Each is marked in flight until [`Core::on_ack`].
+    /// Batches to send now: per partition, the oldest encoded batches not in flight, in
+    /// sequence order, while fewer than `in_flight_max` are (and not waiting after a
+    /// refusal). A batch to be sent again goes only once it is the oldest unacknowledged one,
+    /// and nothing after it goes before it. Each stays in flight until [`Core::on_ack`].
     pub fn poll_send(&mut self, now: Instant) -> Vec<SendJob> {
         let mut jobs = Vec::new();
         if !self.sending() {
             return jobs;
         }
         for (tp, q) in &mut self.queues {
-            if q.in_flight.is_some() || q.retry_after.is_some_and(|t| t > now) {
+            if q.retry_after.is_some_and(|t| t > now) {
                 continue;
             }
-            let Some(Ready {
-                entry,
-                encoded: Encoded::Done(bytes),
-                ..
-            }) = q.ready.front()
-            else {
-                continue;
+            let max = if q.confirmed {
+                self.settings.in_flight_max
+            } else {
+                1
             };
-            q.in_flight = Some(entry.base_sequence);
-            jobs.push(SendJob {
-                tp: tp.clone(),
-                base_sequence: entry.base_sequence,
-                batch: bytes.clone(),
-            });
+            let mut flying = q.in_flight();
+            for (i, r) in q.ready.iter_mut().enumerate() {
+                if flying >= max {
+                    break;
+                }
+                match r.flight {
+                    Flight::Sending { .. } => continue,
+                    Flight::Resend if i > 0 => break,
+                    Flight::Resend | Flight::Idle => {}
+                }
+                let Encoded::Done(bytes) = &r.encoded else {
+                    break;
+                };
+                r.flight = Flight::Sending { behind: i > 0 };
+                flying += 1;
+                jobs.push(SendJob {
+                    tp: tp.clone(),
+                    base_sequence: r.entry.base_sequence,
+                    batch: bytes.clone(),
+                    pipelined: i > 0,
+                });
+            }
         }
         jobs
     }
 
-    /// How the send of `(tp, seq)` ended. Only the batch in flight is affected: a
-    /// duplicated or stale report is ignored.
+    /// How the send of `(tp, seq)` ended. Only a batch in flight is affected: a duplicated
+    /// or stale report is ignored. An acknowledgement also completes every batch before it
+    /// (the collector stores a producer's batches only in sequence order).
     pub fn on_ack(
         &mut self,
         tp: &TopicPartition,
@@ -1007,21 +1067,35 @@ impl Core {
         let Some(q) = self.queues.get_mut(tp) else {
             return AckOutcome::Ignored;
         };
-        if q.in_flight != Some(seq) {
-            return AckOutcome::Ignored;
-        }
-        q.in_flight = None;
-        if delivery == Delivery::Refused {
-            // Kept journaled and sent again later rather than drop a line.
-            q.retry_after = Some(now + REFUSED_RETRY);
-            return AckOutcome::Refused;
-        }
-        q.retry_after = None;
-        let Some(Ready { entry, .. }) = q.ready.pop_front() else {
+        let Some(i) = q.ready.iter().position(|r| r.entry.base_sequence == seq) else {
             return AckOutcome::Ignored;
         };
-        self.complete(&entry);
-        AckOutcome::Acked
+        let Flight::Sending { behind } = q.ready[i].flight else {
+            return AckOutcome::Ignored;
+        };
+        match delivery {
+            Delivery::Acked => {
+                q.retry_after = None;
+                let done: Vec<JournalEntry> = q.ready.drain(..=i).map(|r| r.entry).collect();
+                q.confirmed = !q.ready.is_empty();
+                for entry in &done {
+                    self.complete(entry);
+                }
+                AckOutcome::Acked
+            }
+            Delivery::OutOfOrder | Delivery::Retry if behind => {
+                q.ready[i].flight = Flight::Resend;
+                q.confirmed = false;
+                AckOutcome::Resend
+            }
+            Delivery::Refused | Delivery::OutOfOrder | Delivery::Retry => {
+                // Kept journaled and sent again later rather than drop a line.
+                q.ready[i].flight = Flight::Resend;
+                q.confirmed = false;
+                q.retry_after = Some(now + REFUSED_RETRY);
+                AckOutcome::Refused
+            }
+        }
     }
 
     /// A batch is known stored by the collector: out of the journal, its files' checkpoints
@@ -1177,17 +1251,21 @@ mod tests {
         assert_eq!(core.files()[&id].1.acked_offset, 12);
     }
 
-    /// A duplicated acknowledgement does not take the next batch with it.
-    #[test]
-    fn a_duplicated_ack_is_ignored() {
-        let t0 = Instant::now();
+    /// `n` one-record batches of partition t/0, journaled durably and encoded.
+    fn batches(n: usize, in_flight_max: usize, t0: Instant) -> (Core, String) {
         let mut s = settings(false);
         s.batch_bytes_max = 1;
+        s.in_flight_max = in_flight_max;
         let (mut core, id) = online(s, t0);
-        core.take(&id, b"one\ntwo\n", false, t0, 5);
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| format!("l{i}\n").into_bytes())
+            .collect();
+        core.take(&id, &data, false, t0, 5);
         core.cut_due(t0 + Duration::from_secs(1));
         let job = core.poll_store(t0).expect("store");
         core.on_stored(job.generation);
+        assert_eq!(core.state().journal.len(), n);
+        // Encoding runs `in_flight_max` batches ahead.
         for j in core.poll_encode(&mut Bytes(Vec::new())).expect("encode") {
             core.on_encoded(
                 &j.tp,
@@ -1195,15 +1273,34 @@ mod tests {
                 Some(bytes::Bytes::from_static(b"x")),
             );
         }
+        (core, id)
+    }
+
+    fn seqs(jobs: &[SendJob]) -> Vec<i32> {
+        jobs.iter().map(|j| j.base_sequence).collect()
+    }
+
+    fn encode_more(core: &mut Core) {
+        for j in core.poll_encode(&mut Bytes(Vec::new())).expect("encode") {
+            core.on_encoded(
+                &j.tp,
+                j.base_sequence,
+                Some(bytes::Bytes::from_static(b"x")),
+            );
+        }
+    }
+
+    /// A duplicated acknowledgement does not take the next batch with it.
+    #[test]
+    fn a_duplicated_ack_is_ignored() {
+        let t0 = Instant::now();
+        let (mut core, id) = batches(2, 5, t0);
         let sent = core.poll_send(t0);
-        assert_eq!(sent.len(), 1);
-        let (tp, seq) = (sent[0].tp.clone(), sent[0].base_sequence);
+        assert_eq!(seqs(&sent), vec![0]);
+        let tp = sent[0].tp.clone();
+        assert_eq!(core.on_ack(&tp, 0, Delivery::Acked, t0), AckOutcome::Acked);
         assert_eq!(
-            core.on_ack(&tp, seq, Delivery::Acked, t0),
-            AckOutcome::Acked
-        );
-        assert_eq!(
-            core.on_ack(&tp, seq, Delivery::Acked, t0),
+            core.on_ack(&tp, 0, Delivery::Acked, t0),
             AckOutcome::Ignored
         );
         assert_eq!(
@@ -1211,7 +1308,103 @@ mod tests {
             1,
             "the second batch is still journaled"
         );
-        assert_eq!(core.files()[&id].1.acked_offset, 4);
+        assert_eq!(core.files()[&id].1.acked_offset, 3);
         assert_eq!(state_key(&tp), "t/0", "the on-disk sequence key");
+    }
+
+    /// The first batch of a partition goes alone (the collector may have no state for the
+    /// producer and would take any sequence as its start); once it is acknowledged, up to
+    /// `in_flight_max` are in flight, in sequence order, and the next leaves as one is
+    /// acknowledged. A queue that runs empty starts alone again.
+    #[test]
+    fn in_flight_max_batches_leave_in_order_after_a_first_one_alone() {
+        let t0 = Instant::now();
+        let (mut core, id) = batches(5, 3, t0);
+        let sent = core.poll_send(t0);
+        assert_eq!(seqs(&sent), vec![0], "alone until acknowledged");
+        assert!(!sent[0].pipelined);
+        assert!(core.poll_send(t0).is_empty());
+        let tp = sent[0].tp.clone();
+        assert_eq!(core.on_ack(&tp, 0, Delivery::Acked, t0), AckOutcome::Acked);
+        encode_more(&mut core);
+        let sent = core.poll_send(t0);
+        assert_eq!(seqs(&sent), vec![1, 2, 3]);
+        assert_eq!(
+            sent.iter().map(|j| j.pipelined).collect::<Vec<_>>(),
+            vec![false, true, true]
+        );
+        assert!(core.poll_send(t0).is_empty(), "the window is full");
+        assert_eq!(core.on_ack(&tp, 1, Delivery::Acked, t0), AckOutcome::Acked);
+        encode_more(&mut core);
+        assert_eq!(seqs(&core.poll_send(t0)), vec![4]);
+        assert_eq!(core.on_ack(&tp, 4, Delivery::Acked, t0), AckOutcome::Acked);
+        assert!(core.state().journal.is_empty());
+        // Empty: the next batch starts alone again.
+        core.take(&id, b"x\ny\n", false, t0, 5);
+        core.cut_due(t0 + Duration::from_secs(1));
+        let job = core.poll_store(t0).expect("store");
+        core.on_stored(job.generation);
+        encode_more(&mut core);
+        assert_eq!(core.poll_send(t0).len(), 1);
+    }
+
+    /// A batch that reached the collector before the one ahead of it (`out_of_order_sequence`
+    /// while that one was in flight), or failed while it was, is sent again only after it,
+    /// and nothing after it overtakes it; an acknowledgement of a later batch completes the
+    /// earlier ones.
+    #[test]
+    fn an_overtaking_batch_is_resent_after_the_one_before_it() {
+        let t0 = Instant::now();
+        let (mut core, id) = batches(6, 4, t0);
+        assert_eq!(seqs(&core.poll_send(t0)), vec![0]);
+        let tp = TopicPartition::new("t", 0);
+        assert_eq!(core.on_ack(&tp, 0, Delivery::Acked, t0), AckOutcome::Acked);
+        encode_more(&mut core);
+        assert_eq!(seqs(&core.poll_send(t0)), vec![1, 2, 3, 4]);
+        assert_eq!(
+            core.on_ack(&tp, 3, Delivery::OutOfOrder, t0),
+            AckOutcome::Resend
+        );
+        assert_eq!(core.on_ack(&tp, 2, Delivery::Retry, t0), AckOutcome::Resend);
+        assert!(
+            core.poll_send(t0).is_empty(),
+            "not before batch 1 is acknowledged"
+        );
+        assert_eq!(core.on_ack(&tp, 1, Delivery::Acked, t0), AckOutcome::Acked);
+        assert_eq!(
+            seqs(&core.poll_send(t0)),
+            vec![2],
+            "2 first, alone; 3 waits"
+        );
+        assert_eq!(core.on_ack(&tp, 2, Delivery::Acked, t0), AckOutcome::Acked);
+        assert_eq!(seqs(&core.poll_send(t0)), vec![3]);
+        // Batch 4 (still in flight from the first round) landed after 3: its acknowledgement
+        // completes 3 as well, and 3's own report is then ignored.
+        assert_eq!(core.on_ack(&tp, 4, Delivery::Acked, t0), AckOutcome::Acked);
+        assert_eq!(
+            core.on_ack(&tp, 3, Delivery::Acked, t0),
+            AckOutcome::Ignored
+        );
+        assert_eq!(core.state().journal.len(), 1);
+        assert_eq!(core.files()[&id].1.acked_offset, 15);
+        assert!(!core.any_in_flight());
+    }
+
+    /// `out_of_order_sequence` for a batch sent with nothing ahead of it is a real gap, not a
+    /// race: refused, kept, and tried again only after the refusal pause.
+    #[test]
+    fn out_of_order_with_nothing_ahead_is_a_refusal() {
+        let t0 = Instant::now();
+        let (mut core, _) = batches(2, 1, t0);
+        let sent = core.poll_send(t0);
+        assert_eq!(seqs(&sent), vec![0]);
+        let tp = sent[0].tp.clone();
+        assert_eq!(
+            core.on_ack(&tp, 0, Delivery::OutOfOrder, t0),
+            AckOutcome::Refused
+        );
+        assert!(core.poll_send(t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(seqs(&core.poll_send(t0 + REFUSED_RETRY)), vec![0]);
+        assert_eq!(core.state().journal.len(), 2);
     }
 }

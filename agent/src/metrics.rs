@@ -24,6 +24,9 @@ pub struct AgentMetrics {
     pub batches_sent: Counter,
     pub batches_acked: Counter,
     pub batches_refused: Counter,
+    /// Pipelined batches sent again in order (they overtook an earlier one in flight, or
+    /// failed while one was).
+    pub batches_resent: Counter,
     pub files_open: Gauge,
     pub files_known: Gauge,
     pub buffered_bytes: Gauge,
@@ -52,6 +55,7 @@ impl AgentMetrics {
             batches_sent: Counter::default(),
             batches_acked: Counter::default(),
             batches_refused: Counter::default(),
+            batches_resent: Counter::default(),
             files_open: Gauge::default(),
             files_known: Gauge::default(),
             buffered_bytes: Gauge::default(),
@@ -95,6 +99,11 @@ impl AgentMetrics {
             "batches_refused",
             "Batches refused by the collector (kept and retried)",
             m.batches_refused.clone(),
+        );
+        registry.register(
+            "batches_resent",
+            "Pipelined batches sent again in order (they overtook an earlier one in flight, or failed while one was)",
+            m.batches_resent.clone(),
         );
         registry.register("files_open", "Files open for reading", m.files_open.clone());
         registry.register("files_known", "Files in the state", m.files_known.clone());

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api::ErrorCode;
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError};
@@ -411,6 +412,12 @@ impl Agent {
     fn on_ack(&mut self, (tp, seq, result): sender::Sent) {
         let delivery = match &result {
             Ok(()) => Delivery::Acked,
+            Err(ClientError::Refused { code, .. })
+                if code == ErrorCode::OutOfOrderSequence.as_str() =>
+            {
+                Delivery::OutOfOrder
+            }
+            Err(ClientError::Retriable(_)) => Delivery::Retry,
             Err(_) => Delivery::Refused,
         };
         match self.core.on_ack(&tp, seq, delivery, Instant::now()) {
@@ -425,8 +432,14 @@ impl Agent {
                 }
                 self.metrics.batches_refused.inc();
             }
+            AckOutcome::Resend => {
+                // Overtook a batch before it, or failed while one before it was in flight:
+                // sent again right after that one.
+                tracing::debug!(partition = %tp, seq, result = ?result.err(), "pipelined batch to be sent again in order");
+                self.metrics.batches_resent.inc();
+            }
             AckOutcome::Ignored => {
-                tracing::warn!(partition = %tp, seq, "acknowledgement for no batch in flight; ignored");
+                tracing::debug!(partition = %tp, seq, "report for a batch no longer in flight; ignored");
             }
         }
     }

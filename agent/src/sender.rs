@@ -70,7 +70,8 @@ pub fn spawn_encode(
     });
 }
 
-/// Sends one batch, retrying retriable errors (the collector deduplicates resends).
+/// Sends one batch; the oldest of its partition retries retriable errors (the collector
+/// deduplicates resends).
 pub fn spawn_send(job: SendJob, client: Arc<Client>, acks: &'static str, done: mpsc::Sender<Sent>) {
     tokio::spawn(async move {
         let started = Instant::now();
@@ -78,13 +79,22 @@ pub fn spawn_send(job: SendJob, client: Arc<Client>, acks: &'static str, done: m
             tp,
             base_sequence,
             batch,
+            pipelined,
         } = job;
-        // Every attempt sends the same shared buffer (a `Bytes` clone copies nothing).
-        let result = client
-            .retry("produce", || {
-                client.produce(&tp.topic, tp.partition, acks, batch.clone())
-            })
-            .await;
+        // Every attempt sends the same shared buffer (a `Bytes` clone copies nothing). A
+        // pipelined batch is tried once: the core resends it in order after the ones before
+        // it; the oldest batch of a partition retries here, with backoff, until it is in.
+        let result = if pipelined {
+            client
+                .produce(&tp.topic, tp.partition, acks, batch.clone())
+                .await
+        } else {
+            client
+                .retry("produce", || {
+                    client.produce(&tp.topic, tp.partition, acks, batch.clone())
+                })
+                .await
+        };
         tracing::debug!(
             partition = %tp,
             seq = base_sequence,

@@ -5,8 +5,10 @@
 //! copy-truncated; time advances (linger, multiline timeouts, the retry delay after a
 //! refusal); journal stores land or not; the agent crashes (the core is dropped and rebuilt
 //! from the last *stored* state and the same files); sends fail, acknowledgements are lost,
-//! duplicated, delayed and reordered. The simulated collector deduplicates by (producer,
-//! partition, sequence) as Kafka idempotence does and refuses any gap.
+//! duplicated, delayed and reordered; up to `in_flight_max` batches of a partition are on
+//! the wire at once and reach the collector in any order. The simulated collector
+//! deduplicates by (producer, partition, sequence) as Kafka idempotence does and answers
+//! `out_of_order_sequence` to any gap.
 //!
 //! Checked on every case: each record the collector appends is the next one of its file
 //! (nothing twice, nothing skipped, in order per file, with the headers of the first send),
@@ -118,6 +120,8 @@ struct Stats {
     rebuilt_appended: u64,
     duplicates: u64,
     ignored_replies: u64,
+    /// Batches that reached the collector before the one ahead of them.
+    out_of_order: u64,
 }
 
 struct Model {
@@ -459,13 +463,27 @@ impl Model {
         let job = self
             .wire
             .remove(self.rng.below(self.wire.len() as u64) as usize);
+        // A send that fails: the oldest batch of a partition is retried by its sender until
+        // the collector refuses it outright (the model's stand-in: refused); a pipelined one
+        // is tried once and reported for an in-order resend.
+        let failed = if job.pipelined {
+            Delivery::Retry
+        } else {
+            Delivery::Refused
+        };
         if !reliable && self.rng.chance(10) {
             // Never reached the collector.
-            self.replies
-                .push((job.tp, job.base_sequence, Delivery::Refused));
+            self.replies.push((job.tp, job.base_sequence, failed));
             return;
         }
-        self.collector_append(&job);
+        if !self.collector_append(&job) {
+            // A batch before it is not stored yet (it overtook one in flight, or a real gap
+            // the agent must never leave): refused as the collector does.
+            self.stats.out_of_order += 1;
+            self.replies
+                .push((job.tp, job.base_sequence, Delivery::OutOfOrder));
+            return;
+        }
         let r = if reliable { 0 } else { self.rng.below(100) };
         match r {
             0..75 => self
@@ -473,8 +491,7 @@ impl Model {
                 .push((job.tp, job.base_sequence, Delivery::Acked)),
             75..88 => {
                 // Stored, but the reply was lost: the sender gave up on it.
-                self.replies
-                    .push((job.tp, job.base_sequence, Delivery::Refused));
+                self.replies.push((job.tp, job.base_sequence, failed));
             }
             _ => {
                 self.replies
@@ -485,7 +502,8 @@ impl Model {
         }
     }
 
-    fn collector_append(&mut self, job: &SendJob) {
+    /// Stores a batch (or recognises a resend of a stored one); `false`: out of order.
+    fn collector_append(&mut self, job: &SendJob) -> bool {
         let h = BatchHeader::parse(&job.batch).expect("header");
         assert_eq!(h.producer_id, PRODUCER.0, "stamped with the producer id");
         assert_eq!(job.base_sequence, h.base_sequence);
@@ -505,7 +523,14 @@ impl Model {
             let path = path.expect("path header");
             values.push((path.clone(), r.value.unwrap_or_default().to_vec()));
         }
-        let last = self.collector.last.get(&job.tp).copied().unwrap_or(-1);
+        // A producer the partition has no state for (new, or expired) may start at any
+        // sequence, as the collector (and Kafka) accept.
+        let last = self
+            .collector
+            .last
+            .get(&job.tp)
+            .copied()
+            .unwrap_or(h.base_sequence - 1);
         let end = h.base_sequence + h.record_count - 1;
         if end <= last {
             // A duplicate: Kafka acknowledges it without appending. It must be the batch
@@ -529,14 +554,11 @@ impl Model {
                 "a resent batch has the same timestamp"
             );
             self.stats.duplicates += 1;
-            return;
+            return true;
         }
-        assert_eq!(
-            h.base_sequence,
-            last + 1,
-            "{}: out-of-order sequence (a batch skipped or reordered)",
-            job.tp
-        );
+        if h.base_sequence != last + 1 {
+            return false;
+        }
         self.collector.last.insert(job.tp.clone(), end);
         self.collector.appended_batches += 1;
         self.stats.batches += 1;
@@ -555,6 +577,7 @@ impl Model {
         self.collector
             .timestamps
             .insert((job.tp.clone(), h.base_sequence), h.base_timestamp);
+        true
     }
 
     /// The exactly-once check: a stored record must be the next record of its stream.
@@ -786,6 +809,7 @@ fn exactly_once_through_crashes_lost_and_duplicated_acks() {
                 totals.rebuilt_appended += s.rebuilt_appended;
                 totals.duplicates += s.duplicates;
                 totals.ignored_replies += s.ignored_replies;
+                totals.out_of_order += s.out_of_order;
             }
             Err(e) => panic!(
                 "seed {seed} failed (rerun with CORE_MODEL_SEED={seed} CORE_MODEL_CASES=1): {}",
@@ -808,5 +832,9 @@ fn exactly_once_through_crashes_lost_and_duplicated_acks() {
     assert!(
         totals.ignored_replies > cases / 5,
         "duplicated replies arrive"
+    );
+    assert!(
+        totals.out_of_order > cases / 10,
+        "batches in flight together overtake each other"
     );
 }
