@@ -11,6 +11,12 @@ port=${TRIBUTARY_BENCH_PORT:-7499}
 # TRIBUTARY_BENCH_BIN: a directory with other agent/collector builds (to compare builds in
 # one sitting); default: build and use target/release.
 bin=${TRIBUTARY_BENCH_BIN:-}
+# TRIBUTARY_BENCH_PIN=1: the collector on CPU 0, the agent on CPU 1 (taskset), so each
+# measures against its own core rather than the other's load.
+pin_collector=() pin_agent=()
+if [ "${TRIBUTARY_BENCH_PIN:-0}" = 1 ]; then
+  pin_collector=(taskset -c 0) pin_agent=(taskset -c 1)
+fi
 if [ -z "$bin" ]; then
   cargo build --release -p collector -p agent >/dev/null
   bin=target/release
@@ -22,7 +28,7 @@ listen: 127.0.0.1:$port
 kafka_listen: null
 data_dirs: [$work/data]
 EOF
-"$bin/collector" serve --config "$work/collector.yaml" >"$work/collector.log" 2>&1 &
+"${pin_collector[@]}" "$bin/collector" serve --config "$work/collector.yaml" >"$work/collector.log" 2>&1 &
 collector=$!
 trap 'kill $collector ${agent:-} 2>/dev/null || true' EXIT
 partitions=${TRIBUTARY_BENCH_PARTITIONS:-3}
@@ -48,7 +54,7 @@ EOF
 hz=$(getconf CLK_TCK)
 read -r c_ut0 c_st0 < <(awk '{print $14, $15}' "/proc/$collector/stat")
 start=$(date +%s.%N)
-RUST_LOG=${AGENT_LOG:-warn} ${AGENT_ENV:-} "$bin/agent" run --config "$work/agent.yaml" >"$work/agent.out" 2>"$work/agent.log" &
+RUST_LOG=${AGENT_LOG:-warn} ${AGENT_ENV:-} "${pin_agent[@]}" "$bin/agent" run --config "$work/agent.yaml" >"$work/agent.out" 2>"$work/agent.log" &
 agent=$!
 # Poll the topic's high watermarks until every line is in.
 while :; do
