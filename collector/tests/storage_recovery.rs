@@ -210,6 +210,91 @@ fn unclean_restart_scans_only_from_the_recovery_point() {
     assert_eq!(all_values(&log).len(), fill_count(400));
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// After `kill -9`, the segment holding the recovery point is scanned only from the last
+/// index entry at or below it, and ends up exactly as a whole-segment recovery leaves it
+/// (same log, same index files) — also when index entries below the recovery point were
+/// lost or damaged (they are not fsynced with the data).
+#[test]
+fn unclean_restart_scans_only_past_the_recovery_point_within_the_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    let mut log = open(&dir, &config(), false);
+    fill(&mut log, 400);
+    log.flush().unwrap();
+    log.checkpoint().unwrap();
+    let durable = log.recovery_point();
+    let seg = active_file(&dir, &log, "log");
+    let durable_bytes = std::fs::metadata(&seg).unwrap().len();
+    // Appended after the last checkpoint, then a crash that tears the last batch.
+    for i in 400..420u64 {
+        log.append(batch(i, 2, 50, 9_000 + i as i64), 1, 0).unwrap();
+    }
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "one segment: the test is about scanning within it"
+    );
+    drop(log);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let index = |d: &Path, ext: &str| std::fs::read(d.join(format!("{:020}.{ext}", 0))).unwrap();
+    // The reference: the same files recovered whole (no index: nothing to start from).
+    let whole = tmp.path().join("whole");
+    copy_dir(&dir, &whole);
+    std::fs::remove_file(whole.join(format!("{:020}.index", 0))).unwrap();
+    let reference = open(&whole, &config(), false);
+    assert_eq!(reference.recovery_report().bytes_scanned, len - 7);
+    // Index entries below the recovery point lost in the middle: the scan starts earlier.
+    let damaged = tmp.path().join("damaged");
+    copy_dir(&dir, &damaged);
+    {
+        let mut idx = index(&damaged, "index");
+        let at = idx.len() / 2 / 8 * 8;
+        idx[at..at + 8].fill(0);
+        std::fs::write(damaged.join(format!("{:020}.index", 0)), idx).unwrap();
+    }
+
+    let log = open(&dir, &config(), false);
+    let scanned = log.recovery_report().bytes_scanned;
+    let past = len - 7 - durable_bytes;
+    assert!(
+        scanned >= past && scanned < past + 4096,
+        "scanned {scanned} bytes; {past} lie past the recovery point (offset {durable}), the segment holds {len}"
+    );
+    assert_eq!(log.recovery_report().segments_scanned, 1);
+    let damaged_log = open(&damaged, &config(), false);
+    let damaged_scanned = damaged_log.recovery_report().bytes_scanned;
+    assert!(
+        damaged_scanned > scanned && damaged_scanned < len,
+        "{damaged_scanned}"
+    );
+    for l in [&log, &damaged_log] {
+        assert_eq!(l.log_end_offset(), reference.log_end_offset());
+        assert_eq!(all_values(l), all_values(&reference));
+    }
+    for ext in ["log", "index", "timeindex"] {
+        assert_eq!(index(&dir, ext), index(&whole, ext), "{ext}");
+        assert_eq!(
+            index(&damaged, ext),
+            index(&whole, ext),
+            "{ext} (damaged index)"
+        );
+    }
+}
+
 #[test]
 fn manager_clean_shutdown_marker_skips_recovery() {
     let tmp = tempfile::tempdir().unwrap();

@@ -61,6 +61,9 @@ pub struct ReadResult {
 pub struct RecoveryReport {
     /// Segments scanned and validated (0 after a clean shutdown).
     pub segments_scanned: usize,
+    /// Bytes scanned and validated: after an unclean stop, what lies past the recovery
+    /// point (from the last index entry at or below it).
+    pub bytes_scanned: u64,
     /// Bytes cut from torn or corrupt tails.
     pub bytes_truncated: u64,
     /// Segments deleted because they followed a corrupt one or were below the log start.
@@ -251,8 +254,17 @@ impl PartitionLog {
                         }
                         Segment::open_closed(&self.dir, base, base)
                     })?;
-                    let (found, cut) = seg.recover(interval)?;
+                    // The segment holding the recovery point is scanned from there on;
+                    // later ones lie wholly past it.
+                    let from = if i == recover_from {
+                        self.recovery_point
+                    } else {
+                        0
+                    };
+                    let r = seg.recover_from(interval, from)?;
+                    let (found, cut) = (r.epochs, r.cut);
                     self.recovery.segments_scanned += 1;
+                    self.recovery.bytes_scanned += r.scanned;
                     self.recovery.bytes_truncated += cut;
                     epochs.extend(found);
                     if let Some(next_base) = next {

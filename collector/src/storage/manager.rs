@@ -78,8 +78,7 @@ impl LogManager {
         }
         let cache = Arc::new(FileCache::new(open_files_max));
         let mut data_dirs = Vec::new();
-        let mut logs = HashMap::new();
-        for (i, path) in dirs.iter().enumerate() {
+        for path in dirs {
             std::fs::create_dir_all(path).ctx(path)?;
             let lock_path = path.join(LOCK_FILE);
             let lock_file = OpenOptions::new()
@@ -94,16 +93,66 @@ impl LogManager {
                     reason: format!("{} is in use by another process", path.display()),
                 });
             }
-            let dir = DataDir {
+            data_dirs.push(DataDir {
                 path: path.clone(),
                 offline: AtomicBool::new(false),
                 _lock: lock_file,
-            };
-            if let Err(e) = Self::load_dir(i, &dir, &default_config, &cache, &mut logs) {
-                tracing::error!(dir = %path.display(), error = %e, "data directory offline");
+            });
+        }
+        // Each data directory loads (and, after a crash, recovers) on its own thread: they
+        // are separate disks, usually.
+        let loaded: Vec<(HashMap<TopicPartition, Entry>, Result<(), StorageError>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = data_dirs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, dir)| {
+                        let (config, cache) = (&default_config, &cache);
+                        scope.spawn(move || {
+                            let mut logs = HashMap::new();
+                            let r = Self::load_dir(i, dir, config, cache, &mut logs);
+                            (logs, r)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            (
+                                HashMap::new(),
+                                Err(StorageError::Corrupt {
+                                    what: "data directory",
+                                    path: PathBuf::new(),
+                                    detail: "loading it panicked".into(),
+                                }),
+                            )
+                        })
+                    })
+                    .collect()
+            });
+        let mut logs: HashMap<TopicPartition, Entry> = HashMap::new();
+        for ((found, result), dir) in loaded.into_iter().zip(&data_dirs) {
+            let mut result = result;
+            for (tp, entry) in found {
+                if let Some(other) = logs.get(&tp) {
+                    result = result.and(Err(StorageError::Corrupt {
+                        what: "data directories",
+                        path: dir.path.join(tp.dir_name()),
+                        detail: format!(
+                            "partition {} also lives in data directory #{}",
+                            tp.dir_name(),
+                            other.dir
+                        ),
+                    }));
+                    continue;
+                }
+                logs.insert(tp, entry);
+            }
+            if let Err(e) = result {
+                tracing::error!(dir = %dir.path.display(), error = %e, "data directory offline");
                 dir.offline.store(true, Ordering::Relaxed);
             }
-            data_dirs.push(dir);
         }
         Ok(Self {
             dirs: data_dirs,
@@ -132,17 +181,6 @@ impl LogManager {
             let Some(tp) = name.to_str().and_then(TopicPartition::parse_dir_name) else {
                 continue;
             };
-            if let Some(other) = logs.get(&tp) {
-                return Err(StorageError::Corrupt {
-                    what: "data directories",
-                    path: entry.path(),
-                    detail: format!(
-                        "partition {} also lives in data directory #{}",
-                        tp.dir_name(),
-                        other.dir
-                    ),
-                });
-            }
             let log = PartitionLog::open(
                 &entry.path(),
                 &tp.topic,
@@ -157,6 +195,7 @@ impl LogManager {
                 tracing::warn!(
                     partition = %tp.dir_name(),
                     segments_scanned = report.segments_scanned,
+                    bytes_scanned = report.bytes_scanned,
                     bytes_truncated = report.bytes_truncated,
                     segments_deleted = report.segments_deleted,
                     "recovered partition after unclean shutdown"

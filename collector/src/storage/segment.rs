@@ -10,6 +10,7 @@
 //! Index entries are decided by [`Segment::track`], the one function used both while
 //! appending and while rebuilding after a crash, so a rebuilt index equals the original.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,26 @@ fn cut_to(slot: &Option<File>, path: &Path, len: u64) -> std::io::Result<()> {
             Err(e) => Err(e),
         },
     }
+}
+
+/// What recovering a segment found.
+#[derive(Debug)]
+pub struct Recovered {
+    /// `(base offset, leader epoch)` of each batch scanned.
+    pub epochs: Vec<(u64, i32)>,
+    /// Bytes cut from the end (a torn or corrupt tail).
+    pub cut: u64,
+    /// Bytes scanned and validated.
+    pub scanned: u64,
+}
+
+/// Where recovery of a segment starts when not at its beginning: the index bytes kept and
+/// the counters there.
+#[derive(Debug)]
+struct Resume {
+    index_bytes: Vec<u8>,
+    time_bytes: Vec<u8>,
+    tail: Tail,
 }
 
 /// Derived counters of a segment, snapshotted so a failed append can be undone exactly.
@@ -484,33 +505,174 @@ impl Segment {
         Ok(())
     }
 
-    /// Scans the whole `.log` file, validating every batch (length, CRC, contiguous offsets),
-    /// cuts the file after the last valid batch, and rebuilds both indexes. Returns the
-    /// `(base offset, leader epoch)` of each batch (for the leader-epoch cache) and the number
-    /// of bytes cut.
-    pub fn recover(
+    /// Recovers the segment holding the log's recovery point after an unclean stop,
+    /// scanning only what lies past it: everything below the recovery point was fsynced, so
+    /// the scan starts at the last offset-index entry at or below it (and the index entries
+    /// before that are kept). The index files were not fsynced with the data, so their
+    /// entries are trusted only in order (offsets and positions strictly increasing, inside
+    /// the data, every time entry on an offset entry) and the chosen entry only if the log
+    /// holds a batch starting at its offset there; otherwise the whole segment is recovered.
+    /// With `recovery_point` 0 (or at the segment's base) the whole `.log` is scanned.
+    /// Every batch scanned is validated (length, CRC, contiguous offsets); the file is cut
+    /// after the last valid one and both indexes rewritten. The epochs found go to the
+    /// leader-epoch cache.
+    pub fn recover_from(
         &mut self,
         index_interval_bytes: u64,
-    ) -> Result<(Vec<(u64, i32)>, u64), StorageError> {
+        recovery_point: u64,
+    ) -> Result<Recovered, StorageError> {
+        let resume = self.resume_point(index_interval_bytes, recovery_point)?;
+        self.recover_at(index_interval_bytes, resume)
+    }
+
+    /// Where [`Segment::recover_from`] may start: the kept index bytes and the counters at
+    /// that point, or `None` to scan the whole segment.
+    fn resume_point(
+        &self,
+        index_interval_bytes: u64,
+        recovery_point: u64,
+    ) -> Result<Option<Resume>, StorageError> {
+        let base = self.base_offset;
+        if recovery_point <= base {
+            return Ok(None);
+        }
+        let log = self.log_file(None)?;
+        let file_len = log.metadata().map(|m| m.len()).ctx(&self.log_path)?;
+        let read_all = |path: &Path| match std::fs::read(path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).ctx(path),
+        };
+        let index = read_all(&self.index_path)?;
+        // The entries in order, inside the data, at or below the recovery point.
+        let mut entries: Vec<OffsetEntry> = Vec::new();
+        for chunk in index.chunks_exact(OFFSET_ENTRY_BYTES as usize) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            let e = OffsetEntry::decode(&b);
+            let in_order = entries
+                .last()
+                .is_none_or(|p| e.rel_offset > p.rel_offset && e.position > p.position);
+            if !in_order
+                || e.position == 0
+                || u64::from(e.position) >= file_len
+                || base + u64::from(e.rel_offset) > recovery_point
+            {
+                break;
+            }
+            entries.push(e);
+        }
+        // The last entry naming a batch that starts at its offset (a few tries back).
+        let mut chosen = None;
+        for k in (0..entries.len()).rev().take(8) {
+            let e = entries[k];
+            if let Some(h) = read_header(&log, &self.log_path, u64::from(e.position), file_len)?
+                && h.base_offset >= 0
+                && h.base_offset as u64 == base + u64::from(e.rel_offset)
+                && h.validate(&scan_limits()).is_ok()
+            {
+                chosen = Some(k);
+                break;
+            }
+        }
+        let Some(k) = chosen else {
+            return Ok(None);
+        };
+        let start = entries[k];
+        // Time entries before the chosen batch, each on a kept offset entry.
+        let kept_rels: HashSet<u32> = entries[..k].iter().map(|e| e.rel_offset).collect();
+        let time = read_all(&self.time_path)?;
+        let mut times: Vec<TimeEntry> = Vec::new();
+        for chunk in time.chunks_exact(TIME_ENTRY_BYTES as usize) {
+            let mut b = [0u8; 12];
+            b.copy_from_slice(chunk);
+            let e = TimeEntry::decode(&b);
+            let in_order = times
+                .last()
+                .is_none_or(|p| e.timestamp > p.timestamp && e.rel_offset > p.rel_offset);
+            if !in_order || e.rel_offset >= start.rel_offset || !kept_rels.contains(&e.rel_offset) {
+                break;
+            }
+            times.push(e);
+        }
+        // The largest timestamp before the chosen batch: the last time entry covers every
+        // batch up to the last kept offset entry's; the few between it and the chosen one are
+        // read (headers only: they lie below the recovery point, fsynced).
+        let mut max_timestamp = times.last().map_or(i64::MIN, |t| t.timestamp);
+        let (mut pos, mut next) = match k.checked_sub(1).map(|i| entries[i]) {
+            Some(e) => (u64::from(e.position), base + u64::from(e.rel_offset)),
+            None => (0, base),
+        };
+        while pos < u64::from(start.position) {
+            let Some(h) = read_header(&log, &self.log_path, pos, file_len)? else {
+                return Ok(None);
+            };
+            if h.base_offset < 0 || h.base_offset as u64 != next {
+                return Ok(None);
+            }
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+            next = h.next_offset() as u64;
+            pos += h.size() as u64;
+        }
+        if pos != u64::from(start.position) {
+            return Ok(None);
+        }
+        let mut index_bytes = Vec::with_capacity(k * OFFSET_ENTRY_BYTES as usize);
+        for e in &entries[..k] {
+            index_bytes.extend_from_slice(&e.encode());
+        }
+        let mut time_bytes = Vec::with_capacity(times.len() * TIME_ENTRY_BYTES as usize);
+        for e in &times {
+            time_bytes.extend_from_slice(&e.encode());
+        }
+        Ok(Some(Resume {
+            index_bytes,
+            time_bytes,
+            tail: Tail {
+                next_offset: base + u64::from(start.rel_offset),
+                size: u64::from(start.position),
+                max_timestamp,
+                index_entries: k as u64,
+                time_entries: times.len() as u64,
+                last_time_ts: times.last().map(|t| t.timestamp),
+                // The chosen batch gets its index entry again, as it did when appended.
+                bytes_since_index: index_interval_bytes,
+                last_batch_rel: start.rel_offset,
+            },
+        }))
+    }
+
+    /// Scans from `resume` (or the start); see [`Segment::recover_from`].
+    fn recover_at(
+        &mut self,
+        index_interval_bytes: u64,
+        resume: Option<Resume>,
+    ) -> Result<Recovered, StorageError> {
         self.open_files()?;
         let log = self.log_file(None)?;
         let file_len = log.metadata().map(|m| m.len()).ctx(&self.log_path)?;
-        let mut tail = Tail {
-            next_offset: self.base_offset,
-            size: 0,
-            max_timestamp: i64::MIN,
-            index_entries: 0,
-            time_entries: 0,
-            last_time_ts: None,
-            bytes_since_index: 0,
-            last_batch_rel: 0,
+        let (mut tail, mut index_buf, mut time_buf) = match resume {
+            Some(r) => (r.tail, r.index_bytes, r.time_bytes),
+            None => (
+                Tail {
+                    next_offset: self.base_offset,
+                    size: 0,
+                    max_timestamp: i64::MIN,
+                    index_entries: 0,
+                    time_entries: 0,
+                    last_time_ts: None,
+                    bytes_since_index: 0,
+                    last_batch_rel: 0,
+                },
+                Vec::new(),
+                Vec::new(),
+            ),
         };
-        let mut index_buf = Vec::new();
-        let mut time_buf = Vec::new();
+        let scan_from = tail.size;
         let mut epochs = Vec::new();
         let base = self.base_offset;
-        let mut expected = base;
-        scan_batches(&log, &self.log_path, 0, file_len, |h, pos| {
+        let mut expected = tail.next_offset;
+        scan_batches(&log, &self.log_path, scan_from, file_len, |h, pos| {
             if h.base_offset < 0
                 || h.base_offset as u64 != expected
                 || h.last_offset() as u64 - base > u64::from(u32::MAX)
@@ -550,7 +712,11 @@ impl Segment {
             f.sync_all().ctx(path)?;
         }
         self.tail = tail;
-        Ok((epochs, cut))
+        Ok(Recovered {
+            epochs,
+            cut,
+            scanned: file_len - scan_from,
+        })
     }
 
     /// A handle on the `.log` file: the active one, or one from the cache.
