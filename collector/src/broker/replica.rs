@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::Broker;
-use crate::controller::state::{CommandResult, MetadataCommand, NodeId};
+use crate::controller::state::{CommandResult, IsrChange, MetadataCommand, NodeId};
 use crate::storage::manager::{SharedLog, TopicPartition};
 use crate::storage::{LogConfig, StorageError, ValidatedBatches};
 use shared::sys::lock;
@@ -42,8 +42,10 @@ const REPLICA_FETCH_WAIT_MS: u64 = 500;
 const SESSION_OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a leader reviews its partitions' ISR.
 const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-/// ISR changes proposed to the controller at once.
-const ISR_PROPOSALS_IN_FLIGHT: usize = 16;
+/// ISR change entries proposed to the controller at once.
+const ISR_PROPOSALS_IN_FLIGHT: usize = 4;
+/// ISR changes carried by one metadata entry.
+const ISR_CHANGES_PER_PROPOSAL: usize = 1000;
 /// First and longest pause after a failed request (whole fetcher) or a refused partition.
 const FOLLOW_RETRY_INITIAL: Duration = Duration::from_millis(100);
 const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -257,7 +259,7 @@ async fn maintain_isr(broker: &Arc<Broker>) {
             .filter(|r| !pm.isr.contains(r))
             .collect();
         part.begin_isr_add(&added);
-        let cmd = MetadataCommand::AlterIsr {
+        let change = IsrChange {
             topic: part.tp.topic.clone(),
             partition: part.tp.partition,
             leader: me,
@@ -265,19 +267,42 @@ async fn maintain_isr(broker: &Arc<Broker>) {
             partition_epoch: pm.partition_epoch,
             isr,
         };
-        changes.push((part, cmd));
+        changes.push((part, change));
     }
-    futures::stream::iter(changes)
-        .for_each_concurrent(ISR_PROPOSALS_IN_FLIGHT, |(part, cmd)| async move {
-            match broker.controller.propose(cmd).await {
-                Ok(CommandResult::Done) => {}
+    // Many changes share one metadata entry (one Raft round and fsync).
+    let mut chunks = Vec::new();
+    while !changes.is_empty() {
+        let rest = changes.split_off(changes.len().min(ISR_CHANGES_PER_PROPOSAL));
+        chunks.push(std::mem::replace(&mut changes, rest));
+    }
+    futures::stream::iter(chunks)
+        .for_each_concurrent(ISR_PROPOSALS_IN_FLIGHT, |chunk| async move {
+            let (parts, changes): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+            let results = match broker
+                .controller
+                .propose(MetadataCommand::AlterIsrs { changes })
+                .await
+            {
+                Ok(CommandResult::Each(results)) if results.len() == parts.len() => results,
                 Ok(other) => {
-                    part.abort_isr_add();
-                    tracing::info!(partition = %part.tp.dir_name(), result = ?other, "ISR change refused");
+                    tracing::warn!(result = ?other, "ISR changes: unexpected answer");
+                    for part in &parts {
+                        part.abort_isr_add();
+                    }
+                    return;
                 }
                 Err(e) => {
+                    tracing::warn!(partitions = parts.len(), error = %e, "ISR changes failed");
+                    for part in &parts {
+                        part.abort_isr_add();
+                    }
+                    return;
+                }
+            };
+            for (part, result) in parts.iter().zip(results) {
+                if result != CommandResult::Done {
                     part.abort_isr_add();
-                    tracing::warn!(partition = %part.tp.dir_name(), error = %e, "ISR change failed");
+                    tracing::info!(partition = %part.tp.dir_name(), result = ?result, "ISR change refused");
                 }
             }
         })

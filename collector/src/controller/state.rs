@@ -83,6 +83,18 @@ pub struct TopicMeta {
     pub configs: TopicConfigs,
 }
 
+/// One partition's ISR change, as its leader proposes it (its view: leader and partition
+/// epochs it saw, refused if stale).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsrChange {
+    pub topic: String,
+    pub partition: u32,
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<NodeId>,
+}
+
 /// A change to the metadata, proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
@@ -114,6 +126,10 @@ pub enum MetadataCommand {
         partition_epoch: i32,
         isr: Vec<NodeId>,
     },
+    /// A partition leader's ISR changes for many partitions at once (after a restart a
+    /// leader has thousands to make); each is judged alone, as [`MetadataCommand::AlterIsr`].
+    /// The result is [`CommandResult::Each`], one per change in order.
+    AlterIsrs { changes: Vec<IsrChange> },
     /// Create a topic, assigning replicas round-robin over the registered brokers.
     CreateTopic {
         name: String,
@@ -216,6 +232,8 @@ pub enum CommandResult {
     /// The ACLs a `DeleteAcls` removed.
     AclsDeleted(Vec<api::acls::Acl>),
     Refused(MetadataError),
+    /// One result per part of a batched command, in order.
+    Each(Vec<CommandResult>),
 }
 
 /// Most ACLs a cluster keeps (a bound on metadata size and on each authorization's scan).
@@ -340,6 +358,21 @@ impl MetadataState {
                 *leader_epoch,
                 *partition_epoch,
                 isr,
+            ),
+            MetadataCommand::AlterIsrs { changes } => CommandResult::Each(
+                changes
+                    .iter()
+                    .map(|c| {
+                        self.alter_isr(
+                            &c.topic,
+                            c.partition,
+                            c.leader,
+                            c.leader_epoch,
+                            c.partition_epoch,
+                            &c.isr,
+                        )
+                    })
+                    .collect(),
             ),
             MetadataCommand::CreateTopic {
                 name,
@@ -897,6 +930,30 @@ mod tests {
         });
         assert_eq!(p(&s).leader, 1);
         assert_eq!(p(&s).leader_epoch, cur.leader_epoch + 1);
+        // Batched: each change judged alone, results in order.
+        let cur = p(&s);
+        let change = |isr: Vec<NodeId>, partition_epoch| IsrChange {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: cur.leader_epoch,
+            partition_epoch,
+            isr,
+        };
+        let r = s.apply(&MetadataCommand::AlterIsrs {
+            changes: vec![
+                change(vec![1, 2], cur.partition_epoch),
+                change(vec![1], cur.partition_epoch), // stale now: the first one bumped it
+                change(vec![1], cur.partition_epoch + 1),
+            ],
+        });
+        let CommandResult::Each(results) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(results[0], CommandResult::Done);
+        assert!(matches!(results[1], CommandResult::Refused(_)));
+        assert_eq!(results[2], CommandResult::Done);
+        assert_eq!(p(&s).isr, [1]);
     }
 
     #[test]
