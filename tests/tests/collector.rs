@@ -157,6 +157,29 @@ fn idempotent_produce_of_100k_records_with_injected_retries() {
         .unwrap();
     assert_eq!(st["partitions"][0]["last_sequence"], seq - 1);
     assert_eq!(read_all(&c, &base, "idem", 0).len(), 100_000);
+    // A batch that arrives before the one ahead of it (another connection, as the agent's
+    // pipelined sends do) waits for it instead of being refused.
+    let stamp = |base_sequence| ProducerStamp {
+        producer_id: pid,
+        producer_epoch: 0,
+        base_sequence,
+    };
+    let later = batch(&values("later", 0, 2), stamp(seq + 3), true);
+    let url = base.clone();
+    let overtaking = std::thread::spawn(move || produce(&client(), &url, "idem", 0, later));
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (status, first) = produce(
+        &c,
+        &base,
+        "idem",
+        0,
+        batch(&values("earlier", 0, 3), stamp(seq), true),
+    );
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = overtaking.join().unwrap();
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(first["batches"][0]["base_offset"], 100_000);
+    assert_eq!(second["batches"][0]["base_offset"], 100_003);
 }
 
 #[test]

@@ -45,6 +45,9 @@ pub struct Partition {
     /// The log end of the newest producer snapshot (written, or loaded at open): a
     /// checkpoint with nothing new writes none.
     snapshot_at: Mutex<Option<u64>>,
+    /// Told whenever producers' batches are recorded: a batch that arrived ahead of the one
+    /// before it waits on this (see [`Partition::wait_for_earlier`]).
+    recorded: tokio::sync::Notify,
 }
 
 /// What the leader knows of its followers.
@@ -164,6 +167,7 @@ impl Partition {
             leo: watch::Sender::new(leo),
             deposed: watch::Sender::new(false),
             listeners: Mutex::new(Vec::new()),
+            recorded: tokio::sync::Notify::new(),
             snapshot_at: Mutex::new(snapshot_at),
             repl: Mutex::new(Replication {
                 node_id: 0,
@@ -272,6 +276,11 @@ impl Partition {
             }
         }
         drop(producers);
+        if appended.is_some() {
+            // A later batch of the same producer may be waiting for this one (it goes on
+            // while this one waits for its group commit).
+            self.recorded.notify_waiters();
+        }
         if self.flush == FlushPolicy::Always {
             // Group commit; with acks=0 the HTTP layer replied already, but the data still
             // becomes visible to consumers only once durable.
@@ -587,6 +596,25 @@ impl Partition {
     }
 
     /// Number of producers tracked.
+    /// Waits, at most `max`, while `h` is ahead of its producer's next expected sequence:
+    /// a client with several batches of a partition in flight on different connections
+    /// (the agent) sees them arrive in any order, and without this the later ones would be
+    /// refused `out_of_order_sequence` and sent again. A real gap is refused after the wait.
+    pub async fn wait_for_earlier(&self, h: &BatchHeader, max: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let recorded = self.recorded.notified();
+            tokio::pin!(recorded);
+            recorded.as_mut().enable();
+            if !lock(&self.producers).ahead_of_next(h) || self.is_deposed() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, recorded).await.is_err() {
+                return;
+            }
+        }
+    }
+
     pub fn producer_count(&self) -> usize {
         lock(&self.producers).len()
     }

@@ -14,6 +14,10 @@ use super::{ACKS_ALL_TIMEOUT, Broker, BrokerError, PartitionRef};
 use crate::metrics::Metrics;
 use crate::storage::ValidatedBatches;
 
+/// Longest wait of a produce whose batch is ahead of its producer's next sequence for the
+/// batch before it (sent on another connection) to arrive first.
+pub const SEQUENCE_GAP_WAIT: Duration = Duration::from_millis(500);
+
 /// How often an acks=all wait rechecks that enough replicas are still in sync.
 const ISR_RECHECK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -79,6 +83,9 @@ impl Broker {
                     min,
                 });
             }
+        }
+        if let Ok(h) = shared::BatchHeader::parse(&bytes) {
+            part.wait_for_earlier(&h, SEQUENCE_GAP_WAIT).await;
         }
         let limits = self.config.batch_limits();
         let waiter = part.clone();

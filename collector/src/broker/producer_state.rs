@@ -89,6 +89,25 @@ impl ProducerTable {
         self.entries.get(&producer_id)
     }
 
+    /// Whether `h` comes after a batch of its producer (same epoch) this table has not
+    /// seen yet: its sequence is ahead of the next one expected. A batch that overtook the
+    /// one before it on another connection looks like this for a moment.
+    pub fn ahead_of_next(&self, h: &BatchHeader) -> bool {
+        if !h.has_producer_id() {
+            return false;
+        }
+        let Some(last) = self
+            .entries
+            .get(&h.producer_id)
+            .filter(|e| e.epoch == h.producer_epoch)
+            .and_then(|e| e.batches.back())
+        else {
+            return false;
+        };
+        let gap = h.base_sequence.wrapping_sub(next_seq(last.last_seq));
+        gap > 0 && gap < 1 << 30
+    }
+
     /// Judges a batch against the table (not changing it).
     pub fn check(&self, h: &BatchHeader) -> Result<Verdict, ProducerError> {
         if !h.has_producer_id() {

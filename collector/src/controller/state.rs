@@ -129,7 +129,9 @@ pub enum MetadataCommand {
     /// A partition leader's ISR changes for many partitions at once (after a restart a
     /// leader has thousands to make); each is judged alone, as [`MetadataCommand::AlterIsr`].
     /// The result is [`CommandResult::Each`], one per change in order.
-    AlterIsrs { changes: Vec<IsrChange> },
+    AlterIsrs {
+        changes: Vec<IsrChange>,
+    },
     /// Create a topic, assigning replicas round-robin over the registered brokers.
     CreateTopic {
         name: String,
