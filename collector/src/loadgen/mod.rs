@@ -155,7 +155,13 @@ struct Template {
 
 fn templates(opts: &ProduceOptions, seed: u64, count: usize) -> Vec<Template> {
     let mut rng = Rng::new(seed);
-    let mut enc = match BatchEncoder::new(Compression::Zstd, opts.zstd_level) {
+    // Level 0 means no compression (as the option says), not zstd's default level.
+    let codec = if opts.zstd_level == 0 {
+        Compression::None
+    } else {
+        Compression::Zstd
+    };
+    let mut enc = match BatchEncoder::new(codec, opts.zstd_level) {
         Ok(e) => e,
         Err(_) => return Vec::new(),
     };
