@@ -38,7 +38,7 @@ pub type Tp = (String, u32);
 pub enum Outcome {
     Ok,
     /// The cluster said no: the operation did not take effect (the error code, e.g.
-    /// `topic_already_exists`, is kept; metadata checks read it as an observation).
+    /// `topic_exists`, is kept; metadata checks read it as an observation).
     Failed(String),
     /// No answer (timeout, connection lost): it may or may not have taken effect, at any
     /// time after its invocation.
@@ -651,7 +651,7 @@ fn apply(op: &Op, s: bool) -> Option<bool> {
     let failed = |code: &str| matches!(&op.outcome, Outcome::Failed(c) if c == code);
     match (&op.call, &op.outcome) {
         (Call::CreateTopic { .. }, Outcome::Ok | Outcome::Unknown) => (!s).then_some(true),
-        (Call::CreateTopic { .. }, _) if failed("topic_already_exists") => s.then_some(s),
+        (Call::CreateTopic { .. }, _) if failed("topic_exists") => s.then_some(s),
         (Call::DeleteTopic { .. }, Outcome::Ok | Outcome::Unknown) => s.then_some(false),
         (Call::DeleteTopic { .. }, _) if failed("unknown_topic") => (!s).then_some(s),
         (Call::TopicExists { exists, .. }, Outcome::Ok) => (s == *exists).then_some(s),
@@ -1203,7 +1203,7 @@ mod tests {
             &mut h,
             (0, Some(1)),
             create(),
-            Outcome::Failed("topic_already_exists".into()),
+            Outcome::Failed("topic_exists".into()),
         );
         only(&h, Kind::NonLinearizable);
         // An unknown create explains a later "exists".

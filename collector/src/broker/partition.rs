@@ -23,6 +23,10 @@ pub enum ProduceError {
     Producer(#[from] ProducerError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// This broker stopped leading the partition while the request was on its way (a
+    /// fetcher follows it now): nothing was written.
+    #[error("{0} is no longer led by this broker")]
+    Deposed(String),
 }
 
 #[derive(Debug)]
@@ -243,7 +247,20 @@ impl Partition {
                 )
                 .map_err(StorageError::from)?
             };
-            let info = lock(&self.log).append(to_write, leader_epoch, now)?;
+            let mut log = lock(&self.log);
+            // Fenced under the log's lock: once a fetcher follows the partition here (this
+            // broker was deposed while the request was on its way), a late append would
+            // put this epoch's batch under offsets the new leader gives other batches, and
+            // the follower — which reported its log end before it — would keep it.
+            // Nor may a batch go under an epoch older than one the log already holds.
+            let older = log
+                .leader_epochs()
+                .latest_epoch()
+                .is_some_and(|latest| leader_epoch < latest);
+            if log.replica_token().is_some() || self.is_deposed() || older {
+                return Err(ProduceError::Deposed(self.tp.dir_name()));
+            }
+            let info = log.append(to_write, leader_epoch, now)?;
             Some(info)
         };
         let mut fresh_iter = appended.iter().flat_map(|i| i.batches.iter());

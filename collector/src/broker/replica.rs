@@ -1005,6 +1005,47 @@ mod tests {
         assert_eq!(lock(&log).log_end_offset(), 3);
     }
 
+    /// The other side of the race, found by the fault campaign (seed 106): a produce
+    /// already past its leadership check (waiting for an earlier sequence, for the lock)
+    /// when a fetcher takes the partition must not append: its old-epoch batch would land
+    /// on top of what the follower copied from the new leader, under offsets the new leader
+    /// gives other batches, and epoch truncation (which asks about the log's latest epoch)
+    /// would never remove it.
+    #[test]
+    fn a_leader_append_after_a_fetcher_took_the_partition_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(&[dir.path().to_path_buf()], LogConfig::default(), 8).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        let log = logs.get_or_create(&tp, None).unwrap();
+        let leader = Partition::open(tp.clone(), log.clone(), true).unwrap();
+        let produce = |base| {
+            shared::batch::BatchIter::new(&batch(base), shared::BatchLimits::default())
+                .next()
+                .map(|r| r.unwrap().1.to_vec())
+                .map(|b| {
+                    crate::storage::ValidatedBatches::new(b, &shared::BatchLimits::default())
+                        .unwrap()
+                })
+                .unwrap()
+        };
+        assert!(leader.produce(produce(0), 1).is_ok(), "the leader appends");
+        // A fetcher follows the partition here now (this broker was deposed).
+        lock(&log).set_replica_token(Some(9));
+        let r = leader.produce(produce(0), 1);
+        assert!(
+            matches!(r, Err(super::super::ProduceError::Deposed(_))),
+            "{r:?}"
+        );
+        assert_eq!(lock(&log).log_end_offset(), 3, "nothing appended");
+        // Nor under an epoch older than the log's latest.
+        lock(&log).set_replica_token(None);
+        let r = leader.produce(produce(0), 0);
+        assert!(
+            matches!(r, Err(super::super::ProduceError::Deposed(_))),
+            "{r:?}"
+        );
+    }
+
     #[test]
     fn a_session_reply_body_round_trips_and_a_torn_one_is_an_error() {
         let header = api::SessionFetchReply {

@@ -44,6 +44,7 @@ pub fn code(e: &BrokerError) -> i16 {
             E::InvalidProducerEpoch
         }
         BrokerError::Produce(ProduceError::Storage(s)) | BrokerError::Storage(s) => storage(s),
+        BrokerError::Produce(ProduceError::Deposed(_)) => E::NotLeaderOrFollower,
         BrokerError::Metadata(MetadataError::TopicExists(_)) => E::TopicAlreadyExists,
         BrokerError::Metadata(MetadataError::UnknownTopic(_)) => E::UnknownTopicOrPartition,
         BrokerError::Metadata(MetadataError::InvalidTopic(_)) => E::InvalidTopicException,

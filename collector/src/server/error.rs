@@ -167,6 +167,7 @@ impl From<ProduceError> for ApiError {
                 Self::new(Code::OutOfOrderSequence, p.to_string())
             }
             ProduceError::Storage(s) => s.into(),
+            ProduceError::Deposed(_) => Self::new(Code::NotLeader, e.to_string()),
         }
     }
 }
