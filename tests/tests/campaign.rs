@@ -430,7 +430,9 @@ fn a_short_campaign_of_process_faults_finds_no_anomaly() {
     // and the regression seeds.
     let seeds: Vec<u64> = match env("CAMPAIGN_SEED") {
         Some(first) => (first..first + env("CAMPAIGN_EPISODES").unwrap_or(1)).collect(),
-        None => std::iter::once(1).chain(REGRESSION_SEEDS.iter().copied()).collect(),
+        None => std::iter::once(1)
+            .chain(REGRESSION_SEEDS.iter().copied())
+            .collect(),
     };
     for seed in seeds {
         episode(seed, secs);
