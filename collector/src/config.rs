@@ -98,6 +98,9 @@ impl Default for FlushSection {
     }
 }
 
+/// Upper bound of `limits.sequence_gap_wait_ms` (a waiting batch holds a request slot).
+pub const SEQUENCE_GAP_WAIT_MS_MAX: u64 = 10_000;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -131,6 +134,10 @@ pub struct Limits {
     pub body_read_timeout_ms: u64,
     /// After that grace, a body must arrive at least this fast (a slower one gets 408).
     pub body_min_bytes_per_sec: u64,
+    /// Longest wait of an idempotent batch that arrives ahead of its producer's next
+    /// sequence for the batch before it (0: refuse it at once). Clients with several
+    /// batches of a partition in flight on different connections (the agent) need it.
+    pub sequence_gap_wait_ms: u64,
 }
 
 impl Default for Limits {
@@ -150,6 +157,7 @@ impl Default for Limits {
             tls_handshake_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             body_min_bytes_per_sec: 64 * 1024,
+            sequence_gap_wait_ms: 500,
         }
     }
 }
@@ -505,6 +513,12 @@ impl Config {
         {
             return Err(invalid("limits", "every limit must be positive"));
         }
+        if l.sequence_gap_wait_ms > SEQUENCE_GAP_WAIT_MS_MAX {
+            return Err(invalid(
+                "limits.sequence_gap_wait_ms",
+                format!("must be at most {SEQUENCE_GAP_WAIT_MS_MAX}"),
+            ));
+        }
         let g = &raw.groups;
         if g.heartbeat_interval_ms == 0 || g.session_timeout_ms < 2 * g.heartbeat_interval_ms {
             return Err(invalid(
@@ -623,6 +637,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("topics.segment_bytes"), "{e}");
+        let e = Config::parse("limits:\n  sequence_gap_wait_ms: 600000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.sequence_gap_wait_ms"), "{e}");
+        assert!(Config::parse("limits:\n  sequence_gap_wait_ms: 0\n").is_ok());
     }
 
     #[test]

@@ -14,10 +14,6 @@ use super::{ACKS_ALL_TIMEOUT, Broker, BrokerError, PartitionRef};
 use crate::metrics::Metrics;
 use crate::storage::ValidatedBatches;
 
-/// Longest wait of a produce whose batch is ahead of its producer's next sequence for the
-/// batch before it (sent on another connection) to arrive first.
-pub const SEQUENCE_GAP_WAIT: Duration = Duration::from_millis(500);
-
 /// How often an acks=all wait rechecks that enough replicas are still in sync.
 const ISR_RECHECK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -84,8 +80,11 @@ impl Broker {
                 });
             }
         }
+        // A batch ahead of its producer's next sequence waits for the one before it
+        // (`limits.sequence_gap_wait_ms`).
         if let Ok(h) = shared::BatchHeader::parse(&bytes) {
-            part.wait_for_earlier(&h, SEQUENCE_GAP_WAIT).await;
+            let wait = Duration::from_millis(self.config.limits.sequence_gap_wait_ms);
+            part.wait_for_earlier(&h, wait).await;
         }
         let limits = self.config.batch_limits();
         let waiter = part.clone();
