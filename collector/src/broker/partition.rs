@@ -612,7 +612,6 @@ impl Partition {
         Ok(())
     }
 
-    /// Number of producers tracked.
     /// Waits, at most `max`, while `h` is ahead of its producer's next expected sequence:
     /// a client with several batches of a partition in flight on different connections
     /// (the agent) sees them arrive in any order, and without this the later ones would be
@@ -632,6 +631,7 @@ impl Partition {
         }
     }
 
+    /// Number of producers tracked.
     pub fn producer_count(&self) -> usize {
         lock(&self.producers).len()
     }
