@@ -295,6 +295,45 @@ fn unclean_restart_scans_only_past_the_recovery_point_within_the_segment() {
     }
 }
 
+/// Found by the fault campaign (seed 316): a producer snapshot written above where the log
+/// later ended (a truncated follower, a crash that cut the tail) described a history the log
+/// no longer had; leading that log again, the broker trusted it, missed a producer's batch
+/// and stored its retry a second time. Such files go whenever the log end moves back.
+#[test]
+fn producer_snapshots_above_a_truncation_or_a_recovered_end_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    let mut log = open(&dir, &config(), false);
+    let ends = fill(&mut log, 20);
+    let snap = |o: u64| dir.join(format!("{o:020}.snapshot"));
+    let (low, high) = (ends[5], ends[15]);
+    for o in [low, high] {
+        std::fs::write(snap(o), b"{}").unwrap();
+    }
+    log.truncate_to(ends[10], 0).unwrap();
+    assert!(snap(low).exists(), "below the new end: kept");
+    assert!(!snap(high).exists(), "above the new end: removed");
+    // A crash that loses the tail: one written at the old end goes at the next open.
+    let at_end = log.log_end_offset();
+    std::fs::write(snap(at_end), b"{}").unwrap();
+    let seg = active_file(&dir, &log, "log");
+    drop(log);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let mut log = open(&dir, &config(), false);
+    assert!(log.log_end_offset() < at_end);
+    assert!(!snap(at_end).exists());
+    assert!(snap(low).exists());
+    // A full restart elsewhere removes them all.
+    log.truncate_fully_and_start_at(ends[19] + 100, 0).unwrap();
+    assert!(!snap(low).exists());
+}
+
 #[test]
 fn manager_clean_shutdown_marker_skips_recovery() {
     let tmp = tempfile::tempdir().unwrap();

@@ -237,7 +237,7 @@ struct Snapshot {
     table: ProducerTable,
 }
 
-const SNAPSHOT_EXT: &str = "snapshot";
+const SNAPSHOT_EXT: &str = crate::storage::log::STATE_FILE_EXT;
 /// Snapshots kept per partition (older ones are deleted when a new one is written).
 const SNAPSHOTS_KEPT: usize = 2;
 

@@ -159,6 +159,8 @@ impl PartitionLog {
         let recovered_epochs = log.load_segments(clean, now_ms)?;
         let first_base = log.segments.keys().next().copied().unwrap_or(0);
         let end = log.log_end_offset();
+        // Recovery may have cut a tail that a producer snapshot was written after.
+        remove_state_files_after(dir, Some(end))?;
         log.log_start_offset = log.log_start_offset.max(first_base).min(end);
         log.epochs = LeaderEpochCache::load(dir)?;
         let mut epochs_changed = log.epochs.truncate_from_end(end);
@@ -769,6 +771,7 @@ impl PartitionLog {
         if self.epochs.truncate_from_end(end) {
             self.epochs.store(&self.dir)?;
         }
+        remove_state_files_after(&self.dir, Some(end))?;
         self.high_watermark = self.high_watermark.min(end);
         self.flushed_offset = self.flushed_offset.min(end);
         if self.recovery_point > end {
@@ -795,6 +798,7 @@ impl PartitionLog {
         self.log_start_offset = offset;
         self.recovery_point = offset;
         self.store_state()?;
+        remove_state_files_after(&self.dir, None)?;
         for (_, seg) in std::mem::take(&mut self.segments) {
             seg.delete(&self.cache)?;
         }
@@ -862,4 +866,42 @@ impl PartitionLog {
         }
         Ok(out)
     }
+}
+
+/// Extension of the per-offset state files the broker keeps beside a partition's segments
+/// (`<offset>.snapshot`: its producer state as of that offset).
+pub const STATE_FILE_EXT: &str = "snapshot";
+
+/// Removes the partition's per-offset state files above `end` (all of them with `None`):
+/// once the log end moves back (truncation, a recovered crash, a full restart), such a file
+/// describes a history the log no longer has, and a later leader of this log, finding one at
+/// or below its new end, would trust it — a producer's batches missing from it are then
+/// accepted again as new (duplicates).
+fn remove_state_files_after(dir: &Path, end: Option<u64>) -> Result<(), StorageError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx(dir),
+    };
+    let mut removed = false;
+    for entry in entries {
+        let entry = entry.ctx(dir)?;
+        let name = entry.file_name();
+        let Some(offset) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(STATE_FILE_EXT))
+            .and_then(|n| n.strip_suffix('.'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if end.is_none_or(|end| offset > end) {
+            std::fs::remove_file(entry.path()).ctx(&entry.path())?;
+            removed = true;
+        }
+    }
+    if removed {
+        fsync_dir(dir)?;
+    }
+    Ok(())
 }
