@@ -420,7 +420,7 @@ fn on_disk(dir: &std::path::Path) -> Vec<(u64, i32, u32, String)> {
 
 /// Seeds of episodes that once found an anomaly, kept as regression cases (thread timing is
 /// not seeded, so a replay re-creates the fault schedule, not every interleaving).
-const REGRESSION_SEEDS: &[u64] = &[106, 316];
+const REGRESSION_SEEDS: &[u64] = &[106, 316, 409];
 
 #[test]
 fn a_short_campaign_of_process_faults_finds_no_anomaly() {

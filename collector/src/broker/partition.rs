@@ -52,6 +52,10 @@ pub struct Partition {
     /// Told whenever producers' batches are recorded: a batch that arrived ahead of the one
     /// before it waits on this (see [`Partition::wait_for_earlier`]).
     recorded: tokio::sync::Notify,
+    /// The log end the producer table describes (set at open and by each append here,
+    /// under the log's lock). A log that ends elsewhere was written by another writer (a
+    /// fetcher, once this broker was deposed): no snapshot is written for it.
+    table_end: std::sync::atomic::AtomicU64,
 }
 
 /// What the leader knows of its followers.
@@ -172,6 +176,7 @@ impl Partition {
             deposed: watch::Sender::new(false),
             listeners: Mutex::new(Vec::new()),
             recorded: tokio::sync::Notify::new(),
+            table_end: std::sync::atomic::AtomicU64::new(leo),
             snapshot_at: Mutex::new(snapshot_at),
             repl: Mutex::new(Replication {
                 node_id: 0,
@@ -261,6 +266,8 @@ impl Partition {
                 return Err(ProduceError::Deposed(self.tp.dir_name()));
             }
             let info = log.append(to_write, leader_epoch, now)?;
+            self.table_end
+                .store(log.log_end_offset(), std::sync::atomic::Ordering::Relaxed);
             Some(info)
         };
         let mut fresh_iter = appended.iter().flat_map(|i| i.batches.iter());
@@ -602,7 +609,15 @@ impl Partition {
         l.checkpoint()?;
         let end = l.log_end_offset();
         let dir = l.dir().to_path_buf();
+        let ours = end == self.table_end.load(std::sync::atomic::Ordering::Relaxed);
         drop(l);
+        if !ours {
+            // Found by the fault campaign (seed 409): a deposed leader's checkpoint wrote
+            // its table as the state at an end its fetcher had moved; leading again, the
+            // broker trusted it and stored a retried batch a second time.
+            tracing::debug!(partition = %self.tp.dir_name(), end, "log moved under another writer: no producer snapshot");
+            return Ok(());
+        }
         let mut at = lock(&self.snapshot_at);
         if expired == 0 && *at == Some(end) {
             return Ok(());

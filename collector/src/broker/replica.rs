@@ -1046,6 +1046,42 @@ mod tests {
         );
     }
 
+    /// Found by the fault campaign (seed 409): a deposed leader's checkpoint must not write
+    /// its producer table as the state at a log end its fetcher has since moved.
+    #[test]
+    fn a_deposed_leader_writes_no_producer_snapshot_for_what_its_fetcher_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(&[dir.path().to_path_buf()], LogConfig::default(), 8).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        let log = logs.get_or_create(&tp, None).unwrap();
+        let leader = Partition::open(tp.clone(), log.clone(), true).unwrap();
+        let snapshot = |o: u64| {
+            lock(&log)
+                .dir()
+                .join(format!("{o:020}.{}", crate::storage::log::STATE_FILE_EXT))
+        };
+        let batches = shared::batch::BatchIter::new(&batch(0), shared::BatchLimits::default())
+            .next()
+            .map(|r| r.unwrap().1.to_vec())
+            .map(|b| {
+                crate::storage::ValidatedBatches::new(b, &shared::BatchLimits::default()).unwrap()
+            })
+            .unwrap();
+        leader.produce(batches, 1).unwrap();
+        leader.checkpoint(i64::MAX).unwrap();
+        assert!(snapshot(3).exists(), "the leader's own state is written");
+        // Deposed; a fetcher takes the log and appends what the new leader has.
+        leader.depose();
+        lock(&log).set_replica_token(Some(5));
+        let done = append_all(work(&tp, &log, 5, 3));
+        assert_eq!(*done[0].1.as_ref().unwrap(), 6);
+        leader.checkpoint(i64::MAX).unwrap();
+        assert!(
+            !snapshot(6).exists(),
+            "no snapshot for a log another writer moved"
+        );
+    }
+
     #[test]
     fn a_session_reply_body_round_trips_and_a_torn_one_is_an_error() {
         let header = api::SessionFetchReply {
