@@ -522,6 +522,29 @@ pub fn batch(values: &[String], stamp: ProducerStamp, zstd: bool) -> Vec<u8> {
         .unwrap()
 }
 
+/// Base URL of the leader of partition `p` of `topic`, from the first of `addrs` whose
+/// metadata answers.
+pub fn leader_url(
+    c: &reqwest::blocking::Client,
+    addrs: &[String],
+    topic: &str,
+    p: u32,
+) -> Option<String> {
+    addrs.iter().find_map(|a| {
+        let v: serde_json::Value = c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
+        let t = v["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == topic)?
+            .clone();
+        let l = t["partitions"][p as usize]["leader"].as_u64()?;
+        let addr = v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
+            .as_str()?
+            .to_owned();
+        Some(format!("http://{addr}"))
+    })
+}
+
 /// Posts batch bytes; returns (status, JSON body).
 pub fn produce(
     c: &reqwest::blocking::Client,

@@ -74,19 +74,7 @@ impl Env {
 
     /// The base URL of a partition's leader, from any node that answers.
     fn leader(&self, c: &reqwest::blocking::Client, topic: &str, p: u32) -> Option<String> {
-        self.addrs.iter().find_map(|a| {
-            let v: Value = c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
-            let t = v["topics"]
-                .as_array()?
-                .iter()
-                .find(|t| t["name"] == topic)?
-                .clone();
-            let l = t["partitions"][p as usize]["leader"].as_u64()?;
-            let addr = v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
-                .as_str()?
-                .to_owned();
-            Some(format!("http://{addr}"))
-        })
+        tributary_tests::leader_url(c, &self.addrs, topic, p)
     }
 }
 

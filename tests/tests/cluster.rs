@@ -468,19 +468,7 @@ fn create_topic(c: &reqwest::blocking::Client, node: &Collector, spec: Value) ->
 
 /// Base URL of partition 0's leader of `topic`, from the first node in `addrs` that answers.
 fn leader_of(c: &reqwest::blocking::Client, addrs: &[String], topic: &str) -> Option<String> {
-    addrs.iter().find_map(|a| {
-        let v: Value = c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
-        let t = v["topics"]
-            .as_array()?
-            .iter()
-            .find(|t| t["name"] == topic)?
-            .clone();
-        let l = t["partitions"][0]["leader"].as_u64()?;
-        let addr = v["brokers"].as_array()?.iter().find(|b| b["id"] == l)?["address"]
-            .as_str()?
-            .to_owned();
-        Some(format!("http://{addr}"))
-    })
+    tributary_tests::leader_url(c, addrs, topic, 0)
 }
 
 /// Metadata of partition `p` of `topic` from the first node that answers.

@@ -954,6 +954,15 @@ mod tests {
         bytes::Bytes::from(bytes)
     }
 
+    /// [`batch`], validated as a leader's produce takes it.
+    fn validated(base_offset: i64) -> crate::storage::ValidatedBatches {
+        crate::storage::ValidatedBatches::new(
+            batch(base_offset).to_vec(),
+            &shared::BatchLimits::default(),
+        )
+        .unwrap()
+    }
+
     fn work(tp: &TopicPartition, log: &SharedLog, token: u64, base: i64) -> Vec<Work> {
         vec![Work {
             tp: tp.clone(),
@@ -1018,20 +1027,13 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         let log = logs.get_or_create(&tp, None).unwrap();
         let leader = Partition::open(tp.clone(), log.clone(), true).unwrap();
-        let produce = |base| {
-            shared::batch::BatchIter::new(&batch(base), shared::BatchLimits::default())
-                .next()
-                .map(|r| r.unwrap().1.to_vec())
-                .map(|b| {
-                    crate::storage::ValidatedBatches::new(b, &shared::BatchLimits::default())
-                        .unwrap()
-                })
-                .unwrap()
-        };
-        assert!(leader.produce(produce(0), 1).is_ok(), "the leader appends");
+        assert!(
+            leader.produce(validated(0), 1).is_ok(),
+            "the leader appends"
+        );
         // A fetcher follows the partition here now (this broker was deposed).
         lock(&log).set_replica_token(Some(9));
-        let r = leader.produce(produce(0), 1);
+        let r = leader.produce(validated(0), 1);
         assert!(
             matches!(r, Err(super::super::ProduceError::Deposed(_))),
             "{r:?}"
@@ -1039,7 +1041,7 @@ mod tests {
         assert_eq!(lock(&log).log_end_offset(), 3, "nothing appended");
         // Nor under an epoch older than the log's latest.
         lock(&log).set_replica_token(None);
-        let r = leader.produce(produce(0), 0);
+        let r = leader.produce(validated(0), 0);
         assert!(
             matches!(r, Err(super::super::ProduceError::Deposed(_))),
             "{r:?}"
@@ -1060,14 +1062,7 @@ mod tests {
                 .dir()
                 .join(format!("{o:020}.{}", crate::storage::log::STATE_FILE_EXT))
         };
-        let batches = shared::batch::BatchIter::new(&batch(0), shared::BatchLimits::default())
-            .next()
-            .map(|r| r.unwrap().1.to_vec())
-            .map(|b| {
-                crate::storage::ValidatedBatches::new(b, &shared::BatchLimits::default()).unwrap()
-            })
-            .unwrap();
-        leader.produce(batches, 1).unwrap();
+        leader.produce(validated(0), 1).unwrap();
         leader.checkpoint(i64::MAX).unwrap();
         assert!(snapshot(3).exists(), "the leader's own state is written");
         // Deposed; a fetcher takes the log and appends what the new leader has.
