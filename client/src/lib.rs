@@ -40,6 +40,9 @@ pub struct ClientConfig {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// A bearer token sent with every request (`Authorization: Bearer …`).
     pub token: Option<Token>,
+    /// Addresses dialled instead of others (`host:port` → `host:port`): a node reaches a
+    /// peer that advertises the key at the value (a private interface, a relay).
+    pub dial_overrides: std::sync::Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// A bearer token. Its `Debug` never shows it (configs and errors get printed).
@@ -82,9 +85,17 @@ impl ClientConfig {
         if self.tls.is_some() { "https" } else { "http" }
     }
 
-    /// `host:port` as a base URL of this client's scheme (a URL is kept as given).
+    /// `host:port` as a base URL of this client's scheme (a URL is kept as given), after
+    /// [`ClientConfig::dial_overrides`].
     pub fn base_url(&self, address: &str) -> String {
-        base_url(address, self.tls.is_some())
+        base_url(self.dial(address), self.tls.is_some())
+    }
+
+    /// The address to connect to for `address`: its override, or itself.
+    pub fn dial<'a>(&'a self, address: &'a str) -> &'a str {
+        self.dial_overrides
+            .get(address.trim_end_matches('/'))
+            .map_or(address, String::as_str)
     }
 }
 
@@ -96,6 +107,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             tls: None,
             token: None,
+            dial_overrides: Default::default(),
         }
     }
 }

@@ -244,6 +244,10 @@ pub struct RawConfig {
     pub retention_check_interval_ms: u64,
     /// How often recovery points are checkpointed (bounds crash-recovery work).
     pub recovery_point_interval_ms: u64,
+    /// Peer addresses this node dials elsewhere (`advertised host:port` → `host:port`):
+    /// a private interface between brokers, or a relay. Raft, replication and forwarded
+    /// requests all follow it; clients are told the advertised addresses as before.
+    pub dial_overrides: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RawConfig {
@@ -277,6 +281,7 @@ impl Default for RawConfig {
             broker_heartbeat_interval_ms: 1_000,
             retention_check_interval_ms: 60_000,
             recovery_point_interval_ms: 10_000,
+            dial_overrides: Default::default(),
         }
     }
 }
@@ -324,6 +329,8 @@ pub struct Config {
     pub replica_lag_max: Duration,
     pub retention_check_interval: Duration,
     pub recovery_point_interval: Duration,
+    /// See [`RawConfig::dial_overrides`].
+    pub dial_overrides: std::sync::Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl Config {
@@ -555,6 +562,16 @@ impl Config {
                 "intervals must be positive",
             ));
         }
+        for (from, to) in &raw.dial_overrides {
+            for a in [from, to] {
+                if a.is_empty() || a.contains('/') || !a.contains(':') {
+                    return Err(invalid(
+                        "dial_overrides",
+                        format!("{a:?} is not a host:port address"),
+                    ));
+                }
+            }
+        }
         Ok(Self {
             node_id: raw.node_id,
             listen,
@@ -582,6 +599,7 @@ impl Config {
             replica_lag_max: Duration::from_millis(raw.replica_lag_max_ms),
             retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
             recovery_point_interval: Duration::from_millis(raw.recovery_point_interval_ms),
+            dial_overrides: std::sync::Arc::new(raw.dial_overrides),
         })
     }
 
@@ -649,5 +667,21 @@ mod tests {
         let c = Config::parse("{}").unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
         assert_eq!(c.voters, vec![(1, "127.0.0.1:7400".to_string())]);
+    }
+
+    #[test]
+    fn dial_overrides_take_host_port_pairs_only() {
+        let c =
+            Config::parse("dial_overrides:\n  \"10.0.0.6:7400\": \"192.168.1.6:7400\"\n").unwrap();
+        let client = client::ClientConfig {
+            dial_overrides: c.dial_overrides.clone(),
+            ..client::ClientConfig::default()
+        };
+        assert_eq!(client.base_url("10.0.0.6:7400"), "http://192.168.1.6:7400");
+        assert_eq!(client.base_url("10.0.0.7:7400"), "http://10.0.0.7:7400");
+        let e = Config::parse("dial_overrides:\n  \"10.0.0.6:7400\": \"http://x/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dial_overrides"), "{e}");
     }
 }

@@ -129,6 +129,7 @@ pub async fn run(
         broker_session_timeout: config.broker_session_timeout,
         broker_heartbeat_interval: config.broker_heartbeat_interval,
         tls: tls.as_ref().map(|t| t.client_config()),
+        dial_overrides: config.dial_overrides.clone(),
     })
     .await?;
     let security = Arc::new(

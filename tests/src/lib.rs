@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 pub mod history;
+pub mod netfault;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -327,8 +328,24 @@ impl Cluster {
     /// `voters` voters (ids 1..=voters) and `brokers` brokers that only follow the metadata
     /// log as learners (the ids after).
     pub fn start_with_brokers(dir: &Path, voters: usize, brokers: usize, extra: &str) -> Self {
-        let n = voters + brokers;
+        let ports: Vec<u16> = (0..voters + brokers).map(|_| free_port()).collect();
+        Self::start_on(dir, &ports, voters, |_| extra.to_owned())
+    }
+
+    /// `n` voters whose connections to each other all pass through relays of a
+    /// [`netfault::Net`] (so the test can partition, cut one way, or slow links).
+    pub fn start_with_net(dir: &Path, n: usize, extra: &str) -> (Self, netfault::Net) {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let net = netfault::Net::new(&ports);
+        let cluster = Self::start_on(dir, &ports, n, |id| {
+            format!("{extra}{}", net.dial_overrides_yaml(id, &ports))
+        });
+        (cluster, net)
+    }
+
+    /// Nodes on `ports` (ids 1..), the first `voters` of them voters; `extra(id)` is YAML
+    /// added to node `id`'s config.
+    fn start_on(dir: &Path, ports: &[u16], voters: usize, extra: impl Fn(u64) -> String) -> Self {
         let voters: String = ports
             .iter()
             .take(voters)
@@ -343,7 +360,7 @@ impl Cluster {
                 std::fs::create_dir_all(&data).unwrap();
                 let config = data.with_extension("yaml");
                 // `{id}` in `extra` is this node's id (per-node certificate files).
-                let extra = extra.replace("{id}", &(i + 1).to_string());
+                let extra = extra(i as u64 + 1).replace("{id}", &(i + 1).to_string());
                 std::fs::write(
                     &config,
                     format!(

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tributary_tests::history::{Call, History, Outcome, Tp, check_replicas};
+use tributary_tests::netfault::{LinkState, Net};
 use tributary_tests::{Cluster, client, wait_for};
 
 const TOPIC: &str = "campaign";
@@ -198,42 +199,138 @@ fn metadata_worker(env: Env, process: u32, seed: u64) -> u64 {
     ops
 }
 
-/// One fault on one node, then its repair.
-fn fault(cl: &mut Cluster, rng: &mut Rng, env: &Env, log: &mut Vec<String>) {
+/// Which faults an episode draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Process faults only: the first campaigns' schedules, so their seeds replay.
+    Process,
+    /// Every kind.
+    All,
+}
+
+/// The controller leader's id, as any node reports it.
+fn controller_leader(env: &Env) -> Option<u64> {
+    let c = env.http();
+    env.addrs.iter().find_map(|a| {
+        c.get(format!("{a}/health"))
+            .send()
+            .ok()?
+            .json::<Value>()
+            .ok()?["controller_leader"]
+            .as_u64()
+    })
+}
+
+/// Every link between `id` and the other nodes set to `state`, in the directions asked.
+fn links_of(net: &Net, id: u64, out: bool, inward: bool, state: LinkState) {
+    for other in (1..=3).filter(|o| *o != id) {
+        if out {
+            net.set(id, other, state);
+        }
+        if inward {
+            net.set(other, id, state);
+        }
+    }
+}
+
+/// One fault, then its repair. Process faults hit one node; network faults cut or slow
+/// links between nodes (never the clients' connections).
+fn fault(cl: &mut Cluster, net: &Net, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<String>) {
     let id = 1 + rng.below(3);
     let at = env.now();
-    match rng.below(4) {
+    let hold = |rng: &mut Rng, min: u64, span: u64| {
+        let ms = min + rng.below(span);
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    };
+    let kinds = match mix {
+        Mix::Process => 4,
+        Mix::All => 10,
+    };
+    match rng.below(kinds) {
         0 | 1 => {
             cl.node(id).kill9();
-            let down = 500 + rng.below(2500);
-            std::thread::sleep(Duration::from_millis(down));
+            let down = hold(rng, 500, 2500);
             cl.node(id).restart();
             log.push(format!(
                 "{at} ms: kill -9 node {id}, restarted after {down} ms"
             ));
         }
         2 => {
-            let pause = 500 + rng.below(3500);
             cl.node(id).pause();
-            std::thread::sleep(Duration::from_millis(pause));
+            let pause = hold(rng, 500, 3500);
             cl.node(id).resume();
             log.push(format!("{at} ms: SIGSTOP node {id} for {pause} ms"));
         }
-        _ => {
+        3 => {
             cl.node(id).terminate();
-            let down = 200 + rng.below(1500);
-            std::thread::sleep(Duration::from_millis(down));
+            let down = hold(rng, 200, 1500);
             cl.node(id).restart();
             log.push(format!(
                 "{at} ms: SIGTERM node {id}, restarted after {down} ms"
             ));
         }
+        4 => {
+            links_of(net, id, true, true, LinkState::Blocked);
+            let ms = hold(rng, 1000, 5000);
+            net.heal();
+            log.push(format!(
+                "{at} ms: partition node {id} from the others for {ms} ms"
+            ));
+        }
+        5 => {
+            // The controller leader cut off: the others must elect one and fence it.
+            let Some(leader) = controller_leader(env) else {
+                return;
+            };
+            links_of(net, leader, true, true, LinkState::Blocked);
+            let ms = hold(rng, 1000, 5000);
+            net.heal();
+            log.push(format!(
+                "{at} ms: partition the controller leader (node {leader}) for {ms} ms"
+            ));
+        }
+        6 => {
+            let out = rng.below(2) == 0;
+            links_of(net, id, out, !out, LinkState::Blocked);
+            let ms = hold(rng, 1000, 4000);
+            net.heal();
+            let dir = if out { "from" } else { "to" };
+            log.push(format!(
+                "{at} ms: one-way partition: nothing {dir} node {id} for {ms} ms"
+            ));
+        }
+        7 => {
+            // A bridge: `id` still reaches both others, which do not reach each other.
+            let (a, b) = match id {
+                1 => (2, 3),
+                2 => (1, 3),
+                _ => (1, 2),
+            };
+            net.set(a, b, LinkState::Blocked);
+            net.set(b, a, LinkState::Blocked);
+            let ms = hold(rng, 1000, 5000);
+            net.heal();
+            log.push(format!(
+                "{at} ms: bridge through node {id} (nodes {a} and {b} cut) for {ms} ms"
+            ));
+        }
+        _ => {
+            let delay = Duration::from_millis(20 + rng.below(280));
+            links_of(net, id, true, true, LinkState::Slow(delay));
+            let ms = hold(rng, 2000, 4000);
+            net.heal();
+            log.push(format!(
+                "{at} ms: slow links of node {id} ({} ms a chunk) for {ms} ms",
+                delay.as_millis()
+            ));
+        }
     }
 }
 
-fn episode(seed: u64, secs: u64) {
+fn episode(seed: u64, secs: u64, mix: Mix) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
+    let (mut cl, net) = Cluster::start_with_net(tmp.path(), 3, EXTRA);
     let c = client();
     let r = c
         .post(cl.node(1).url("/v1/topics"))
@@ -266,7 +363,7 @@ fn episode(seed: u64, secs: u64) {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
-        fault(&mut cl, &mut rng, &env, &mut faults);
+        fault(&mut cl, &net, &mut rng, &env, mix, &mut faults);
     }
     // Healed: every node up. Let the workloads make progress, then stop them.
     for n in &cl.nodes {
@@ -406,23 +503,35 @@ fn on_disk(dir: &std::path::Path) -> Vec<(u64, i32, u32, String)> {
     out
 }
 
-/// Seeds of episodes that once found an anomaly, kept as regression cases (thread timing is
-/// not seeded, so a replay re-creates the fault schedule, not every interleaving).
-const REGRESSION_SEEDS: &[u64] = &[106, 316, 409];
+/// Seeds of episodes that once found an anomaly, kept as regression cases with the fault
+/// mix they ran with (thread timing is not seeded, so a replay re-creates the fault
+/// schedule, not every interleaving).
+const REGRESSION_SEEDS: &[(u64, Mix)] = &[
+    (106, Mix::Process),
+    (316, Mix::Process),
+    (409, Mix::Process),
+];
 
 #[test]
-fn a_short_campaign_of_process_faults_finds_no_anomaly() {
+fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let secs = env("CAMPAIGN_SECS").unwrap_or(15);
-    // CAMPAIGN_SEED/CAMPAIGN_EPISODES: a run of consecutive seeds; by default one new seed
-    // and the regression seeds.
-    let seeds: Vec<u64> = match env("CAMPAIGN_SEED") {
-        Some(first) => (first..first + env("CAMPAIGN_EPISODES").unwrap_or(1)).collect(),
-        None => std::iter::once(1)
+    // CAMPAIGN_SEED/CAMPAIGN_EPISODES (and CAMPAIGN_MIX=process for the process faults
+    // alone): a run of consecutive seeds; by default one new seed and the regression seeds.
+    let mix = match std::env::var("CAMPAIGN_MIX").as_deref() {
+        Ok("process") => Mix::Process,
+        Ok("all") | Err(_) => Mix::All,
+        Ok(other) => panic!("CAMPAIGN_MIX={other}: use all or process"),
+    };
+    let seeds: Vec<(u64, Mix)> = match env("CAMPAIGN_SEED") {
+        Some(first) => (first..first + env("CAMPAIGN_EPISODES").unwrap_or(1))
+            .map(|s| (s, mix))
+            .collect(),
+        None => std::iter::once((1, Mix::All))
             .chain(REGRESSION_SEEDS.iter().copied())
             .collect(),
     };
-    for seed in seeds {
-        episode(seed, secs);
+    for (seed, mix) in seeds {
+        episode(seed, secs, mix);
     }
 }

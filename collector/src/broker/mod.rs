@@ -202,6 +202,7 @@ impl Broker {
                     request_timeout,
                     connect_timeout: PEER_CONNECT_TIMEOUT,
                     tls: tls.clone(),
+                    dial_overrides: config.dial_overrides.clone(),
                     ..ClientConfig::default()
                 },
             )

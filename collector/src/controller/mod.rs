@@ -61,6 +61,8 @@ pub struct ControllerConfig {
     pub broker_heartbeat_interval: Duration,
     /// TLS to the other nodes (`https://`), when the node has TLS.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Peer addresses dialled elsewhere (see `Config::dial_overrides`).
+    pub dial_overrides: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// What the active controller knows of broker liveness (memory only: a new active
@@ -92,8 +94,8 @@ pub struct Controller {
     metadata: tokio::sync::watch::Receiver<Arc<MetadataState>>,
     /// Shared by Raft RPCs and forwarded proposals.
     http: reqwest::Client,
-    /// `http` or `https`: how the other nodes' addresses are reached.
-    scheme: &'static str,
+    /// How the other nodes' addresses are reached: scheme and dial overrides.
+    peers: client::ClientConfig,
     liveness: std::sync::Mutex<Liveness>,
     broker_session_timeout: Duration,
     /// Silence after which a broker's port is probed.
@@ -120,9 +122,9 @@ impl Controller {
         let client = client::ClientConfig {
             request_timeout: network::RPC_TIMEOUT,
             tls: config.tls.clone(),
+            dial_overrides: config.dial_overrides.clone(),
             ..client::ClientConfig::default()
         };
-        let scheme = client.scheme();
         let http = client::http_client(&client)
             .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
         let raft_config = openraft::Config {
@@ -141,7 +143,7 @@ impl Controller {
             Arc::new(raft_config),
             network::Network {
                 client: http.clone(),
-                scheme,
+                peers: client.clone(),
                 warned: Default::default(),
             },
             log,
@@ -179,7 +181,7 @@ impl Controller {
             node_id: config.node_id,
             metadata,
             http,
-            scheme,
+            peers: client,
             liveness: std::sync::Mutex::new(Liveness::default()),
             broker_session_timeout: config.broker_session_timeout,
             probe_after: (config.broker_heartbeat_interval * 2).max(PROBE_AFTER_MIN),
@@ -250,8 +252,8 @@ impl Controller {
                 let resp = self
                     .http
                     .post(format!(
-                        "{}://{addr}{}",
-                        self.scheme,
+                        "{}{}",
+                        self.peers.base_url(&addr),
                         api::routes::CONTROLLER_HEARTBEAT
                     ))
                     .json(&api::BrokerHeartbeat { id })
@@ -314,8 +316,8 @@ impl Controller {
         let resp = self
             .http
             .post(format!(
-                "{}://{addr}{}",
-                self.scheme,
+                "{}{}",
+                self.peers.base_url(addr),
                 api::routes::CONTROLLER_PROPOSE
             ))
             .json(cmd)
@@ -379,8 +381,8 @@ impl Controller {
             let r = self
                 .http
                 .post(format!(
-                    "{}://{addr}{}",
-                    self.scheme,
+                    "{}{}",
+                    self.peers.base_url(addr),
                     api::routes::CONTROLLER_ADD_LEARNER
                 ))
                 .json(&api::AddLearner {
@@ -428,8 +430,8 @@ impl Controller {
         let resp = self
             .http
             .post(format!(
-                "{}://{addr}{}",
-                self.scheme,
+                "{}{}",
+                self.peers.base_url(&addr),
                 api::routes::CONTROLLER_ADD_LEARNER
             ))
             .json(&api::AddLearner {
@@ -597,9 +599,13 @@ async fn fence_silent_brokers(
                 tracing::warn!(broker = id, error = %e, "fencing failed");
             }
         }
+        let peers = &c.peers;
         let probes = to_probe.into_iter().map(|(id, address)| async move {
-            let r =
-                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address)).await;
+            let r = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                tokio::net::TcpStream::connect(peers.dial(&address)),
+            )
+            .await;
             let refused =
                 matches!(&r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
             (id, address, refused)

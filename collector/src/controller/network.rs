@@ -21,8 +21,8 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Network {
     pub client: reqwest::Client,
-    /// `http` or `https`.
-    pub scheme: &'static str,
+    /// Scheme and dial overrides of the peers' addresses.
+    pub peers: client::ClientConfig,
     /// When each peer was last reported unreachable (openraft makes a connection per
     /// attempt, so this lives here).
     pub warned:
@@ -32,7 +32,8 @@ pub struct Network {
 #[derive(Debug)]
 pub struct Connection {
     client: reqwest::Client,
-    scheme: &'static str,
+    /// The peer's base URL.
+    base: String,
     addr: String,
     /// When a peer was last reported unreachable (at most every [`UNREACHABLE_LOG_EVERY`]).
     warned: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
@@ -47,7 +48,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             client: self.client.clone(),
-            scheme: self.scheme,
+            base: self.peers.base_url(&node.addr),
             addr: node.addr.clone(),
             warned: self.warned.clone(),
         }
@@ -66,7 +67,7 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("{}://{}/internal/raft/{route}", self.scheme, self.addr);
+        let url = format!("{}/internal/raft/{route}", self.base);
         let timeout = option.hard_ttl().min(RPC_TIMEOUT);
         let resp = self
             .client

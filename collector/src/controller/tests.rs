@@ -36,6 +36,7 @@ fn config(dir: &std::path::Path) -> ControllerConfig {
         broker_session_timeout: std::time::Duration::from_secs(6),
         broker_heartbeat_interval: std::time::Duration::from_secs(1),
         tls: None,
+        dial_overrides: Default::default(),
     }
 }
 
