@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The fault campaign, long form: N episodes from a first seed against real 3-node clusters
 # (tests/tests/campaign.rs), then a summary — episodes, faults by kind, operations,
-# acknowledged records, acks=1 losses, anomalies, and the seeds of any failed episode.
+# acknowledged records, acks=1 losses, agent lines, anomalies, and the seeds of any failed
+# episode. CAMPAIGN_MIX=process draws process faults only.
 # Usage: scripts/campaign.sh [first-seed] [episodes] [seconds-per-episode]
 #        (defaults 1000, 100, 20; output under target/campaign)
-# A failing episode stops the run (its seed is printed; replay it with
+# Every episode runs even after one fails; failed seeds are listed (replay one with
 # CAMPAIGN_SEED=<seed> CAMPAIGN_EPISODES=1 cargo nextest run -p tributary-tests --test campaign).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,17 +21,23 @@ CAMPAIGN_SEED=$first CAMPAIGN_EPISODES=$episodes CAMPAIGN_SECS=$secs \
 python3 - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1], errors="replace").read()
-faults = {"kill -9": 0, "SIGSTOP": 0, "SIGTERM": 0}
-for kind in faults:
-    faults[kind] = len(re.findall(r"^\s+\d+ ms: " + re.escape(kind), text, re.M))
+kinds = {"kill -9 node": "kill -9 node", "SIGSTOP": "SIGSTOP", "SIGTERM": "SIGTERM",
+         "partition node": "partition (one node)", "partition the controller leader": "partition (controller leader)",
+         "one-way partition": "one-way partition", "bridge": "bridge", "slow links": "slow links",
+         "kill -9 the agent": "kill -9 agent", "clock of node": "clock jump"}
+faults = {}
+for pattern, name in kinds.items():
+    faults[name] = len(re.findall(r"^\s+\d+ ms: " + re.escape(pattern), text, re.M))
+agent = re.findall(r"agent: (\d+) lines written, (\d+) records", text)
 reports = re.findall(r"episode seed (\d+): (\d+) operations, (\d+) acks=all records, (\d+) acks=1 records \((\d+) lost\), (\d+) offsets read, (\d+) anomalies", text)
-failed = re.findall(r"seed (\d+): anomalies", text)
+failed = re.findall(r"seed (\d+): anomalies", text) + re.findall(r"failed episodes: seeds (\[[^\]]*\])", text)
 ops = sum(int(r[1]) for r in reports)
 print(f"episodes checked: {len(reports)} (seeds {reports[0][0]}..{reports[-1][0]})" if reports else "episodes checked: 0")
 print("faults: " + ", ".join(f"{k} {v}" for k, v in faults.items()) + f" (total {sum(faults.values())})")
 print(f"operations: {ops}; acks=all records acknowledged: {sum(int(r[2]) for r in reports)}; "
       f"acks=1 records: {sum(int(r[3]) for r in reports)} ({sum(int(r[4]) for r in reports)} lost); "
       f"offsets read back: {sum(int(r[5]) for r in reports)}")
+print(f"agent lines written: {sum(int(a[0]) for a in agent)}, records stored: {sum(int(a[1]) for a in agent)}")
 print(f"anomalies: {sum(int(r[6]) for r in reports)} in the history checks; failed episodes: {failed or 'none'}")
 PY
 echo "full output: $log"

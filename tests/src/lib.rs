@@ -107,7 +107,17 @@ impl Collector {
     }
 
     fn try_spawn(data: &Path, config: &Path) -> Result<Self, SpawnError> {
-        let mut child = Command::new(binary("collector"))
+        let mut cmd = Command::new(binary("collector"));
+        // A `<data>.clock` file puts the node's wall clock that many seconds off (see
+        // `Cluster::set_clock_offset`); the monotonic clock stays true, as under NTP steps.
+        let clock = data.with_extension("clock");
+        if clock.exists() {
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(config)
             // openraft reports every RPC to a killed node; the tests kill nodes on purpose.
@@ -311,6 +321,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// libfaketime, which shifts a process's wall clock (Debian's `libfaketime` package).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Whether clock faults can run here: libfaketime is installed. Under `CI=true` it must be
+/// (`.ci/run` installs it), so a campaign never silently drops its clock jumps there.
+pub fn clock_faults_available() -> bool {
+    let here = Path::new(LIBFAKETIME).exists();
+    assert!(
+        here || std::env::var_os("CI").is_none(),
+        "CI=true but {LIBFAKETIME} is missing (apt-get install libfaketime)"
+    );
+    here
+}
+
 /// Collectors forming one cluster: node ids 1..=n, all voters, on fixed free ports.
 #[derive(Debug)]
 pub struct Cluster {
@@ -337,10 +361,31 @@ impl Cluster {
     pub fn start_with_net(dir: &Path, n: usize, extra: &str) -> (Self, netfault::Net) {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let net = netfault::Net::new(&ports);
+        if clock_faults_available() {
+            for id in 1..=n {
+                std::fs::write(dir.join(format!("node{id}.clock")), "+0\n").unwrap();
+            }
+        }
         let cluster = Self::start_on(dir, &ports, n, |id| {
             format!("{extra}{}", net.dial_overrides_yaml(id, &ports))
         });
         (cluster, net)
+    }
+
+    /// Whether node `id` runs under libfaketime (clusters from [`Cluster::start_with_net`],
+    /// where it is installed).
+    pub fn has_clock(&self, id: u64) -> bool {
+        self.nodes[(id - 1) as usize]
+            .data
+            .with_extension("clock")
+            .exists()
+    }
+
+    /// Puts node `id`'s wall clock `secs` seconds off the true time (0: true again); the
+    /// process sees the jump within a second.
+    pub fn set_clock_offset(&self, id: u64, secs: i64) {
+        let file = self.nodes[(id - 1) as usize].data.with_extension("clock");
+        std::fs::write(file, format!("{secs:+}\n")).unwrap();
     }
 
     /// Nodes on `ports` (ids 1..), the first `voters` of them voters; `extra(id)` is YAML
@@ -589,39 +634,68 @@ pub fn read_all(
     topic: &str,
     partition: u32,
 ) -> Vec<(u64, String)> {
-    let limits = shared::BatchLimits::default();
     let mut out = Vec::new();
     let mut offset = 0u64;
     loop {
-        let r = c
-            .get(format!("{base}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes=4194304"))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "fetch: {}", r.status());
-        let hw: u64 = r.headers()["tributary-high-watermark"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let bytes = r.bytes().unwrap();
-        if bytes.is_empty() {
+        let (records, next, hw) = fetch_once(c, base, topic, partition, offset, 4 << 20)
+            .unwrap_or_else(|e| panic!("fetch {topic}-{partition} at {offset}: {e}"));
+        if records.is_empty() && next == offset {
             assert!(
                 offset >= hw,
                 "empty fetch at {offset} below the high watermark {hw}"
             );
             return out;
         }
-        for item in shared::BatchIter::new(&bytes, limits) {
-            let (h, b) = item.unwrap();
-            for rec in shared::DecodedRecords::new(b, &limits).unwrap().iter() {
-                let o = h.base_offset as u64 + rec.offset_delta as u64;
-                if o >= offset {
-                    out.push((o, String::from_utf8(rec.value.unwrap().to_vec()).unwrap()));
-                }
-            }
-            offset = h.next_offset() as u64;
-        }
+        out.extend(records);
+        offset = next;
     }
+}
+
+/// What [`fetch_once`] returns: records (offset, value), the next offset, the high watermark.
+pub type Fetched = (Vec<(u64, String)>, u64, u64);
+
+/// One fetch from `offset`: the records at or after it (offset, value), the offset after the
+/// last batch returned, and the high watermark. An error names what went wrong (a refusal's
+/// status, a transport error, bytes that do not decode).
+pub fn fetch_once(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max_bytes: u64,
+) -> Result<Fetched, String> {
+    let limits = shared::BatchLimits::default();
+    let r = c
+        .get(format!("{base}/v1/topics/{topic}/partitions/{partition}/batches?offset={offset}&max_bytes={max_bytes}"))
+        .send()
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("fetch: {}", r.status()));
+    }
+    let hw: u64 = r
+        .headers()
+        .get("tributary-high-watermark")
+        .and_then(|h| h.to_str().ok()?.parse().ok())
+        .ok_or("no high watermark header")?;
+    let bytes = r.bytes().map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut next = offset;
+    for item in shared::BatchIter::new(&bytes, limits) {
+        let (h, b) = item.map_err(|e| e.to_string())?;
+        for rec in shared::DecodedRecords::new(b, &limits)
+            .map_err(|e| e.to_string())?
+            .iter()
+        {
+            let o = h.base_offset as u64 + rec.offset_delta as u64;
+            if o >= offset {
+                let v = rec.value.ok_or("a record without a value")?;
+                out.push((o, String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+        next = h.next_offset() as u64;
+    }
+    Ok((out, next, hw))
 }
 
 /// A running agent process.
