@@ -9,6 +9,8 @@
 pub mod acls;
 pub mod fetch;
 pub mod partition;
+#[cfg(test)]
+mod power_loss_tests;
 pub mod produce;
 pub mod producer_state;
 pub mod replica;

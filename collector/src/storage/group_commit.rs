@@ -68,11 +68,15 @@ impl GroupCommit {
         drop(st);
         self.fsyncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Take the target under the log lock, fsync without it so appends continue.
-        let result = lock(log).sync_target().and_then(|(file, upto)| {
-            file.sync_data()
-                .map_err(|e| StorageError::io(lock(log).dir(), e))
-                .map(|_| upto)
+        // Take the target under the log lock, fsync without it so appends continue. (One
+        // statement would keep the guard until its end: the fsync ran under the lock, and a
+        // failed fsync locked it again to name the directory — a deadlock on EIO, found by
+        // the fsync-failure test.)
+        let target = lock(log).sync_target();
+        let result = target.and_then(|t| {
+            super::durable::sync_data(&t.file, &t.path)
+                .map_err(|e| StorageError::io(&t.path, e))
+                .map(|_| t.upto)
         });
         let mut st = lock(&self.state);
         st.flushing = false;
@@ -83,6 +87,7 @@ impl GroupCommit {
                 Ok(())
             }
             Err(e) => {
+                lock(log).sync_failed(&e);
                 st.failed = Some((st.round, e.to_string()));
                 Err(e)
             }

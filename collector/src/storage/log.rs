@@ -77,6 +77,15 @@ pub struct RetentionOutcome {
     pub bytes_deleted: u64,
 }
 
+/// What an fsync made outside the log's lock needs: the active segment's data file, its
+/// path, and the offset below which the fsync makes everything durable.
+#[derive(Debug, Clone)]
+pub struct SyncTarget {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub upto: u64,
+}
+
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
@@ -339,6 +348,15 @@ impl PartitionLog {
         result
     }
 
+    /// Records that an fsync of this log, made outside its lock (group commit, a follower's
+    /// sync), failed. The kernel may have dropped the unsynced pages with the error, so a
+    /// later fsync that succeeds would vouch for data that is gone: the log goes offline
+    /// until a restart, whose recovery trusts only what is on disk.
+    pub fn sync_failed(&mut self, e: &StorageError) {
+        tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed: partition log going offline");
+        self.offline = true;
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -545,7 +563,7 @@ impl PartitionLog {
 
     /// For group commit: the file whose fsync makes everything below the returned offset
     /// durable. The caller fsyncs it without holding the log, then calls `mark_flushed`.
-    pub fn sync_target(&self) -> Result<(Arc<File>, u64), StorageError> {
+    pub fn sync_target(&self) -> Result<SyncTarget, StorageError> {
         self.check_online()?;
         let file = self
             .active()
@@ -553,7 +571,11 @@ impl PartitionLog {
             .ok_or_else(|| StorageError::Offline {
                 path: self.dir.clone(),
             })?;
-        Ok((file, self.log_end_offset()))
+        Ok(SyncTarget {
+            file,
+            path: self.active().log_path().to_path_buf(),
+            upto: self.log_end_offset(),
+        })
     }
 
     /// Records that an fsync made everything below `offset` durable.

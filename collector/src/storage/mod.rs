@@ -7,6 +7,8 @@
 //! - [`checkpoint`]: small state files written temp + fsync + rename (partition state,
 //!   leader-epoch checkpoint).
 //! - [`file_cache`]: an LRU of open read handles for closed segments.
+//! - [`durable`]: the one way to the files' bytes that durability depends on (segment
+//!   writes, truncations, fsyncs); in unit tests it simulates power loss and `EIO` fsyncs.
 //! - [`group_commit`]: one fsync covering every append since the last, shared by waiters.
 //! - [`manager`]: [`LogManager`], the data directories, partition placement, clean-shutdown
 //!   markers, and taking a directory offline after an I/O error.
@@ -17,6 +19,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod disk;
+pub mod durable;
 pub mod error;
 pub mod file_cache;
 pub mod group_commit;
@@ -30,6 +33,6 @@ pub use config::{FlushPolicy, LogConfig};
 pub use error::StorageError;
 pub use file_cache::FileCache;
 pub use group_commit::GroupCommit;
-pub use log::{AppendInfo, PartitionLog, ReadResult};
+pub use log::{AppendInfo, PartitionLog, ReadResult, SyncTarget};
 pub use manager::LogManager;
 pub use validated::ValidatedBatches;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use shared::batch::{BatchHeader, RECORDS_OFFSET, validate_batch};
 use shared::{BatchError, BatchLimits};
 
+use super::durable;
 use super::error::{IoContext, StorageError};
 use super::file_cache::FileCache;
 use super::index::{
@@ -65,9 +66,9 @@ fn lazy<'a>(slot: &'a mut Option<File>, path: &Path) -> Result<&'a File, Storage
 /// read handles keep seeing the same file); a missing file is empty already.
 fn cut_to(slot: &Option<File>, path: &Path, len: u64) -> std::io::Result<()> {
     match slot {
-        Some(f) => f.set_len(len),
+        Some(f) => durable::set_len(f, path, len),
         None => match OpenOptions::new().write(true).open(path) {
-            Ok(f) => f.set_len(len),
+            Ok(f) => durable::set_len(&f, path, len),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         },
@@ -408,19 +409,17 @@ impl Segment {
             }
         }
         let result = (|| {
-            files
-                .log
-                .write_all_at(chunk, before.size)
+            durable::write_at(&files.log, &self.log_path, chunk, before.size)
                 .ctx(&self.log_path)?;
             if !index_buf.is_empty() {
-                lazy(&mut files.index, &self.index_path)?
-                    .write_all_at(&index_buf, before.index_entries * OFFSET_ENTRY_BYTES)
-                    .ctx(&self.index_path)?;
+                let f = lazy(&mut files.index, &self.index_path)?;
+                let at = before.index_entries * OFFSET_ENTRY_BYTES;
+                durable::write_at(f, &self.index_path, &index_buf, at).ctx(&self.index_path)?;
             }
             if !time_buf.is_empty() {
-                lazy(&mut files.time, &self.time_path)?
-                    .write_all_at(&time_buf, before.time_entries * TIME_ENTRY_BYTES)
-                    .ctx(&self.time_path)?;
+                let f = lazy(&mut files.time, &self.time_path)?;
+                let at = before.time_entries * TIME_ENTRY_BYTES;
+                durable::write_at(f, &self.time_path, &time_buf, at).ctx(&self.time_path)?;
             }
             Ok::<(), StorageError>(())
         })();
@@ -428,9 +427,7 @@ impl Segment {
             // Undo: cut every file back to its size before this append. If even that fails
             // the segment cannot be trusted; report the original error and let the owner
             // take the log offline (recovery will cut the tail on the next start).
-            let undo = files
-                .log
-                .set_len(before.size)
+            let undo = durable::set_len(&files.log, &self.log_path, before.size)
                 .and_then(|_| {
                     cut_to(
                         &files.index,
@@ -467,7 +464,7 @@ impl Segment {
     /// Fsyncs the active segment's data file.
     pub fn sync_data(&self) -> Result<(), StorageError> {
         if let Some(f) = &self.active {
-            f.log.sync_data().ctx(&self.log_path)?;
+            durable::sync_data(&f.log, &self.log_path).ctx(&self.log_path)?;
         }
         Ok(())
     }
@@ -488,18 +485,18 @@ impl Segment {
                 timestamp: self.tail.max_timestamp,
                 rel_offset: self.tail.last_batch_rel,
             };
-            lazy(&mut files.time, &self.time_path)?
-                .write_all_at(&e.encode(), self.tail.time_entries * TIME_ENTRY_BYTES)
-                .ctx(&self.time_path)?;
+            let f = lazy(&mut files.time, &self.time_path)?;
+            let at = self.tail.time_entries * TIME_ENTRY_BYTES;
+            durable::write_at(f, &self.time_path, &e.encode(), at).ctx(&self.time_path)?;
             self.tail.time_entries += 1;
             self.tail.last_time_ts = Some(self.tail.max_timestamp);
         }
-        files.log.sync_all().ctx(&self.log_path)?;
+        durable::sync_all(&files.log, &self.log_path).ctx(&self.log_path)?;
         if let Some(f) = &files.index {
-            f.sync_all().ctx(&self.index_path)?;
+            durable::sync_all(f, &self.index_path).ctx(&self.index_path)?;
         }
         if let Some(f) = &files.time {
-            f.sync_all().ctx(&self.time_path)?;
+            durable::sync_all(f, &self.time_path).ctx(&self.time_path)?;
         }
         self.active = None;
         Ok(())
@@ -696,8 +693,8 @@ impl Segment {
             detail: "files not open".into(),
         })?;
         let cut = file_len - tail.size;
-        files.log.set_len(tail.size).ctx(&self.log_path)?;
-        files.log.sync_all().ctx(&self.log_path)?;
+        durable::set_len(&files.log, &self.log_path, tail.size).ctx(&self.log_path)?;
+        durable::sync_all(&files.log, &self.log_path).ctx(&self.log_path)?;
         for (slot, path, buf) in [
             (&mut files.index, &self.index_path, &index_buf),
             (&mut files.time, &self.time_path, &time_buf),
@@ -707,9 +704,9 @@ impl Segment {
                 continue;
             }
             let f = lazy(slot, path)?;
-            f.set_len(0).ctx(path)?;
-            f.write_all_at(buf, 0).ctx(path)?;
-            f.sync_all().ctx(path)?;
+            durable::set_len(f, path, 0).ctx(path)?;
+            durable::write_at(f, path, buf, 0).ctx(path)?;
+            durable::sync_all(f, path).ctx(path)?;
         }
         self.tail = tail;
         Ok(Recovered {
@@ -879,8 +876,8 @@ impl Segment {
         };
         self.open_files()?;
         if let Some(files) = &mut self.active {
-            files.log.set_len(pos).ctx(&self.log_path)?;
-            files.log.sync_all().ctx(&self.log_path)?;
+            durable::set_len(&files.log, &self.log_path, pos).ctx(&self.log_path)?;
+            durable::sync_all(&files.log, &self.log_path).ctx(&self.log_path)?;
             for (slot, path, len) in [
                 (
                     &mut files.index,
@@ -898,8 +895,8 @@ impl Segment {
                     continue;
                 }
                 let f = lazy(slot, path)?;
-                f.set_len(len).ctx(path)?;
-                f.sync_all().ctx(path)?;
+                durable::set_len(f, path, len).ctx(path)?;
+                durable::sync_all(f, path).ctx(path)?;
             }
         }
         self.tail.index_entries = keep_index;
