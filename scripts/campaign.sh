@@ -17,7 +17,7 @@ mkdir -p "$out"
 log="$out/campaign-$first-$episodes.txt"
 status=0
 CAMPAIGN_SEED=$first CAMPAIGN_EPISODES=$episodes CAMPAIGN_SECS=$secs \
-  cargo nextest run -p tributary-tests --test campaign --no-capture >"$log" 2>&1 || status=$?
+  cargo nextest run --profile seeds -p tributary-tests --test campaign --no-capture >"$log" 2>&1 || status=$?
 python3 - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1], errors="replace").read()

@@ -798,6 +798,40 @@ pub fn check_lines(files: &[(String, Vec<String>)], logged: &[(String, String)])
     out
 }
 
+/// Agent delivery of one writer's lines across rotations, when the agent may label lines
+/// with the rotated names (a file it first found under its rotated name): `written` in
+/// write order, `logged` as (path header, line) in log order. Every line exactly once, and
+/// within each path stream in write order (streams of different paths may interleave).
+pub fn check_rotated_lines(written: &[String], logged: &[(String, String)]) -> Vec<Anomaly> {
+    const ALL: &str = "(all files)";
+    let merged: Vec<(String, String)> = logged
+        .iter()
+        .map(|(_, l)| (ALL.to_owned(), l.clone()))
+        .collect();
+    let mut out: Vec<Anomaly> = check_lines(&[(ALL.to_owned(), written.to_vec())], &merged)
+        .into_iter()
+        .filter(|a| a.kind != Kind::LineOrder)
+        .collect();
+    let index: HashMap<&str, usize> = written
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (path, l) in logged {
+        let Some(&i) = index.get(l.as_str()) else {
+            continue;
+        };
+        match last.get(path.as_str()) {
+            Some(&p) if i < p => out.push(line_anomaly(Kind::LineOrder, path, i, l)),
+            _ => {
+                last.insert(path, i);
+            }
+        }
+    }
+    out
+}
+
 fn line_anomaly(kind: Kind, path: &str, line: usize, text: &str) -> Anomaly {
     let at = if line == usize::MAX {
         String::new()
@@ -1265,5 +1299,48 @@ mod tests {
             kinds(&[l("/a", "2"), l("/a", "1"), l("/a", "3"), l("/b", "x")]),
             vec![Kind::LineOrder]
         );
+    }
+
+    #[test]
+    fn rotated_lines_may_interleave_across_paths_but_not_within_one() {
+        let written = vals("l", 6);
+        let at = |p: &str, i: usize| (p.to_owned(), written[i].clone());
+        // l0-l2 under app.log, l3-l5 first found as app.log.1: interleaved, each in order.
+        let good = vec![
+            at("a", 0),
+            at("b", 3),
+            at("a", 1),
+            at("b", 4),
+            at("a", 2),
+            at("b", 5),
+        ];
+        assert!(check_rotated_lines(&written, &good).is_empty());
+        let kinds = |logged: &[(String, String)]| -> Vec<Kind> {
+            check_rotated_lines(&written, logged)
+                .iter()
+                .map(|a| a.kind)
+                .collect()
+        };
+        let missing = vec![at("a", 0), at("a", 1), at("a", 2), at("b", 3), at("b", 5)];
+        assert_eq!(kinds(&missing), vec![Kind::LineMissing]);
+        let twice = vec![
+            at("a", 0),
+            at("a", 1),
+            at("a", 2),
+            at("b", 3),
+            at("b", 4),
+            at("b", 5),
+            at("a", 2),
+        ];
+        assert!(kinds(&twice).contains(&Kind::LineTwice));
+        let order = vec![
+            at("a", 1),
+            at("a", 0),
+            at("a", 2),
+            at("b", 3),
+            at("b", 4),
+            at("b", 5),
+        ];
+        assert_eq!(kinds(&order), vec![Kind::LineOrder]);
     }
 }

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tributary_tests::history::{Call, History, Member, Outcome, Tp, check_lines, check_replicas};
+use tributary_tests::history::{
+    Call, History, Member, Outcome, Tp, check_replicas, check_rotated_lines,
+};
 use tributary_tests::netfault::{LinkState, Net};
 use tributary_tests::{AgentProc, Cluster, client, wait_for};
 
@@ -377,8 +379,10 @@ const AGENT_TOPIC: &str = "agentlogs";
 /// Lines per file before the writer rotates it (rename, then a new file).
 const ROTATE_EVERY: usize = 1500;
 
-/// Writes numbered lines to `logs/app.log` (the file the agent tails) in small bursts,
-/// rotating by rename every [`ROTATE_EVERY`] lines. Returns every line, in write order.
+/// Writes numbered lines to `logs/app.log` in small bursts, rotating by rename to
+/// `app.log.N` every [`ROTATE_EVERY`] lines. The agent watches `app.log*`, as the docs ask:
+/// a file that is created and rotated away while the agent is down is found under its
+/// rotated name. Returns every line, in write order.
 fn log_writer(env: Env, logs: std::path::PathBuf) -> Vec<String> {
     let path = logs.join("app.log");
     let mut written: Vec<String> = Vec::new();
@@ -629,7 +633,7 @@ fn episode(seed: u64, secs: u64, mix: Mix) {
     std::fs::write(
         &agent_config,
         format!(
-            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log\"]\n    topic: {AGENT_TOPIC}\noutput:\n  collectors: [{}]\n  linger_ms: 50\n  request_timeout_ms: 5000\n  retry_backoff_max_ms: 500\nrescan_interval_ms: 100\nmetrics_listen: 127.0.0.1:{}\n",
+            "state_dir: {}\ninputs:\n  - paths: [\"{}/app.log*\"]\n    topic: {AGENT_TOPIC}\noutput:\n  collectors: [{}]\n  linger_ms: 50\n  request_timeout_ms: 5000\n  retry_backoff_max_ms: 500\nrescan_interval_ms: 100\nmetrics_listen: 127.0.0.1:{}\n",
             tmp.path().join("agent-state").display(),
             logs.display(),
             collectors.join(", "),
@@ -757,14 +761,12 @@ fn episode(seed: u64, secs: u64, mix: Mix) {
     let mut shipped = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        if let Some(leader) = env.leader(&c, AGENT_TOPIC, 0) {
-            shipped = tributary_tests::read_all(&c, &leader, AGENT_TOPIC, 0);
-            if shipped.len() >= lines.len() {
-                // A little longer, for a late duplicate to show.
-                std::thread::sleep(Duration::from_secs(1));
-                shipped = tributary_tests::read_all(&c, &leader, AGENT_TOPIC, 0);
-                break;
-            }
+        shipped = tributary_tests::read_topic(&c, &env.addrs[0], AGENT_TOPIC);
+        if shipped.len() >= lines.len() {
+            // A little longer, for a late duplicate to show.
+            std::thread::sleep(Duration::from_secs(1));
+            shipped = tributary_tests::read_topic(&c, &env.addrs[0], AGENT_TOPIC);
+            break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -773,11 +775,19 @@ fn episode(seed: u64, secs: u64, mix: Mix) {
         lines.len(),
         shipped.len()
     );
+    shipped.sort_by_key(|r| r.1);
     let logged: Vec<(String, String)> = shipped
         .into_iter()
-        .map(|(_, v)| ("app.log".to_owned(), v))
+        .map(|(_, _, headers, v)| {
+            let path = headers
+                .into_iter()
+                .find(|(k, _)| k == "path")
+                .map(|(_, p)| p)
+                .unwrap_or_default();
+            (path, String::from_utf8_lossy(&v).into_owned())
+        })
         .collect();
-    anomalies.extend(check_lines(&[("app.log".to_owned(), lines)], &logged));
+    anomalies.extend(check_rotated_lines(&lines, &logged));
     let report = env.history.lock().unwrap().check();
     eprintln!("episode seed {seed}: {report}");
     for a in &anomalies {
