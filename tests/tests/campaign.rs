@@ -856,6 +856,7 @@ const REGRESSION_SEEDS: &[(u64, Mix)] = &[
     (106, Mix::Process),
     (316, Mix::Process),
     (409, Mix::Process),
+    (3021, Mix::All),
 ];
 
 #[test]

@@ -701,9 +701,24 @@ impl Broker {
             )));
         }
         let tp = TopicPartition::new(topic, partition);
-        if let Some(p) = shared::sys::read(&self.partitions).get(&tp) {
+        let epoch = pm.leader_epoch;
+        let current = shared::sys::read(&self.partitions).get(&tp).cloned();
+        if let Some(p) = &current
+            && p.led_epoch() == epoch
+        {
             p.set_isr(self.config.node_id, &pm.isr);
-            return Ok((p.clone(), pm.leader_epoch));
+            return Ok((p.clone(), epoch));
+        }
+        if let Some(stale) = current {
+            // Opened for another epoch: this broker may have followed in between, and its
+            // producer table would miss what the fetcher copied. Retired before the new
+            // state reads the log, so nothing it appends can be missed.
+            let mut parts = shared::sys::write(&self.partitions);
+            if parts.get(&tp).is_some_and(|p| Arc::ptr_eq(p, &stale)) {
+                parts.remove(&tp);
+            }
+            drop(parts);
+            self.retire(&tp, &stale);
         }
         let config = self.log_config(&meta.configs);
         let broker = self;
@@ -716,8 +731,46 @@ impl Broker {
                 pm.replicas.len() > 1,
             )?))
         })?;
+        opened.set_led_epoch(epoch);
         let mut parts = shared::sys::write(&self.partitions);
-        let p = parts.entry(tp).or_insert_with(|| opened.clone()).clone();
+        // Checked again under the lock `forget_leadership` takes: if the leadership moved
+        // while the log was opened, the reconcile that followed may have found nothing to
+        // forget, and state left here would outlive it (found by the fault campaign).
+        let me = self.config.node_id;
+        let still = self
+            .controller
+            .metadata()
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .is_some_and(|p| p.leader == me && p.leader_epoch == epoch);
+        let moved = || {
+            BrokerError::LeaderUnavailable(format!(
+                "{topic}-{partition}: the leadership moved while this broker opened it; retry"
+            ))
+        };
+        if !still {
+            drop(parts);
+            opened.depose();
+            return Err(moved());
+        }
+        let p = match parts.get(&tp) {
+            Some(p) if p.led_epoch() == epoch => p.clone(),
+            Some(other) => {
+                // Another epoch's state appeared meanwhile: retire it; the retry opens
+                // afresh once nothing else writes.
+                let other = other.clone();
+                parts.remove(&tp);
+                drop(parts);
+                self.retire(&tp, &other);
+                opened.depose();
+                return Err(moved());
+            }
+            None => {
+                parts.insert(tp, opened.clone());
+                opened.clone()
+            }
+        };
         drop(parts);
         p.set_isr(self.config.node_id, &pm.isr);
         if Arc::ptr_eq(&p, &opened) {
@@ -738,10 +791,16 @@ impl Broker {
         let removed = shared::sys::write(&self.partitions).remove(tp);
         if let Some(p) = removed {
             tracing::info!(partition = %tp.dir_name(), "no longer the leader");
-            p.depose();
-            if let Err(e) = p.checkpoint(self.config.producer_id_expiration_ms) {
-                tracing::warn!(partition = %tp.dir_name(), error = %e, "checkpoint on leadership loss failed");
-            }
+            self.retire(tp, &p);
+        }
+    }
+
+    /// Ends a leader state taken out of the map: its appends are refused from now on, and
+    /// its producer table is checkpointed if it still describes the log.
+    fn retire(&self, tp: &TopicPartition, p: &PartitionRef) {
+        p.depose();
+        if let Err(e) = p.checkpoint(self.config.producer_id_expiration_ms) {
+            tracing::warn!(partition = %tp.dir_name(), error = %e, "checkpoint on leadership loss failed");
         }
     }
 

@@ -56,6 +56,10 @@ pub struct Partition {
     /// under the log's lock). A log that ends elsewhere was written by another writer (a
     /// fetcher, once this broker was deposed): no snapshot is written for it.
     table_end: std::sync::atomic::AtomicU64,
+    /// The leader epoch this state was opened for (-1: not set). Leading in another epoch
+    /// means opening afresh: in between this broker may have followed, and the producer
+    /// table would miss what it copied.
+    led_epoch: std::sync::atomic::AtomicI32,
 }
 
 /// What the leader knows of its followers.
@@ -177,6 +181,7 @@ impl Partition {
             listeners: Mutex::new(Vec::new()),
             recorded: tokio::sync::Notify::new(),
             table_end: std::sync::atomic::AtomicU64::new(leo),
+            led_epoch: std::sync::atomic::AtomicI32::new(-1),
             snapshot_at: Mutex::new(snapshot_at),
             repl: Mutex::new(Replication {
                 node_id: 0,
@@ -544,6 +549,17 @@ impl Partition {
         self.deposed.send_replace(true);
         // Sessions answer the follower that the partition left them.
         self.signal_sessions();
+    }
+
+    /// The leader epoch this state serves (see [`Partition::set_led_epoch`]).
+    pub fn led_epoch(&self) -> i32 {
+        self.led_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records the leader epoch this state was opened for.
+    pub fn set_led_epoch(&self, epoch: i32) {
+        self.led_epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
     }
 
     pub fn is_deposed(&self) -> bool {
