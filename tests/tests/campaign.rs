@@ -16,8 +16,9 @@
 //!
 //! Each episode prints its seed and fault schedule; `CAMPAIGN_SEED=<seed>
 //! CAMPAIGN_EPISODES=1` replays one, `CAMPAIGN_EPISODES` and `CAMPAIGN_SECS` make a longer
-//! campaign (`scripts/campaign.sh` runs one and sums it up). Not here (see RELIABILITY.md):
-//! disk faults and power loss.
+//! campaign (`scripts/campaign.sh` runs one and sums it up). `CAMPAIGN_MIX=disk` adds full
+//! disks (root: each node on its own tmpfs). Power loss and failing fsyncs are exercised
+//! below the process, by `collector::storage::durable`'s unit tests (see RELIABILITY.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -685,7 +686,7 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
 
 fn episode(seed: u64, secs: u64, mix: Mix) {
     let tmp = tempfile::tempdir().unwrap();
-    let disks = (mix == Mix::All)
+    let disks = (mix == Mix::Disk)
         .then(|| Disks::mount(tmp.path(), 3))
         .flatten();
     let (mut cl, net) = Cluster::start_with_net(tmp.path(), 3, EXTRA);
