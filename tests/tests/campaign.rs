@@ -965,6 +965,7 @@ const REGRESSION_SEEDS: &[(u64, Mix)] = &[
     (316, Mix::Process),
     (409, Mix::Process),
     (3021, Mix::All),
+    (3039, Mix::All),
 ];
 
 #[test]

@@ -143,6 +143,11 @@ impl Partition {
             let (from, mut table) =
                 producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
             let snapshot_at = (from == end).then_some(end);
+            // Rebuilt producers count as seen now. Their batches' own timestamps are the
+            // clients' (CreateTime, any age): taken as "last seen", an old one made the next
+            // checkpoint expire the producer, and its retry was stored a second time (found
+            // by the fault campaign, seeds 3021, 3033, 3039, 3047).
+            let seen = now_ms();
             let mut offset = from;
             while offset < end {
                 let r = l.read(offset, REBUILD_READ_BYTES, Some(end))?;
@@ -156,7 +161,7 @@ impl Partition {
                 for item in BatchIter::new(&r.bytes, limits) {
                     let (h, _) = item?;
                     if h.next_offset() as u64 > offset {
-                        table.record(&h, h.max_timestamp);
+                        table.record(&h, seen);
                     }
                     offset = h.next_offset() as u64;
                 }
@@ -676,3 +681,48 @@ impl Partition {
 
 /// Shared handle.
 pub type PartitionRef = Arc<Partition>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::storage::{LogConfig, LogManager};
+    use shared::{BatchBuilder, BatchEncoder, Compression, ProducerStamp};
+
+    /// An idempotent batch of producer 7 whose records carry a 2023 timestamp.
+    fn old_batch(seq: i32) -> ValidatedBatches {
+        let mut b = BatchBuilder::new();
+        b.push(1_700_000_000_000, None, Some(b"old".as_slice()), &[]);
+        let stamp = ProducerStamp {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: seq,
+        };
+        let bytes = BatchEncoder::new(Compression::None, 1)
+            .unwrap()
+            .encode(&b, stamp)
+            .unwrap();
+        ValidatedBatches::new(bytes, &BatchLimits::default()).unwrap()
+    }
+
+    /// A leader that rebuilt its producer table from the log (a promoted follower, a
+    /// restart) still knows a producer whose records carry old timestamps after its next
+    /// checkpoint: the retry of its last batch is a duplicate, not a new batch.
+    #[test]
+    fn a_rebuilt_producer_with_old_record_timestamps_survives_the_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(&[dir.path().to_path_buf()], LogConfig::default(), 8).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        let log = logs.get_or_create(&tp, None).unwrap();
+        // Written by another leader (this broker copied it as a follower).
+        lock(&log).append(old_batch(0), 0, now_ms()).unwrap();
+        let p = Partition::open(tp, log, false).unwrap();
+        let week = 7 * 24 * 3600 * 1000;
+        p.checkpoint(week).unwrap();
+        let acks = p.produce(old_batch(0), 1).unwrap();
+        assert!(
+            acks[0].duplicate && acks[0].base_offset == 0,
+            "the retry was stored again: {acks:?}"
+        );
+    }
+}
