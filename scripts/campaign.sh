@@ -24,7 +24,7 @@ text = open(sys.argv[1], errors="replace").read()
 kinds = {"kill -9 node": "kill -9 node", "SIGSTOP": "SIGSTOP", "SIGTERM": "SIGTERM",
          "partition node": "partition (one node)", "partition the controller leader": "partition (controller leader)",
          "one-way partition": "one-way partition", "bridge": "bridge", "slow links": "slow links",
-         "kill -9 the agent": "kill -9 agent", "clock of node": "clock jump"}
+         "kill -9 the agent": "kill -9 agent", "clock of node": "clock jump", "disk of node": "disk full"}
 faults = {}
 for pattern, name in kinds.items():
     faults[name] = len(re.findall(r"^\s+\d+ ms: " + re.escape(pattern), text, re.M))

@@ -454,9 +454,7 @@ enum Mix {
     /// Every kind but a full disk: the mix of the first 100-episode run (RELIABILITY.md),
     /// so its seeds replay.
     All,
-    /// Every kind, a full disk too (each node on its own tmpfs; needs root). Not in CI yet:
-    /// it finds a follower that stays out of the ISR after its disk had filled
-    /// (RELIABILITY.md, "Open").
+    /// Every kind, a full disk too (each node on its own tmpfs; needs root).
     Disk,
 }
 
@@ -966,6 +964,7 @@ const REGRESSION_SEEDS: &[(u64, Mix)] = &[
     (409, Mix::Process),
     (3021, Mix::All),
     (3039, Mix::All),
+    (5, Mix::Disk),
 ];
 
 #[test]

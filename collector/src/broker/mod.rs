@@ -552,12 +552,10 @@ impl Broker {
             None => log,
         };
         let path = shared::sys::lock(&log).dir().join(TOPIC_ID_FILE);
-        shared::sys::write_atomic(&path, topic_id.to_string().as_bytes()).map_err(|e| {
-            StorageError::Io {
-                path: path.clone(),
-                source: e,
-            }
-        })?;
+        // Through `StorageError::io`: a full disk is `DiskFull` (retried when space
+        // returns), not an I/O error that takes the whole directory offline.
+        shared::sys::write_atomic(&path, topic_id.to_string().as_bytes())
+            .map_err(|e| StorageError::io(&path, e))?;
         Ok(log)
     }
 

@@ -30,6 +30,14 @@ use tokio::sync::Mutex;
 use super::raft::{Entry, LogId, StorageError, TypeConfig, Vote, io_err};
 use crate::storage::checkpoint::write_atomic;
 
+/// `ENOSPC`: no space left on the device.
+const ENOSPC: i32 = 28;
+/// First pause before writing the Raft log again on a full disk; doubles up to the max.
+const DISK_FULL_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(100);
+const DISK_FULL_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a Raft log waiting for space is reported.
+const DISK_FULL_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 const LOG_FILE: &str = "raft.log";
 const VOTE_FILE: &str = "vote";
 const PURGED_FILE: &str = "purged";
@@ -219,11 +227,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             buf.extend_from_slice(&encode_record(&e)?);
             placed.push((e, at));
         }
-        let result = (|| {
-            use std::os::unix::fs::FileExt;
-            inner.file.write_all_at(&buf, inner.file_len)?;
-            inner.file.sync_data()
-        })();
+        // A full disk is waited out: openraft stops the Raft core for good on any storage
+        // error, which left a node serving with metadata frozen until restarted (found by
+        // the fault campaign's full-disk faults). Other errors stay fatal.
+        let mut pause = DISK_FULL_RETRY_INITIAL;
+        let mut reported: Option<std::time::Instant> = None;
+        let result = loop {
+            let r = (|| {
+                use std::os::unix::fs::FileExt;
+                inner.file.write_all_at(&buf, inner.file_len)?;
+                inner.file.sync_data()
+            })();
+            match r {
+                Err(e) if e.raw_os_error() == Some(ENOSPC) => {
+                    let _ = inner.file.set_len(inner.file_len);
+                    if reported.is_none_or(|t| t.elapsed() >= DISK_FULL_REPORT_EVERY) {
+                        tracing::error!(dir = %inner.dir.display(), "controller log: disk full; waiting for space (Raft is paused on this node)");
+                        reported = Some(std::time::Instant::now());
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(DISK_FULL_RETRY_MAX);
+                }
+                r => break r,
+            }
+        };
         match result {
             Ok(()) => {
                 inner.file_len += buf.len() as u64;
