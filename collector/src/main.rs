@@ -841,9 +841,21 @@ fn run_cli() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let (collector, client) = rt.block_on(target.pick())?;
+            let (first, client) = rt.block_on(target.pick())?;
+            // Every collector given, the one that answered first in front: with only that
+            // one, a member whose node died kept calling it and its group fell apart.
+            let mut collectors = vec![first.clone()];
+            collectors.extend(
+                target
+                    .collectors
+                    .iter()
+                    .map(|c| c.trim())
+                    .filter(|c| !c.is_empty())
+                    .map(|c| client.base_url(c))
+                    .filter(|c| *c != first),
+            );
             rt.block_on(tail::run(TailOptions {
-                collector,
+                collectors,
                 client,
                 group,
                 topic,

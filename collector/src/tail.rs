@@ -43,7 +43,9 @@ pub enum Format {
 
 #[derive(Debug, Clone)]
 pub struct TailOptions {
-    pub collector: String,
+    /// Base URLs of the collectors, the one that answered first in front: the member moves
+    /// to the next when one stops answering (its coordinator or bootstrap node died).
+    pub collectors: Vec<String>,
     /// Timeouts and TLS of the connections to the collectors.
     pub client: client::ClientConfig,
     pub group: String,
@@ -727,7 +729,7 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
     crate::groups::validate_group(&opts.group).map_err(|e| TailError::Fatal(e.to_string()))?;
     shared::names::validate_topic(&opts.topic).map_err(|e| TailError::Fatal(e.to_string()))?;
     let api = Arc::new(
-        CollectorClient::new(std::slice::from_ref(&opts.collector), opts.client.clone())
+        CollectorClient::new(&opts.collectors, opts.client.clone())
             .map_err(|e| TailError::Fatal(e.to_string()))?,
     );
     // --no-follow: the high watermarks to reach.

@@ -1556,3 +1556,80 @@ fn a_leader_cut_off_by_a_network_partition_is_replaced_and_rejoins_after_healing
         (sums.iter().all(|s| s["to"] == hw) && sums.windows(2).all(|w| w[0] == w[1])).then_some(())
     });
 }
+
+/// `collector tail --group` given every node keeps reading when the node it started from —
+/// here also the controller leader, so the group coordinator — is killed: it moves to the
+/// next collector given, rejoins the group there and prints what is written afterwards.
+/// With only the first node that answered kept, it called the dead node forever.
+#[test]
+fn a_group_member_moves_on_when_its_bootstrap_collector_and_coordinator_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3, EXTRA);
+    let c = client();
+    create_topic(
+        &c,
+        cl.node(1),
+        json!({"name": "gm", "partitions": 1, "replication_factor": 3}),
+    );
+    let leader = wait_for(Duration::from_secs(20), "a controller leader", || {
+        leader_and_alive(&c, &cl.nodes[0]).map(|(l, _)| l)
+    });
+    // The dead-to-be node first: the member starts there.
+    let mut order = vec![leader];
+    order.extend((1..=3).filter(|n| *n != leader));
+    let all = order
+        .iter()
+        .map(|n| cl.node(*n).url(""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut member = tributary_tests::TailProc::start(
+        &all,
+        &[
+            "--group",
+            "gm",
+            "--topic",
+            "gm",
+            "--commit-interval-ms",
+            "200",
+        ],
+    );
+    let send = |cl: &mut Cluster, v: &str| {
+        let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
+        wait_for(Duration::from_secs(30), "a write acknowledged", || {
+            let base = leader_of(&c, &addrs, "gm")?;
+            let r = c
+                .post(format!("{base}/v1/topics/gm/records?acks=all"))
+                .json(&json!({"partition": 0, "records": [{"value": v}]}))
+                .timeout(Duration::from_secs(3))
+                .send()
+                .ok()?;
+            r.status().is_success().then_some(())
+        });
+    };
+    send(&mut cl, "before");
+    wait_for(
+        Duration::from_secs(30),
+        "the record before the kill",
+        || {
+            member
+                .lines()
+                .iter()
+                .any(|l| l.contains("before"))
+                .then_some(())
+        },
+    );
+    cl.node(leader).kill9();
+    send(&mut cl, "after");
+    wait_for(
+        Duration::from_secs(45),
+        "the record written after its node died",
+        || {
+            member
+                .lines()
+                .iter()
+                .any(|l| l.contains("after"))
+                .then_some(())
+        },
+    );
+    member.terminate();
+}
