@@ -357,6 +357,12 @@ impl PartitionLog {
         self.offline = true;
     }
 
+    /// The partition is being deleted: every later call is refused as if offline (a
+    /// checkpoint racing the delete writes nothing into the directory going away).
+    pub fn close_for_delete(&mut self) {
+        self.offline = true;
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

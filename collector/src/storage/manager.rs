@@ -327,9 +327,25 @@ impl LogManager {
         let Some(entry) = lock(&self.logs).remove(tp) else {
             return Ok(());
         };
+        // Closed to every writer first: a periodic checkpoint still holding the log wrote its
+        // state file into the directory being removed — its write failed, or the removal
+        // found the directory not empty and the delete failed (seen in CI).
+        lock(&entry.log).close_for_delete();
         let path = self.dirs[entry.dir].path.join(tp.dir_name());
         self.cache.evict_dir(&path);
-        std::fs::remove_dir_all(&path).ctx(&path)?;
+        // A producer snapshot is written outside the log's lock and may still land once.
+        let mut retries = 0;
+        loop {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && retries < 5 => {
+                    retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(StorageError::io(&path, e)),
+            }
+        }
         fsync_dir(&self.dirs[entry.dir].path)
     }
 
