@@ -733,7 +733,8 @@ impl Broker {
         let mut parts = shared::sys::write(&self.partitions);
         // Checked again under the lock `forget_leadership` takes: if the leadership moved
         // while the log was opened, the reconcile that followed may have found nothing to
-        // forget, and state left here would outlive it (found by the fault campaign).
+        // forget, and state left here would outlive it (a window seen while chasing the
+        // campaign's duplicates; no test hits it).
         let me = self.config.node_id;
         let still = self
             .controller
