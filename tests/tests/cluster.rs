@@ -1639,3 +1639,71 @@ fn a_group_member_moves_on_when_its_bootstrap_collector_and_coordinator_dies() {
     );
     member.terminate();
 }
+
+/// A topic created or deleted through a follower whose forwarded proposal is applied by the
+/// controller leader but whose reply is lost (the leader's link back to it one-way blocked
+/// past the forward's timeout): the follower's retry must answer what the first attempt
+/// did — created, deleted — not `topic_exists` / `unknown_topic` for its own effect. The
+/// campaign found this (seed 316: a create answered `topic_exists` for a topic nobody else
+/// created) when the controller leader was killed after committing.
+#[test]
+fn a_create_or_delete_whose_forwarded_reply_was_lost_answers_what_it_did() {
+    use tributary_tests::netfault::LinkState;
+    let tmp = tempfile::tempdir().unwrap();
+    // A long session: the follower's heartbeats go unanswered while the link is blocked.
+    let (cl, net) = Cluster::start_with_net(
+        tmp.path(),
+        3,
+        "broker_session_timeout_ms: 30000\nbroker_heartbeat_interval_ms: 300\n",
+    );
+    let net = std::sync::Arc::new(net);
+    let c = client();
+    let leader = wait_for(Duration::from_secs(30), "a controller leader", || {
+        leader_and_alive(&c, &cl.nodes[0])
+            .filter(|(_, alive)| alive.len() == 3)
+            .map(|(l, _)| l)
+    });
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let via = &cl.nodes[(follower - 1) as usize];
+    // Held longer than a forward's timeout (5 s): the follower gives up on the first reply
+    // and retries; healed before its proposal deadline (10 s), so the retry is answered.
+    let lose_replies = || {
+        net.set(leader, follower, LinkState::Blocked);
+        std::thread::spawn({
+            let net = net.clone();
+            move || {
+                std::thread::sleep(Duration::from_secs(7));
+                net.heal();
+            }
+        })
+    };
+    let healer = lose_replies();
+    let r = c
+        .post(via.url("/v1/topics"))
+        .json(&json!({"name": "lost", "partitions": 1, "replication_factor": 2}))
+        .timeout(Duration::from_secs(40))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().unwrap();
+    healer.join().unwrap();
+    assert_eq!(status, 201, "the create was answered {body}");
+    assert!(topics(&c, via).contains("lost"));
+
+    let healer = lose_replies();
+    let r = c
+        .delete(via.url("/v1/topics/lost"))
+        .timeout(Duration::from_secs(40))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().unwrap();
+    healer.join().unwrap();
+    assert!(
+        (200..300).contains(&status),
+        "the delete was answered {status} {body}"
+    );
+    wait_for(Duration::from_secs(20), "the topic gone", || {
+        (!topics(&c, via).contains("lost")).then_some(())
+    });
+}

@@ -483,6 +483,7 @@ impl Broker {
             .propose(MetadataCommand::AddPartitions {
                 name: name.to_owned(),
                 partitions,
+                request: Some(uuid::Uuid::new_v4()),
             })
             .await?
         {
@@ -510,6 +511,7 @@ impl Broker {
             .controller
             .propose(MetadataCommand::DeleteTopic {
                 name: name.to_owned(),
+                request: Some(uuid::Uuid::new_v4()),
             })
             .await?
         {

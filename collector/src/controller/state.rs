@@ -110,13 +110,9 @@ pub enum MetadataCommand {
         incarnation: u64,
     },
     /// The active controller stopped hearing from a broker.
-    FenceBroker {
-        id: NodeId,
-    },
+    FenceBroker { id: NodeId },
     /// A fenced broker heartbeats again.
-    UnfenceBroker {
-        id: NodeId,
-    },
+    UnfenceBroker { id: NodeId },
     /// A partition leader changes its ISR (a follower fell behind, or caught up).
     AlterIsr {
         topic: String,
@@ -129,9 +125,7 @@ pub enum MetadataCommand {
     /// A partition leader's ISR changes for many partitions at once (after a restart a
     /// leader has thousands to make); each is judged alone, as [`MetadataCommand::AlterIsr`].
     /// The result is [`CommandResult::Each`], one per change in order.
-    AlterIsrs {
-        changes: Vec<IsrChange>,
-    },
+    AlterIsrs { changes: Vec<IsrChange> },
     /// Create a topic, assigning replicas round-robin over the registered brokers.
     CreateTopic {
         name: String,
@@ -145,17 +139,23 @@ pub enum MetadataCommand {
     },
     DeleteTopic {
         name: String,
+        /// Chosen (at random) by the proposer, so a retry of a proposal that was applied
+        /// (the reply lost to a failed forward or a dying controller leader) is answered
+        /// `Done` again instead of `unknown_topic`. Absent in older entries.
+        #[serde(default)]
+        request: Option<uuid::Uuid>,
     },
     /// Grow a topic to `partitions` partitions (a topic never shrinks); the new ones are
     /// assigned like a new topic's, over the live brokers.
     AddPartitions {
         name: String,
         partitions: u32,
+        /// As [`MetadataCommand::DeleteTopic`]'s.
+        #[serde(default)]
+        request: Option<uuid::Uuid>,
     },
     /// Allocate `count` fresh producer ids (never reused).
-    AllocateProducerIds {
-        count: u32,
-    },
+    AllocateProducerIds { count: u32 },
     /// A group member's commit (fencing was checked by the coordinator). Refused as a whole
     /// when any offset would move backwards.
     CommitOffsets {
@@ -170,17 +170,11 @@ pub enum MetadataCommand {
         now_ms: i64,
     },
     /// Forgets a group's offsets (expired by `offsets_retention_ms`).
-    DeleteGroupOffsets {
-        group: String,
-    },
+    DeleteGroupOffsets { group: String },
     /// Adds ACLs (one already present is not added twice).
-    CreateAcls {
-        acls: Vec<api::acls::Acl>,
-    },
+    CreateAcls { acls: Vec<api::acls::Acl> },
     /// Removes every ACL the filter matches; the result lists them.
-    DeleteAcls {
-        filter: api::acls::AclFilter,
-    },
+    DeleteAcls { filter: api::acls::AclFilter },
 }
 
 /// A group's committed offsets.
@@ -259,7 +253,15 @@ pub struct MetadataState {
     /// Access control lists (kept sorted, without duplicates).
     #[serde(default)]
     pub acls: Vec<api::acls::Acl>,
+    /// The request ids of the last [`APPLIED_REQUESTS_KEPT`] applied topic deletions and
+    /// partition additions, oldest first: what makes a retry of one idempotent.
+    #[serde(default)]
+    pub applied_requests: std::collections::VecDeque<uuid::Uuid>,
 }
+
+/// How many applied requests' ids the state remembers. A retry comes within the proposal
+/// timeout, so this only needs to outlast the deletions and additions proposed in that time.
+pub const APPLIED_REQUESTS_KEPT: usize = 1024;
 
 impl TopicMeta {
     /// The topic's Kafka id (never nil).
@@ -386,23 +388,25 @@ impl MetadataState {
                 Ok(t) => CommandResult::TopicCreated(t),
                 Err(e) => CommandResult::Refused(e),
             },
-            MetadataCommand::AddPartitions { name, partitions } => {
-                match self.add_partitions(name, *partitions) {
-                    Ok(()) => CommandResult::Done,
-                    Err(e) => CommandResult::Refused(e),
-                }
-            }
-            MetadataCommand::DeleteTopic { name } => {
-                if self.topics.remove(name).is_some() {
+            MetadataCommand::AddPartitions {
+                name,
+                partitions,
+                request,
+            } => self.once(*request, |s| match s.add_partitions(name, *partitions) {
+                Ok(()) => CommandResult::Done,
+                Err(e) => CommandResult::Refused(e),
+            }),
+            MetadataCommand::DeleteTopic { name, request } => self.once(*request, |s| {
+                if s.topics.remove(name).is_some() {
                     // A topic created later under the same name starts with no offsets.
-                    for g in self.groups.values_mut() {
+                    for g in s.groups.values_mut() {
                         g.offsets.remove(name);
                     }
                     CommandResult::Done
                 } else {
                     CommandResult::Refused(MetadataError::UnknownTopic(name.clone()))
                 }
-            }
+            }),
             MetadataCommand::AllocateProducerIds { count } => {
                 if *count == 0 {
                     return CommandResult::Refused(MetadataError::Invalid(
@@ -575,6 +579,27 @@ impl MetadataState {
         CommandResult::Done
     }
 
+    /// Applies a command that carries a request id once: a retry of one already applied
+    /// (`Done`) is answered `Done` again, and changes nothing.
+    fn once(
+        &mut self,
+        request: Option<uuid::Uuid>,
+        apply: impl FnOnce(&mut Self) -> CommandResult,
+    ) -> CommandResult {
+        let request = request.filter(|r| !r.is_nil());
+        if request.is_some_and(|r| self.applied_requests.contains(&r)) {
+            return CommandResult::Done;
+        }
+        let result = apply(self);
+        if let (Some(r), CommandResult::Done) = (request, &result) {
+            if self.applied_requests.len() >= APPLIED_REQUESTS_KEPT {
+                self.applied_requests.pop_front();
+            }
+            self.applied_requests.push_back(r);
+        }
+        result
+    }
+
     fn add_partitions(&mut self, name: &str, partitions: u32) -> Result<(), MetadataError> {
         let brokers = self.live_brokers();
         let t = self
@@ -612,7 +637,12 @@ impl MetadataState {
     ) -> Result<TopicMeta, MetadataError> {
         shared::names::validate_topic(name)
             .map_err(|e| MetadataError::InvalidTopic(e.to_string()))?;
-        if self.topics.contains_key(name) {
+        if let Some(t) = self.topics.get(name) {
+            // A retry of the proposal that created it (its reply lost to a failed forward or
+            // a dying controller leader) carries the same id: it gets the first answer.
+            if id.is_some_and(|id| !id.is_nil() && id == t.id) {
+                return Ok(t.clone());
+            }
             return Err(MetadataError::TopicExists(name.to_owned()));
         }
         if partitions == 0 || partitions > TOPIC_PARTITIONS_MAX {
@@ -688,6 +718,7 @@ mod tests {
             s.apply(&MetadataCommand::AddPartitions {
                 name: "logs".into(),
                 partitions: n,
+                request: None,
             })
         };
         assert_eq!(grow(&mut s, 5), CommandResult::Done);
@@ -709,10 +740,74 @@ mod tests {
         assert!(matches!(
             s.apply(&MetadataCommand::AddPartitions {
                 name: "nope".into(),
-                partitions: 9
+                partitions: 9,
+                request: None,
             }),
             CommandResult::Refused(MetadataError::UnknownTopic(_))
         ));
+    }
+
+    /// The proposer retries a proposal whose reply it lost (a forward timed out, the
+    /// controller leader died after committing): the retry must get the first answer, not
+    /// `topic_exists` / `unknown_topic` for its own effect (campaign seed 316).
+    #[test]
+    fn a_retried_create_grow_or_delete_gets_the_answer_of_the_first_attempt() {
+        let mut s = with_brokers(3);
+        let create = |id| MetadataCommand::CreateTopic {
+            name: "logs".into(),
+            id: Some(id),
+            partitions: 1,
+            replication_factor: 2,
+            configs: TopicConfigs::default(),
+        };
+        let first_id = new_topic_id();
+        let CommandResult::TopicCreated(first) = s.apply(&create(first_id)) else {
+            panic!("not created")
+        };
+        assert_eq!(
+            s.apply(&create(first_id)),
+            CommandResult::TopicCreated(first)
+        );
+        assert_eq!(s.topics_created, 1, "a retry creates nothing");
+        // Another creation of the name is refused.
+        assert_eq!(
+            s.apply(&create(new_topic_id())),
+            CommandResult::Refused(MetadataError::TopicExists("logs".into()))
+        );
+        let grow = |request| MetadataCommand::AddPartitions {
+            name: "logs".into(),
+            partitions: 2,
+            request: Some(request),
+        };
+        let request = uuid::Uuid::new_v4();
+        assert_eq!(s.apply(&grow(request)), CommandResult::Done);
+        assert_eq!(s.apply(&grow(request)), CommandResult::Done);
+        assert_eq!(s.topics["logs"].partitions.len(), 2);
+        assert!(matches!(
+            s.apply(&grow(uuid::Uuid::new_v4())),
+            CommandResult::Refused(MetadataError::Invalid(_))
+        ));
+        let delete = |request| MetadataCommand::DeleteTopic {
+            name: "logs".into(),
+            request: Some(request),
+        };
+        let request = uuid::Uuid::new_v4();
+        assert_eq!(s.apply(&delete(request)), CommandResult::Done);
+        assert_eq!(s.apply(&delete(request)), CommandResult::Done);
+        assert_eq!(
+            s.apply(&delete(uuid::Uuid::new_v4())),
+            CommandResult::Refused(MetadataError::UnknownTopic("logs".into()))
+        );
+        // Remembered through a snapshot, and only the last APPLIED_REQUESTS_KEPT.
+        let mut restored: MetadataState =
+            serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(restored.apply(&delete(request)), CommandResult::Done);
+        for _ in 0..APPLIED_REQUESTS_KEPT {
+            restored.apply(&create(new_topic_id()));
+            restored.apply(&delete(uuid::Uuid::new_v4()));
+        }
+        assert_eq!(restored.applied_requests.len(), APPLIED_REQUESTS_KEPT);
+        assert!(!restored.applied_requests.contains(&request));
     }
 
     #[test]
@@ -816,6 +911,7 @@ mod tests {
         assert!(!s.groups["g"].offsets.contains_key("nope"));
         s.apply(&MetadataCommand::DeleteTopic {
             name: "logs".into(),
+            request: None,
         });
         assert!(s.groups["g"].offsets.is_empty());
         s.apply(&MetadataCommand::DeleteGroupOffsets { group: "g".into() });
