@@ -8,6 +8,7 @@
 #     two 8 MiB tmpfs (TRIBUTARY_SMALL_FS_STORAGE, TRIBUTARY_SMALL_FS_SERVER);
 #   - the campaign's full-disk episodes mount a tmpfs per node (root);
 #   - the unit-file test needs systemd-analyze (Debian package systemd);
+#   - failing fsyncs in a running node need strace (Debian package) allowed to attach;
 #   - the Kafka tests need kcat (Debian package), confluent-kafka and kafka-python (PyPI).
 # With CI=true a missing prerequisite fails the run instead.
 # Extra arguments go to `cargo nextest run`.
@@ -39,6 +40,13 @@ done
 if [ "$(id -u)" != 0 ]; then
   missing+=("root (the campaign's full-disk episodes mount a tmpfs per node)")
   skip+=("test(a_short_campaign_with_full_disks_finds_no_anomaly)")
+fi
+# Failing fsyncs in a running node are injected with strace, which must be allowed to
+# attach to the collector: root, or no Yama restriction.
+ptrace_scope=$(cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null || echo 0)
+if ! command -v strace >/dev/null 2>&1 || { [ "$(id -u)" != 0 ] && [ "$ptrace_scope" != 0 ]; }; then
+  missing+=("strace, and root or kernel.yama.ptrace_scope=0 (apt-get install strace)")
+  skip+=("test(/fsync_fails_in_a_running/)")
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   missing+=("systemd-analyze (apt-get install systemd)")

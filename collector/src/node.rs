@@ -220,10 +220,28 @@ pub async fn run(
     on_listening(local);
     // Controlled shutdown: before it stops serving, the broker hands its leaderships to
     // other ISR members, so clients only see `not_leader` and follow the metadata.
+    //
+    // A node also stops itself when it cannot go on safely: its Raft core stopped (a failed
+    // fsync of the metadata log), an fsync of a partition failed (after which no later
+    // fsync proves anything about the pages the kernel may have dropped, and what the node
+    // holds in memory may describe them), or every data directory is offline. It hands
+    // its leaderships off first, like any controlled shutdown, then exits with an error so
+    // the service manager restarts it, and recovery trusts only what is on disk.
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let controlled = {
         let (controller, node_id) = (controller.clone(), config.node_id);
+        let storage = broker.logs.failures();
+        let fatal = fatal.clone();
         async move {
-            shutdown.await;
+            let reason = tokio::select! {
+                () = shutdown => None,
+                r = controller.failed() => Some(format!("the controller stopped: {r}")),
+                r = storage_failure(storage) => Some(r),
+            };
+            if let Some(r) = reason {
+                tracing::error!(reason = %r, "stopping: this node cannot go on safely; it hands off its leaderships and exits with an error (restart it: recovery trusts only what is on disk)");
+                *shared::sys::lock(&fatal) = Some(r);
+            }
             let _ = hb_stop_tx.send(true);
             controlled_shutdown(&controller, node_id).await;
         }
@@ -246,12 +264,32 @@ pub async fn run(
         let _ = k.await;
     }
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.close())
+    let closed = tokio::task::spawn_blocking(move || b.close())
         .await
-        .map_err(|e| ServerError::Other(e.to_string()))??;
+        .map_err(|e| ServerError::Other(e.to_string()))?;
     controller.shutdown().await;
+    if let Some(reason) = shared::sys::lock(&fatal).take() {
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "closing the logs");
+        }
+        return Err(ServerError::Other(format!("stopped: {reason}")));
+    }
+    closed?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Resolves with what happened once the storage says the node cannot go on.
+async fn storage_failure(mut failures: tokio::sync::watch::Receiver<Option<String>>) -> String {
+    let failure = match failures.wait_for(Option::is_some).await {
+        Ok(f) => f.clone(),
+        // The storage is gone with the broker: nothing more will be reported.
+        Err(_) => None,
+    };
+    match failure {
+        Some(f) => f,
+        None => std::future::pending().await,
+    }
 }
 
 /// Raises the open-files soft limit to the hard one: every connection (up to

@@ -414,6 +414,10 @@ fn partitions_spread_over_data_dirs_and_an_io_error_takes_only_one_offline() {
     assert!(err.is_fatal_io(), "{err}");
     m.report_error(&victim, &err);
     assert!(m.dirs()[0].is_offline());
+    assert!(
+        m.failures().borrow().is_none(),
+        "one directory offline leaves the other serving: the node goes on"
+    );
     assert!(m.get(&victim).is_none());
     for tp in &tps {
         let online = !m.partition_dir(tp).unwrap().starts_with(&dirs[0]);
@@ -427,6 +431,10 @@ fn partitions_spread_over_data_dirs_and_an_io_error_takes_only_one_offline() {
     let fresh = TopicPartition::new("other", 0);
     m.get_or_create(&fresh, None).unwrap();
     assert!(m.partition_dir(&fresh).unwrap().starts_with(&dirs[1]));
+    // The last one going offline leaves nothing to serve: the node is told to stop.
+    m.report_error(&fresh, &err);
+    assert!(m.dirs()[1].is_offline());
+    assert!(m.failures().borrow().is_some());
 }
 
 #[test]

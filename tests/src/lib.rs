@@ -3,6 +3,7 @@
 //! blocking HTTP client. Used by `tests/tests/*.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod fsyncfault;
 pub mod history;
 pub mod netfault;
 
@@ -59,9 +60,20 @@ pub struct Collector {
     /// A client this collector accepts: plain, or over TLS with the node's own
     /// certificate as client certificate (node certificates are valid for both ends).
     pub http: reqwest::blocking::Client,
+    /// Set once the collector says it is stopping itself (a failed fsync, its Raft core
+    /// gone): it hands off its leaderships and exits with an error.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// What a collector logs when it stops itself (`node::run`).
+const SELF_STOP_LINE: &str = "this node cannot go on safely";
+
 impl Collector {
+    /// Whether the collector said it is stopping itself (it may not have exited yet).
+    pub fn is_stopping_itself(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Starts a single-node collector with `extra` YAML appended to a minimal config.
     pub fn start(data: &Path, extra: &str) -> Self {
         std::fs::create_dir_all(data).unwrap();
@@ -142,11 +154,16 @@ impl Collector {
         // The collector's log goes on to the test's stderr; a bind failure is noted.
         let in_use = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = in_use.clone();
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stops = stopping.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if line.contains("in use") {
                     seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                if line.contains(SELF_STOP_LINE) {
+                    stops.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
                 eprintln!("{line}");
                 let mut logs = COLLECTOR_LOGS.lock().unwrap_or_else(|p| p.into_inner());
@@ -169,6 +186,7 @@ impl Collector {
                         Some(files) => tls_client(&files),
                         None => client(),
                     },
+                    stopping,
                 })
             }
             Err(_) => {

@@ -17,8 +17,10 @@
 //! Each episode prints its seed and fault schedule; `CAMPAIGN_SEED=<seed>
 //! CAMPAIGN_EPISODES=1` replays one, `CAMPAIGN_EPISODES` and `CAMPAIGN_SECS` make a longer
 //! campaign (`scripts/campaign.sh` runs one and sums it up). `CAMPAIGN_MIX=disk` adds full
-//! disks (root: each node on its own tmpfs). Power loss and failing fsyncs are exercised
-//! below the process, by `collector::storage::durable`'s unit tests (see RELIABILITY.md).
+//! disks (root: each node on its own tmpfs); `CAMPAIGN_MIX=storage` adds failing fsyncs in a
+//! running node too (`EIO` injected with strace; the node stops itself and is restarted).
+//! Power loss is exercised below the process, by `collector::storage::durable`'s unit tests
+//! (see RELIABILITY.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tributary_tests::fsyncfault::FailingFsyncs;
 use tributary_tests::history::{
     Call, History, Member, Outcome, Tp, check_replicas, check_rotated_lines,
 };
@@ -456,6 +459,8 @@ enum Mix {
     All,
     /// Every kind, a full disk too (each node on its own tmpfs; needs root).
     Disk,
+    /// Every kind of `Disk`, and failing fsyncs (`EIO`, injected with strace; needs root).
+    Storage,
 }
 
 /// Each node's data directory on its own small tmpfs, so one node's disk can be filled.
@@ -466,6 +471,10 @@ struct Disks {
 
 /// Size of each node's filesystem.
 const DISK_BYTES: u64 = 512 << 20;
+
+/// How long a node that said it is stopping itself may take to exit: its controlled
+/// shutdown waits up to 15 s for its leaderships to move.
+const SELF_STOP_WAIT: Duration = Duration::from_secs(40);
 
 impl Disks {
     /// Mounts one tmpfs per node; fails (never skips) when it cannot: the runner skips
@@ -559,6 +568,7 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
         Mix::Process => 4,
         Mix::All => 12,
         Mix::Disk => 13,
+        Mix::Storage => 14,
     };
     match rng.below(kinds) {
         0 | 1 => {
@@ -652,6 +662,36 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
             std::fs::remove_file(&filler).unwrap();
             log.push(format!("{at} ms: disk of node {id} full for {ms} ms"));
         }
+        13 => {
+            // Failing fsyncs: a node that meets one stops itself (hands its leaderships off,
+            // exits with an error) and is restarted, as its service manager would.
+            let fault = FailingFsyncs::inject(t.cl.node(id).child.id());
+            let ms = hold(rng, 500, 2000);
+            drop(fault);
+            let node = t.cl.node(id);
+            if node.is_stopping_itself() {
+                let stopped = Instant::now();
+                let status = loop {
+                    if let Some(s) = node.child.try_wait().unwrap() {
+                        break s;
+                    }
+                    assert!(
+                        stopped.elapsed() < SELF_STOP_WAIT,
+                        "node {id} said it was stopping but still runs after {SELF_STOP_WAIT:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                };
+                let took = stopped.elapsed().as_millis();
+                node.restart();
+                log.push(format!(
+                    "{at} ms: fsyncs of node {id} failed for {ms} ms: it stopped itself ({status}, {took} ms after the window), restarted"
+                ));
+            } else {
+                log.push(format!(
+                    "{at} ms: fsyncs of node {id} failed for {ms} ms: none was attempted"
+                ));
+            }
+        }
         10 => {
             t.agent.kill9();
             let down = hold(rng, 200, 1800);
@@ -675,7 +715,7 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
 
 fn episode(seed: u64, secs: u64, mix: Mix) {
     let tmp = tempfile::tempdir().unwrap();
-    let disks = (mix == Mix::Disk).then(|| Disks::mount(tmp.path(), 3));
+    let disks = matches!(mix, Mix::Disk | Mix::Storage).then(|| Disks::mount(tmp.path(), 3));
     let (mut cl, net) = Cluster::start_with_net(tmp.path(), 3, EXTRA);
     let c = client();
     let r = c
@@ -969,7 +1009,8 @@ fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {
         Ok("process") => Mix::Process,
         Ok("all") | Err(_) => Mix::All,
         Ok("disk") => Mix::Disk,
-        Ok(other) => panic!("CAMPAIGN_MIX={other}: use all, process or disk"),
+        Ok("storage") => Mix::Storage,
+        Ok(other) => panic!("CAMPAIGN_MIX={other}: use all, process, disk or storage"),
     };
     let seeds: Vec<(u64, Mix)> = match env("CAMPAIGN_SEED") {
         Some(first) => (first..first + env("CAMPAIGN_EPISODES").unwrap_or(1))

@@ -102,8 +102,19 @@ fn a_failed_fsync_acknowledges_nothing_and_nothing_after_it() {
             acked.push((ack[0].base_offset, format!("v{n}-0")));
         }
         let hw = p.high_watermark();
+        let failures = logs.failures();
         durable::fail_syncs_under(dir.path(), true);
+        assert!(failures.borrow().is_none());
         assert!(p.produce(batch(3), 0).is_err(), "acknowledged over EIO");
+        // The node is told to stop (node::run hands off and exits for a restart).
+        assert!(
+            failures
+                .borrow()
+                .as_deref()
+                .is_some_and(|f| f.contains("fsync failed")),
+            "{:?}",
+            failures.borrow()
+        );
         // The kernel may have dropped the dirty pages with the error: a second fsync that
         // "succeeds" proves nothing, so the log stays refused even once fsyncs work again.
         durable::fail_syncs_under(dir.path(), false);

@@ -487,6 +487,30 @@ impl Controller {
             .with_state(self.clone())
     }
 
+    /// Resolves when the Raft core stopped on its own, with what stopped it: openraft ends
+    /// its core for good on a storage error (a failed fsync of the metadata log) or a panic,
+    /// and a node whose metadata is frozen must not go on serving. Never resolves once
+    /// [`Controller::shutdown`] was asked for.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let failure = match &metrics.borrow_and_update().running_state {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(f) = failure {
+                return f;
+            }
+            if metrics.changed().await.is_err() {
+                let stopping = *self.stop.borrow();
+                if stopping {
+                    std::future::pending::<()>().await;
+                }
+                return "the Raft core stopped".into();
+            }
+        }
+    }
+
     /// Stops openraft.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);

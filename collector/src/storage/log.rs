@@ -114,7 +114,14 @@ pub struct PartitionLog {
     /// under the log's lock, so a follower task that outlived its role cannot write.
     replica_token: Option<u64>,
     recovery: RecoveryReport,
+    /// Told when an fsync of this log fails (the node stops: see [`FailureAlarm`]).
+    alarm: Option<FailureAlarm>,
 }
+
+/// Where a log reports a failed fsync: the owner of the process (the node) stops it, since
+/// the state it holds in memory — flushed offsets, high watermarks, producer tables — may
+/// describe pages the kernel dropped, and only a recovery from what is on disk is safe.
+pub type FailureAlarm = std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>;
 
 fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
     let (stem, ext) = name.split_once('.')?;
@@ -164,6 +171,7 @@ impl PartitionLog {
             offline: false,
             replica_token: None,
             recovery: RecoveryReport::default(),
+            alarm: None,
         };
         let recovered_epochs = log.load_segments(clean, now_ms)?;
         let first_base = log.segments.keys().next().copied().unwrap_or(0);
@@ -355,6 +363,14 @@ impl PartitionLog {
     pub fn sync_failed(&mut self, e: &StorageError) {
         tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed: partition log going offline");
         self.offline = true;
+        if let Some(alarm) = &self.alarm {
+            alarm.send_replace(Some(format!("an fsync failed: {e}")));
+        }
+    }
+
+    /// Where a failed fsync is reported from now on.
+    pub fn set_failure_alarm(&mut self, alarm: FailureAlarm) {
+        self.alarm = Some(alarm);
     }
 
     /// The partition is being deleted: every later call is refused as if offline (a

@@ -54,6 +54,9 @@ pub struct LogManager {
     cache: Arc<FileCache>,
     default_config: LogConfig,
     logs: Mutex<HashMap<TopicPartition, Entry>>,
+    /// Set when the node can no longer serve safely: an fsync failed, or every data
+    /// directory went offline (what happened).
+    failure: super::log::FailureAlarm,
 }
 
 use shared::sys::lock;
@@ -154,11 +157,16 @@ impl LogManager {
                 dir.offline.store(true, Ordering::Relaxed);
             }
         }
+        let failure = Arc::new(tokio::sync::watch::Sender::new(None));
+        for e in logs.values() {
+            lock(&e.log).set_failure_alarm(failure.clone());
+        }
         Ok(Self {
             dirs: data_dirs,
             cache,
             default_config,
             logs: Mutex::new(logs),
+            failure,
         })
     }
 
@@ -293,6 +301,8 @@ impl LogManager {
                 return Err(e);
             }
         };
+        let mut log = log;
+        log.set_failure_alarm(self.failure.clone());
         let shared = Arc::new(Mutex::new(log));
         logs.insert(
             tp.clone(),
@@ -319,7 +329,20 @@ impl LogManager {
                 error = %error,
                 "data directory taken offline after an I/O error; its partitions are unavailable"
             );
+            // One directory offline leaves the others serving (JBOD); none left, nothing can.
+            if self.dirs.iter().all(DataDir::is_offline) {
+                self.failure.send_replace(Some(format!(
+                    "every data directory is offline; the last, {}: {error}",
+                    self.dirs[dir].path.display()
+                )));
+            }
         }
+    }
+
+    /// Watches for what stops the node: an fsync of a partition log failed, or every data
+    /// directory went offline while serving. `Some(what happened)` from then on.
+    pub fn failures(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.failure.subscribe()
     }
 
     /// Deletes a partition's log and directory.
