@@ -2,7 +2,8 @@
 # The fault campaign, long form: N episodes from a first seed against real 3-node clusters
 # (tests/tests/campaign.rs), then a summary — episodes, faults by kind, operations,
 # acknowledged records, acks=1 losses, agent lines, anomalies, and the seeds of any failed
-# episode. CAMPAIGN_MIX=process draws process faults only.
+# episode. CAMPAIGN_MIX=process draws process faults only; =disk adds full disks and
+# =storage full disks and failing fsyncs (both as root).
 # Usage: scripts/campaign.sh [first-seed] [episodes] [seconds-per-episode]
 #        (defaults 1000, 100, 20; output under target/campaign)
 # Every episode runs even after one fails; failed seeds are listed (replay one with
@@ -24,7 +25,7 @@ text = open(sys.argv[1], errors="replace").read()
 kinds = {"kill -9 node": "kill -9 node", "SIGSTOP": "SIGSTOP", "SIGTERM": "SIGTERM",
          "partition node": "partition (one node)", "partition the controller leader": "partition (controller leader)",
          "one-way partition": "one-way partition", "bridge": "bridge", "slow links": "slow links",
-         "kill -9 the agent": "kill -9 agent", "clock of node": "clock jump", "disk of node": "disk full"}
+         "kill -9 the agent": "kill -9 agent", "clock of node": "clock jump", "disk of node": "disk full", "fsyncs of node": "failing fsyncs"}
 faults = {}
 for pattern, name in kinds.items():
     faults[name] = len(re.findall(r"^\s+\d+ ms: " + re.escape(pattern), text, re.M))

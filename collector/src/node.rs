@@ -27,6 +27,10 @@ use crate::server::listener::ListenerLimits;
 use crate::server::tls::NodeTls;
 use crate::storage::{FlushPolicy, LogManager};
 
+/// How long a node that stops itself (a failed fsync, its Raft core gone) may take to hand
+/// off its leaderships and close before it exits regardless.
+const FATAL_STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
+
 /// How long a controlled shutdown waits for its leaderships to move.
 const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long a new learner waits to see a controller leader before proposing through it.
@@ -238,12 +242,25 @@ pub async fn run(
                 r = controller.failed() => Some(format!("the controller stopped: {r}")),
                 r = storage_failure(storage) => Some(r),
             };
+            let failing = reason.is_some();
             if let Some(r) = reason {
                 tracing::error!(reason = %r, "stopping: this node cannot go on safely; it hands off its leaderships and exits with an error (restart it: recovery trusts only what is on disk)");
                 *shared::sys::lock(&fatal) = Some(r);
+                // The orderly stop is best effort: a node that cannot go on must not linger
+                // (a wedged request, a hung disk). A plain thread, outside the runtime.
+                std::thread::spawn(|| {
+                    std::thread::sleep(FATAL_STOP_DEADLINE);
+                    tracing::error!(
+                        "stopping: not stopped {FATAL_STOP_DEADLINE:?} after it began; exiting now"
+                    );
+                    std::process::exit(1);
+                });
             }
             let _ = hb_stop_tx.send(true);
             controlled_shutdown(&controller, node_id).await;
+            if failing {
+                tracing::warn!("stopping: controlled shutdown over; finishing open requests");
+            }
         }
     };
     let l = &config.limits;
@@ -254,7 +271,11 @@ pub async fn run(
         tls_handshake_timeout: std::time::Duration::from_millis(l.tls_handshake_timeout_ms),
     };
     crate::server::listener::serve(listener, app, tls, limits, metrics, controlled).await;
-    tracing::info!("stopping: flushing and closing logs");
+    if shared::sys::lock(&fatal).is_some() {
+        tracing::warn!("stopping: requests finished; closing the logs");
+    } else {
+        tracing::info!("stopping: flushing and closing logs");
+    }
     let _ = stop_tx.send(true);
     let _ = watch_signals.await;
     let _ = background.await;
@@ -404,12 +425,21 @@ async fn controlled_shutdown(controller: &Controller, node_id: u64) {
             tracing::info!("controlled shutdown: leaderships moved");
             return;
         }
-        if tokio::time::timeout_at(deadline, meta.changed())
-            .await
-            .is_err()
-        {
-            tracing::warn!("controlled shutdown: leaderships did not all move within 15 s");
-            return;
+        match tokio::time::timeout_at(deadline, meta.changed()).await {
+            Ok(Ok(())) => {}
+            // The Raft core stopped (a failed fsync of its log): no more metadata will come.
+            // (Taking this for a change spun here forever: found by the campaign's failing
+            // fsyncs.)
+            Ok(Err(_)) => {
+                tracing::warn!(
+                    "controlled shutdown: this node's controller stopped; stopping anyway"
+                );
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("controlled shutdown: leaderships did not all move within 15 s");
+                return;
+            }
         }
     }
 }

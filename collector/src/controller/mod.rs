@@ -346,6 +346,13 @@ impl Controller {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// The Raft term, when this node is the active controller in it.
+    pub fn leader_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(self.node_id)).then_some(m.current_term)
+    }
+
     /// Whether this node is the active controller.
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node_id)

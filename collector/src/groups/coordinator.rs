@@ -101,6 +101,16 @@ impl Member {
     }
 }
 
+/// A heartbeat from a member of the previous coordinator.
+struct Adopted {
+    id: String,
+    epoch: i32,
+    topics: BTreeSet<String>,
+    claims: BTreeSet<Tp>,
+    deadline_ms: u64,
+    client: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Group {
     /// Bumped whenever the target assignment is recomputed.
@@ -109,6 +119,10 @@ pub struct Group {
     pub target: BTreeMap<Tp, String>,
     /// Partition counts (of subscribed topics) the target was computed from.
     partitions: BTreeMap<String, u32>,
+    /// While a new coordinator adopts the previous one's members: the partitions whose
+    /// holder is known (claimed by an adopted member). Only those may be handed out; any
+    /// other may still be held by a member that has not heartbeated yet. `None` after.
+    known: Option<BTreeSet<Tp>>,
 }
 
 impl Group {
@@ -177,6 +191,7 @@ impl Group {
                     .members
                     .values()
                     .any(|other| other.id != id && other.holds(tp))
+                    && self.known.as_ref().is_none_or(|k| k.contains(tp))
             })
             .cloned()
             .collect();
@@ -223,6 +238,13 @@ pub struct Coordinator {
     /// Makes member ids unique across coordinator restarts.
     id_prefix: String,
     next_member: u64,
+    /// After taking over ([`Coordinator::take_over`]), until then: a heartbeat of a member
+    /// this coordinator does not know, with its epoch, subscription and what it holds, is
+    /// adopted (the member goes on at its epoch) instead of answered `unknown_member_id`.
+    adopt_until_ms: u64,
+    /// Groups that existed before the take-over (they have committed offsets): until
+    /// `adopt_until_ms` they hand out only partitions an adopted member claimed.
+    cautious: BTreeSet<String>,
 }
 
 impl Coordinator {
@@ -232,7 +254,21 @@ impl Coordinator {
             groups: HashMap::new(),
             id_prefix,
             next_member: 0,
+            adopt_until_ms: 0,
+            cautious: BTreeSet::new(),
         }
+    }
+
+    /// This node became the coordinator (a new controller term): whatever it held from an
+    /// earlier term is stale, and the members of the previous coordinator are adopted from
+    /// their next heartbeats for one session timeout — any live member heartbeats within
+    /// it. Until then the groups in `previous` (those with committed offsets) hand out only
+    /// partitions whose holder is known, so no partition is given to a second member while
+    /// a member not yet heard from still reads it.
+    pub fn take_over(&mut self, now_ms: u64, previous: impl IntoIterator<Item = String>) {
+        self.groups.clear();
+        self.adopt_until_ms = now_ms + self.settings.session_timeout_ms;
+        self.cautious = previous.into_iter().collect();
     }
 
     pub fn group(&self, name: &str) -> Option<&Group> {
@@ -252,6 +288,14 @@ impl Coordinator {
         partitions: &BTreeMap<String, u32>,
     ) -> Result<HeartbeatReply, GroupError> {
         self.expire_group(group, now_ms, partitions);
+        let adopting = now_ms < self.adopt_until_ms;
+        if !adopting && !self.cautious.is_empty() {
+            self.cautious.clear();
+            for g in self.groups.values_mut() {
+                g.known = None;
+            }
+        }
+        let cautious = adopting && self.cautious.contains(group);
         let settings = self.settings.clone();
         let deadline_ms = now_ms + settings.session_timeout_ms;
         if req.member_epoch == LEAVE_EPOCH {
@@ -306,6 +350,9 @@ impl Coordinator {
                 }
             };
             let g = self.groups.entry(group.to_owned()).or_default();
+            if cautious {
+                g.known.get_or_insert_default();
+            }
             // A member rejoining under its id starts over: it holds nothing now.
             let rejoin = g.members.remove(&id);
             if rejoin.is_none() && g.members.len() >= settings.max_members_per_group {
@@ -351,6 +398,25 @@ impl Coordinator {
             group: group.to_owned(),
             member_id: id.clone(),
         };
+        let known = self
+            .groups
+            .get(group)
+            .is_some_and(|g| g.members.contains_key(&id));
+        if !known
+            && adopting
+            && let (Some(topics), Some(owned)) = (topics.clone(), &req.owned)
+            && !topics.is_empty()
+        {
+            let adopted = Adopted {
+                id: id.clone(),
+                epoch: req.member_epoch,
+                topics,
+                claims: from_wire(owned),
+                deadline_ms,
+                client: req.client.clone().unwrap_or_default(),
+            };
+            return self.adopt(group, adopted, partitions, cautious);
+        }
         let g = self.groups.get_mut(group).ok_or_else(unknown)?;
         let m = g.members.get_mut(&id).ok_or_else(unknown)?;
         if req.member_epoch != m.epoch && req.member_epoch != m.prev_epoch {
@@ -419,6 +485,68 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// Takes in a member of the previous coordinator at its epoch, holding what it claims —
+    /// unless a member already here holds any of it (then it must rejoin).
+    fn adopt(
+        &mut self,
+        group: &str,
+        a: Adopted,
+        partitions: &BTreeMap<String, u32>,
+        cautious: bool,
+    ) -> Result<HeartbeatReply, GroupError> {
+        let settings = self.settings.clone();
+        let unknown = || GroupError::UnknownMember {
+            group: group.to_owned(),
+            member_id: a.id.clone(),
+        };
+        if !self.groups.contains_key(group) && self.groups.len() >= settings.max_groups {
+            return Err(GroupError::TooManyGroups {
+                max: settings.max_groups,
+            });
+        }
+        let g = self.groups.entry(group.to_owned()).or_default();
+        if cautious {
+            g.known.get_or_insert_default();
+        }
+        // Only partitions that exist, of topics it subscribes to.
+        let claims: BTreeSet<Tp> = a
+            .claims
+            .into_iter()
+            .filter(|(t, p)| a.topics.contains(t) && partitions.get(t).is_some_and(|n| p < n))
+            .collect();
+        if g.members.len() >= settings.max_members_per_group
+            || claims.iter().any(|tp| g.owner(tp).is_some())
+        {
+            self.drop_if_empty(group);
+            return Err(unknown());
+        }
+        // Sticky: the target starts from what it holds.
+        for tp in &claims {
+            g.target.insert(tp.clone(), a.id.clone());
+        }
+        if let Some(k) = &mut g.known {
+            k.extend(claims.iter().cloned());
+        }
+        tracing::info!(group, member = %a.id, epoch = a.epoch, partitions = claims.len(), "adopted a member of the previous coordinator");
+        g.members.insert(
+            a.id.clone(),
+            Member {
+                id: a.id.clone(),
+                epoch: a.epoch,
+                prev_epoch: a.epoch,
+                topics: a.topics,
+                assigned: claims,
+                revoking: BTreeSet::new(),
+                deadline_ms: a.deadline_ms,
+                client: a.client,
+            },
+        );
+        g.recompute(partitions);
+        g.reconcile(&a.id);
+        g.reply(&a.id, &settings)
+            .ok_or_else(|| GroupError::Invalid("member vanished".into()))
     }
 
     /// Removes members whose session expired, in every group. Returns how many.
@@ -539,6 +667,106 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A heartbeat carrying the subscription and what the member holds (what
+    /// `collector tail` sends every time).
+    fn full_beat(
+        c: &mut Coordinator,
+        r: &HeartbeatReply,
+        now: u64,
+        p: &BTreeMap<String, u32>,
+    ) -> Result<HeartbeatReply, GroupError> {
+        c.heartbeat(
+            "g",
+            &HeartbeatRequest {
+                member_id: Some(r.member_id.clone()),
+                member_epoch: r.member_epoch,
+                topics: Some(vec!["logs".into()]),
+                owned: Some(r.assignment.clone()),
+                ..Default::default()
+            },
+            now,
+            p,
+        )
+    }
+
+    /// A new coordinator (a controller failover) adopts the previous one's members from
+    /// their next heartbeats: same id, same epoch, same partitions — no `unknown_member_id`
+    /// and no rejoin. Partitions nobody has claimed yet wait until every live member had a
+    /// session to heartbeat in, so a member not yet heard from never shares one.
+    #[test]
+    fn a_new_coordinator_adopts_the_previous_ones_members_from_their_heartbeats() {
+        let p = parts(6);
+        let session = GroupSettings::default().session_timeout_ms;
+        let mut old = Coordinator::new(GroupSettings::default(), "old".into());
+        let mut a = join(&mut old, 0, &p);
+        let mut b = join(&mut old, 1, &p);
+        // Settle: a gives up b's share, b takes it.
+        for t in 2..6 {
+            a = full_beat(&mut old, &a, t, &p).unwrap();
+            b = full_beat(&mut old, &b, t, &p).unwrap();
+        }
+        assert!(a.stable && b.stable, "{a:?} {b:?}");
+        assert_eq!(count(&a) + count(&b), 6);
+
+        let mut new = Coordinator::new(GroupSettings::default(), "new".into());
+        new.take_over(1_000, ["g".to_owned()]);
+        let a2 = full_beat(&mut new, &a, 1_001, &p).expect("adopted, not unknown");
+        assert_eq!(
+            (&a2.member_id, a2.member_epoch, &a2.assignment),
+            (&a.member_id, a.member_epoch, &a.assignment)
+        );
+        // A newcomer before b is heard from gets none of b's partitions.
+        let c = join(&mut new, 1_002, &p);
+        let held_by_b: BTreeSet<Tp> = from_wire(&b.assignment);
+        assert!(
+            from_wire(&c.assignment).is_disjoint(&held_by_b),
+            "{c:?} got what b may still read"
+        );
+        let b2 = full_beat(&mut new, &b, 1_003, &p).expect("adopted");
+        // It goes on under its id; the newcomer's share may now be asked of it (a new
+        // epoch), never more than it held.
+        assert_eq!(b2.member_id, b.member_id);
+        assert!(b2.member_epoch >= b.member_epoch);
+        assert!(from_wire(&b2.assignment).is_subset(&held_by_b));
+        let m = &new.group("g").unwrap().members[&b.member_id];
+        assert!(held_by_b.iter().all(|tp| m.holds(tp)), "{m:?}");
+        exclusive(&new);
+        // A member claiming what another holds is not adopted: it must rejoin.
+        let mut thief = a.clone();
+        thief.member_id = "old-99".into();
+        assert!(matches!(
+            full_beat(&mut new, &thief, 1_004, &p),
+            Err(GroupError::UnknownMember { .. })
+        ));
+        // After the window, an unknown member is unknown again.
+        let after = 1_000 + session + 1;
+        let mut ghost = b.clone();
+        ghost.member_id = "old-98".into();
+        ghost.assignment = Vec::new();
+        assert!(matches!(
+            full_beat(&mut new, &ghost, after, &p),
+            Err(GroupError::UnknownMember { .. })
+        ));
+    }
+
+    /// The window holds back only partitions nobody claimed: once it ends they are handed
+    /// out (their holder, if any, had a whole session to heartbeat).
+    #[test]
+    fn unclaimed_partitions_are_handed_out_when_the_adoption_window_ends() {
+        let p = parts(4);
+        let session = GroupSettings::default().session_timeout_ms;
+        let mut new = Coordinator::new(GroupSettings::default(), "new".into());
+        new.take_over(0, ["g".to_owned()]);
+        let c = join(&mut new, 1, &p);
+        assert_eq!(count(&c), 0, "nothing is known to be free yet");
+        let c = full_beat(&mut new, &c, session + 1, &p).unwrap();
+        assert_eq!(count(&c), 4);
+        // A group without committed offsets (never seen before) is not held back.
+        let mut fresh = Coordinator::new(GroupSettings::default(), "f".into());
+        fresh.take_over(0, Vec::<String>::new());
+        assert_eq!(count(&join(&mut fresh, 1, &p)), 4);
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub struct ConsumerMemberView {
 pub struct GroupService {
     broker: Arc<Broker>,
     coordinator: Mutex<Coordinator>,
+    /// The controller term in which this node last coordinated (see [`Coordinator::take_over`]).
+    coordinating_term: Mutex<Option<u64>>,
     /// Monotonic base for session deadlines.
     started: Instant,
     started_wall_ms: i64,
@@ -141,6 +143,7 @@ impl GroupService {
         let prefix = format!("{}-{:x}", broker.config.node_id, wall);
         Self {
             coordinator: Mutex::new(Coordinator::new(settings, prefix)),
+            coordinating_term: Mutex::new(None),
             broker,
             started: Instant::now(),
             started_wall_ms: wall,
@@ -148,6 +151,33 @@ impl GroupService {
             offsets_retention_ms,
             classic: classic::ClassicGroups::default(),
         }
+    }
+
+    /// The coordinator, taken over afresh when this node coordinates in a new controller
+    /// term: members of the previous coordinator are then adopted from their heartbeats.
+    fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
+        let mut c = lock(&self.coordinator);
+        if let Some(term) = self.broker.controller.leader_term() {
+            let mut seen = lock(&self.coordinating_term);
+            if *seen != Some(term) {
+                *seen = Some(term);
+                let previous = self
+                    .broker
+                    .controller
+                    .metadata()
+                    .groups
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>();
+                tracing::info!(
+                    term,
+                    groups = previous.len(),
+                    "coordinating groups: adopting the previous coordinator's members from their heartbeats"
+                );
+                c.take_over(self.mono_ms(), previous);
+            }
+        }
+        c
     }
 
     fn mono_ms(&self) -> u64 {
@@ -182,7 +212,9 @@ impl GroupService {
             )));
         }
         let parts = self.partition_counts();
-        let reply = lock(&self.coordinator).heartbeat(group, req, self.mono_ms(), &parts)?;
+        let reply = self
+            .coordinator()
+            .heartbeat(group, req, self.mono_ms(), &parts)?;
         lock(&self.last_active_ms).insert(group.to_owned(), now_ms());
         Ok(reply)
     }
@@ -234,7 +266,7 @@ impl GroupService {
     ) -> Result<(), GroupsError> {
         validate_group(group)?;
         self.check_offsets(&offsets).await?;
-        if let Some(g) = lock(&self.coordinator).group(group)
+        if let Some(g) = self.coordinator().group(group)
             && !g.members.is_empty()
         {
             return Err(GroupsError::NotEmpty {
@@ -285,7 +317,8 @@ impl GroupService {
     /// Deletes a group's committed offsets; refused while it has members of either kind.
     pub async fn delete_group(&self, group: &str) -> Result<(), GroupsError> {
         validate_group(group)?;
-        let members = lock(&self.coordinator)
+        let members = self
+            .coordinator()
             .group(group)
             .map_or(0, |g| g.members.len())
             + self.classic.describe(group).map_or(0, |(m, _)| m);
@@ -308,7 +341,7 @@ impl GroupService {
 
     /// Whether the server-side coordinator (`collector tail` members) holds `group`.
     pub fn has_server_side_members(&self, group: &str) -> bool {
-        lock(&self.coordinator)
+        self.coordinator()
             .group(group)
             .is_some_and(|g| !g.members.is_empty())
     }
@@ -321,14 +354,15 @@ impl GroupService {
         member_id: &str,
         member_epoch: i32,
     ) -> Result<(), GroupsError> {
-        lock(&self.coordinator).check_commit(group, member_id, member_epoch, &BTreeSet::new())?;
+        self.coordinator()
+            .check_commit(group, member_id, member_epoch, &BTreeSet::new())?;
         Ok(())
     }
 
     /// A server-side group's members, assignments and targets (for Kafka's
     /// ConsumerGroupDescribe); `None` when it has no members.
     pub fn consumer_view(&self, group: &str) -> Option<ConsumerGroupView> {
-        let coord = lock(&self.coordinator);
+        let coord = self.coordinator();
         let g = coord.group(group).filter(|g| !g.members.is_empty())?;
         Some(ConsumerGroupView {
             epoch: g.epoch,
@@ -361,7 +395,8 @@ impl GroupService {
     pub async fn commit(&self, group: &str, req: CommitRequest) -> Result<(), GroupsError> {
         validate_group(group)?;
         let tps = self.check_offsets(&req.offsets).await?;
-        lock(&self.coordinator).check_commit(group, &req.member_id, req.member_epoch, &tps)?;
+        self.coordinator()
+            .check_commit(group, &req.member_id, req.member_epoch, &tps)?;
         if req.offsets.is_empty() {
             return Ok(());
         }
@@ -404,7 +439,7 @@ impl GroupService {
 
     pub fn list(&self) -> Vec<GroupSummary> {
         let meta = self.broker.controller.metadata();
-        let coord = lock(&self.coordinator);
+        let coord = self.coordinator();
         let mut names: BTreeSet<String> = meta.groups.keys().cloned().collect();
         names.extend(coord.group_names());
         names.extend(self.classic.group_names());
@@ -438,7 +473,7 @@ impl GroupService {
         let committed = meta.groups.get(group);
         // What the coordinator knows, taken under its lock (no await while holding it).
         let (state, group_epoch, members, owners, mut topics) = {
-            let coord = lock(&self.coordinator);
+            let coord = self.coordinator();
             let live = coord.group(group);
             if committed.is_none() && live.is_none() {
                 return Err(GroupsError::UnknownGroup(group.to_owned()));
@@ -517,7 +552,7 @@ impl GroupService {
         to: ResetTo,
     ) -> Result<Vec<OffsetEntry>, GroupsError> {
         validate_group(group)?;
-        if let Some(g) = lock(&self.coordinator).group(group)
+        if let Some(g) = self.coordinator().group(group)
             && !g.members.is_empty()
         {
             return Err(GroupsError::NotEmpty {
@@ -585,7 +620,7 @@ impl GroupService {
         self.classic.sweep();
         let parts = self.partition_counts();
         let (mut live, expired): (BTreeSet<String>, usize) = {
-            let mut c = lock(&self.coordinator);
+            let mut c = self.coordinator();
             let n = c.expire(self.mono_ms(), &parts);
             (c.group_names().into_iter().collect(), n)
         };
