@@ -4,7 +4,7 @@
 # members; `kill -9` of the controller leader (the group coordinator), then the time until
 # a surviving node shows two members holding all 3 partitions with nothing being revoked.
 # Also says whether the members kept their ids (membership lives in the active controller's
-# memory: a new coordinator knows no member, and each rejoins under a new id).
+# memory; a new coordinator adopts the members from their next heartbeats, under their ids).
 # Usage: scripts/bench-group-failover.sh [runs]   (data under target/bench-group-failover)
 set -euo pipefail
 cd "$(dirname "$0")/.."

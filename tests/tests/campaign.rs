@@ -998,6 +998,10 @@ const REGRESSION_SEEDS: &[(u64, Mix)] = &[
 /// Seeds of full-disk episodes that once found an anomaly (`Mix::Disk`).
 const DISK_REGRESSION_SEEDS: &[u64] = &[5];
 
+/// Seeds of episodes with failing fsyncs that once found a bug (`Mix::Storage`): 6002, a
+/// node stopping itself after a failed fsync spun forever in its controlled shutdown.
+const STORAGE_REGRESSION_SEEDS: &[u64] = &[6002];
+
 #[test]
 fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
@@ -1032,11 +1036,12 @@ fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {
     assert!(failed.is_empty(), "failed episodes: seeds {failed:?}");
 }
 
-/// Full disks on top of every other fault: each node on its own tmpfs, so it needs root.
+/// Full disks (and failing fsyncs, injected with strace) on top of every other fault: each
+/// node on its own tmpfs, so it needs root.
 /// `scripts/test.sh` runs it when it can mount one (and fails under CI=true when it
 /// cannot); elsewhere the runner reports it skipped.
 #[test]
-#[ignore = "needs root to mount a tmpfs per node (scripts/test.sh runs it as root)"]
+#[ignore = "needs root (a tmpfs per node) and strace (scripts/test.sh runs it then)"]
 fn a_short_campaign_with_full_disks_finds_no_anomaly() {
     let secs = std::env::var("CAMPAIGN_SECS")
         .ok()
@@ -1044,5 +1049,8 @@ fn a_short_campaign_with_full_disks_finds_no_anomaly() {
         .unwrap_or(15);
     for &seed in DISK_REGRESSION_SEEDS {
         episode(seed, secs, Mix::Disk);
+    }
+    for &seed in STORAGE_REGRESSION_SEEDS {
+        episode(seed, secs, Mix::Storage);
     }
 }

@@ -879,7 +879,10 @@ impl Broker {
             let Some(log) = self.logs.get(&tp) else {
                 continue;
             };
-            let r = shared::sys::lock(&log).checkpoint();
+            let r = shared::sys::lock(&log).checkpoint().and_then(|()| {
+                partition::snapshot_follower(&log, self.config.producer_id_expiration_ms)
+                    .map(|_| ())
+            });
             if let Err(e) = r {
                 tracing::warn!(partition = %tp.dir_name(), error = %e, "checkpoint failed");
                 self.logs.report_error(&tp, &e);

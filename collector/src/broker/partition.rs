@@ -118,6 +118,58 @@ pub use shared::sys::now_ms;
 /// Chunk size used when replaying the log to rebuild producer state.
 const REBUILD_READ_BYTES: usize = 4 << 20;
 
+/// Records into `table` every batch of `log` from `from` to `end`, each producer seen at
+/// `seen`.
+fn replay(
+    log: &crate::storage::PartitionLog,
+    from: u64,
+    end: u64,
+    table: &mut ProducerTable,
+    seen: i64,
+) -> Result<(), StorageError> {
+    let limits = BatchLimits {
+        batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
+        uncompressed_bytes_max: 0,
+    };
+    let mut offset = from;
+    while offset < end {
+        let r = log.read(offset, REBUILD_READ_BYTES, Some(end))?;
+        if r.bytes.is_empty() {
+            break;
+        }
+        for item in BatchIter::new(&r.bytes, limits) {
+            let (h, _) = item?;
+            if h.next_offset() as u64 > offset {
+                table.record(&h, seen);
+            }
+            offset = h.next_offset() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// A follower's producer snapshot: the newest snapshot plus the batches its fetcher copied
+/// since, written at its log end — so that, promoted, it replays only what came after,
+/// not its whole log. Done under the log's lock, so the snapshot describes exactly the log
+/// up to that end (a truncation cannot interleave; it removes snapshots above its cut).
+/// Returns whether one was written (nothing new: none).
+pub fn snapshot_follower(
+    log: &SharedLog,
+    producer_expiration_ms: i64,
+) -> Result<bool, StorageError> {
+    let l = lock(log);
+    let end = l.log_end_offset();
+    let (from, mut table) = producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
+    if from == end {
+        return Ok(false);
+    }
+    let now = now_ms();
+    replay(&l, from, end, &mut table, now)?;
+    table.expire(now, producer_expiration_ms);
+    producer_state::write_snapshot(l.dir(), end, &table)?;
+    Ok(true)
+}
+
 impl Partition {
     /// Wraps an open log, rebuilding the producer table from the newest snapshot plus the
     /// batches after it.
@@ -147,25 +199,7 @@ impl Partition {
             // clients' (CreateTime, any age): taken as "last seen", an old one made the next
             // checkpoint expire the producer, and its retry was stored a second time (found
             // by the fault campaign, seeds 3021, 3033, 3039, 3047).
-            let seen = now_ms();
-            let mut offset = from;
-            while offset < end {
-                let r = l.read(offset, REBUILD_READ_BYTES, Some(end))?;
-                if r.bytes.is_empty() {
-                    break;
-                }
-                let limits = BatchLimits {
-                    batch_bytes_max: crate::storage::segment::BATCH_BYTES_MAX_ON_DISK,
-                    uncompressed_bytes_max: 0,
-                };
-                for item in BatchIter::new(&r.bytes, limits) {
-                    let (h, _) = item?;
-                    if h.next_offset() as u64 > offset {
-                        table.record(&h, seen);
-                    }
-                    offset = h.next_offset() as u64;
-                }
-            }
+            replay(&l, from, end, &mut table, now_ms())?;
             (
                 table,
                 l.config().flush,
@@ -703,6 +737,49 @@ mod tests {
             .encode(&b, stamp)
             .unwrap();
         ValidatedBatches::new(bytes, &BatchLimits::default()).unwrap()
+    }
+
+    /// A follower's checkpoint writes a producer snapshot at its log end, built from the
+    /// previous one plus what it copied since; promoted, it replays nothing (it used to
+    /// scan its whole log), and knows every producer as well as a full replay would.
+    #[test]
+    fn a_follower_snapshots_its_producers_so_a_promoted_one_replays_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(&[dir.path().to_path_buf()], LogConfig::default(), 8).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        let log = logs.get_or_create(&tp, None).unwrap();
+        let week = 7 * 24 * 3600 * 1000;
+        // Copied from a leader, as a follower's fetcher does.
+        for seq in 0..3 {
+            lock(&log).append(old_batch(seq), 0, now_ms()).unwrap();
+        }
+        assert!(snapshot_follower(&log, week).unwrap());
+        assert!(!snapshot_follower(&log, week).unwrap(), "nothing new: none");
+        for seq in 3..5 {
+            lock(&log).append(old_batch(seq), 0, now_ms()).unwrap();
+        }
+        assert!(snapshot_follower(&log, week).unwrap());
+        let (start, end) = {
+            let l = lock(&log);
+            (l.log_start_offset(), l.log_end_offset())
+        };
+        let (from, table) =
+            producer_state::load_snapshot(dir.path().join("t-0").as_path(), start, end);
+        assert_eq!(
+            from, end,
+            "a promoted follower would replay from {from}, not {end}"
+        );
+        let mut full = ProducerTable::default();
+        replay(&lock(&log), start, end, &mut full, 0).unwrap();
+        assert_eq!(
+            table.last_persisted(7, end),
+            full.last_persisted(7, end),
+            "the snapshot knows the producer as a full replay does"
+        );
+        // Promoted: the retry of the last batch is a duplicate.
+        let p = Partition::open(tp, log, false).unwrap();
+        let acks = p.produce(old_batch(4), 1).unwrap();
+        assert!(acks[0].duplicate && acks[0].base_offset == 4, "{acks:?}");
     }
 
     /// A leader that rebuilt its producer table from the log (a promoted follower, a
