@@ -243,7 +243,8 @@ pub struct Coordinator {
     /// adopted (the member goes on at its epoch) instead of answered `unknown_member_id`.
     adopt_until_ms: u64,
     /// Groups that existed before the take-over (they have committed offsets): until
-    /// `adopt_until_ms` they hand out only partitions an adopted member claimed.
+    /// `adopt_until_ms` they hand out only partitions an adopted member claimed. (So does
+    /// any group once one of its members is adopted.)
     cautious: BTreeSet<String>,
 }
 
@@ -289,7 +290,9 @@ impl Coordinator {
     ) -> Result<HeartbeatReply, GroupError> {
         self.expire_group(group, now_ms, partitions);
         let adopting = now_ms < self.adopt_until_ms;
-        if !adopting && !self.cautious.is_empty() {
+        if !adopting && self.adopt_until_ms > 0 {
+            // The window is over: every live member had a session to heartbeat in.
+            self.adopt_until_ms = 0;
             self.cautious.clear();
             for g in self.groups.values_mut() {
                 g.known = None;
@@ -415,7 +418,7 @@ impl Coordinator {
                 deadline_ms,
                 client: req.client.clone().unwrap_or_default(),
             };
-            return self.adopt(group, adopted, partitions, cautious);
+            return self.adopt(group, adopted, partitions);
         }
         let g = self.groups.get_mut(group).ok_or_else(unknown)?;
         let m = g.members.get_mut(&id).ok_or_else(unknown)?;
@@ -494,7 +497,6 @@ impl Coordinator {
         group: &str,
         a: Adopted,
         partitions: &BTreeMap<String, u32>,
-        cautious: bool,
     ) -> Result<HeartbeatReply, GroupError> {
         let settings = self.settings.clone();
         let unknown = || GroupError::UnknownMember {
@@ -507,9 +509,9 @@ impl Coordinator {
             });
         }
         let g = self.groups.entry(group.to_owned()).or_default();
-        if cautious {
-            g.known.get_or_insert_default();
-        }
+        // A member to adopt proves the previous coordinator had this group, committed
+        // offsets or not: from now on it hands out only what is known to be free.
+        g.known.get_or_insert_default();
         // Only partitions that exist, of topics it subscribes to.
         let claims: BTreeSet<Tp> = a
             .claims
@@ -763,6 +765,24 @@ mod tests {
         assert_eq!(count(&c), 0, "nothing is known to be free yet");
         let c = full_beat(&mut new, &c, session + 1, &p).unwrap();
         assert_eq!(count(&c), 4);
+        // A group without committed offsets becomes careful once a member is adopted: the
+        // second old member's partitions are not handed to the first.
+        let mut old = Coordinator::new(GroupSettings::default(), "old".into());
+        let mut a = join(&mut old, 0, &p);
+        let mut b = join(&mut old, 1, &p);
+        for t in 2..6 {
+            a = full_beat(&mut old, &a, t, &p).unwrap();
+            b = full_beat(&mut old, &b, t, &p).unwrap();
+        }
+        let mut new = Coordinator::new(GroupSettings::default(), "n".into());
+        new.take_over(100, Vec::<String>::new());
+        let a2 = full_beat(&mut new, &a, 101, &p).unwrap();
+        assert!(
+            from_wire(&a2.assignment).is_disjoint(&from_wire(&b.assignment)),
+            "{a2:?} got what b still reads"
+        );
+        let b2 = full_beat(&mut new, &b, 102, &p).expect("b adopted, not unknown");
+        assert_eq!(b2.member_id, b.member_id);
         // A group without committed offsets (never seen before) is not held back.
         let mut fresh = Coordinator::new(GroupSettings::default(), "f".into());
         fresh.take_over(0, Vec::<String>::new());
