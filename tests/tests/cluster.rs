@@ -1938,3 +1938,62 @@ fn a_group_member_keeps_its_id_and_partitions_through_a_controller_failover() {
     );
     member.terminate();
 }
+
+/// Followers write producer snapshots at their checkpoints (so a promoted follower replays
+/// only what came after the last one), and checkpointing a followed log does not hold up its
+/// replication: acks=all writes keep being acknowledged across many follower checkpoints.
+/// (The first version locked the log twice in one statement and deadlocked the follower's
+/// checkpoint and, behind it, its fetcher; found by the fault campaign.)
+#[test]
+fn followers_snapshot_their_producers_at_checkpoints_and_keep_replicating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = format!("{EXTRA}recovery_point_interval_ms: 200\n");
+    let cl = Cluster::start(tmp.path(), 3, &extra);
+    let c = client();
+    create_topic(
+        &c,
+        &cl.nodes[0],
+        json!({"name": "fs", "partitions": 1, "replication_factor": 3}),
+    );
+    let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
+    let leader = wait_for(Duration::from_secs(20), "a leader with a full ISR", || {
+        let l = leader_of(&c, &addrs, "fs")?;
+        let p = partition_meta(&c, &cl, "fs", 0)?;
+        (p["isr"].as_array()?.len() == 3).then_some(l)
+    });
+    let stamp = |seq| shared::ProducerStamp {
+        producer_id: 42,
+        producer_epoch: 0,
+        base_sequence: seq,
+    };
+    for i in 0..12 {
+        let values: Vec<String> = (0..5).map(|j| format!("fs-{i}-{j}")).collect();
+        let r = c
+            .post(format!(
+                "{leader}/v1/topics/fs/partitions/0/batches?acks=all"
+            ))
+            .header("content-type", "application/vnd.tributary.batches")
+            .body(tributary_tests::batch(&values, stamp(i * 5), true))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "write {i}: {}", r.status());
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Each follower holds a producer snapshot at its log end (60 records).
+    let leader_id = addrs.iter().position(|a| *a == leader).unwrap();
+    for (_, n) in cl.nodes.iter().enumerate().filter(|(i, _)| *i != leader_id) {
+        let dir = n.data.join("fs-0");
+        wait_for(
+            Duration::from_secs(10),
+            "a follower's producer snapshot at its end",
+            || {
+                std::fs::read_dir(&dir)
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy() == format!("{:020}.snapshot", 60))
+                    .then_some(())
+            },
+        );
+    }
+}

@@ -879,7 +879,10 @@ impl Broker {
             let Some(log) = self.logs.get(&tp) else {
                 continue;
             };
-            let r = shared::sys::lock(&log).checkpoint().and_then(|()| {
+            // Two statements: the log's guard must be gone before the snapshot locks it again
+            // (one statement kept it to its end — a self-deadlock the campaign found).
+            let checkpointed = shared::sys::lock(&log).checkpoint();
+            let r = checkpointed.and_then(|()| {
                 partition::snapshot_follower(&log, self.config.producer_id_expiration_ms)
                     .map(|_| ())
             });
