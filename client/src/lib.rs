@@ -804,12 +804,17 @@ impl CollectorClient {
             .await
     }
 
+    /// A group's committed offsets, as its coordinator has them (`forwarded`: this is a
+    /// relay from another collector, not to be relayed again).
     pub async fn group_offsets(
         &self,
         at: Option<&str>,
         group: &str,
+        forwarded: bool,
     ) -> Result<api::GroupOffsetsReply, ClientError> {
-        self.get(at, api::routes::group_offsets(group)).await
+        let mut call = Call::new(reqwest::Method::GET, api::routes::group_offsets(group));
+        call.forwarded = forwarded;
+        Self::decode(self.send(at, call).await?).await
     }
 
     pub async fn reset_offsets(

@@ -622,7 +622,10 @@ impl Member {
     }
 
     async fn read_committed(&self) -> Result<BTreeMap<Tp, u64>, ApiErr> {
-        let reply = self.api.group_offsets(None, &self.opts.group).await?;
+        let reply = self
+            .api
+            .group_offsets(None, &self.opts.group, false)
+            .await?;
         Ok(reply
             .offsets
             .into_iter()

@@ -999,8 +999,9 @@ const REGRESSION_SEEDS: &[(u64, Mix)] = &[
 const DISK_REGRESSION_SEEDS: &[u64] = &[5];
 
 /// Seeds of episodes with failing fsyncs that once found a bug (`Mix::Storage`): 6002, a
-/// node stopping itself after a failed fsync spun forever in its controlled shutdown.
-const STORAGE_REGRESSION_SEEDS: &[u64] = &[6002];
+/// node stopping itself after a failed fsync spun forever in its controlled shutdown; 6035,
+/// committed offsets read from a lagging node's metadata went backwards.
+const STORAGE_REGRESSION_SEEDS: &[u64] = &[6002, 6035];
 
 #[test]
 fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {

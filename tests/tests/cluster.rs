@@ -1997,3 +1997,91 @@ fn followers_snapshot_their_producers_at_checkpoints_and_keep_replicating() {
         );
     }
 }
+
+/// Committed offsets are read on the coordinator: a read through any node right after an
+/// acknowledged commit sees it. The controller leader's link to one follower is slowed, so
+/// that follower's copy of the metadata lags; a read there used to answer from it — an
+/// older offset, from which a member starting on the partition reads records again (the
+/// fault campaign found it, seed 6035, on a node whose Raft core had stopped).
+#[test]
+fn a_committed_offset_is_read_back_through_any_node_right_after_its_commit() {
+    use tributary_tests::netfault::LinkState;
+    let tmp = tempfile::tempdir().unwrap();
+    let (cl, net) = Cluster::start_with_net(tmp.path(), 3, EXTRA);
+    let c = client();
+    create_topic(
+        &c,
+        &cl.nodes[0],
+        json!({"name": "ro", "partitions": 1, "replication_factor": 3}),
+    );
+    let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
+    wait_for(Duration::from_secs(30), "ten records acknowledged", || {
+        let base = leader_of(&c, &addrs, "ro")?;
+        let values: Vec<Value> = (0..10)
+            .map(|i| json!({"value": format!("ro-{i}")}))
+            .collect();
+        let r = c
+            .post(format!("{base}/v1/topics/ro/records?acks=all"))
+            .json(&json!({"partition": 0, "records": values}))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .ok()?;
+        r.status().is_success().then_some(())
+    });
+    let leader = wait_for(Duration::from_secs(20), "a controller leader", || {
+        leader_and_alive(&c, &cl.nodes[0]).map(|(l, _)| l)
+    });
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let (at_leader, at_follower) = (
+        addrs[(leader - 1) as usize].clone(),
+        addrs[(follower - 1) as usize].clone(),
+    );
+    // A member holding the partition.
+    let (member, epoch) = wait_for(Duration::from_secs(20), "a member holding ro-0", || {
+        let v: Value = c
+            .post(format!("{at_leader}/v1/groups/rg/heartbeat"))
+            .json(&json!({"member_epoch": 0, "topics": ["ro"]}))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let held = v["assignment"][0]["partitions"].as_array()?.len();
+        (held == 1).then(|| {
+            (
+                v["member_id"].as_str().unwrap().to_owned(),
+                v["member_epoch"].as_i64().unwrap(),
+            )
+        })
+    });
+    net.set(
+        leader,
+        follower,
+        LinkState::Slow(Duration::from_millis(400)),
+    );
+    for offset in 1..=5u64 {
+        let r = c
+            .post(format!("{at_leader}/v1/groups/rg/offsets"))
+            .json(&json!({"member_id": member, "member_epoch": epoch,
+                "offsets": [{"topic": "ro", "partition": 0, "offset": offset}]}))
+            .send()
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "commit {offset}: {}",
+            r.text().unwrap()
+        );
+        let v: Value = c
+            .get(format!("{at_follower}/v1/groups/rg/offsets"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            v["offsets"][0]["offset"].as_u64(),
+            Some(offset),
+            "read through node {follower} right after committing {offset}: {v}"
+        );
+    }
+    net.heal();
+}

@@ -362,9 +362,14 @@ pub async fn commit_offsets(
 pub async fn group_offsets(
     State(s): S,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(group): Path<String>,
 ) -> Result<Json<api::GroupOffsetsReply>, ApiError> {
-    Ok(Json(s.groups.offsets_reply(&caller, &group)?))
+    Ok(Json(
+        s.groups
+            .offsets_routed(&caller, &group, forwarded(&headers))
+            .await?,
+    ))
 }
 
 pub async fn reset_offsets(
