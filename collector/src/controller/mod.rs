@@ -298,6 +298,13 @@ impl Controller {
                         },
                     }
                 }
+                // This node's Raft core has stopped for good (a storage error): retrying
+                // cannot help, and a node stopping itself should not wait out the deadline.
+                Err(RaftError::Fatal(f)) => {
+                    return Err(ControllerError::Unavailable(format!(
+                        "this node's controller stopped: {f}"
+                    )));
+                }
                 Err(e) => ControllerError::Unavailable(e.to_string()),
             };
             let backoff = delays.next().unwrap_or(PROPOSE_RETRY_MAX);
