@@ -521,6 +521,27 @@ fn replica_checksums(
         .collect()
 }
 
+/// Sends `values` as one zstd batch to partition `partition` of `topic` at `base` with
+/// acks=all; whether it was acknowledged.
+fn acks_all_batch(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    topic: &str,
+    partition: u32,
+    values: &[String],
+    stamp: shared::ProducerStamp,
+    timeout: Duration,
+) -> bool {
+    c.post(format!(
+        "{base}/v1/topics/{topic}/partitions/{partition}/batches?acks=all"
+    ))
+    .header("content-type", "application/vnd.tributary.batches")
+    .body(tributary_tests::batch(values, stamp, true))
+    .timeout(timeout)
+    .send()
+    .is_ok_and(|r| r.status().is_success())
+}
+
 #[allow(unsafe_code)]
 fn signal(pid: u32, sig: i32) {
     // SAFETY: sending a signal to a process id has no memory-safety preconditions.
@@ -1489,18 +1510,8 @@ fn a_leader_cut_off_by_a_network_partition_is_replaced_and_rejoins_after_healing
     let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
     let send = |base: &str, first: u64, c: &reqwest::blocking::Client| {
         let values: Vec<String> = (first..first + 5).map(|i| format!("np-{i}")).collect();
-        c.post(format!("{base}/v1/topics/np/partitions/0/batches?acks=all"))
-            .header("content-type", "application/vnd.tributary.batches")
-            .body(tributary_tests::batch(
-                &values,
-                shared::ProducerStamp::NONE,
-                true,
-            ))
-            .timeout(Duration::from_secs(4))
-            .send()
-            .ok()
-            .filter(|r| r.status().is_success())
-            .is_some()
+        let none = shared::ProducerStamp::NONE;
+        acks_all_batch(c, base, "np", 0, &values, none, Duration::from_secs(4))
     };
     let old = wait_for(Duration::from_secs(20), "a leader", || {
         leader_of(&c, &addrs, "np")
@@ -1746,20 +1757,16 @@ fn fsync_fails_in_a_running_leader_it_stops_and_its_leadership_moves() {
     );
     let send = |base: &str, first: u64| {
         let values: Vec<String> = (first..first + 5).map(|i| format!("eio-{i}")).collect();
-        c.post(format!(
-            "{base}/v1/topics/eio/partitions/{partition}/batches?acks=all"
-        ))
-        .header("content-type", "application/vnd.tributary.batches")
-        .body(tributary_tests::batch(
+        let none = shared::ProducerStamp::NONE;
+        acks_all_batch(
+            &c,
+            base,
+            "eio",
+            partition,
             &values,
-            shared::ProducerStamp::NONE,
-            true,
-        ))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .ok()
-        .filter(|r| r.status().is_success())
-        .is_some()
+            none,
+            Duration::from_secs(10),
+        )
     };
     let mut acked = Vec::new();
     for first in [0, 5] {
@@ -1968,21 +1975,17 @@ fn followers_snapshot_their_producers_at_checkpoints_and_keep_replicating() {
     };
     for i in 0..12 {
         let values: Vec<String> = (0..5).map(|j| format!("fs-{i}-{j}")).collect();
-        let r = c
-            .post(format!(
-                "{leader}/v1/topics/fs/partitions/0/batches?acks=all"
-            ))
-            .header("content-type", "application/vnd.tributary.batches")
-            .body(tributary_tests::batch(&values, stamp(i * 5), true))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "write {i}: {}", r.status());
+        let timeout = Duration::from_secs(10);
+        assert!(
+            acks_all_batch(&c, &leader, "fs", 0, &values, stamp(i * 5), timeout),
+            "write {i} not acknowledged"
+        );
         std::thread::sleep(Duration::from_millis(150));
     }
     // Each follower holds a producer snapshot at its log end (60 records).
     let leader_id = addrs.iter().position(|a| *a == leader).unwrap();
-    for (_, n) in cl.nodes.iter().enumerate().filter(|(i, _)| *i != leader_id) {
+    let followers = cl.nodes.iter().enumerate().filter(|(i, _)| *i != leader_id);
+    for n in followers.map(|(_, n)| n) {
         let dir = n.data.join("fs-0");
         wait_for(
             Duration::from_secs(10),

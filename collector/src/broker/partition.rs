@@ -159,10 +159,12 @@ pub fn snapshot_follower(
 ) -> Result<bool, StorageError> {
     let l = lock(log);
     let end = l.log_end_offset();
-    let (from, mut table) = producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
-    if from == end {
+    // Nothing copied since the last one (most followed partitions, most of the time): a
+    // stat, not a parse of the newest snapshot.
+    if end == l.log_start_offset() || producer_state::has_snapshot_at(l.dir(), end) {
         return Ok(false);
     }
+    let (from, mut table) = producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
     let now = now_ms();
     replay(&l, from, end, &mut table, now)?;
     table.expire(now, producer_expiration_ms);

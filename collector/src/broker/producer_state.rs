@@ -260,6 +260,11 @@ fn snapshot_offsets(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Whether a snapshot at `offset` exists (a stat, no parsing).
+pub fn has_snapshot_at(dir: &Path, offset: u64) -> bool {
+    snapshot_path(dir, offset).exists()
+}
+
 /// Writes a snapshot of `table` at `offset`, then deletes all but the newest few.
 pub fn write_snapshot(
     dir: &Path,
