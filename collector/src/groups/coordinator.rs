@@ -9,12 +9,42 @@
 //!   a member only when no other member holds it, and a member holds what it was asked to
 //!   give up (`revoking`) until it heartbeats, at its current epoch, without it — or until
 //!   its session expires or it leaves.
-//! - A member's epoch only grows; a heartbeat or commit from an epoch other than the
-//!   current or the one before is refused (the member must rejoin).
+//! - A heartbeat or commit from an epoch other than the member's current one or the one
+//!   before is refused (the member must rejoin).
+//! - A member id never gets the same epoch twice, across coordinators too: a member this
+//!   coordinator does not know starts at the epoch base of its controller term
+//!   ([`epoch_base`]), above every epoch an earlier term's coordinator gave (see there for
+//!   the bound). Without that, a member fenced by one coordinator that rejoins under its id
+//!   at the next would count from 0 again, and a request from its old incarnation at a
+//!   repeated epoch would pass the check.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::assignor::{self, Tp};
+
+/// Epochs one coordinator may give a member before they run into the next term's base.
+const EPOCHS_PER_TERM: i64 = 1 << 20;
+/// Terms before the bases wrap around (`TERMS_BEFORE_WRAP * EPOCHS_PER_TERM` = 2^31).
+const TERMS_BEFORE_WRAP: u64 = 1 << 11;
+
+/// Where the member epochs of a coordinator in controller term `term` start.
+///
+/// Member state is not replicated, so a new coordinator cannot know what epochs the last
+/// one gave; it starts members it does not know at a base above them instead. Terms only
+/// grow and one node leads a term, so `term * 2^20` is above every epoch of an earlier term
+/// as long as no member saw 2^20 (a million) assignment changes under one coordinator. The
+/// i32 epoch space holds 2,048 such bases; then they wrap around. Epochs are only compared
+/// for equality, and a repeat needs a request from the same member id delayed across
+/// 2,048 controller elections, far longer than any request lives.
+pub fn epoch_base(term: u64) -> i32 {
+    i32::try_from((term % TERMS_BEFORE_WRAP) as i64 * EPOCHS_PER_TERM).unwrap_or(0)
+}
+
+/// The epoch after `e`: epochs stay positive (0 joins, -1 leaves), wrapping from
+/// `i32::MAX` to 1.
+fn next_epoch(e: i32) -> i32 {
+    if e == i32::MAX { 1 } else { e + 1 }
+}
 
 #[derive(Debug, Clone)]
 pub struct GroupSettings {
@@ -209,7 +239,7 @@ impl Group {
                 m.assigned.insert(tp);
             }
             m.prev_epoch = m.epoch;
-            m.epoch += 1;
+            m.epoch = next_epoch(m.epoch);
         }
     }
 
@@ -246,6 +276,8 @@ pub struct Coordinator {
     /// `adopt_until_ms` they hand out only partitions an adopted member claimed. (So does
     /// any group once one of its members is adopted.)
     cautious: BTreeSet<String>,
+    /// Where the epochs of members this coordinator does not know start ([`epoch_base`]).
+    epoch_base: i32,
 }
 
 impl Coordinator {
@@ -257,6 +289,7 @@ impl Coordinator {
             next_member: 0,
             adopt_until_ms: 0,
             cautious: BTreeSet::new(),
+            epoch_base: 0,
         }
     }
 
@@ -265,9 +298,16 @@ impl Coordinator {
     /// their next heartbeats for one session timeout — any live member heartbeats within
     /// it. Until then the groups in `previous` (those with committed offsets) hand out only
     /// partitions whose holder is known, so no partition is given to a second member while
-    /// a member not yet heard from still reads it.
-    pub fn take_over(&mut self, now_ms: u64, previous: impl IntoIterator<Item = String>) {
+    /// a member not yet heard from still reads it. Members it does not know start at the
+    /// epoch base of `term`.
+    pub fn take_over(
+        &mut self,
+        now_ms: u64,
+        term: u64,
+        previous: impl IntoIterator<Item = String>,
+    ) {
         self.groups.clear();
+        self.epoch_base = epoch_base(term);
         self.adopt_until_ms = now_ms + self.settings.session_timeout_ms;
         self.cautious = previous.into_iter().collect();
     }
@@ -352,6 +392,7 @@ impl Coordinator {
                     format!("{}-{}", self.id_prefix, self.next_member)
                 }
             };
+            let base = self.epoch_base;
             let g = self.groups.entry(group.to_owned()).or_default();
             if cautious {
                 g.known.get_or_insert_default();
@@ -365,7 +406,9 @@ impl Coordinator {
                     max: settings.max_members_per_group,
                 });
             }
-            let epoch = rejoin.map_or(0, |m| m.epoch);
+            // One it knows goes on from its epoch; any other may have had epochs at an
+            // earlier coordinator, all below this term's base.
+            let epoch = rejoin.map_or(base, |m| m.epoch);
             g.members.insert(
                 id.clone(),
                 Member {
@@ -386,7 +429,7 @@ impl Coordinator {
                 && m.epoch == epoch
             {
                 m.prev_epoch = m.epoch;
-                m.epoch += 1;
+                m.epoch = next_epoch(m.epoch);
             }
             return g
                 .reply(&id, &settings)
@@ -713,7 +756,7 @@ mod tests {
         assert_eq!(count(&a) + count(&b), 6);
 
         let mut new = Coordinator::new(GroupSettings::default(), "new".into());
-        new.take_over(1_000, ["g".to_owned()]);
+        new.take_over(1_000, 2, ["g".to_owned()]);
         let a2 = full_beat(&mut new, &a, 1_001, &p).expect("adopted, not unknown");
         assert_eq!(
             (&a2.member_id, a2.member_epoch, &a2.assignment),
@@ -753,6 +796,80 @@ mod tests {
         ));
     }
 
+    /// A member fenced by one coordinator rejoins under its id; when that join reaches the
+    /// next coordinator (a controller failover in between), which never knew it, its new
+    /// epochs must not repeat ones the first gave it: a request of its old incarnation at a
+    /// repeated epoch would pass the fencing check (seed 316 of the fault campaign).
+    #[test]
+    fn a_member_rejoining_at_a_new_coordinator_never_gets_an_epoch_it_had() {
+        let p = parts(4);
+        let mut old = Coordinator::new(GroupSettings::default(), "old".into());
+        old.take_over(0, 7, Vec::<String>::new());
+        let a = join(&mut old, 1, &p);
+        let mut seen = BTreeSet::from([a.member_epoch]);
+        let mut last = a.clone();
+        // Members come and go: a goes through several epochs.
+        for t in 2..8 {
+            let b = join(&mut old, t * 10, &p);
+            last = full_beat(&mut old, &last, t * 10 + 1, &p).unwrap();
+            seen.insert(last.member_epoch);
+            old.heartbeat(
+                "g",
+                &HeartbeatRequest {
+                    member_id: Some(b.member_id.clone()),
+                    member_epoch: LEAVE_EPOCH,
+                    ..Default::default()
+                },
+                t * 10 + 2,
+                &p,
+            )
+            .expect("leave");
+            last = full_beat(&mut old, &last, t * 10 + 3, &p).unwrap();
+            seen.insert(last.member_epoch);
+        }
+        assert!(seen.len() > 3, "{seen:?}");
+        // The controller moves after the old one fenced a; a rejoins under its id.
+        for (term, when) in [(8, 10_000), (9, 40_000)] {
+            let mut new = Coordinator::new(GroupSettings::default(), "new".into());
+            new.take_over(when, term, Vec::<String>::new());
+            let mut r = new
+                .heartbeat(
+                    "g",
+                    &HeartbeatRequest {
+                        member_id: Some(a.member_id.clone()),
+                        member_epoch: JOIN_EPOCH,
+                        topics: Some(vec!["logs".into()]),
+                        ..Default::default()
+                    },
+                    when + 1,
+                    &p,
+                )
+                .expect("rejoin");
+            assert_eq!(r.member_id, a.member_id);
+            let before = seen.clone();
+            for t in 0..4 {
+                assert!(
+                    !before.contains(&r.member_epoch),
+                    "term {term}: epoch {} was given before: {before:?}",
+                    r.member_epoch
+                );
+                seen.insert(r.member_epoch);
+                r = full_beat(&mut new, &r, when + 2 + t, &p).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn epochs_stay_positive_across_the_wrap() {
+        assert_eq!(next_epoch(i32::MAX), 1);
+        assert_eq!(next_epoch(5), 6);
+        assert_eq!(epoch_base(0), 0);
+        assert_eq!(epoch_base(1), 1 << 20);
+        assert_eq!(epoch_base(TERMS_BEFORE_WRAP - 1), i32::MAX - (1 << 20) + 1);
+        assert_eq!(epoch_base(TERMS_BEFORE_WRAP), 0);
+        assert!(epoch_base(3) < epoch_base(4));
+    }
+
     /// The window holds back only partitions nobody claimed: once it ends they are handed
     /// out (their holder, if any, had a whole session to heartbeat).
     #[test]
@@ -760,7 +877,7 @@ mod tests {
         let p = parts(4);
         let session = GroupSettings::default().session_timeout_ms;
         let mut new = Coordinator::new(GroupSettings::default(), "new".into());
-        new.take_over(0, ["g".to_owned()]);
+        new.take_over(0, 2, ["g".to_owned()]);
         let c = join(&mut new, 1, &p);
         assert_eq!(count(&c), 0, "nothing is known to be free yet");
         let c = full_beat(&mut new, &c, session + 1, &p).unwrap();
@@ -775,7 +892,7 @@ mod tests {
             b = full_beat(&mut old, &b, t, &p).unwrap();
         }
         let mut new = Coordinator::new(GroupSettings::default(), "n".into());
-        new.take_over(100, Vec::<String>::new());
+        new.take_over(100, 2, Vec::<String>::new());
         let a2 = full_beat(&mut new, &a, 101, &p).unwrap();
         assert!(
             from_wire(&a2.assignment).is_disjoint(&from_wire(&b.assignment)),
@@ -785,7 +902,7 @@ mod tests {
         assert_eq!(b2.member_id, b.member_id);
         // A group without committed offsets (never seen before) is not held back.
         let mut fresh = Coordinator::new(GroupSettings::default(), "f".into());
-        fresh.take_over(0, Vec::<String>::new());
+        fresh.take_over(0, 2, Vec::<String>::new());
         assert_eq!(count(&join(&mut fresh, 1, &p)), 4);
     }
 

@@ -174,7 +174,7 @@ impl GroupService {
                     groups = previous.len(),
                     "coordinating groups: adopting the previous coordinator's members from their heartbeats"
                 );
-                c.take_over(self.mono_ms(), previous);
+                c.take_over(self.mono_ms(), term, previous);
             }
         }
         c
