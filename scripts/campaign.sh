@@ -2,8 +2,11 @@
 # The fault campaign, long form: N episodes from a first seed against real 3-node clusters
 # (tests/tests/campaign.rs), then a summary — episodes, faults by kind, operations,
 # acknowledged records, acks=1 losses, agent lines, anomalies, and the seeds of any failed
-# episode. CAMPAIGN_MIX=process draws process faults only; =disk adds full disks and
-# =storage full disks and failing fsyncs (both as root).
+# episode. CAMPAIGN_MIX=process draws process faults only; =disk adds full disks,
+# =storage full disks and failing fsyncs, =full those and power cuts (of one node and of
+# every node at once); disk, storage and full need root.
+# It runs a copy of the binaries (collector, agent, the campaign test) taken at its start,
+# so the workspace can be rebuilt while it runs.
 # Usage: scripts/campaign.sh [first-seed] [episodes] [seconds-per-episode]
 #        (defaults 1000, 100, 20; output under target/campaign)
 # Every episode runs even after one fails; failed seeds are listed (replay one with
@@ -17,15 +20,27 @@ out=target/campaign
 mkdir -p "$out"
 log="$out/campaign-$first-$episodes.txt"
 status=0
-CAMPAIGN_SEED=$first CAMPAIGN_EPISODES=$episodes CAMPAIGN_SECS=$secs \
-  cargo nextest run --profile seeds -p tributary-tests --test campaign --no-capture >"$log" 2>&1 || status=$?
+bin="$out/bin-$first-$episodes"
+rm -rf "$bin" && mkdir -p "$bin"
+cargo build --bins -p collector -p agent
+test_exe=$(cargo test -p tributary-tests --test campaign --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "campaign" and m.get("executable"):
+        print(m["executable"])')
+cp target/debug/collector target/debug/agent "$test_exe" "$bin/"
+TRIB_BIN_DIR="$bin" CAMPAIGN_SEED=$first CAMPAIGN_EPISODES=$episodes CAMPAIGN_SECS=$secs \
+  "$bin/$(basename "$test_exe")" --exact a_short_campaign_of_mixed_faults_finds_no_anomaly \
+  --nocapture --test-threads 1 >"$log" 2>&1 || status=$?
 python3 - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1], errors="replace").read()
 kinds = {"kill -9 node": "kill -9 node", "SIGSTOP": "SIGSTOP", "SIGTERM": "SIGTERM",
          "partition node": "partition (one node)", "partition the controller leader": "partition (controller leader)",
          "one-way partition": "one-way partition", "bridge": "bridge", "slow links": "slow links",
-         "kill -9 the agent": "kill -9 agent", "clock of node": "clock jump", "disk of node": "disk full", "fsyncs of node": "failing fsyncs"}
+         "kill -9 the agent": "kill -9 agent", "clock of node": "clock jump", "disk of node": "disk full", "fsyncs of node": "failing fsyncs",
+         "power cut of node": "power cut (one node)", "power cut of every node": "power cut (every node)"}
 faults = {}
 for pattern, name in kinds.items():
     faults[name] = len(re.findall(r"^\s+\d+ ms: " + re.escape(pattern), text, re.M))

@@ -6,6 +6,7 @@
 pub mod fsyncfault;
 pub mod history;
 pub mod netfault;
+pub mod powerloss;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,8 +31,15 @@ fn build_binaries() {
     });
 }
 
-/// Path of a workspace binary, (re)built for this test run.
+/// Path of a workspace binary, (re)built for this test run — or, when `TRIB_BIN_DIR` is
+/// set, taken as built from that directory (a long campaign runs against a copy of the
+/// binaries while the workspace is rebuilt: `scripts/campaign.sh` does that).
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("TRIB_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(path.exists(), "TRIB_BIN_DIR has no {}", path.display());
+        return path;
+    }
     build_binaries();
     // Integration tests live in target/<profile>/deps; binaries one level up.
     let mut dir = std::env::current_exe().unwrap();
@@ -128,6 +136,12 @@ impl Collector {
                 .env("FAKETIME_TIMESTAMP_FILE", &clock)
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        // A `<data>.power-journal` file turns on the power-loss journal (see
+        // [`Collector::cut_power`]).
+        let journal = data.with_extension("power-journal");
+        if journal.exists() {
+            cmd.env("TRIBUTARY_POWER_LOSS_JOURNAL", &journal);
         }
         let mut child = cmd
             .args(["serve", "--config"])
@@ -245,6 +259,16 @@ impl Collector {
         self.child.wait().unwrap();
     }
 
+    /// A power cut: `kill -9`, then every file the process wrote loses what it had not
+    /// fsynced (see [`powerloss`]). Needs the power-loss journal (clusters from
+    /// [`Cluster::start_with_net`] have it). Restart it with [`Collector::restart`].
+    pub fn cut_power(&mut self, seed: u64) -> powerloss::Cut {
+        let journal = self.data.with_extension("power-journal");
+        assert!(journal.exists(), "no power-loss journal for {}", self.addr);
+        self.kill9();
+        powerloss::cut_power(&journal, seed).unwrap()
+    }
+
     /// SIGSTOP: the process stays alive but answers nothing (a GC pause, a hung disk).
     pub fn pause(&self) {
         assert_eq!(unsafe_kill(self.child.id() as i32, libc::SIGSTOP), 0);
@@ -268,8 +292,16 @@ impl Collector {
         self.child.wait().unwrap()
     }
 
-    /// Restarts on the same data directory, config and port (clients keep their URL).
+    /// Restarts on the same data directory, config and port (clients keep their URL), and
+    /// waits until it is healthy.
     pub fn restart(&mut self) {
+        self.relaunch();
+        self.wait_healthy();
+    }
+
+    /// [`Collector::restart`] without waiting for health (a cluster node is healthy only once
+    /// a quorum is up: after a cut of every node, relaunch them all, then wait).
+    pub fn relaunch(&mut self) {
         let data = self.data.clone();
         let config = self.config.clone();
         let text = std::fs::read_to_string(&config).unwrap();
@@ -287,7 +319,7 @@ impl Collector {
         std::fs::write(&config, text).unwrap();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = Self::start_with(&data, &config);
+        *self = Self::spawn(&data, &config);
     }
 }
 
@@ -375,7 +407,8 @@ impl Cluster {
     }
 
     /// `n` voters whose connections to each other all pass through relays of a
-    /// [`netfault::Net`] (so the test can partition, cut one way, or slow links).
+    /// [`netfault::Net`] (so the test can partition, cut one way, or slow links), each with
+    /// its power-loss journal on (so the test can cut its power: [`Collector::cut_power`]).
     pub fn start_with_net(dir: &Path, n: usize, extra: &str) -> (Self, netfault::Net) {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let net = netfault::Net::new(&ports);
@@ -383,6 +416,9 @@ impl Cluster {
             for id in 1..=n {
                 std::fs::write(dir.join(format!("node{id}.clock")), "+0\n").unwrap();
             }
+        }
+        for id in 1..=n {
+            std::fs::write(dir.join(format!("node{id}.power-journal")), "").unwrap();
         }
         let cluster = Self::start_on(dir, &ports, n, |id| {
             format!("{extra}{}", net.dial_overrides_yaml(id, &ports))

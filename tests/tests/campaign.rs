@@ -19,8 +19,9 @@
 //! campaign (`scripts/campaign.sh` runs one and sums it up). `CAMPAIGN_MIX=disk` adds full
 //! disks (root: each node on its own tmpfs); `CAMPAIGN_MIX=storage` adds failing fsyncs in a
 //! running node too (`EIO` injected with strace; the node stops itself and is restarted).
-//! Power loss is exercised below the process, by `collector::storage::durable`'s unit tests
-//! (see RELIABILITY.md).
+//! `CAMPAIGN_MIX=full` adds power cuts, of one node and of every node at once: `kill -9`
+//! and every byte the process had not fsynced lost, torn tails included
+//! (`tributary_tests::powerloss`, from each process's power-loss journal).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -461,6 +462,8 @@ enum Mix {
     Disk,
     /// Every kind of `Disk`, and failing fsyncs (`EIO`, injected with strace; needs root).
     Storage,
+    /// Every kind of `Storage`, and power cuts: of one node, and of every node at once.
+    Full,
 }
 
 /// Each node's data directory on its own small tmpfs, so one node's disk can be filled.
@@ -569,6 +572,7 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
         Mix::All => 12,
         Mix::Disk => 13,
         Mix::Storage => 14,
+        Mix::Full => 16,
     };
     match rng.below(kinds) {
         0 | 1 => {
@@ -692,6 +696,39 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
                 ));
             }
         }
+        14 => {
+            // A power cut of one node: `kill -9`, and everything it had not fsynced is lost
+            // (torn tails included); it boots again later.
+            let cut = t.cl.node(id).cut_power(rng.next());
+            let down = hold(rng, 500, 2500);
+            t.cl.node(id).restart();
+            log.push(format!(
+                "{at} ms: power cut of node {id} ({} bytes lost in {} files), restarted after {down} ms",
+                cut.bytes, cut.files
+            ));
+        }
+        15 => {
+            // The whole cluster loses power (one room, one feed): every acknowledged acks=all
+            // write was fsynced on every in-sync replica, so all of them must come back.
+            let cuts: Vec<_> = (1..=3)
+                .map(|n| t.cl.node(n).cut_power(rng.next()))
+                .collect();
+            let down = hold(rng, 500, 2500);
+            for n in 1..=3 {
+                t.cl.node(n).relaunch();
+            }
+            for n in 1..=3 {
+                t.cl.node(n).wait_healthy();
+            }
+            let lost: Vec<String> = cuts
+                .iter()
+                .map(|c| format!("{} B in {} files", c.bytes, c.files))
+                .collect();
+            log.push(format!(
+                "{at} ms: power cut of every node (lost: {}), restarted after {down} ms",
+                lost.join(", ")
+            ));
+        }
         10 => {
             t.agent.kill9();
             let down = hold(rng, 200, 1800);
@@ -715,7 +752,8 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
 
 fn episode(seed: u64, secs: u64, mix: Mix) {
     let tmp = tempfile::tempdir().unwrap();
-    let disks = matches!(mix, Mix::Disk | Mix::Storage).then(|| Disks::mount(tmp.path(), 3));
+    let disks =
+        matches!(mix, Mix::Disk | Mix::Storage | Mix::Full).then(|| Disks::mount(tmp.path(), 3));
     let (mut cl, net) = Cluster::start_with_net(tmp.path(), 3, EXTRA);
     let c = client();
     let r = c
@@ -1003,19 +1041,24 @@ const DISK_REGRESSION_SEEDS: &[u64] = &[5];
 /// committed offsets read from a lagging node's metadata went backwards.
 const STORAGE_REGRESSION_SEEDS: &[u64] = &[6002, 6035];
 
+/// Seeds run with every fault kind (`Mix::Full`): 7001 cuts the power of every node three
+/// times in its 15 s.
+const FULL_SEEDS: &[u64] = &[7001];
+
 #[test]
 fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let secs = env("CAMPAIGN_SECS").unwrap_or(15);
     // CAMPAIGN_SEED/CAMPAIGN_EPISODES (CAMPAIGN_MIX=process for the process faults alone,
-    // =disk to add full disks): a run of consecutive seeds; by default one new seed and the
-    // regression seeds.
+    // =disk to add full disks, =storage failing fsyncs, =full power cuts): a run of
+    // consecutive seeds; by default one new seed and the regression seeds.
     let mix = match std::env::var("CAMPAIGN_MIX").as_deref() {
         Ok("process") => Mix::Process,
         Ok("all") | Err(_) => Mix::All,
         Ok("disk") => Mix::Disk,
         Ok("storage") => Mix::Storage,
-        Ok(other) => panic!("CAMPAIGN_MIX={other}: use all, process, disk or storage"),
+        Ok("full") => Mix::Full,
+        Ok(other) => panic!("CAMPAIGN_MIX={other}: use all, process, disk, storage or full"),
     };
     let seeds: Vec<(u64, Mix)> = match env("CAMPAIGN_SEED") {
         Some(first) => (first..first + env("CAMPAIGN_EPISODES").unwrap_or(1))
@@ -1037,8 +1080,8 @@ fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {
     assert!(failed.is_empty(), "failed episodes: seeds {failed:?}");
 }
 
-/// Full disks (and failing fsyncs, injected with strace) on top of every other fault: each
-/// node on its own tmpfs, so it needs root.
+/// Full disks (and failing fsyncs, injected with strace, and power cuts) on top of every
+/// other fault: each node on its own tmpfs, so it needs root.
 /// `scripts/test.sh` runs it when it can mount one (and fails under CI=true when it
 /// cannot); elsewhere the runner reports it skipped.
 #[test]
@@ -1053,5 +1096,8 @@ fn a_short_campaign_with_full_disks_finds_no_anomaly() {
     }
     for &seed in STORAGE_REGRESSION_SEEDS {
         episode(seed, secs, Mix::Storage);
+    }
+    for &seed in FULL_SEEDS {
+        episode(seed, secs, Mix::Full);
     }
 }

@@ -2110,3 +2110,215 @@ fn a_committed_offset_is_read_back_through_any_node_right_after_its_commit() {
     }
     net.heal();
 }
+
+/// The whole cluster loses power while producers, a group's commits and topic creations
+/// are in flight: every node is `kill -9`ed and loses what it had not fsynced
+/// (`Collector::cut_power`: the power-loss journal of each process, torn tails included).
+/// Everything acknowledged before the cut was fsynced on every in-sync replica and in a
+/// majority's Raft log, so after the reboot every acknowledged `acks=all` record is there
+/// exactly once, every acknowledged topic exists and the committed offset is kept.
+#[test]
+fn every_acknowledged_write_survives_a_power_cut_of_every_node() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut cl, _net) = Cluster::start_with_net(tmp.path(), 3, EXTRA);
+    let c = client();
+    create_topic(
+        &c,
+        &cl.nodes[0],
+        json!({"name": "pc", "partitions": 2, "replication_factor": 3}),
+    );
+    let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
+    let acked: Arc<Mutex<Vec<(u32, String)>>> = Arc::default();
+    let topics: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for p in 0..2u32 {
+        let (acked, stop, addrs) = (acked.clone(), stop.clone(), addrs.clone());
+        workers.push(std::thread::spawn(move || {
+            let c = client();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(base) = tributary_tests::leader_url(&c, &addrs, "pc", p) else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                // Each value is sent once: one not acknowledged may or may not be stored.
+                let values: Vec<String> = (i..i + 10).map(|k| format!("pc{p}-{k}")).collect();
+                i += 10;
+                let records: Vec<Value> = values.iter().map(|v| json!({"value": v})).collect();
+                let ok = c
+                    .post(format!("{base}/v1/topics/pc/records?acks=all"))
+                    .json(&json!({"partition": p, "records": records}))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .extend(values.into_iter().map(|v| (p, v)));
+                }
+            }
+        }));
+    }
+    {
+        let (topics, stop, addrs) = (topics.clone(), stop.clone(), addrs.clone());
+        workers.push(std::thread::spawn(move || {
+            let c = client();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("pc-t{i}");
+                i += 1;
+                let created = c
+                    .post(format!("{}/v1/topics", addrs[i % addrs.len()]))
+                    .json(&json!({"name": name, "partitions": 1, "replication_factor": 3}))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .is_ok_and(|r| r.status().as_u16() == 201);
+                if created {
+                    topics.lock().unwrap().push(name);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }));
+    }
+    // A group member commits a growing offset.
+    let committed: Arc<Mutex<u64>> = Arc::default();
+    {
+        let (committed, stop, addrs) = (committed.clone(), stop.clone(), addrs.clone());
+        let acked = acked.clone();
+        workers.push(std::thread::spawn(move || {
+            let c = client();
+            let mut member: Option<(String, i64)> = None;
+            let mut offset = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                let Some((id, epoch)) = member.clone() else {
+                    member = c
+                        .post(format!("{}/v1/groups/pcg/heartbeat", addrs[0]))
+                        .json(&json!({"member_epoch": 0, "topics": ["pc"]}))
+                        .send()
+                        .ok()
+                        .and_then(|r| r.json::<Value>().ok())
+                        .and_then(|v| {
+                            Some((
+                                v["member_id"].as_str()?.to_owned(),
+                                v["member_epoch"].as_i64()?,
+                            ))
+                        });
+                    continue;
+                };
+                // Only offsets the partition has reached may be committed.
+                let hw = acked
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(p, _)| *p == 0)
+                    .count() as u64;
+                if hw <= offset {
+                    continue;
+                }
+                offset = hw;
+                let ok = c
+                    .post(format!("{}/v1/groups/pcg/offsets", addrs[0]))
+                    .json(&json!({"member_id": id, "member_epoch": epoch,
+                        "offsets": [{"topic": "pc", "partition": 0, "offset": offset}]}))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    *committed.lock().unwrap() = offset;
+                }
+            }
+        }));
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "writes, topics and a commit",
+        || {
+            (acked.lock().unwrap().len() >= 400
+                && topics.lock().unwrap().len() >= 3
+                && *committed.lock().unwrap() > 0)
+                .then_some(())
+        },
+    );
+    // The cut, with everything still in flight.
+    let cuts: Vec<_> = (1..=3).map(|n| cl.node(n).cut_power(n)).collect();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let topics = topics.lock().unwrap().clone();
+    let committed = *committed.lock().unwrap();
+    eprintln!(
+        "power cut: {cuts:?}; {} records acknowledged, {} topics created, offset {committed} committed",
+        acked.len(),
+        topics.len()
+    );
+    for n in 1..=3 {
+        cl.node(n).relaunch();
+    }
+    for n in &cl.nodes {
+        n.wait_healthy();
+    }
+    let have = super_topics(&c, &addrs);
+    let missing: Vec<&String> = topics.iter().filter(|t| !have.contains(*t)).collect();
+    assert!(missing.is_empty(), "acknowledged topics lost: {missing:?}");
+    for p in 0..2u32 {
+        let leader = wait_for(Duration::from_secs(30), "a leader", || {
+            tributary_tests::leader_url(&c, &addrs, "pc", p)
+        });
+        let stored: Vec<String> = tributary_tests::read_all(&c, &leader, "pc", p)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        let unique: BTreeSet<&String> = stored.iter().collect();
+        assert_eq!(unique.len(), stored.len(), "pc-{p}: a record stored twice");
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|(q, v)| *q == p && !unique.contains(v))
+            .map(|(_, v)| v)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "pc-{p}: {} acknowledged records lost in the power cut, first {:?}",
+            lost.len(),
+            lost.first()
+        );
+    }
+    let v: Value = c
+        .get(format!("{}/v1/groups/pcg/offsets", addrs[1]))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let kept = v["offsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["partition"] == 0)
+        .and_then(|o| o["offset"].as_u64());
+    assert!(
+        kept >= Some(committed),
+        "committed offset {committed} lost in the power cut: {v}"
+    );
+}
+
+/// Topic names, from the first node that answers.
+fn super_topics(c: &reqwest::blocking::Client, addrs: &[String]) -> BTreeSet<String> {
+    wait_for(Duration::from_secs(20), "the topic list", || {
+        addrs.iter().find_map(|a| {
+            let v: Value = c.get(format!("{a}/v1/metadata")).send().ok()?.json().ok()?;
+            Some(
+                v["topics"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                    .collect(),
+            )
+        })
+    })
+}

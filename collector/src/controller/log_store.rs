@@ -29,6 +29,7 @@ use tokio::sync::Mutex;
 
 use super::raft::{Entry, LogId, StorageError, TypeConfig, Vote, io_err};
 use crate::storage::checkpoint::write_atomic;
+use crate::storage::durable;
 
 /// `ENOSPC`: no space left on the device.
 const ENOSPC: i32 = 28;
@@ -138,8 +139,8 @@ impl LogStore {
         let (records, valid) = parse_records(&data);
         if valid < data.len() as u64 {
             tracing::warn!(path = %path.display(), cut = data.len() as u64 - valid, "cutting torn tail of the raft log");
-            file.set_len(valid).map_err(w)?;
-            file.sync_all().map_err(w)?;
+            durable::set_len(&file, &path, valid).map_err(w)?;
+            durable::sync_all(&file, &path).map_err(w)?;
         }
         let last_purged: Option<LogId> = read_json(&dir.join(PURGED_FILE))?;
         let purged_index = last_purged.map(|l| l.index);
@@ -220,6 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut inner = self.inner.lock().await;
+        let path = inner.dir.join(LOG_FILE);
         let mut buf = Vec::new();
         let mut placed = Vec::new();
         for e in entries {
@@ -233,14 +235,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut pause = DISK_FULL_RETRY_INITIAL;
         let mut reported: Option<std::time::Instant> = None;
         let result = loop {
-            let r = (|| {
-                use std::os::unix::fs::FileExt;
-                inner.file.write_all_at(&buf, inner.file_len)?;
-                inner.file.sync_data()
-            })();
+            let r = durable::write_at(&inner.file, &path, &buf, inner.file_len)
+                .and_then(|()| durable::sync_data(&inner.file, &path));
             match r {
                 Err(e) if e.raw_os_error() == Some(ENOSPC) => {
-                    let _ = inner.file.set_len(inner.file_len);
+                    let _ = durable::set_len(&inner.file, &path, inner.file_len);
                     if reported.is_none_or(|t| t.elapsed() >= DISK_FULL_REPORT_EVERY) {
                         tracing::error!(dir = %inner.dir.display(), "controller log: disk full; waiting for space (Raft is paused on this node)");
                         reported = Some(std::time::Instant::now());
@@ -263,7 +262,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Err(e) => {
                 let msg = e.to_string();
                 let len = inner.file_len;
-                let _ = inner.file.set_len(len);
+                let _ = durable::set_len(&inner.file, &path, len);
                 callback.log_io_completed(Err(e));
                 Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, msg))
             }
@@ -280,10 +279,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         else {
             return Ok(());
         };
-        inner
-            .file
-            .set_len(cut)
-            .and_then(|_| inner.file.sync_all())
+        let path = inner.dir.join(LOG_FILE);
+        durable::set_len(&inner.file, &path, cut)
+            .and_then(|()| durable::sync_all(&inner.file, &path))
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         inner.file_len = cut;
         inner.entries.retain(|i, _| *i < log_id.index);
@@ -308,6 +306,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let path = inner.dir.join(LOG_FILE);
         write_atomic(&path, &buf).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        durable::replaced(&path);
         inner.file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -13,6 +13,14 @@
 //! The model covers file contents. Directory entries are taken as durable when made (new
 //! segment files are created and the directory fsynced before any acknowledged write goes
 //! into them; checkpoint files are written to a temporary name, fsynced and renamed).
+//!
+//! For the fault campaign the real binary keeps a journal of the same facts when the
+//! environment variable [`POWER_LOSS_JOURNAL_ENV`] names a file (a test hook, off unless
+//! set): per file, its length when this process first touched it and at each fsync, and
+//! each cut. After a `kill -9`, the harness (`tributary_tests::powerloss`) cuts every file
+//! back to what the journal says was fsynced, tearing the tail as [`power_loss`] does: the
+//! process-level form of a power cut, which `kill -9` alone is not (the page cache keeps
+//! every write).
 
 use std::fs::File;
 use std::io;
@@ -21,6 +29,7 @@ use std::path::Path;
 
 /// Writes all of `buf` at `at` in `file` (whose path is `path`).
 pub fn write_at(file: &File, path: &Path, buf: &[u8], at: u64) -> io::Result<()> {
+    journal::touch(file, path);
     #[cfg(test)]
     ledger::before_write(file, path)?;
     file.write_all_at(buf, at)?;
@@ -33,9 +42,11 @@ pub fn write_at(file: &File, path: &Path, buf: &[u8], at: u64) -> io::Result<()>
 
 /// Cuts or extends `file` to `len` bytes.
 pub fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
+    journal::touch(file, path);
     #[cfg(test)]
     ledger::before_write(file, path)?;
     file.set_len(len)?;
+    journal::cut(file, path, len);
     #[cfg(test)]
     ledger::cut(path, len);
     #[cfg(not(test))]
@@ -54,9 +65,11 @@ pub fn sync_all(file: &File, path: &Path) -> io::Result<()> {
 }
 
 fn sync(file: &File, path: &Path, how: fn(&File) -> io::Result<()>) -> io::Result<()> {
+    let journaled = journal::before_sync(file, path);
     #[cfg(test)]
     let written = ledger::before_sync(file, path)?;
     how(file)?;
+    journal::synced(path, journaled);
     #[cfg(test)]
     ledger::synced(path, written);
     #[cfg(not(test))]
@@ -67,9 +80,11 @@ fn sync(file: &File, path: &Path, how: fn(&File) -> io::Result<()>) -> io::Resul
 /// `syncfs` of the filesystem holding `file`, which lies in the data directory `dir`:
 /// everything written there so far is durable afterwards.
 pub fn syncfs(file: &File, dir: &Path) -> io::Result<()> {
+    let journaled = journal::before_syncfs(dir);
     #[cfg(test)]
     let written = ledger::before_syncfs(dir)?;
     rustix::fs::syncfs(file)?;
+    journal::synced_all(journaled);
     #[cfg(test)]
     ledger::synced_all(written);
     #[cfg(not(test))]
@@ -77,8 +92,131 @@ pub fn syncfs(file: &File, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `path` was just replaced whole by a file written, fsynced and renamed into place (its
+/// directory entry taken as durable, as above): all of it survives a power cut.
+pub fn replaced(path: &Path) {
+    journal::replaced(path);
+}
+
 #[cfg(test)]
 pub use ledger::{fail_syncs_under, power_loss};
+
+/// The environment variable that turns the power-loss journal on (a test hook).
+pub const POWER_LOSS_JOURNAL_ENV: &str = "TRIBUTARY_POWER_LOSS_JOURNAL";
+
+/// The power-loss journal (see the module docs). One line per fact, appended with one
+/// `write` each, so a `kill -9` keeps every line written: `<kind> <inode> <length> <path>`,
+/// where kind `r` is "holds exactly `length` durable bytes" (first touched by this process,
+/// or replaced whole), `s` "fsynced up to `length`", and `c` "cut to `length`".
+mod journal {
+    use std::collections::HashSet;
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+
+    struct Journal {
+        out: File,
+        /// Files (path, inode) this process has recorded.
+        seen: HashSet<(PathBuf, u64)>,
+    }
+
+    fn journal() -> Option<&'static Mutex<Journal>> {
+        static J: OnceLock<Option<Mutex<Journal>>> = OnceLock::new();
+        J.get_or_init(|| {
+            let path = std::env::var_os(super::POWER_LOSS_JOURNAL_ENV)?;
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok()?;
+            tracing::warn!(journal = ?path, "power-loss journal on (a test hook): every fsync is recorded");
+            Some(Mutex::new(Journal {
+                out,
+                seen: HashSet::new(),
+            }))
+        })
+        .as_ref()
+    }
+
+    fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+        j.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn line(j: &mut Journal, kind: char, ino: u64, len: u64, path: &Path) {
+        let _ = j
+            .out
+            .write_all(format!("{kind} {ino} {len} {}\n", path.display()).as_bytes());
+    }
+
+    /// Before a write: a file first touched here holds what survived until now.
+    pub(super) fn touch(file: &File, path: &Path) {
+        let Some(j) = journal() else { return };
+        let Ok(m) = file.metadata() else { return };
+        let mut j = lock(j);
+        if j.seen.insert((path.to_path_buf(), m.ino())) {
+            line(&mut j, 'r', m.ino(), m.len(), path);
+        }
+    }
+
+    pub(super) fn cut(file: &File, path: &Path, len: u64) {
+        let Some(j) = journal() else { return };
+        let Ok(m) = file.metadata() else { return };
+        line(&mut lock(j), 'c', m.ino(), len, path);
+    }
+
+    /// The file's inode and length before an fsync: what the fsync makes durable.
+    pub(super) fn before_sync(file: &File, path: &Path) -> Option<(u64, u64)> {
+        journal()?;
+        touch(file, path);
+        let m = file.metadata().ok()?;
+        Some((m.ino(), m.len()))
+    }
+
+    pub(super) fn synced(path: &Path, before: Option<(u64, u64)>) {
+        if let (Some(j), Some((ino, len))) = (journal(), before) {
+            line(&mut lock(j), 's', ino, len, path);
+        }
+    }
+
+    /// Every file recorded under `dir`, with its inode and length before a `syncfs`.
+    pub(super) fn before_syncfs(dir: &Path) -> Vec<(PathBuf, u64, u64)> {
+        let Some(j) = journal() else {
+            return Vec::new();
+        };
+        let seen: Vec<(PathBuf, u64)> = lock(j)
+            .seen
+            .iter()
+            .filter(|(p, _)| p.starts_with(dir))
+            .cloned()
+            .collect();
+        seen.into_iter()
+            .filter_map(|(p, ino)| {
+                let m = std::fs::metadata(&p).ok()?;
+                (m.ino() == ino).then_some((p, ino, m.len()))
+            })
+            .collect()
+    }
+
+    pub(super) fn synced_all(files: Vec<(PathBuf, u64, u64)>) {
+        let Some(j) = journal() else { return };
+        let mut j = lock(j);
+        for (p, ino, len) in files {
+            line(&mut j, 's', ino, len, &p);
+        }
+    }
+
+    pub(super) fn replaced(path: &Path) {
+        let Some(j) = journal() else { return };
+        let Ok(m) = std::fs::metadata(path) else {
+            return;
+        };
+        let mut j = lock(j);
+        j.seen.insert((path.to_path_buf(), m.ino()));
+        line(&mut j, 'r', m.ino(), m.len(), path);
+    }
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
