@@ -9,6 +9,7 @@
 #   - the campaign's full-disk episodes mount a tmpfs per node (root);
 #   - the unit-file test needs systemd-analyze (Debian package systemd);
 #   - failing fsyncs in a running node need strace (Debian package) allowed to attach;
+#   - wall-clock steps in a running node need libfaketime (Debian package);
 #   - the Kafka tests need kcat (Debian package), confluent-kafka and kafka-python (PyPI).
 # With CI=true a missing prerequisite fails the run instead.
 # Extra arguments go to `cargo nextest run`.
@@ -47,6 +48,11 @@ ptrace_scope=$(cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null || echo 0)
 if ! command -v strace >/dev/null 2>&1 || { [ "$(id -u)" != 0 ] && [ "$ptrace_scope" != 0 ]; }; then
   missing+=("strace, and root or kernel.yama.ptrace_scope=0 (apt-get install strace)")
   skip+=("test(/fsync_fails_in_a_running/)" "test(a_short_campaign_with_full_disks_finds_no_anomaly)")
+fi
+# Wall-clock steps in a running collector come from libfaketime (LD_PRELOAD).
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
+  missing+=("libfaketime (apt-get install libfaketime)")
+  skip+=("test(/clock_step/)")
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   missing+=("systemd-analyze (apt-get install systemd)")

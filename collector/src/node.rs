@@ -578,7 +578,8 @@ async fn background(
             _ = retention_tick.tick() => {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    let n = b.logs.apply_retention(shared::sys::now_ms());
+                    // A forward step of the wall clock must not delete that much data at once.
+                    let n = b.logs.apply_retention(shared::sys::expiry_now_ms());
                     if n > 0 {
                         tracing::info!(segments = n, "retention deleted segments");
                     }

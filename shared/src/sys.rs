@@ -13,6 +13,63 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The clock expiry decisions use: time-based retention, idle producers, idle groups'
+/// committed offsets — everything that deletes because the wall clock says enough time
+/// passed.
+///
+/// It follows the wall clock, but gains on the monotonic clock at most at twice its rate:
+/// a forward step of the wall clock (a bad NTP server, a mistyped `date`, a VM resumed
+/// with a stale clock corrected) is taken up over as long as the step itself, so a jump of
+/// a day past `retention_ms` does not delete a day of data at once. A backward step is
+/// followed at once (deleting later is the safe side). A clock already wrong when the
+/// process starts is not caught: the first reading is trusted.
+pub fn expiry_now_ms() -> i64 {
+    static CLOCK: Mutex<ExpiryClock> = Mutex::new(ExpiryClock {
+        last: None,
+        warned: None,
+    });
+    lock(&CLOCK).now(now_ms(), std::time::Instant::now())
+}
+
+/// See [`expiry_now_ms`]; a value, so it is tested without waiting.
+#[derive(Debug, Default)]
+pub struct ExpiryClock {
+    /// The last reading, and the monotonic instant it was taken.
+    last: Option<(i64, std::time::Instant)>,
+    /// When the last "wall clock ahead" warning went out.
+    warned: Option<std::time::Instant>,
+}
+
+/// How far the wall clock may be ahead of the expiry clock before it is reported.
+const EXPIRY_CLOCK_REPORT_AHEAD_MS: i64 = 60_000;
+
+impl ExpiryClock {
+    /// The expiry time, given the wall clock `wall_ms` read at monotonic instant `mono`.
+    pub fn now(&mut self, wall_ms: i64, mono: std::time::Instant) -> i64 {
+        let t = match self.last {
+            None => wall_ms,
+            Some((t0, m0)) => {
+                let elapsed = mono.saturating_duration_since(m0).as_millis() as i64;
+                wall_ms.min(t0.saturating_add(elapsed.saturating_mul(2)))
+            }
+        };
+        if wall_ms - t > EXPIRY_CLOCK_REPORT_AHEAD_MS
+            && self
+                .warned
+                .is_none_or(|w| mono.saturating_duration_since(w).as_secs() >= 60)
+        {
+            self.warned = Some(mono);
+            tracing::warn!(
+                ahead_ms = wall_ms - t,
+                "the wall clock stepped forward: expiry (time-based retention, idle producers and \
+                 group offsets) takes the step up gradually, at most as fast again as real time"
+            );
+        }
+        self.last = Some((t, mono));
+        t
+    }
+}
+
 /// Locks `m`. The one poisoning policy: a panic while holding a lock does not stop the
 /// others from using the data. Every state guarded by a mutex here is updated so that a
 /// half-done update is still a valid state (counters, caches, maps replaced whole), so
@@ -91,5 +148,47 @@ mod tests {
         assert!(m.is_poisoned());
         *lock(&m) += 1;
         assert_eq!(*lock(&m), 2);
+    }
+}
+
+#[cfg(test)]
+mod expiry_clock_tests {
+    use super::ExpiryClock;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_forward_step_is_taken_up_over_as_long_as_the_step_a_backward_one_at_once() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut c = ExpiryClock::default();
+        let t0 = 1_000_000_000;
+        assert_eq!(c.now(t0, at(0)), t0);
+        assert_eq!(
+            c.now(t0 + 10_000, at(10)),
+            t0 + 10_000,
+            "true time is followed"
+        );
+        // The wall clock jumps a day ahead at 10 s.
+        let day = 86_400_000;
+        let t = c.now(t0 + 11_000 + day, at(11));
+        assert_eq!(t, t0 + 12_000, "gains at most 2x real time");
+        let t = c.now(t0 + 20_000 + day, at(20));
+        assert_eq!(t, t0 + 30_000);
+        // Back to true time: followed at once.
+        assert_eq!(c.now(t0 + 21_000, at(21)), t0 + 21_000);
+        // A step back, then forward again: it catches up at double rate, never past wall.
+        assert_eq!(
+            c.now(t0 + 22_000 - 3_600_000, at(22)),
+            t0 + 22_000 - 3_600_000
+        );
+        let t = c.now(t0 + 23_000, at(23));
+        assert_eq!(t, t0 + 22_000 - 3_600_000 + 2_000);
+        let mut last = t;
+        for s in 24..4000 {
+            let t = c.now(t0 + s as i64 * 1000, at(s));
+            assert!(t >= last && t <= t0 + s as i64 * 1000);
+            last = t;
+        }
+        assert_eq!(last, t0 + 3_999_000, "caught up with the wall clock");
     }
 }

@@ -651,3 +651,74 @@ fn a_restart_waits_for_its_port_while_something_else_holds_it() {
     assert_eq!(col.url(""), base, "same address");
     assert_eq!(read_all(&c, &base, "held", 0).len(), 3);
 }
+
+/// The wall clock steps two hours ahead, past a topic's one-hour `retention_ms`: the data
+/// is not deleted at once. Expiry (retention by time, idle producers, idle groups' offsets)
+/// takes a forward step up at most as fast again as real time (`shared::sys::expiry_now_ms`),
+/// so a bad NTP step or a mistyped `date` leaves time to notice. Without that, every
+/// closed segment went in the next retention pass.
+#[test]
+#[ignore = "needs libfaketime (scripts/test.sh runs it then)"]
+fn a_forward_clock_step_past_retention_deletes_nothing_at_once() {
+    assert!(
+        tributary_tests::clock_faults_available(),
+        "needs {}",
+        tributary_tests::LIBFAKETIME
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::write(data.with_extension("clock"), "+0\n").unwrap();
+    let col = Collector::start(&data, "retention_check_interval_ms: 100\n");
+    let c = client();
+    let r = c
+        .post(col.url("/v1/topics"))
+        .json(&json!({"name": "ret", "partitions": 1,
+            "configs": {"retention_ms": 3_600_000, "segment_ms": 300}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    // Several closed segments, written now.
+    for round in 0..4 {
+        let records: Vec<Value> = (0..5)
+            .map(|i| json!({"value": format!("r{round}-{i}")}))
+            .collect();
+        let r = c
+            .post(col.url("/v1/topics/ret/records"))
+            .json(&json!({"partition": 0, "records": records}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let first = |c: &reqwest::blocking::Client| -> Value {
+        c.get(col.url("/v1/topics/ret/partitions/0/records?offset=0&limit=1"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    assert_eq!(first(&c)["records"][0]["offset"], 0, "{}", first(&c));
+    let segments = || {
+        std::fs::read_dir(data.join("ret-0"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    assert!(segments() >= 3, "{} segments", segments());
+    // Two hours ahead, for 3 s: about 30 retention passes.
+    std::fs::write(data.with_extension("clock"), "+7200\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = first(&c);
+    std::fs::write(data.with_extension("clock"), "+0\n").unwrap();
+    assert_eq!(
+        after["records"][0]["offset"], 0,
+        "the clock step deleted data at once: {after}"
+    );
+    assert!(segments() >= 3, "{} segments left", segments());
+}

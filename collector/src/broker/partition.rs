@@ -165,9 +165,8 @@ pub fn snapshot_follower(
         return Ok(false);
     }
     let (from, mut table) = producer_state::load_snapshot(l.dir(), l.log_start_offset(), end);
-    let now = now_ms();
-    replay(&l, from, end, &mut table, now)?;
-    table.expire(now, producer_expiration_ms);
+    replay(&l, from, end, &mut table, now_ms())?;
+    table.expire(shared::sys::expiry_now_ms(), producer_expiration_ms);
     producer_state::write_snapshot(l.dir(), end, &table)?;
     Ok(true)
 }
@@ -661,7 +660,7 @@ impl Partition {
     /// Nothing is written for a partition where nothing happened since the last one.
     pub fn checkpoint(&self, producer_expiration_ms: i64) -> Result<(), StorageError> {
         let mut producers = lock(&self.producers);
-        let expired = producers.expire(now_ms(), producer_expiration_ms);
+        let expired = producers.expire(shared::sys::expiry_now_ms(), producer_expiration_ms);
         let mut l = lock(&self.log);
         l.checkpoint()?;
         let end = l.log_end_offset();

@@ -629,7 +629,8 @@ impl GroupService {
         if expired > 0 {
             tracing::info!(members = expired, "expired group members");
         }
-        let now = now_ms();
+        // A forward step of the wall clock must not expire every idle group's offsets.
+        let now = shared::sys::expiry_now_ms();
         let doomed: Vec<String> = {
             let mut active = lock(&self.last_active_ms);
             for g in &live {
