@@ -618,10 +618,15 @@ pub fn client_tls(dir: &Path, name: &str) -> client::tls::TlsFiles {
 
 /// Encodes one batch of `values` with an optional producer identity.
 pub fn batch(values: &[String], stamp: ProducerStamp, zstd: bool) -> Vec<u8> {
+    batch_at(values, stamp, zstd, 1_700_000_000_000)
+}
+
+/// [`batch`] with every record stamped `timestamp_ms`.
+pub fn batch_at(values: &[String], stamp: ProducerStamp, zstd: bool, timestamp_ms: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new();
     for v in values {
         b.push(
-            1_700_000_000_000,
+            timestamp_ms,
             None,
             Some(v.as_bytes()),
             &[(b"host".as_slice(), b"test".as_slice())],

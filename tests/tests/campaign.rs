@@ -42,6 +42,10 @@ const PARTITIONS: u32 = 3;
 /// segment rolls and the time indexes. Retention is off: the workloads' records carry a
 /// 2023 timestamp, and the final reads start at offset 0.
 const EXTRA: &str = "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 3000\ntopics:\n  segment_ms: 5000\n  retention_ms: -1\n";
+/// `Mix::Full`: retention on, one hour, and producers and group offsets expiring after two
+/// idle hours — its clock jumps reach a day ahead, past all three, and its records carry
+/// the true time. A node whose clock jumps must not expire any of it early.
+const EXTRA_FULL: &str = "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\nreplica_lag_max_ms: 3000\nretention_check_interval_ms: 500\nproducer_id_expiration_ms: 7200000\ngroups:\n  offsets_retention_ms: 7200000\ntopics:\n  segment_ms: 5000\n  retention_ms: 3600000\n";
 
 /// xorshift64*: small, seeded, replayable.
 struct Rng(u64);
@@ -65,6 +69,8 @@ struct Env {
     history: Arc<Mutex<History>>,
     start: Instant,
     stop: Arc<AtomicBool>,
+    /// Records carry the true time (`Mix::Full`, where retention is on), not a fixed 2023 one.
+    true_time: bool,
 }
 
 impl Env {
@@ -119,15 +125,17 @@ fn producer(env: Env, process: u32, partition: u32, acks_all: bool) -> u64 {
     let mut acked = 0;
     while !env.stop.load(Ordering::Relaxed) {
         let values: Vec<String> = (seq..seq + 5).map(|s| format!("p{process}-{s}")).collect();
-        let bytes = tributary_tests::batch(
-            &values,
-            shared::ProducerStamp {
-                producer_id: pid,
-                producer_epoch: 0,
-                base_sequence: seq as i32,
-            },
-            true,
-        );
+        let stamp = shared::ProducerStamp {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: seq as i32,
+        };
+        // Made once: every retry sends the same bytes.
+        let bytes = if env.true_time {
+            tributary_tests::batch_at(&values, stamp, true, shared::sys::now_ms())
+        } else {
+            tributary_tests::batch(&values, stamp, true)
+        };
         let invoke = env.now();
         let mut offset = None;
         while !env.stop.load(Ordering::Relaxed) {
@@ -644,13 +652,15 @@ fn fault(t: &mut Targets, rng: &mut Rng, env: &Env, mix: Mix, log: &mut Vec<Stri
         }
         11 => {
             // An NTP-style step of the wall clock, forward or back, then back to true time
-            // (the monotonic clock stays true). Up to 2 h: far less than retention.
+            // (the monotonic clock stays true). Up to 2 h (a day in `Mix::Full`).
             if !t.cl.has_clock(id) {
                 log.push(format!("{at} ms: (clock jump skipped: no libfaketime)"));
                 return;
             }
             let sign = if rng.below(2) == 0 { 1 } else { -1 };
-            let secs = sign * (60 + rng.below(7140)) as i64;
+            // `Mix::Full`: up to a day, past its retention and expiry settings.
+            let span = if mix == Mix::Full { 86_340 } else { 7140 };
+            let secs = sign * (60 + rng.below(span)) as i64;
             t.cl.set_clock_offset(id, secs);
             let ms = hold(rng, 2000, 4000);
             t.cl.set_clock_offset(id, 0);
@@ -754,7 +764,8 @@ fn episode(seed: u64, secs: u64, mix: Mix) {
     let tmp = tempfile::tempdir().unwrap();
     let disks =
         matches!(mix, Mix::Disk | Mix::Storage | Mix::Full).then(|| Disks::mount(tmp.path(), 3));
-    let (mut cl, net) = Cluster::start_with_net(tmp.path(), 3, EXTRA);
+    let extra = if mix == Mix::Full { EXTRA_FULL } else { EXTRA };
+    let (mut cl, net) = Cluster::start_with_net(tmp.path(), 3, extra);
     let c = client();
     let r = c
         .post(cl.node(1).url("/v1/topics"))
@@ -793,6 +804,7 @@ fn episode(seed: u64, secs: u64, mix: Mix) {
         history: Arc::new(Mutex::new(History::new())),
         start: Instant::now(),
         stop: Arc::new(AtomicBool::new(false)),
+        true_time: mix == Mix::Full,
     };
     let mut workers = Vec::new();
     for p in 0..PARTITIONS {
