@@ -196,13 +196,19 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
     # incremental ones (KIP-848) only what changes; both are tracked the same way.
     owned = set()
 
-    def write_assignment(added, revoked):
+    def write_assignment(added, revoked, event=None, consumer=None):
         owned.difference_update(p.partition for p in revoked)
         owned.update(p.partition for p in added)
         path = os.path.join(workdir, name + ".assign")
         with open(path + ".tmp", "w") as f:
             json.dump(sorted(owned), f)
         os.replace(path + ".tmp", path)
+        # Every rebalance event, with the member id then, one JSON line each.
+        if event is not None:
+            with open(os.path.join(workdir, name + ".events"), "a") as f:
+                f.write(json.dumps({"event": event, "member": consumer.memberid(),
+                                    "partitions": sorted(p.partition for p in added + revoked),
+                                    "at": round(time.time(), 3)}) + "\n")
 
     conf = {"bootstrap.servers": bootstrap, "group.id": group, "client.id": name,
             "group.protocol": protocol, "enable.auto.commit": False,
@@ -213,9 +219,9 @@ def group_consume(bootstrap, topic, group, workdir, name, idle_s, protocol="clas
         # With KIP-848 the coordinator sets session and heartbeat timing.
         conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
     c = Consumer(conf)
-    c.subscribe([topic], on_assign=lambda c, parts: write_assignment(parts, []),
-                on_revoke=lambda c, parts: write_assignment([], parts),
-                on_lost=lambda c, parts: write_assignment([], parts))
+    c.subscribe([topic], on_assign=lambda c, parts: write_assignment(parts, [], "assign", c),
+                on_revoke=lambda c, parts: write_assignment([], parts, "revoke", c),
+                on_lost=lambda c, parts: write_assignment([], parts, "lost", c))
     values, errors, sources = [], [], set()
     start = time.time()
     last = None

@@ -1302,3 +1302,108 @@ fn topic_ids_name_topics_in_metadata_and_fetch_and_list_offsets_finds_timestamps
     assert_eq!(list(-5).1, -1);
     assert_eq!(list(-1).1, 3);
 }
+
+/// A KIP-848 consumer (confluent-kafka, `group.protocol=consumer`) through a `kill -9` of
+/// the controller leader, where its group coordinator lives: the new coordinator does not
+/// know it, and its heartbeats carry only what changed. Told the coordinator is loading,
+/// the client sends its subscription and partitions, and is adopted — same member id, no
+/// partition revoked or lost — and reads what is written after the failover.
+#[test]
+fn a_kip848_consumer_keeps_its_id_and_partitions_through_a_controller_failover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = tributary_tests::Cluster::start(
+        tmp.path(),
+        3,
+        "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\n",
+    );
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&serde_json::json!({"name": "kf", "partitions": 2, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let bootstrap: Vec<String> = (1..=3).map(|i| cl.node(i).kafka_address()).collect();
+    let bootstrap = bootstrap.join(",");
+    let p = python_client(&["confluent-produce", &bootstrap, "kf", "100"]);
+    assert_eq!(p["delivered"], 100, "{p}");
+    let dir = tmp.path().join("members");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
+    let member = Command::new("python3")
+        .arg(script)
+        .args(["group-consume", &bootstrap, "kf", "kfg"])
+        .arg(&dir)
+        .args(["m1", "-1", "consumer"])
+        .env(
+            "TRIB_KAFKA_DEBUG",
+            std::env::var("TRIB_KAFKA_DEBUG").unwrap_or_else(|_| "cgrp".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(tmp.path().join("m1.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("m1.events"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    tributary_tests::wait_for(
+        Duration::from_secs(60),
+        "m1 holding both partitions",
+        || {
+            let held: Vec<u64> = std::fs::read(dir.join("m1.assign"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            (held == [0, 1]).then_some(())
+        },
+    );
+    let before = events();
+    let id = before[0]["member"].clone();
+    // The controller leader (the group coordinator) dies.
+    let leader = tributary_tests::wait_for(Duration::from_secs(20), "a controller leader", || {
+        get_json(&c, &cl.node(1).url("/health"))["controller_leader"].as_u64()
+    });
+    cl.node(leader).kill9();
+    let alive = (1..=3).find(|n| *n != leader).unwrap();
+    tributary_tests::wait_for(Duration::from_secs(30), "a new controller leader", || {
+        let l = c
+            .get(cl.node(alive).url("/health"))
+            .send()
+            .ok()?
+            .json::<serde_json::Value>()
+            .ok()?["controller_leader"]
+            .as_u64()?;
+        (l != leader).then_some(())
+    });
+    // Heartbeats reach the new coordinator (the member's interval is a few seconds).
+    std::thread::sleep(Duration::from_secs(8));
+    let p = python_client(&["confluent-produce", &bootstrap, "kf", "100", "100"]);
+    assert_eq!(p["delivered"], 100, "{p}");
+    std::fs::write(dir.join("m1.stop"), "200").unwrap();
+    let during = events();
+    let values = member_values(member);
+    let log = std::fs::read_to_string(tmp.path().join("m1.log")).unwrap_or_default();
+    let mut seen = values.clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 200, "every record read once it was written");
+    assert_eq!(
+        during.len(),
+        before.len(),
+        "the member was revoked or lost partitions in the failover: {during:?}\n{}",
+        log.lines()
+            .filter(|l| l.contains("HEARTBEAT") || l.contains("Heartbeat"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        events().iter().all(|e| e["member"] == id),
+        "the member id changed: {:?}",
+        events()
+    );
+}

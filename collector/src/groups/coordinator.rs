@@ -312,6 +312,18 @@ impl Coordinator {
         self.cautious = previous.into_iter().collect();
     }
 
+    /// Whether a heartbeat of `member` in `group` at `now_ms` would be adopted if it carried
+    /// its subscription and partitions: this coordinator took over recently and does not
+    /// know the member. (Kafka consumers send those only when they change; told the
+    /// coordinator is loading, they send everything on the next heartbeat.)
+    pub fn would_adopt(&self, group: &str, member: &str, now_ms: u64) -> bool {
+        now_ms < self.adopt_until_ms
+            && !self
+                .groups
+                .get(group)
+                .is_some_and(|g| g.members.contains_key(member))
+    }
+
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.get(name)
     }

@@ -219,6 +219,13 @@ impl GroupService {
         Ok(reply)
     }
 
+    /// Whether this coordinator is adopting the previous one's members and does not know
+    /// `member` yet (see [`Coordinator::would_adopt`]).
+    pub fn would_adopt(&self, group: &str, member: &str) -> bool {
+        self.coordinator()
+            .would_adopt(group, member, self.mono_ms())
+    }
+
     /// Checks commit offsets: known partitions, each once, none above its high watermark.
     async fn check_offsets(&self, offsets: &[OffsetEntry]) -> Result<BTreeSet<Tp>, GroupsError> {
         let meta = self.broker.controller.metadata();

@@ -122,6 +122,20 @@ fn heartbeat_inner(
             "member_id is required from version 1 on".into(),
         );
     }
+    // A member of the previous coordinator (a controller failover) heartbeating with only
+    // what changed: told the coordinator is loading, a KIP-848 client sends its whole
+    // state (subscription and partitions) next, and is adopted with its id, epoch and
+    // partitions instead of being fenced into a rejoin.
+    if !leaving
+        && r.member_epoch > 0
+        && (r.subscribed_topic_names.is_none() || r.topic_partitions.is_none())
+        && s.groups.would_adopt(&group, r.member_id.as_str())
+    {
+        return refused(
+            E::CoordinatorLoadInProgress.code(),
+            "the group coordinator moved; send the subscription and owned partitions".into(),
+        );
+    }
     let meta = s.broker.controller.metadata();
     // What the member owns, by name; partitions of topics deleted since are dropped.
     let owned = r.topic_partitions.as_ref().map(|tps| {
