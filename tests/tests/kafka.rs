@@ -1407,3 +1407,105 @@ fn a_kip848_consumer_keeps_its_id_and_partitions_through_a_controller_failover()
         events()
     );
 }
+
+/// One OffsetFetch for `group` (version `version`) on `addr`: the error codes answered, of
+/// the group (v8+) or of the response (v2–v7).
+fn offset_fetch_codes(addr: &str, group: &str, version: i16) -> (i16, Vec<i64>) {
+    use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, offset_fetch_request};
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::OffsetFetch as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(3)
+        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .encode(
+            &mut buf,
+            ApiKey::OffsetFetch.request_header_version(version),
+        )
+        .unwrap();
+    let topic = TopicName(StrBytes::from_static_str("of"));
+    let req = if version >= 8 {
+        OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(StrBytes::from_string(group.to_owned()).into())
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(topic)
+                        .with_partition_indexes(vec![0]),
+                ])),
+        ])
+    } else {
+        OffsetFetchRequest::default()
+            .with_group_id(StrBytes::from_string(group.to_owned()).into())
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(topic)
+                    .with_partition_indexes(vec![0]),
+            ]))
+    };
+    req.encode(&mut buf, version).unwrap();
+    let mut stream = connect(addr);
+    let reply = exchange(&mut stream, &sized(&buf)).expect("a reply");
+    let mut r = Bytes::from(reply);
+    ResponseHeader::decode(&mut r, ApiKey::OffsetFetch.response_header_version(version)).unwrap();
+    let resp = OffsetFetchResponse::decode(&mut r, version).unwrap();
+    if version >= 8 {
+        let g = &resp.groups[0];
+        let offsets = g
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
+            .collect();
+        (g.error_code, offsets)
+    } else {
+        let offsets = resp
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
+            .collect();
+        (resp.error_code, offsets)
+    }
+}
+
+/// OffsetFetch is answered by the group coordinator only (where an acknowledged commit is
+/// applied first); any other node answers NOT_COORDINATOR, and the client finds the
+/// coordinator again — instead of a committed offset from a lagging copy.
+#[test]
+fn offset_fetch_is_answered_by_the_coordinator_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = tributary_tests::Cluster::start(
+        tmp.path(),
+        3,
+        "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\n",
+    );
+    let c = client();
+    let r = c
+        .post(cl.node(1).url("/v1/topics"))
+        .json(&serde_json::json!({"name": "of", "partitions": 1, "replication_factor": 3}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let p = python_client(&["confluent-produce", &cl.node(1).kafka_address(), "of", "10"]);
+    assert_eq!(p["delivered"], 10, "{p}");
+    // A standalone consumer commits offset 7.
+    let bootstrap: Vec<String> = (1..=3).map(|i| cl.node(i).kafka_address()).collect();
+    let o = python_client(&["commit-offset", &bootstrap.join(","), "of", "ofg", "0", "7"]);
+    assert_eq!(o["errors"], serde_json::json!([]), "{o}");
+    let leader = tributary_tests::wait_for(Duration::from_secs(20), "a controller leader", || {
+        get_json(&c, &cl.node(1).url("/health"))["controller_leader"].as_u64()
+    });
+    let other = (1..=3).find(|n| *n != leader).unwrap();
+    let (at_leader, at_other) = (
+        cl.node(leader).kafka_address(),
+        cl.node(other).kafka_address(),
+    );
+    for version in [8, 5] {
+        assert_eq!(
+            offset_fetch_codes(&at_leader, "ofg", version),
+            (0, vec![7]),
+            "v{version} at the coordinator"
+        );
+        let (code, _) = offset_fetch_codes(&at_other, "ofg", version);
+        assert_eq!(code, 16, "v{version} elsewhere: NOT_COORDINATOR");
+    }
+}

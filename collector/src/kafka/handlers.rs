@@ -895,6 +895,48 @@ fn offset_fetch(
     use kafka_protocol::messages::offset_fetch_response::{
         OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
     };
+    // Committed offsets are read where commits are applied first: a follower's copy of the
+    // metadata lags (and a node stopping itself may hold a frozen one). The client asks
+    // FindCoordinator again.
+    if let Some(code) = not_coordinator(s, ApiKey::OffsetFetch) {
+        return if req.version >= 8 {
+            OffsetFetchResponse::default().with_groups(
+                r.groups
+                    .iter()
+                    .map(|g| {
+                        OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            )
+        } else if req.version >= 2 {
+            OffsetFetchResponse::default().with_error_code(code)
+        } else {
+            // Versions 0 and 1 carry errors per partition only.
+            OffsetFetchResponse::default().with_topics(
+                r.topics
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        OffsetFetchResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartition::default()
+                                            .with_partition_index(*p)
+                                            .with_committed_offset(-1)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        };
+    }
     if req.version >= 8 {
         let groups = r
             .groups
