@@ -101,6 +101,51 @@ pub struct Controller {
     /// Silence after which a broker's port is probed.
     probe_after: Duration,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Where the Raft log, vote and snapshots live (and [`TENURE_FILE`]).
+    dir: PathBuf,
+}
+
+/// This node's last leadership tenure: `{"term": T, "tenure": N}` (see
+/// [`Controller::new_tenure`]).
+const TENURE_FILE: &str = "leader-tenure.json";
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Tenure {
+    term: u64,
+    tenure: u32,
+}
+
+/// See [`Controller::new_tenure`]: the tenure recorded in `dir` for `term`, plus one (0 for
+/// a new term), recorded in its place.
+fn next_tenure(dir: &std::path::Path, term: u64) -> u32 {
+    let path = dir.join(TENURE_FILE);
+    let last: Tenure = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let tenure = if last.term == term {
+        last.tenure.saturating_add(1)
+    } else {
+        0
+    };
+    let bytes = serde_json::to_vec(&Tenure { term, tenure }).unwrap_or_default();
+    if let Err(e) = shared::sys::write_atomic(&path, &bytes) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record this leadership tenure");
+    }
+    tenure
+}
+
+#[cfg(test)]
+mod tenure_tests {
+    #[test]
+    fn tenures_count_up_within_a_term_across_restarts_and_start_over_in_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(super::next_tenure(dir.path(), 4), 0);
+        assert_eq!(super::next_tenure(dir.path(), 4), 1);
+        assert_eq!(super::next_tenure(dir.path(), 4), 2);
+        assert_eq!(super::next_tenure(dir.path(), 5), 0);
+        assert_eq!(super::next_tenure(dir.path(), 5), 1);
+    }
 }
 
 impl std::fmt::Debug for Controller {
@@ -186,6 +231,7 @@ impl Controller {
             broker_session_timeout: config.broker_session_timeout,
             probe_after: (config.broker_heartbeat_interval * 2).max(PROBE_AFTER_MIN),
             stop: tokio::sync::watch::Sender::new(false),
+            dir: config.dir.clone(),
         });
         tokio::spawn(fence_silent_brokers(Arc::downgrade(&c), c.stop.subscribe()));
         Ok(c)
@@ -351,6 +397,17 @@ impl Controller {
     /// The current Raft leader, if known.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// Counts this node's tenures as leader of `term`: 0 the first time, then 1, 2, ... A
+    /// leader restarted quickly resumes its term (its vote is committed, and no one else
+    /// can lead that term), so a term alone does not name one process's tenure; what its
+    /// group coordinator hands out must not repeat what the last process of the same term
+    /// did. Kept in a small file in the controller's directory, written atomically before
+    /// it is answered; if that fails it is logged, and a later restart within the same
+    /// term could count the same tenure again.
+    pub fn new_tenure(&self, term: u64) -> u32 {
+        next_tenure(&self.dir, term)
     }
 
     /// The Raft term, when this node is the active controller in it.

@@ -12,9 +12,9 @@
 //! - A heartbeat or commit from an epoch other than the member's current one or the one
 //!   before is refused (the member must rejoin).
 //! - A member id never gets the same epoch twice, across coordinators too: a member this
-//!   coordinator does not know starts at the epoch base of its controller term
-//!   ([`epoch_base`]), above every epoch an earlier term's coordinator gave (see there for
-//!   the bound). Without that, a member fenced by one coordinator that rejoins under its id
+//!   coordinator does not know starts at the epoch base of its controller term and tenure
+//!   ([`epoch_base`]), above every epoch an earlier coordinator gave (see there for the
+//!   bound). Without that, a member fenced by one coordinator that rejoins under its id
 //!   at the next would count from 0 again, and a request from its old incarnation at a
 //!   repeated epoch would pass the check.
 
@@ -22,22 +22,30 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::assignor::{self, Tp};
 
-/// Epochs one coordinator may give a member before they run into the next term's base.
+/// Epochs of one controller term: split among the tenures of its leader (see below).
 const EPOCHS_PER_TERM: i64 = 1 << 20;
 /// Terms before the bases wrap around (`TERMS_BEFORE_WRAP * EPOCHS_PER_TERM` = 2^31).
 const TERMS_BEFORE_WRAP: u64 = 1 << 11;
+/// Epochs one coordinator process may give a member before they run into the next
+/// tenure's base: 64 tenures per term.
+const EPOCHS_PER_TENURE: i64 = 1 << 14;
 
-/// Where the member epochs of a coordinator in controller term `term` start.
+/// Where the member epochs of a coordinator start: controller term `term`, the `tenure`th
+/// process of this node leading it (a leader restarted quickly resumes its term:
+/// [`crate::controller::Controller::new_tenure`]).
 ///
 /// Member state is not replicated, so a new coordinator cannot know what epochs the last
 /// one gave; it starts members it does not know at a base above them instead. Terms only
-/// grow and one node leads a term, so `term * 2^20` is above every epoch of an earlier term
-/// as long as no member saw 2^20 (a million) assignment changes under one coordinator. The
-/// i32 epoch space holds 2,048 such bases; then they wrap around. Epochs are only compared
-/// for equality, and a repeat needs a request from the same member id delayed across
-/// 2,048 controller elections, far longer than any request lives.
-pub fn epoch_base(term: u64) -> i32 {
-    i32::try_from((term % TERMS_BEFORE_WRAP) as i64 * EPOCHS_PER_TERM).unwrap_or(0)
+/// grow and one node leads a term, so the base is above every epoch an earlier tenure gave
+/// as long as no member saw 2^14 (16,384) assignment changes under one coordinator
+/// process, and no leader restarted 64 times within one term. The i32 epoch space holds
+/// 2,048 terms of bases; then they wrap around. Epochs are only compared for equality,
+/// and a repeat needs a request from the same member id delayed across 2,048 controller
+/// elections, far longer than any request lives.
+pub fn epoch_base(term: u64, tenure: u32) -> i32 {
+    let tenure = i64::from(tenure) % (EPOCHS_PER_TERM / EPOCHS_PER_TENURE);
+    i32::try_from((term % TERMS_BEFORE_WRAP) as i64 * EPOCHS_PER_TERM + tenure * EPOCHS_PER_TENURE)
+        .unwrap_or(0)
 }
 
 /// The epoch after `e`: epochs stay positive (0 joins, -1 leaves), wrapping from
@@ -298,16 +306,16 @@ impl Coordinator {
     /// their next heartbeats for one session timeout — any live member heartbeats within
     /// it. Until then the groups in `previous` (those with committed offsets) hand out only
     /// partitions whose holder is known, so no partition is given to a second member while
-    /// a member not yet heard from still reads it. Members it does not know start at the
-    /// epoch base of `term`.
+    /// a member not yet heard from still reads it. Members it does not know start at
+    /// `epoch_base` (see [`epoch_base`]).
     pub fn take_over(
         &mut self,
         now_ms: u64,
-        term: u64,
+        epoch_base: i32,
         previous: impl IntoIterator<Item = String>,
     ) {
         self.groups.clear();
-        self.epoch_base = epoch_base(term);
+        self.epoch_base = epoch_base;
         self.adopt_until_ms = now_ms + self.settings.session_timeout_ms;
         self.cautious = previous.into_iter().collect();
     }
@@ -768,7 +776,7 @@ mod tests {
         assert_eq!(count(&a) + count(&b), 6);
 
         let mut new = Coordinator::new(GroupSettings::default(), "new".into());
-        new.take_over(1_000, 2, ["g".to_owned()]);
+        new.take_over(1_000, epoch_base(2, 0), ["g".to_owned()]);
         let a2 = full_beat(&mut new, &a, 1_001, &p).expect("adopted, not unknown");
         assert_eq!(
             (&a2.member_id, a2.member_epoch, &a2.assignment),
@@ -816,7 +824,7 @@ mod tests {
     fn a_member_rejoining_at_a_new_coordinator_never_gets_an_epoch_it_had() {
         let p = parts(4);
         let mut old = Coordinator::new(GroupSettings::default(), "old".into());
-        old.take_over(0, 7, Vec::<String>::new());
+        old.take_over(0, epoch_base(7, 0), Vec::<String>::new());
         let a = join(&mut old, 1, &p);
         let mut seen = BTreeSet::from([a.member_epoch]);
         let mut last = a.clone();
@@ -840,10 +848,17 @@ mod tests {
             seen.insert(last.member_epoch);
         }
         assert!(seen.len() > 3, "{seen:?}");
-        // The controller moves after the old one fenced a; a rejoins under its id.
-        for (term, when) in [(8, 10_000), (9, 40_000)] {
+        // The controller moves after the old one fenced a; a rejoins under its id. Then
+        // the same node, restarted, resumes term 9 (a second tenure), then term 10.
+        for (term, tenure, when) in [
+            (7, 1, 5_000),
+            (8, 0, 10_000),
+            (9, 0, 40_000),
+            (9, 1, 50_000),
+            (10, 0, 60_000),
+        ] {
             let mut new = Coordinator::new(GroupSettings::default(), "new".into());
-            new.take_over(when, term, Vec::<String>::new());
+            new.take_over(when, epoch_base(term, tenure), Vec::<String>::new());
             let mut r = new
                 .heartbeat(
                     "g",
@@ -862,7 +877,7 @@ mod tests {
             for t in 0..4 {
                 assert!(
                     !before.contains(&r.member_epoch),
-                    "term {term}: epoch {} was given before: {before:?}",
+                    "term {term} tenure {tenure}: epoch {} was given before: {before:?}",
                     r.member_epoch
                 );
                 seen.insert(r.member_epoch);
@@ -875,11 +890,24 @@ mod tests {
     fn epochs_stay_positive_across_the_wrap() {
         assert_eq!(next_epoch(i32::MAX), 1);
         assert_eq!(next_epoch(5), 6);
-        assert_eq!(epoch_base(0), 0);
-        assert_eq!(epoch_base(1), 1 << 20);
-        assert_eq!(epoch_base(TERMS_BEFORE_WRAP - 1), i32::MAX - (1 << 20) + 1);
-        assert_eq!(epoch_base(TERMS_BEFORE_WRAP), 0);
-        assert!(epoch_base(3) < epoch_base(4));
+        assert_eq!(epoch_base(0, 0), 0);
+        assert_eq!(epoch_base(1, 0), 1 << 20);
+        assert_eq!(epoch_base(1, 1), (1 << 20) + (1 << 14));
+        assert_eq!(
+            epoch_base(TERMS_BEFORE_WRAP - 1, 0),
+            i32::MAX - (1 << 20) + 1
+        );
+        assert_eq!(
+            epoch_base(TERMS_BEFORE_WRAP - 1, 63),
+            i32::MAX - (1 << 14) + 1
+        );
+        assert_eq!(epoch_base(TERMS_BEFORE_WRAP, 0), 0);
+        assert!(epoch_base(3, 63) < epoch_base(4, 0));
+        assert_eq!(
+            epoch_base(3, 64),
+            epoch_base(3, 0),
+            "tenures wrap within the term"
+        );
     }
 
     /// The window holds back only partitions nobody claimed: once it ends they are handed
@@ -889,7 +917,7 @@ mod tests {
         let p = parts(4);
         let session = GroupSettings::default().session_timeout_ms;
         let mut new = Coordinator::new(GroupSettings::default(), "new".into());
-        new.take_over(0, 2, ["g".to_owned()]);
+        new.take_over(0, epoch_base(2, 0), ["g".to_owned()]);
         let c = join(&mut new, 1, &p);
         assert_eq!(count(&c), 0, "nothing is known to be free yet");
         let c = full_beat(&mut new, &c, session + 1, &p).unwrap();
@@ -904,7 +932,7 @@ mod tests {
             b = full_beat(&mut old, &b, t, &p).unwrap();
         }
         let mut new = Coordinator::new(GroupSettings::default(), "n".into());
-        new.take_over(100, 2, Vec::<String>::new());
+        new.take_over(100, epoch_base(2, 0), Vec::<String>::new());
         let a2 = full_beat(&mut new, &a, 101, &p).unwrap();
         assert!(
             from_wire(&a2.assignment).is_disjoint(&from_wire(&b.assignment)),
@@ -914,7 +942,7 @@ mod tests {
         assert_eq!(b2.member_id, b.member_id);
         // A group without committed offsets (never seen before) is not held back.
         let mut fresh = Coordinator::new(GroupSettings::default(), "f".into());
-        fresh.take_over(0, 2, Vec::<String>::new());
+        fresh.take_over(0, epoch_base(2, 0), Vec::<String>::new());
         assert_eq!(count(&join(&mut fresh, 1, &p)), 4);
     }
 

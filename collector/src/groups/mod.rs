@@ -169,12 +169,18 @@ impl GroupService {
                     .keys()
                     .cloned()
                     .collect::<Vec<_>>();
+                let tenure = self.broker.controller.new_tenure(term);
                 tracing::info!(
                     term,
+                    tenure,
                     groups = previous.len(),
                     "coordinating groups: adopting the previous coordinator's members from their heartbeats"
                 );
-                c.take_over(self.mono_ms(), term, previous);
+                c.take_over(
+                    self.mono_ms(),
+                    coordinator::epoch_base(term, tenure),
+                    previous,
+                );
             }
         }
         c
