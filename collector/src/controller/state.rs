@@ -320,11 +320,18 @@ impl MetadataState {
                     },
                 );
                 if restarted {
-                    // Back from a restart (within its session, or it would have been
-                    // fenced and lead nothing), a broker may have lost an unflushed tail of
-                    // the logs it leads: its leaderships go on under a new leader epoch, so
+                    // Back from a restart within its session (it was not fenced): its old
+                    // process is gone as if fenced, as Kafka's controller treats a new
+                    // incarnation. It may have lost an unflushed tail, and what it held
+                    // is not what the ISR vouched for: it leaves every ISR (unless the last
+                    // member) and its leaderships go to another in-sync replica; it comes
+                    // back into an ISR by catching up, as a follower. A partition with no
+                    // other in-sync replica stays with it under a new leader epoch, so
                     // what it writes from now on never shares an epoch with what it wrote,
-                    // and followers may hold, before.
+                    // and followers may hold, before. (Campaign seed 7122: a restarted
+                    // leader that led on exposed records a replica it still counted in
+                    // sync did not have; that replica then led and they were lost.)
+                    self.fail_over(*id);
                     for t in self.topics.values_mut() {
                         for p in t.partitions.iter_mut().filter(|p| p.leader == *id) {
                             p.elect(*id);
@@ -919,7 +926,7 @@ mod tests {
     }
 
     #[test]
-    fn a_broker_registering_with_a_new_incarnation_leads_on_under_a_new_epoch() {
+    fn a_broker_registering_with_a_new_incarnation_hands_its_leaderships_to_the_isr() {
         let mut s = MetadataState::default();
         for id in [1, 2] {
             s.apply(&MetadataCommand::RegisterBroker {
@@ -958,20 +965,46 @@ mod tests {
             incarnation: 1,
         });
         assert_eq!(led_by(&s, 1), before1);
-        // A restart: broker 1 keeps its leaderships at the next epoch; broker 2's stay.
+        // A restart: broker 1's leaderships go to broker 2 (in sync) at the next epoch,
+        // and broker 1 leaves the ISRs; it is back by catching up.
         s.apply(&MetadataCommand::RegisterBroker {
             id: 1,
             address: "127.0.0.1:7401".into(),
             kafka_address: None,
             incarnation: 2,
         });
-        let after1 = led_by(&s, 1);
-        assert_eq!(after1.len(), before1.len());
-        for ((e0, p0), (e1, p1)) in before1.iter().zip(&after1) {
-            assert_eq!(*e1, e0 + 1);
-            assert!(p1 > p0);
+        assert!(led_by(&s, 1).is_empty());
+        assert_eq!(led_by(&s, 2).len(), 2);
+        for p in &s.topics["t"].partitions {
+            assert_eq!(p.isr, vec![2], "{p:?}");
         }
-        assert_eq!(led_by(&s, 2), before2);
+        // The ones it took over are at a new epoch; its own kept theirs.
+        let epochs: Vec<(i32, i32)> = led_by(&s, 2);
+        assert_eq!(
+            epochs.iter().filter(|(e, _)| *e == 1).count(),
+            before1.len()
+        );
+        assert_eq!(
+            epochs.iter().filter(|(e, _)| *e == 0).count(),
+            before2.len()
+        );
+        // Restarted again while the only in-sync replica, broker 2 keeps leading, at a
+        // new epoch each time.
+        let epochs: Vec<i32> = s.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.leader_epoch)
+            .collect();
+        s.apply(&MetadataCommand::RegisterBroker {
+            id: 2,
+            address: "127.0.0.1:7402".into(),
+            kafka_address: None,
+            incarnation: 2,
+        });
+        for (p, e) in s.topics["t"].partitions.iter().zip(epochs) {
+            assert_eq!((p.leader, p.leader_epoch), (2, e + 1), "{p:?}");
+            assert_eq!(p.isr, vec![2]);
+        }
     }
 
     #[test]
