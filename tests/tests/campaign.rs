@@ -1054,8 +1054,9 @@ const DISK_REGRESSION_SEEDS: &[u64] = &[5];
 const STORAGE_REGRESSION_SEEDS: &[u64] = &[6002, 6035];
 
 /// Seeds run with every fault kind (`Mix::Full`): 7001 cuts the power of every node three
-/// times in its 15 s.
-const FULL_SEEDS: &[u64] = &[7001];
+/// times in its 15 s; 7116 found a member epoch repeated by a coordinator restarted within
+/// its term; 7122 found records exposed by a restarted leader and then lost.
+const FULL_SEEDS: &[u64] = &[7001, 7116, 7122];
 
 #[test]
 fn a_short_campaign_of_mixed_faults_finds_no_anomaly() {

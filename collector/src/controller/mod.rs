@@ -396,7 +396,16 @@ impl Controller {
 
     /// The current Raft leader, if known.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        // A stopped Raft core leaves its last metrics behind, naming itself leader: a node
+        // whose core died (a failed fsync of its log) must not go on acting as the
+        // controller — fencing brokers, coordinating groups — beside the one the others
+        // elected (campaign seed 7122: two coordinators answered one member).
+        m.running_state
+            .is_ok()
+            .then_some(m.current_leader)
+            .flatten()
     }
 
     /// Counts this node's tenures as leader of `term`: 0 the first time, then 1, 2, ... A
@@ -414,7 +423,8 @@ impl Controller {
     pub fn leader_term(&self) -> Option<u64> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        (m.current_leader == Some(self.node_id)).then_some(m.current_term)
+        (m.running_state.is_ok() && m.current_leader == Some(self.node_id))
+            .then_some(m.current_term)
     }
 
     /// Whether this node is the active controller.
@@ -425,7 +435,11 @@ impl Controller {
     /// host:port of the active controller, if known.
     pub fn leader_address(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
+        let leader = m
+            .running_state
+            .is_ok()
+            .then_some(m.current_leader)
+            .flatten()?;
         m.membership_config
             .membership()
             .get_node(&leader)
@@ -527,7 +541,11 @@ impl Controller {
             node_id: self.node_id,
             state: format!("{:?}", m.state),
             term: m.current_term,
-            leader: m.current_leader,
+            leader: m
+                .running_state
+                .is_ok()
+                .then_some(m.current_leader)
+                .flatten(),
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.map(|l| l.index),
             voters: membership.voter_ids().collect(),
