@@ -419,6 +419,20 @@ impl Controller {
         next_tenure(&self.dir, term)
     }
 
+    /// This node is the active controller and its metadata holds everything committed
+    /// before its term: an entry of its own term has been applied (a new or restarted
+    /// leader replays what it had not applied yet first). Until then its metadata may lack
+    /// topics or commits, and what it decides from them (a group member's partitions) could
+    /// be wrong.
+    pub fn leader_ready(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.running_state.is_ok()
+            && m.current_leader == Some(self.node_id)
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
     /// The Raft term, when this node is the active controller in it.
     pub fn leader_term(&self) -> Option<u64> {
         let m = self.raft.metrics();

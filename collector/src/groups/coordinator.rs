@@ -576,11 +576,15 @@ impl Coordinator {
         // offsets or not: from now on it hands out only what is known to be free.
         g.known.get_or_insert_default();
         // Only partitions that exist, of topics it subscribes to.
+        let claimed = a.claims.len();
         let claims: BTreeSet<Tp> = a
             .claims
             .into_iter()
             .filter(|(t, p)| a.topics.contains(t) && partitions.get(t).is_some_and(|n| p < n))
             .collect();
+        // Holding less than it claims, it must hear so under a new epoch: at its own epoch
+        // it was told the partitions it claims.
+        let shrunk = claims.len() != claimed;
         if g.members.len() >= settings.max_members_per_group
             || claims.iter().any(|tp| g.owner(tp).is_some())
         {
@@ -610,6 +614,13 @@ impl Coordinator {
         );
         g.recompute(partitions);
         g.reconcile(&a.id);
+        if shrunk
+            && let Some(m) = g.members.get_mut(&a.id)
+            && m.epoch == a.epoch
+        {
+            m.prev_epoch = m.epoch;
+            m.epoch = next_epoch(m.epoch);
+        }
         g.reply(&a.id, &settings)
             .ok_or_else(|| GroupError::Invalid("member vanished".into()))
     }
@@ -883,6 +894,29 @@ mod tests {
                 seen.insert(r.member_epoch);
                 r = full_beat(&mut new, &r, when + 2 + t, &p).unwrap();
             }
+        }
+    }
+
+    /// A new coordinator whose metadata does not (yet) show what a member claims adopts it
+    /// holding less — and tells it so under a new epoch, never at the epoch at which it was
+    /// told it held more (campaign seed 7122: a restarted coordinator answered before its
+    /// metadata had caught up).
+    #[test]
+    fn a_member_adopted_with_less_than_it_claims_gets_a_new_epoch() {
+        let p = parts(4);
+        let mut old = Coordinator::new(GroupSettings::default(), "old".into());
+        let a = join(&mut old, 0, &p);
+        assert_eq!(count(&a), 4);
+        for (known, then) in [(parts(2), 2), (BTreeMap::new(), 0)] {
+            let mut new = Coordinator::new(GroupSettings::default(), "new".into());
+            new.take_over(1_000, epoch_base(3, 0), ["g".to_owned()]);
+            let r = full_beat(&mut new, &a, 1_001, &known).expect("adopted");
+            assert_eq!(r.member_id, a.member_id);
+            assert_eq!(count(&r), then);
+            assert_ne!(
+                r.member_epoch, a.member_epoch,
+                "told {then} partitions at the epoch it held 4"
+            );
         }
     }
 

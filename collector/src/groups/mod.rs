@@ -400,9 +400,10 @@ impl GroupService {
         })
     }
 
-    /// Whether this node coordinates groups (the active controller).
+    /// Whether this node coordinates groups: the active controller, once its metadata has
+    /// caught up with its term ([`crate::controller::Controller::leader_ready`]).
     pub fn is_coordinator(&self) -> bool {
-        self.broker.controller.is_leader()
+        self.broker.controller.leader_ready()
     }
 
     pub async fn commit(&self, group: &str, req: CommitRequest) -> Result<(), GroupsError> {
@@ -686,6 +687,10 @@ impl GroupService {
     fn coordinator_elsewhere(&self, forwarded: bool) -> Result<Option<String>, GroupsError> {
         let c = &self.broker.controller;
         if c.is_leader() {
+            // Not before its metadata has caught up with its term (a retriable answer).
+            if !c.leader_ready() {
+                return Err(GroupsError::CoordinatorMoving);
+            }
             return Ok(None);
         }
         if forwarded {
