@@ -550,6 +550,35 @@ fn acls_replicate_are_enforced_on_every_node_and_survive_restarts() {
         cl.node(id).kill9();
         cl.node(id).restart();
     }
+    // A restarted broker leaves the ISRs and hands its leaderships on until it has caught
+    // up: until every replica is back in sync a write may be answered 503 (retriable).
+    let addrs: Vec<String> = cl.nodes.iter().map(|n| n.url("")).collect();
+    tributary_tests::wait_for(Duration::from_secs(60), "logs-web in sync again", || {
+        let meta: serde_json::Value = admin
+            .get(cl.nodes[0].url("/v1/metadata"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let in_sync = meta["topics"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["name"] == "logs-web")
+            .flat_map(|t| t["partitions"].as_array().cloned().unwrap_or_default())
+            .all(|p| p["isr"].as_array().is_some_and(|i| i.len() == 3));
+        if !in_sync {
+            return None;
+        }
+        let leader = tributary_tests::leader_url(&admin, &addrs, "logs-web", 0)?
+            .replacen("http://", "https://", 1);
+        let r = admin
+            .get(format!(
+                "{leader}/v1/topics/logs-web/partitions/0/records?offset=0&limit=1"
+            ))
+            .send()
+            .ok()?;
+        r.status().is_success().then_some(())
+    });
     check(&cl, "2");
     let (ok, out, err) = cli(
         &cl.nodes[2],
