@@ -70,6 +70,48 @@ impl ExpiryClock {
     }
 }
 
+/// What a power cut leaves of a file (the fault model of the power-loss tests): its first
+/// `durable` bytes (what was fsynced), plus a torn part of the rest that the disk happened
+/// to write — none one time in three, else a random prefix, which one time in three reads
+/// back as zeros (blocks allocated, data never written). `rng` is drawn from (a seeded
+/// xorshift: [`PowerCutRng`]). Returns the bytes lost.
+pub fn power_cut_file(path: &Path, durable: u64, rng: &mut PowerCutRng) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = std::fs::metadata(path)?.len();
+    if len <= durable {
+        return Ok(0);
+    }
+    let unsynced = len - durable;
+    let torn = match rng.draw() % 3 {
+        0 => 0,
+        _ => rng.draw() % (unsynced + 1),
+    };
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.set_len(durable + torn)?;
+    if torn > 0 && rng.draw().is_multiple_of(3) {
+        f.write_all_at(&vec![0u8; torn as usize], durable)?;
+    }
+    f.sync_all()?;
+    Ok(unsynced - torn)
+}
+
+/// The seeded xorshift [`power_cut_file`] draws from: a seed replays the same cuts.
+#[derive(Debug, Clone)]
+pub struct PowerCutRng(u64);
+
+impl PowerCutRng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn draw(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// Locks `m`. The one poisoning policy: a panic while holding a lock does not stop the
 /// others from using the data. Every state guarded by a mutex here is updated so that a
 /// half-done update is still a valid state (counters, caches, maps replaced whole), so

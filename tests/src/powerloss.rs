@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// What a power cut took.
@@ -70,13 +70,7 @@ pub fn cut_power(journal: &Path, seed: u64) -> io::Result<Cut> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e),
     };
-    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = shared::sys::PowerCutRng::new(seed);
     let mut cut = Cut::default();
     let mut files: Vec<(PathBuf, (u64, u64))> = durable_lengths(&text)?.into_iter().collect();
     files.sort();
@@ -87,19 +81,8 @@ pub fn cut_power(journal: &Path, seed: u64) -> io::Result<Cut> {
         if m.ino() != ino || m.len() <= durable {
             continue;
         }
-        let unsynced = m.len() - durable;
-        let torn = match next() % 3 {
-            0 => 0,
-            _ => next() % (unsynced + 1),
-        };
-        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-        f.set_len(durable + torn)?;
-        if torn > 0 && next() % 3 == 0 {
-            f.write_all_at(&vec![0u8; torn as usize], durable)?;
-        }
-        f.sync_all()?;
+        cut.bytes += shared::sys::power_cut_file(&path, durable, &mut rng)?;
         cut.files += 1;
-        cut.bytes += unsynced - torn;
     }
     std::fs::write(journal, b"")?;
     Ok(cut)

@@ -1303,6 +1303,28 @@ fn topic_ids_name_topics_in_metadata_and_fetch_and_list_offsets_finds_timestamps
     assert_eq!(list(-1).1, 3);
 }
 
+/// Three voters with short broker sessions, and `topic` of `partitions` on all three.
+fn cluster_with_topic(
+    dir: &std::path::Path,
+    topic: &str,
+    partitions: u32,
+) -> tributary_tests::Cluster {
+    let cl = tributary_tests::Cluster::start(
+        dir,
+        3,
+        "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\n",
+    );
+    let r = client()
+        .post(cl.nodes[0].url("/v1/topics"))
+        .json(
+            &serde_json::json!({"name": topic, "partitions": partitions, "replication_factor": 3}),
+        )
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    cl
+}
+
 /// A KIP-848 consumer (confluent-kafka, `group.protocol=consumer`) through a `kill -9` of
 /// the controller leader, where its group coordinator lives: the new coordinator does not
 /// know it, and its heartbeats carry only what changed. Told the coordinator is loading,
@@ -1311,18 +1333,8 @@ fn topic_ids_name_topics_in_metadata_and_fetch_and_list_offsets_finds_timestamps
 #[test]
 fn a_kip848_consumer_keeps_its_id_and_partitions_through_a_controller_failover() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cl = tributary_tests::Cluster::start(
-        tmp.path(),
-        3,
-        "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\n",
-    );
+    let mut cl = cluster_with_topic(tmp.path(), "kf", 2);
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&serde_json::json!({"name": "kf", "partitions": 2, "replication_factor": 3}))
-        .send()
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().unwrap());
     let bootstrap: Vec<String> = (1..=3).map(|i| cl.node(i).kafka_address()).collect();
     let bootstrap = bootstrap.join(",");
     let p = python_client(&["confluent-produce", &bootstrap, "kf", "100"]);
@@ -1473,18 +1485,8 @@ fn offset_fetch_codes(addr: &str, group: &str, version: i16) -> (i16, Vec<i64>) 
 #[test]
 fn offset_fetch_is_answered_by_the_coordinator_only() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cl = tributary_tests::Cluster::start(
-        tmp.path(),
-        3,
-        "broker_session_timeout_ms: 2000\nbroker_heartbeat_interval_ms: 300\n",
-    );
+    let mut cl = cluster_with_topic(tmp.path(), "of", 1);
     let c = client();
-    let r = c
-        .post(cl.node(1).url("/v1/topics"))
-        .json(&serde_json::json!({"name": "of", "partitions": 1, "replication_factor": 3}))
-        .send()
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().unwrap());
     let p = python_client(&["confluent-produce", &cl.node(1).kafka_address(), "of", "10"]);
     assert_eq!(p["delivered"], 10, "{p}");
     // A standalone consumer commits offset 7.

@@ -745,6 +745,20 @@ mod tests {
         }
     }
 
+    fn leave(c: &mut Coordinator, r: &HeartbeatReply, now: u64, p: &BTreeMap<String, u32>) {
+        c.heartbeat(
+            "g",
+            &HeartbeatRequest {
+                member_id: Some(r.member_id.clone()),
+                member_epoch: LEAVE_EPOCH,
+                ..Default::default()
+            },
+            now,
+            p,
+        )
+        .expect("leave");
+    }
+
     /// A heartbeat carrying the subscription and what the member holds (what
     /// `collector tail` sends every time).
     fn full_beat(
@@ -844,17 +858,7 @@ mod tests {
             let b = join(&mut old, t * 10, &p);
             last = full_beat(&mut old, &last, t * 10 + 1, &p).unwrap();
             seen.insert(last.member_epoch);
-            old.heartbeat(
-                "g",
-                &HeartbeatRequest {
-                    member_id: Some(b.member_id.clone()),
-                    member_epoch: LEAVE_EPOCH,
-                    ..Default::default()
-                },
-                t * 10 + 2,
-                &p,
-            )
-            .expect("leave");
+            leave(&mut old, &b, t * 10 + 2, &p);
             last = full_beat(&mut old, &last, t * 10 + 3, &p).unwrap();
             seen.insert(last.member_epoch);
         }
@@ -1083,17 +1087,7 @@ mod tests {
             Err(GroupError::NotOwner { .. })
         ));
         // a leaves: b gets everything at its next heartbeat.
-        c.heartbeat(
-            "g",
-            &HeartbeatRequest {
-                member_id: Some(a.member_id.clone()),
-                member_epoch: LEAVE_EPOCH,
-                ..Default::default()
-            },
-            3,
-            &p,
-        )
-        .expect("leave");
+        leave(&mut c, &a, 3, &p);
         let b2 = beat(&mut c, &b, &b.assignment, 4, &p).expect("b");
         assert_eq!(count(&b2), 2);
         exclusive(&c);

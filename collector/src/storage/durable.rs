@@ -327,37 +327,20 @@ mod ledger {
     /// fsynced; `seed` picks, per file, how much of that the disk had written anyway (a
     /// prefix, which for one file in three reads back as zeros). Returns the bytes lost.
     pub fn power_loss(dir: &Path, seed: u64) -> u64 {
-        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        let mut lost = 0;
+        let mut rng = shared::sys::PowerCutRng::new(seed);
         let mut l = ledger();
         let paths: Vec<PathBuf> = l.keys().filter(|p| p.starts_with(dir)).cloned().collect();
-        for p in paths {
-            let e = l.remove(&p).unwrap();
-            let Ok(len) = std::fs::metadata(&p).map(|m| m.len()) else {
-                continue;
-            };
-            if len <= e.synced {
-                continue;
-            }
-            let unsynced = len - e.synced;
-            let torn = match next() % 3 {
-                0 => 0,
-                _ => next() % (unsynced + 1),
-            };
-            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-            f.set_len(e.synced + torn).unwrap();
-            if torn > 0 && next() % 3 == 0 {
-                use std::os::unix::fs::FileExt;
-                f.write_all_at(&vec![0u8; torn as usize], e.synced).unwrap();
-            }
-            lost += unsynced - torn;
-        }
-        lost
+        paths
+            .into_iter()
+            .map(|p| {
+                let e = l.remove(&p).unwrap();
+                match shared::sys::power_cut_file(&p, e.synced, &mut rng) {
+                    Ok(lost) => lost,
+                    // A file deleted since loses nothing more.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(err) => panic!("power cut of {}: {err}", p.display()),
+                }
+            })
+            .sum()
     }
 }
